@@ -1,0 +1,183 @@
+"""kubelite's error hierarchy and its one mapping to and from gRPC status codes.
+
+Both sides use this module: the API server raises these errors and converts them to gRPC
+statuses in one place; the client converts a gRPC error back into the same class, so code on
+either side catches ``NotFound`` or ``Conflict`` rather than inspecting status codes.
+
+| class          | gRPC code           | Kubernetes  |
+|----------------|---------------------|-------------|
+| NotFound       | NOT_FOUND           | 404         |
+| AlreadyExists  | ALREADY_EXISTS      | 409         |
+| Conflict       | ABORTED             | 409         |
+| Invalid        | INVALID_ARGUMENT    | 422         |
+| BadRequest     | INVALID_ARGUMENT    | 400         |
+| Expired        | OUT_OF_RANGE        | 410 Gone    |
+| Unauthorized   | UNAUTHENTICATED     | 401         |
+| Forbidden      | PERMISSION_DENIED   | 403         |
+| TooManyRequests| RESOURCE_EXHAUSTED  | 429 / quota |
+| Unavailable    | UNAVAILABLE         | 503         |
+| Timeout        | DEADLINE_EXCEEDED   | 504         |
+| InternalError  | INTERNAL / UNKNOWN  | 500         |
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import grpc
+
+from kubelite.api.field_errors import FieldError
+
+# Trailing-metadata key carrying {"reason": ..., "causes": [...]} as JSON.
+STATUS_METADATA_KEY = "kubelite-status"
+
+
+class KubeliteError(Exception):
+    """Root of every error kubelite raises on purpose."""
+
+
+class ApiError(KubeliteError):
+    """An API request failed with a Kubernetes-style status."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+    reason: ClassVar[str] = "InternalError"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, causes: Sequence[dict[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.causes: list[dict[str, str]] = list(causes)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadRequest(ApiError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "BadRequest"
+    http_status = 400
+
+
+class Invalid(ApiError):
+    """The object breaks one or more field rules; ``causes`` lists them."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "Invalid"
+    http_status = 422
+
+    @classmethod
+    def from_field_errors(cls, kind: str, name: str, errors: Sequence[FieldError]) -> Invalid:
+        rendered = [str(e) for e in errors]
+        body = rendered[0] if len(rendered) == 1 else "[" + ", ".join(rendered) + "]"
+        return cls(f'{kind} "{name}" is invalid: {body}', [e.to_json() for e in errors])
+
+
+class NotFound(ApiError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NotFound"
+    http_status = 404
+
+
+class AlreadyExists(ApiError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "AlreadyExists"
+    http_status = 409
+
+
+class Conflict(ApiError):
+    """The object changed since the resourceVersion the request was based on."""
+
+    code = grpc.StatusCode.ABORTED
+    reason = "Conflict"
+    http_status = 409
+
+
+class Expired(ApiError):
+    """The requested resourceVersion is older than what etcd still keeps (410 Gone)."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+    reason = "Expired"
+    http_status = 410
+
+
+class Unauthorized(ApiError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "Unauthorized"
+    http_status = 401
+
+
+class Forbidden(ApiError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "Forbidden"
+    http_status = 403
+
+
+class TooManyRequests(ApiError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "TooManyRequests"
+    http_status = 429
+
+
+class Unavailable(ApiError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "ServiceUnavailable"
+    http_status = 503
+
+
+class Timeout(ApiError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "Timeout"
+    http_status = 504
+
+
+class InternalError(ApiError):
+    code = grpc.StatusCode.INTERNAL
+    reason = "InternalError"
+    http_status = 500
+
+
+_BY_REASON: dict[str, type[ApiError]] = {
+    c.reason: c
+    for c in (
+        BadRequest, Invalid, NotFound, AlreadyExists, Conflict, Expired, Unauthorized,
+        Forbidden, TooManyRequests, Unavailable, Timeout, InternalError,
+    )
+}
+_BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.ABORTED: Conflict,
+    grpc.StatusCode.OUT_OF_RANGE: Expired,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthorized,
+    grpc.StatusCode.PERMISSION_DENIED: Forbidden,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: TooManyRequests,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Timeout,
+    grpc.StatusCode.CANCELLED: Unavailable,
+}
+
+
+def status_metadata(error: ApiError) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata that lets the client rebuild the exact error class and causes."""
+    payload = {"reason": error.reason, "causes": error.causes}
+    return ((STATUS_METADATA_KEY, json.dumps(payload)),)
+
+
+def from_rpc_error(error: grpc.RpcError) -> ApiError:
+    """The ApiError a failed call stands for (chain it: ``raise from_rpc_error(e) from e``)."""
+    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+    details: str = error.details() or code.name  # type: ignore[attr-defined]
+    cls: type[ApiError] = _BY_CODE.get(code, InternalError)
+    causes: list[dict[str, str]] = []
+    trailing: Any = error.trailing_metadata()  # type: ignore[attr-defined]
+    for key, value in trailing or ():
+        if key == STATUS_METADATA_KEY:
+            payload = json.loads(value)
+            cls = _BY_REASON.get(payload.get("reason", ""), cls)
+            causes = payload.get("causes", [])
+    if code == grpc.StatusCode.UNAVAILABLE and not details.startswith("etcd"):
+        details = f"API server unavailable: {details}"
+    return cls(details, causes)

@@ -1,0 +1,110 @@
+"""The kinds the API serves: kind <-> resource name <-> message type, and how they are stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from protos.v1 import objects_pb2 as v1
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    kind: str
+    """Kubernetes' kind, e.g. ``Deployment``."""
+    plural: str
+    """Resource name in URLs and storage keys, e.g. ``deployments``."""
+    api_version: str
+    """``v1`` for the core group, ``apps/v1`` etc. otherwise."""
+    namespaced: bool
+    message: type[Message]
+    short_names: tuple[str, ...] = ()
+    has_status: bool = True
+    """Whether the kind has a status written only through the status subresource."""
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def qualified_kind(self) -> str:
+        """``Deployment.apps`` as Kubernetes names a kind in error messages."""
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+    def new(self) -> Message:
+        return self.message()
+
+    def decode(self, data: bytes) -> Message:
+        msg = self.message()
+        msg.ParseFromString(data)
+        return msg
+
+
+RESOURCES: tuple[ResourceType, ...] = (
+    ResourceType("Namespace", "namespaces", "v1", False, v1.Namespace, ("ns",)),
+    ResourceType("Node", "nodes", "v1", False, v1.Node, ("no",)),
+    ResourceType("Pod", "pods", "v1", True, v1.Pod, ("po",)),
+    ResourceType("Service", "services", "v1", True, v1.Service, ("svc",)),
+    ResourceType("Endpoints", "endpoints", "v1", True, v1.Endpoints, ("ep",), has_status=False),
+    ResourceType("ConfigMap", "configmaps", "v1", True, v1.ConfigMap, ("cm",), has_status=False),
+    ResourceType("Secret", "secrets", "v1", True, v1.Secret, (), has_status=False),
+    ResourceType("Event", "events", "v1", True, v1.Event, ("ev",), has_status=False),
+    ResourceType(
+        "PersistentVolumeClaim", "persistentvolumeclaims", "v1", True,
+        v1.PersistentVolumeClaim, ("pvc",),
+    ),
+    ResourceType(
+        "Lease", "leases", "coordination.k8s.io/v1", True, v1.Lease, (), has_status=False
+    ),
+    ResourceType("ReplicaSet", "replicasets", "apps/v1", True, v1.ReplicaSet, ("rs",)),
+    ResourceType("Deployment", "deployments", "apps/v1", True, v1.Deployment, ("deploy",)),
+    ResourceType("DaemonSet", "daemonsets", "apps/v1", True, v1.DaemonSet, ("ds",)),
+    ResourceType("StatefulSet", "statefulsets", "apps/v1", True, v1.StatefulSet, ("sts",)),
+    ResourceType("Job", "jobs", "batch/v1", True, v1.Job),
+    ResourceType("CronJob", "cronjobs", "batch/v1", True, v1.CronJob, ("cj",)),
+)
+
+_BY_PLURAL = {r.plural: r for r in RESOURCES}
+_BY_KIND = {r.kind: r for r in RESOURCES}
+_BY_ALIAS: dict[str, ResourceType] = {}
+for _r in RESOURCES:
+    for _alias in (_r.plural, _r.singular, *_r.short_names, f"{_r.plural}.{_r.group}"):
+        _BY_ALIAS[_alias] = _r
+
+
+class UnknownResource(LookupError):
+    pass
+
+
+def by_plural(plural: str) -> ResourceType:
+    """The resource for a wire/storage name (``pods``); raises UnknownResource."""
+    try:
+        return _BY_PLURAL[plural]
+    except KeyError:
+        raise UnknownResource(f'the server does not serve resource "{plural}"') from None
+
+
+def by_kind(kind: str, api_version: str | None = None) -> ResourceType:
+    """The resource for a manifest's kind (and apiVersion, when given)."""
+    rtype = _BY_KIND.get(kind)
+    if rtype is None:
+        raise UnknownResource(f'no kind "{kind}" is registered')
+    if api_version is not None and api_version != rtype.api_version:
+        raise UnknownResource(
+            f'no kind "{kind}" is registered for version "{api_version}"'
+            f' (it is served as "{rtype.api_version}")'
+        )
+    return rtype
+
+
+def by_name(name: str) -> ResourceType:
+    """What a user typed on the command line: ``po``, ``pod``, ``pods``, ``Deployment``..."""
+    rtype = _BY_ALIAS.get(name.lower())
+    if rtype is None:
+        raise UnknownResource(f'the server doesn\'t have a resource type "{name}"')
+    return rtype
