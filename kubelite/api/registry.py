@@ -108,3 +108,14 @@ def by_name(name: str) -> ResourceType:
     if rtype is None:
         raise UnknownResource(f'the server doesn\'t have a resource type "{name}"')
     return rtype
+
+
+_BY_MESSAGE = {r.message: r for r in RESOURCES}
+
+
+def by_message(message_type: type[Message]) -> ResourceType:
+    """The resource whose objects are ``message_type`` messages."""
+    try:
+        return _BY_MESSAGE[message_type]
+    except KeyError:
+        raise UnknownResource(f"{message_type.__name__} is not an API kind") from None

@@ -1,0 +1,536 @@
+"""The API's semantics over storage: what create, update, patch, delete and watch mean.
+
+The gRPC servicer only decodes requests and encodes answers; everything Kubernetes-specific
+(system fields, generation, defaults and validation, finalizers and graceful deletion,
+namespaces, selectors, bind) lives here so tests can drive it in-process.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import structlog
+from google.protobuf.message import Message
+
+from apiserver.storage import Storage, conflict, not_found
+from apiserver.watch_cache import ADDED, ResourceWatchCache, WatchCacheSettings, WatchItem
+from kubelite.api import convert, defaults, fields, labels, validation
+from kubelite.api import meta as m
+from kubelite.api.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+)
+from kubelite.api.field_errors import FieldPath
+from kubelite.api.registry import RESOURCES, ResourceType, by_kind
+from protos.v1 import objects_pb2 as v1
+
+log = structlog.get_logger(__name__)
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+PROPAGATION_POLICIES = ("Background", "Foreground", "Orphan")
+FOREGROUND_FINALIZER = "foregroundDeletion"
+ORPHAN_FINALIZER = "orphan"
+NAMESPACE_FINALIZER = "kubernetes"
+GENERATE_NAME_ATTEMPTS = 8
+NAMESPACES = by_kind("Namespace")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    storage_prefix: str = "/registry"
+    """Key prefix of every object in etcd."""
+    watch_cache: WatchCacheSettings = WatchCacheSettings()
+    """Window size and timers of the per-resource watch caches."""
+    default_pod_grace_seconds: int = 30
+    """Grace period of a pod deletion when neither the request nor the pod names one."""
+
+
+def _has_spec(rtype: ResourceType) -> bool:
+    return "spec" in rtype.message.DESCRIPTOR.fields_by_name
+
+
+def _spec_bytes(obj: Message) -> bytes:
+    """What decides whether generation moves: everything but metadata and status."""
+    parts = []
+    for fd, value in obj.ListFields():
+        if fd.name not in ("metadata", "status"):
+            parts.append(fd.name.encode() + b"=" + value.SerializeToString()
+                         if isinstance(value, Message) else repr(value).encode())
+    return b"|".join(parts)
+
+
+def _parse_revision(text: str, what: str = "resourceVersion") -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f'{what}: Invalid value: "{text}": must be an integer') from None
+    if value < 0:
+        raise BadRequest(f'{what}: Invalid value: "{text}": must not be negative')
+    return value
+
+
+@dataclass(frozen=True)
+class Selectors:
+    label: labels.Selector | None
+    field: fields.FieldSelector | None
+
+    def matches(self, obj: Message) -> bool:
+        if self.label is not None and not self.label.matches(m.meta(obj).labels):
+            return False
+        return self.field is None or self.field.matches(obj)
+
+    @property
+    def empty(self) -> bool:
+        return self.label is None and self.field is None
+
+
+def parse_selectors(rtype: ResourceType, label_selector: str, field_selector: str) -> Selectors:
+    try:
+        label = labels.parse_selector(label_selector) if label_selector.strip() else None
+    except ValueError as e:
+        raise BadRequest(f"unable to parse requirement: {e}") from e
+    try:
+        field = (
+            fields.parse_field_selector(field_selector, rtype.kind)
+            if field_selector.strip()
+            else None
+        )
+    except ValueError as e:
+        raise BadRequest(str(e)) from e
+    return Selectors(label, field)
+
+
+def _encode_continue(revision: int, key: bytes) -> str:
+    payload = json.dumps({"rv": revision, "start": base64.b64encode(key).decode()})
+    return base64.urlsafe_b64encode(payload.encode()).decode()
+
+
+def _decode_continue(token: str) -> tuple[int, bytes]:
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return int(payload["rv"]), base64.b64decode(payload["start"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadRequest(f"continue key is not valid: {e}") from e
+
+
+class Api:
+    def __init__(self, storage: Storage, settings: ApiSettings = ApiSettings()) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.caches = {
+            r.plural: ResourceWatchCache(storage, r, settings.watch_cache) for r in RESOURCES
+        }
+
+    async def start(self) -> None:
+        for cache in self.caches.values():
+            await cache.start()
+        await self.ensure_system_namespaces()
+
+    async def stop(self) -> None:
+        for cache in self.caches.values():
+            await cache.stop()
+
+    async def ensure_system_namespaces(self) -> None:
+        for name in SYSTEM_NAMESPACES:
+            try:
+                await self.create(NAMESPACES, "", v1.Namespace(metadata=v1.ObjectMeta(name=name)))
+            except AlreadyExists:
+                pass
+
+    # ------------------------------------------------------------ reads
+
+    async def get(self, rtype: ResourceType, namespace: str, name: str) -> Message:
+        return await self.storage.get(rtype, self._namespace_for(rtype, namespace), name)
+
+    async def list(
+        self,
+        rtype: ResourceType,
+        namespace: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 0,
+        continue_token: str = "",
+    ) -> tuple[list[Message], int, str]:
+        selectors = parse_selectors(rtype, label_selector, field_selector)
+        revision, start = (0, None)
+        if continue_token:
+            revision, start = _decode_continue(continue_token)
+        if limit < 0:
+            raise BadRequest(f"limit: Invalid value: {limit}: must not be negative")
+        result = await self.storage.list(
+            rtype, namespace if rtype.namespaced else "", revision=revision, limit=limit,
+            start_key=start,
+        )
+        items = [o for o in result.items if selectors.matches(o)]
+        token = _encode_continue(result.revision, result.next_key) if result.next_key else ""
+        return items, result.revision, token
+
+    async def watch(
+        self,
+        rtype: ResourceType,
+        namespace: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+        resource_version: str = "",
+    ) -> AsyncIterator[WatchItem]:
+        selectors = parse_selectors(rtype, label_selector, field_selector)
+        matches = None if selectors.empty else selectors.matches
+        namespace = namespace if rtype.namespaced else ""
+        cache = self.caches[rtype.plural]
+        if resource_version in ("", "0"):
+            # Kubernetes' "start at most recent": the current objects as ADDED, then changes.
+            result = await self.storage.list(rtype, namespace)
+            for obj in result.items:
+                if matches is None or matches(obj):
+                    yield WatchItem(ADDED, result.revision, obj.SerializeToString(), obj)
+            after = result.revision
+        else:
+            after = _parse_revision(resource_version)
+        async for item in cache.watch(after, namespace, matches):
+            yield item
+
+    # ------------------------------------------------------------ writes
+
+    def _namespace_for(self, rtype: ResourceType, namespace: str) -> str:
+        return namespace if rtype.namespaced else ""
+
+    async def _check_namespace(self, rtype: ResourceType, namespace: str) -> None:
+        if not rtype.namespaced:
+            return
+        try:
+            ns = await self.storage.get(NAMESPACES, "", namespace)
+        except NotFound:
+            raise NotFound(f'namespaces "{namespace}" not found') from None
+        if m.meta(ns).deletion_timestamp:
+            raise Forbidden(
+                f"{rtype.plural} \"{m.meta(ns).name}\" is forbidden: unable to create new content"
+                f" in namespace {namespace} because it is being terminated"
+            )
+
+    def _validate(self, rtype: ResourceType, obj: Message, old: Message | None = None) -> None:
+        errors = validation.validate(obj, old)
+        if errors:
+            name = m.meta(obj).name or m.meta(obj).generate_name
+            raise Invalid.from_field_errors(rtype.qualified_kind, name, errors)
+
+    async def create(
+        self, rtype: ResourceType, namespace: str, obj: Message, dry_run: bool = False
+    ) -> Message:
+        meta = m.meta(obj)
+        if rtype.namespaced:
+            if meta.namespace and namespace and meta.namespace != namespace:
+                raise BadRequest(
+                    "the namespace of the provided object does not match the namespace sent"
+                    " on the request"
+                )
+            meta.namespace = meta.namespace or namespace or "default"
+        else:
+            meta.namespace = ""
+        if meta.resource_version:
+            raise BadRequest("resourceVersion should not be set on objects to be created")
+        if not meta.name and not meta.generate_name:
+            raise Invalid.from_field_errors(
+                rtype.qualified_kind, "",
+                [FieldPath("metadata.name").required("name or generateName is required")],
+            )
+        meta.uid = m.new_uid()
+        meta.creation_timestamp = m.now_rfc3339()
+        meta.ClearField("deletion_timestamp")
+        meta.ClearField("deletion_grace_period_seconds")
+        meta.generation = 1 if _has_spec(rtype) else 0
+        self._prepare_for_create(rtype, obj)
+        defaults.apply_defaults(obj)
+        generate = not meta.name
+        if generate:
+            meta.name = m.generated_name(meta.generate_name)
+        self._validate(rtype, obj)
+        await self._check_namespace(rtype, meta.namespace)
+        if dry_run:
+            return obj
+        for _ in range(GENERATE_NAME_ATTEMPTS):
+            try:
+                return await self.storage.create(rtype, obj)
+            except AlreadyExists:
+                if not generate:
+                    raise
+                meta.name = m.generated_name(meta.generate_name)
+        raise AlreadyExists(f"could not find a free name for generateName {meta.generate_name!r}")
+
+    def _prepare_for_create(self, rtype: ResourceType, obj: Message) -> None:
+        """Status a user may not set on create, as each Kubernetes strategy resets it."""
+        if isinstance(obj, v1.Namespace):
+            obj.ClearField("status")
+            obj.status.phase = "Active"
+            if NAMESPACE_FINALIZER not in obj.spec.finalizers:
+                obj.spec.finalizers.append(NAMESPACE_FINALIZER)
+        elif isinstance(obj, v1.Pod):
+            obj.ClearField("status")
+            obj.status.phase = "Pending"
+        elif rtype.has_status and not isinstance(obj, v1.Node):
+            obj.ClearField("status")
+
+    async def update(
+        self, rtype: ResourceType, namespace: str, obj: Message, dry_run: bool = False
+    ) -> Message:
+        return await self._replace(rtype, namespace, obj, status_only=False, dry_run=dry_run)
+
+    async def update_status(
+        self, rtype: ResourceType, namespace: str, obj: Message, dry_run: bool = False
+    ) -> Message:
+        if not rtype.has_status:
+            raise NotFound(f"{rtype.plural} have no status subresource")
+        return await self._replace(rtype, namespace, obj, status_only=True, dry_run=dry_run)
+
+    async def _replace(
+        self, rtype: ResourceType, namespace: str, obj: Message, *, status_only: bool,
+        dry_run: bool,
+    ) -> Message:
+        meta = m.meta(obj)
+        namespace = self._namespace_for(rtype, meta.namespace or namespace or "default")
+        if not meta.name:
+            raise Invalid.from_field_errors(
+                rtype.qualified_kind, "", [FieldPath("metadata.name").required()]
+            )
+        current = await self.storage.get(rtype, namespace, meta.name)
+        current_rv = m.meta(current).resource_version
+        if meta.resource_version and meta.resource_version != current_rv:
+            raise conflict(rtype, meta.name)
+        updated = self._merge_update(rtype, current, obj, status_only)
+        if updated is None or dry_run:
+            return current if updated is None else updated
+        return await self._write_update(rtype, current, updated)
+
+    def _merge_update(
+        self, rtype: ResourceType, current: Message, obj: Message, status_only: bool
+    ) -> Message | None:
+        """The object to store for an update of ``current`` to ``obj``, None if no change."""
+        if status_only:
+            updated = m.copy(current)
+            updated.ClearField("status")
+            updated.status.CopyFrom(obj.status)  # type: ignore[attr-defined]
+        else:
+            updated = m.copy(obj)
+            new_meta, old_meta = m.meta(updated), m.meta(current)
+            new_meta.namespace = old_meta.namespace
+            for name in ("uid", "creation_timestamp", "deletion_timestamp", "generation"):
+                setattr(new_meta, name, getattr(old_meta, name))
+            if old_meta.HasField("deletion_grace_period_seconds"):
+                new_meta.deletion_grace_period_seconds = old_meta.deletion_grace_period_seconds
+            else:
+                new_meta.ClearField("deletion_grace_period_seconds")
+            if rtype.has_status:
+                updated.ClearField("status")
+                updated.status.CopyFrom(current.status)  # type: ignore[attr-defined]
+            if isinstance(updated, v1.Pod) and not updated.spec.node_name:
+                # nodeName is set only through binding; an update may not drop it.
+                updated.spec.node_name = current.spec.node_name  # type: ignore[attr-defined]
+            defaults.apply_defaults(updated)
+            if _has_spec(rtype) and _spec_bytes(updated) != _spec_bytes(current):
+                new_meta.generation = old_meta.generation + 1
+        m.meta(updated).resource_version = m.meta(current).resource_version
+        self._validate(rtype, updated, current)
+        if updated.SerializeToString(deterministic=True) == current.SerializeToString(
+            deterministic=True
+        ):
+            return None
+        return updated
+
+    async def _write_update(
+        self, rtype: ResourceType, current: Message, updated: Message
+    ) -> Message:
+        meta = m.meta(updated)
+        revision = int(m.meta(current).resource_version)
+        if meta.deletion_timestamp and self._finalized(updated):
+            await self.storage.delete(rtype, meta.namespace, meta.name, revision)
+            return updated
+        return await self.storage.update(rtype, updated, revision)
+
+    @staticmethod
+    def _finalized(obj: Message) -> bool:
+        if m.meta(obj).finalizers:
+            return False
+        if isinstance(obj, v1.Namespace) and obj.spec.finalizers:
+            return False
+        return True
+
+    async def patch(
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        patch: bytes,
+        patch_type: str = "merge",
+        subresource: str = "",
+    ) -> Message:
+        if patch_type not in ("merge", "application/merge-patch+json", ""):
+            raise BadRequest(f'patch type "{patch_type}" is not supported; use "merge"')
+        if subresource not in ("", "status"):
+            raise BadRequest(f'subresource "{subresource}" is not supported by patch')
+        try:
+            document = json.loads(patch)
+        except ValueError as e:
+            raise BadRequest(f"patch is not valid JSON: {e}") from e
+        if not isinstance(document, dict):
+            raise BadRequest("a merge patch must be a JSON object")
+        namespace = self._namespace_for(rtype, namespace or "default")
+        for _ in range(20):
+            current = await self.storage.get(rtype, namespace, name)
+            merged = convert.merge_patch(convert.to_dict(rtype, current), document)
+            try:
+                _, obj = convert.from_dict(merged)
+            except convert.ConversionError as e:
+                raise Invalid.from_field_errors(rtype.qualified_kind, name, e.errors) from e
+            requested_rv = m.meta(obj).resource_version
+            if requested_rv != m.meta(current).resource_version:
+                raise conflict(rtype, name)
+            if m.meta(obj).name != name:
+                raise BadRequest("the name of the object does not match the name on the request")
+            updated = self._merge_update(rtype, current, obj, status_only=subresource == "status")
+            if updated is None:
+                return current
+            try:
+                return await self._write_update(rtype, current, updated)
+            except Conflict:
+                if "resourceVersion" in document.get("metadata", {}):
+                    raise
+        raise conflict(rtype, name)
+
+    async def delete(
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        grace_period_seconds: int | None = None,
+        propagation_policy: str = "",
+        precondition_uid: str = "",
+        precondition_resource_version: str = "",
+    ) -> Message:
+        if propagation_policy and propagation_policy not in PROPAGATION_POLICIES:
+            raise BadRequest(
+                f'propagationPolicy: Unsupported value: "{propagation_policy}": supported'
+                ' values: "Background", "Foreground", "Orphan"'
+            )
+        if grace_period_seconds is not None and grace_period_seconds < 0:
+            grace_period_seconds = 0
+        namespace = self._namespace_for(rtype, namespace or "default")
+        if rtype is NAMESPACES and name in SYSTEM_NAMESPACES[:3]:
+            raise Forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted')
+        for _ in range(20):
+            current = await self.storage.get(rtype, namespace, name)
+            meta = m.meta(current)
+            if precondition_uid and precondition_uid != meta.uid:
+                raise Conflict(
+                    f"Precondition failed: UID in precondition: {precondition_uid}, UID in"
+                    f" object meta: {meta.uid}"
+                )
+            if precondition_resource_version and (
+                precondition_resource_version != meta.resource_version
+            ):
+                raise conflict(rtype, name)
+            updated = self._mark_deleted(current, grace_period_seconds, propagation_policy)
+            revision = int(meta.resource_version)
+            try:
+                if updated is None:
+                    await self.storage.delete(rtype, namespace, name, revision)
+                    return current
+                if updated.SerializeToString() == current.SerializeToString():
+                    return current
+                return await self.storage.update(rtype, updated, revision)
+            except Conflict:
+                if precondition_resource_version:
+                    raise
+        raise conflict(rtype, name)
+
+    def _mark_deleted(
+        self, current: Message, grace: int | None, policy: str
+    ) -> Message | None:
+        """The object marked for deletion, or None to delete it from storage now."""
+        obj = m.copy(current)
+        meta = m.meta(obj)
+        if policy == "Foreground" and FOREGROUND_FINALIZER not in meta.finalizers:
+            meta.finalizers.append(FOREGROUND_FINALIZER)
+        elif policy == "Orphan" and ORPHAN_FINALIZER not in meta.finalizers:
+            meta.finalizers.append(ORPHAN_FINALIZER)
+        if isinstance(obj, v1.Namespace):
+            obj.status.phase = "Terminating"
+        if isinstance(obj, v1.Pod):
+            grace = self._pod_grace(obj, grace)
+            if grace == 0 and not meta.finalizers:
+                return None
+            deadline = m.now() + dt.timedelta(seconds=grace)
+            if not meta.deletion_timestamp or (
+                meta.deletion_grace_period_seconds > grace
+            ):
+                meta.deletion_timestamp = m.format_time(deadline)
+                meta.deletion_grace_period_seconds = grace
+            return obj
+        if self._finalized(obj):
+            return None
+        if not meta.deletion_timestamp:
+            meta.deletion_timestamp = m.now_rfc3339()
+            meta.deletion_grace_period_seconds = 0
+        return obj
+
+    def _pod_grace(self, pod: v1.Pod, requested: int | None) -> int:
+        # Unbound and finished pods have no kubelet to confirm a graceful stop.
+        if not pod.spec.node_name or pod.status.phase in ("Succeeded", "Failed"):
+            return 0
+        if requested is not None:
+            return requested
+        if pod.spec.HasField("termination_grace_period_seconds"):
+            return int(pod.spec.termination_grace_period_seconds)
+        return self.settings.default_pod_grace_seconds
+
+    async def bind(self, namespace: str, name: str, node_name: str, pod_uid: str = "") -> Message:
+        pods = by_kind("Pod")
+        if not node_name:
+            raise Invalid.from_field_errors(
+                "Binding", name, [FieldPath("target.name").required()]
+            )
+
+        async def assign(pod: Message) -> Message:
+            assert isinstance(pod, v1.Pod)
+            if pod_uid and pod.metadata.uid != pod_uid:
+                raise Conflict(
+                    f"Precondition failed: UID in precondition: {pod_uid}, UID in object meta:"
+                    f" {pod.metadata.uid}"
+                )
+            if pod.metadata.deletion_timestamp:
+                raise Conflict(f"pod {name} is being deleted, cannot be assigned to a host")
+            if pod.spec.node_name:
+                raise Conflict(f'pod {name} is already assigned to node "{pod.spec.node_name}"')
+            pod.spec.node_name = node_name
+            set_pod_condition(pod, "PodScheduled", "True")
+            return pod
+
+        return await self.storage.guaranteed_update(pods, namespace or "default", name, assign)
+
+
+def set_pod_condition(pod: v1.Pod, type_: str, status: str, reason: str = "",
+                      message: str = "") -> bool:
+    """Sets a condition, moving lastTransitionTime only when the status changes."""
+    for condition in pod.status.conditions:
+        if condition.type == type_:
+            changed = (condition.status, condition.reason, condition.message) != (
+                status, reason, message
+            )
+            if condition.status != status:
+                condition.last_transition_time = m.now_rfc3339()
+            condition.status, condition.reason, condition.message = status, reason, message
+            return changed
+    pod.status.conditions.add(
+        type=type_, status=status, reason=reason, message=message,
+        last_transition_time=m.now_rfc3339(),
+    )
+    return True
+
+
+__all__ = ["Api", "ApiSettings", "not_found"]

@@ -1,0 +1,163 @@
+"""The gRPC face of the API: decode the request, call Api, encode the answer, map errors."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from google.protobuf.message import DecodeError, Message
+
+from apiserver.api import Api
+from apiserver.watch_cache import BOOKMARK
+from kubelite.api.errors import ApiError, BadRequest, InternalError, status_metadata
+from kubelite.api.registry import ResourceType, UnknownResource, by_plural
+from protos.v1 import apiserver_pb2 as pb
+from protos.v1 import apiserver_pb2_grpc as pb_grpc
+
+log = structlog.get_logger(__name__)
+
+R = TypeVar("R")
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:
+    context.set_trailing_metadata(status_metadata(error))
+    await context.abort(error.code, error.message)
+
+
+def _api_call(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    """Turns ApiErrors into gRPC statuses; anything else is a logged internal error."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await method(self, request, context)
+        except ApiError as e:
+            await _abort(context, e)
+        except UnknownResource as e:
+            await _abort(context, BadRequest(str(e)))
+        except Exception as e:  # the one place unexpected errors become statuses
+            if isinstance(e, grpc.aio.AbortError):
+                raise
+            log.exception("request failed", method=method.__name__)
+            await _abort(context, InternalError(f"internal error: {type(e).__name__}: {e}"))
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def _decode(rtype: ResourceType, data: bytes) -> Message:
+    try:
+        return rtype.decode(data)
+    except DecodeError as e:
+        raise BadRequest(f"object is not a valid serialized {rtype.kind}: {e}") from e
+
+
+def _encode(obj: Message) -> pb.ObjectResponse:
+    return pb.ObjectResponse(object=obj.SerializeToString())
+
+
+class ApiServicer(pb_grpc.ApiServerServicer):
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    @_api_call
+    async def Create(self, request: pb.CreateRequest, context: Any) -> pb.ObjectResponse:
+        rtype = by_plural(request.resource)
+        obj = _decode(rtype, request.object)
+        return _encode(await self.api.create(rtype, request.namespace, obj, request.dry_run))
+
+    @_api_call
+    async def Get(self, request: pb.GetRequest, context: Any) -> pb.ObjectResponse:
+        rtype = by_plural(request.resource)
+        return _encode(await self.api.get(rtype, request.namespace, request.name))
+
+    @_api_call
+    async def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:
+        rtype = by_plural(request.resource)
+        items, revision, token = await self.api.list(
+            rtype,
+            request.namespace,
+            request.label_selector,
+            request.field_selector,
+            request.limit,
+            request.continue_token,
+        )
+        return pb.ListResponse(
+            resource_version=str(revision),
+            items=[o.SerializeToString() for o in items],
+            continue_token=token,
+        )
+
+    @_api_call
+    async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.ObjectResponse:
+        rtype = by_plural(request.resource)
+        obj = _decode(rtype, request.object)
+        return _encode(await self.api.update(rtype, request.namespace, obj, request.dry_run))
+
+    @_api_call
+    async def UpdateStatus(self, request: pb.UpdateRequest, context: Any) -> pb.ObjectResponse:
+        rtype = by_plural(request.resource)
+        obj = _decode(rtype, request.object)
+        return _encode(await self.api.update_status(rtype, request.namespace, obj, request.dry_run))
+
+    @_api_call
+    async def Patch(self, request: pb.PatchRequest, context: Any) -> pb.ObjectResponse:
+        rtype = by_plural(request.resource)
+        return _encode(
+            await self.api.patch(
+                rtype, request.namespace, request.name, request.patch, request.patch_type,
+                request.subresource,
+            )
+        )
+
+    @_api_call
+    async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.ObjectResponse:
+        rtype = by_plural(request.resource)
+        grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
+        return _encode(
+            await self.api.delete(
+                rtype,
+                request.namespace,
+                request.name,
+                grace,
+                request.propagation_policy,
+                request.preconditions.uid,
+                request.preconditions.resource_version,
+            )
+        )
+
+    @_api_call
+    async def Bind(self, request: pb.BindRequest, context: Any) -> pb.ObjectResponse:
+        pod = await self.api.bind(request.namespace, request.name, request.node_name,
+                                  request.pod_uid)
+        return _encode(pod)
+
+    async def Watch(
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchEvent]:
+        try:
+            rtype = by_plural(request.resource)
+            stream = self.api.watch(
+                rtype,
+                request.namespace,
+                request.label_selector,
+                request.field_selector,
+                request.resource_version,
+            )
+            async for item in stream:
+                if item.type == BOOKMARK:
+                    if request.allow_watch_bookmarks:
+                        yield pb.WatchEvent(type=BOOKMARK, resource_version=str(item.revision))
+                    continue
+                yield pb.WatchEvent(
+                    type=item.type, object=item.data, resource_version=str(item.revision)
+                )
+        except ApiError as e:
+            await _abort(context, e)
+        except UnknownResource as e:
+            await _abort(context, BadRequest(str(e)))

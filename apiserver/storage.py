@@ -1,0 +1,179 @@
+"""Objects in etcd: one key per object, value = the serialized message.
+
+Key: ``<prefix>/<resource>/<namespace>/<name>`` (cluster-scoped kinds omit the namespace).
+resourceVersion is the key's etcd mod_revision; it is not stored in the value but set on every
+object read back, so it can never disagree with etcd. Writes are transactions guarded by the
+mod_revision the caller read, so a stale write is a Conflict and never a silent overwrite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from apiserver.etcd import (
+    CompactedError,
+    Etcd,
+    KeyValue,
+    absent,
+    delete_op,
+    get_op,
+    mod_revision_is,
+    prefix_end,
+    put_op,
+)
+from kubelite.api.errors import AlreadyExists, Conflict, Expired, NotFound
+from kubelite.api.registry import ResourceType
+
+
+def encode(obj: Message) -> bytes:
+    """The stored form: the object without its resourceVersion."""
+    meta = obj.metadata  # type: ignore[attr-defined]
+    rv = meta.resource_version
+    meta.resource_version = ""
+    try:
+        return obj.SerializeToString()
+    finally:
+        meta.resource_version = rv
+
+
+def decode(rtype: ResourceType, kv: KeyValue) -> Message:
+    obj = rtype.decode(kv.value)
+    obj.metadata.resource_version = str(kv.mod_revision)  # type: ignore[attr-defined]
+    return obj
+
+
+def not_found(rtype: ResourceType, name: str) -> NotFound:
+    return NotFound(f'{rtype.plural}{"." + rtype.group if rtype.group else ""} "{name}" not found')
+
+
+def conflict(rtype: ResourceType, name: str) -> Conflict:
+    return Conflict(
+        f'Operation cannot be fulfilled on {rtype.plural} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again"
+    )
+
+
+@dataclass(frozen=True)
+class ListResult:
+    items: list[Message]
+    revision: int
+    """The etcd revision the list was read at."""
+    next_key: bytes | None
+    """Where the next page starts, when a limit cut the list short."""
+
+
+class Storage:
+    def __init__(self, etcd: Etcd, prefix: str = "/registry") -> None:
+        self.etcd = etcd
+        self.prefix = prefix.rstrip("/")
+
+    def key(self, rtype: ResourceType, namespace: str, name: str) -> bytes:
+        if rtype.namespaced:
+            return f"{self.prefix}/{rtype.plural}/{namespace}/{name}".encode()
+        return f"{self.prefix}/{rtype.plural}/{name}".encode()
+
+    def resource_prefix(self, rtype: ResourceType, namespace: str = "") -> bytes:
+        if rtype.namespaced and namespace:
+            return f"{self.prefix}/{rtype.plural}/{namespace}/".encode()
+        return f"{self.prefix}/{rtype.plural}/".encode()
+
+    async def get(self, rtype: ResourceType, namespace: str, name: str) -> Message:
+        response = await self.etcd.range(self.key(rtype, namespace, name))
+        if not response.kvs:
+            raise not_found(rtype, name)
+        return decode(rtype, response.kvs[0])
+
+    async def list(
+        self,
+        rtype: ResourceType,
+        namespace: str = "",
+        *,
+        revision: int = 0,
+        limit: int = 0,
+        start_key: bytes | None = None,
+    ) -> ListResult:
+        prefix = self.resource_prefix(rtype, namespace)
+        try:
+            response = await self.etcd.range(
+                start_key or prefix, prefix_end(prefix), revision=revision, limit=limit
+            )
+        except CompactedError as e:
+            raise Expired(
+                "The provided continue parameter is too old to display a consistent list"
+                " result. You can start a new list without the continue parameter."
+            ) from e
+        items = [decode(rtype, kv) for kv in response.kvs]
+        next_key = None
+        if response.more and response.kvs:
+            next_key = response.kvs[-1].key + b"\0"
+        return ListResult(items, int(response.header.revision), next_key)
+
+    async def create(self, rtype: ResourceType, obj: Message) -> Message:
+        meta = obj.metadata  # type: ignore[attr-defined]
+        key = self.key(rtype, meta.namespace, meta.name)
+        response = await self.etcd.txn([absent(key)], [put_op(key, encode(obj))])
+        if not response.succeeded:
+            raise AlreadyExists(
+                f'{rtype.plural}{"." + rtype.group if rtype.group else ""} "{meta.name}"'
+                " already exists"
+            )
+        meta.resource_version = str(response.header.revision)
+        return obj
+
+    async def update(self, rtype: ResourceType, obj: Message, expected_revision: int) -> Message:
+        """Writes ``obj`` if the stored object is still at ``expected_revision``."""
+        meta = obj.metadata  # type: ignore[attr-defined]
+        key = self.key(rtype, meta.namespace, meta.name)
+        response = await self.etcd.txn(
+            [mod_revision_is(key, expected_revision)], [put_op(key, encode(obj))], [get_op(key)]
+        )
+        if not response.succeeded:
+            if not response.responses[0].response_range.kvs:
+                raise not_found(rtype, meta.name)
+            raise conflict(rtype, meta.name)
+        meta.resource_version = str(response.header.revision)
+        return obj
+
+    async def delete(
+        self, rtype: ResourceType, namespace: str, name: str, expected_revision: int
+    ) -> int:
+        """Deletes the object if it is still at ``expected_revision``; returns the revision."""
+        key = self.key(rtype, namespace, name)
+        response = await self.etcd.txn(
+            [mod_revision_is(key, expected_revision)], [delete_op(key)], [get_op(key)]
+        )
+        if not response.succeeded:
+            if not response.responses[0].response_range.kvs:
+                raise not_found(rtype, name)
+            raise conflict(rtype, name)
+        return int(response.header.revision)
+
+    async def guaranteed_update(
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        mutate: Callable[[Message], Awaitable[Message | None]],
+        attempts: int = 20,
+    ) -> Message:
+        """Read, mutate, write; re-read and retry when another writer got there first.
+
+        ``mutate`` gets a fresh copy of the current object and returns the object to store,
+        or None to leave it unchanged.
+        """
+        for _ in range(attempts):
+            current = await self.get(rtype, namespace, name)
+            revision = int(current.metadata.resource_version)  # type: ignore[attr-defined]
+            candidate = type(current)()
+            candidate.CopyFrom(current)
+            updated = await mutate(candidate)
+            if updated is None:
+                return current
+            try:
+                return await self.update(rtype, updated, revision)
+            except Conflict:
+                continue
+        raise conflict(rtype, name)

@@ -1,0 +1,306 @@
+"""One etcd watch per resource, fanned out to every client watch of that resource.
+
+The cache keeps a window of recent events (the last ``capacity`` of them, contiguous in
+revision). A client watch from a resourceVersion inside the window is served from it and then
+live; one from before the window gets a private etcd watch from that revision (etcd says if it
+was compacted, which becomes Expired). Selectors are applied here, per watcher, with
+Kubernetes' rule for objects that move in or out of a selector: entering is ADDED, leaving is
+DELETED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import structlog
+from google.protobuf.message import Message
+
+from apiserver.etcd import CompactedError, Etcd, Event, prefix_end
+from apiserver.storage import Storage, decode
+from kubelite.api.errors import Expired, Unavailable
+from kubelite.api.registry import ResourceType
+
+log = structlog.get_logger(__name__)
+
+ADDED, MODIFIED, DELETED, BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMARK"
+
+Predicate = Callable[[Message], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEvent:
+    """A change to one object, decoded once and shared by every watcher."""
+
+    revision: int
+    obj: Message
+    """The object after the change; for a delete, its last state at the delete's revision."""
+    data: bytes
+    """``obj`` serialized, resourceVersion included."""
+    prev: Message | None
+    """The object before the change, None for a creation."""
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WatchItem:
+    type: str
+    revision: int
+    data: bytes
+    obj: Message | None = None
+
+
+def classify(event: CachedEvent, namespace: str, matches: Predicate | None) -> str | None:
+    """The event type this watcher sees, or None when the change is not for it."""
+    if namespace and event.obj.metadata.namespace != namespace:  # type: ignore[attr-defined]
+        return None
+    if matches is None:
+        if event.deleted:
+            return DELETED
+        return MODIFIED if event.prev is not None else ADDED
+    now = not event.deleted and matches(event.obj)
+    before = event.prev is not None and matches(event.prev)
+    if now and before:
+        return MODIFIED
+    if now:
+        return ADDED
+    if before:
+        return DELETED
+    return None
+
+
+@dataclass(eq=False)
+class _Watcher:
+    namespace: str
+    matches: Predicate | None
+    max_pending: int
+    pending: deque[WatchItem] = field(default_factory=deque)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    closed_reason: str | None = None
+
+    def offer(self, event: CachedEvent) -> None:
+        kind = classify(event, self.namespace, self.matches)
+        if kind is None:
+            return
+        if len(self.pending) >= self.max_pending:
+            self.close("watcher fell too far behind")
+            return
+        self.pending.append(WatchItem(kind, event.revision, event.data, event.obj))
+        self.wakeup.set()
+
+    def close(self, reason: str) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+        self.wakeup.set()
+
+
+@dataclass(frozen=True)
+class WatchCacheSettings:
+    capacity: int = 10_000
+    """Events kept per resource for watchers that resume from a recent resourceVersion."""
+    max_pending_per_watcher: int = 10_000
+    """A watcher this many events behind is closed; its client resumes from its last version."""
+    progress_interval: float = 1.0
+    """How often to ask etcd how far the stream has come when it is quiet, seconds."""
+    retry_max: float = 5.0
+    """Cap on the backoff between attempts to re-open a broken etcd watch, seconds."""
+
+
+class ResourceWatchCache:
+    def __init__(self, storage: Storage, rtype: ResourceType, settings: WatchCacheSettings) -> None:
+        self.storage = storage
+        self.rtype = rtype
+        self.settings = settings
+        self.prefix = storage.resource_prefix(rtype)
+        self._events: deque[CachedEvent] = deque()
+        self._watchers: set[_Watcher] = set()
+        self.start_revision = 0
+        """Every event after this revision is in the window (until it is trimmed)."""
+        self.revision = 0
+        """Every event up to this revision has reached the window."""
+        self._progressed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._etcd_watch_started = asyncio.Event()
+        self._watch: object | None = None
+        self.etcd_watches_opened = 0
+        self.healthy = False
+
+    @property
+    def etcd(self) -> Etcd:
+        return self.storage.etcd
+
+    async def start(self) -> None:
+        current = await self.etcd.current_revision()
+        self.start_revision = self.revision = current
+        self._task = asyncio.create_task(self._run(), name=f"watch-cache-{self.rtype.plural}")
+
+    async def stop(self) -> None:
+        for watcher in list(self._watchers):
+            watcher.close("API server shutting down")
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    # ------------------------------------------------------------ the etcd side
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            watch = self.etcd.watch(self.prefix, prefix_end(self.prefix), self.revision + 1)
+            self.etcd_watches_opened += 1
+            progress = asyncio.create_task(self._ask_progress(watch))
+            try:
+                async for events in watch:
+                    self.healthy = True
+                    delay = 0.1
+                    if events:
+                        self._apply(events)
+                    else:
+                        self.revision = max(self.revision, watch.revision)
+                    async with self._progressed:
+                        self._progressed.notify_all()
+            except CompactedError as e:
+                # Events between our revision and the compaction are gone: start over so
+                # watchers re-watch and get Expired (then relist) rather than miss changes.
+                log.warning("watch cache lost history", resource=self.rtype.plural, error=str(e))
+                await self._reset()
+            except Unavailable as e:
+                self.healthy = False
+                log.warning(
+                    "etcd watch broke; resuming",
+                    resource=self.rtype.plural,
+                    revision=self.revision,
+                    error=str(e),
+                )
+            finally:
+                progress.cancel()
+                watch.cancel()
+            await asyncio.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, self.settings.retry_max)
+
+    async def _ask_progress(self, watch: object) -> None:
+        while True:
+            await asyncio.sleep(self.settings.progress_interval)
+            watch.request_progress()  # type: ignore[attr-defined]
+
+    async def _reset(self) -> None:
+        for watcher in list(self._watchers):
+            watcher.close("watch cache reset after etcd compaction")
+        self._watchers.clear()
+        self._events.clear()
+        self.start_revision = self.revision = await self.etcd.current_revision()
+
+    def _apply(self, events: list[Event]) -> None:
+        for event in events:
+            cached = self._cached(event)
+            self._events.append(cached)
+            for watcher in self._watchers:
+                watcher.offer(cached)
+        self.revision = events[-1].kv.mod_revision
+        while len(self._events) > self.settings.capacity:
+            self.start_revision = self._events.popleft().revision
+
+    def _cached(self, event: Event) -> CachedEvent:
+        prev = decode(self.rtype, event.prev_kv) if event.HasField("prev_kv") else None
+        if event.type == Event.DELETE:
+            if prev is None:
+                # Without prev_kv there is nothing to show; send an object with only its name.
+                prev = self.rtype.new()
+            obj = type(prev)()
+            obj.CopyFrom(prev)
+            obj.metadata.resource_version = str(event.kv.mod_revision)  # type: ignore[attr-defined]
+            return CachedEvent(event.kv.mod_revision, obj, obj.SerializeToString(), prev, True)
+        obj = decode(self.rtype, event.kv)
+        return CachedEvent(event.kv.mod_revision, obj, obj.SerializeToString(), prev, False)
+
+    async def wait_for_revision(self, revision: int, timeout: float = 10.0) -> None:
+        """Returns once every event up to ``revision`` is in the window."""
+        async def reached() -> None:
+            async with self._progressed:
+                await self._progressed.wait_for(lambda: self.revision >= revision)
+
+        try:
+            await asyncio.wait_for(reached(), timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"watch cache for {self.rtype.plural} did not reach revision {revision}"
+            ) from None
+
+    # ------------------------------------------------------------ the client side
+
+    async def watch(
+        self, after: int, namespace: str, matches: Predicate | None
+    ) -> AsyncIterator[WatchItem]:
+        """Events after revision ``after``, in order, then live ones until cancelled.
+
+        Yields BOOKMARK items (revision only) whenever the stream is idle and has progressed,
+        so clients can resume from a recent version. Raises Expired when ``after`` has been
+        compacted away, Unavailable when the stream must be re-established.
+        """
+        if after < self.start_revision:
+            async for item in self._direct(after, namespace, matches):
+                yield item
+            return
+        watcher = _Watcher(namespace, matches, self.settings.max_pending_per_watcher)
+        for event in self._events:
+            if event.revision > after:
+                watcher.offer(event)
+        self._watchers.add(watcher)
+        try:
+            last = after
+            while True:
+                if not watcher.pending and watcher.closed_reason is None:
+                    watcher.wakeup.clear()
+                    try:
+                        await asyncio.wait_for(watcher.wakeup.wait(), self.settings.progress_interval)
+                    except TimeoutError:
+                        pass
+                while watcher.pending:
+                    item = watcher.pending.popleft()
+                    last = item.revision
+                    yield item
+                if watcher.closed_reason is not None:
+                    raise Unavailable(watcher.closed_reason)
+                if self.revision > last:
+                    last = self.revision
+                    yield WatchItem(BOOKMARK, last, b"")
+        finally:
+            self._watchers.discard(watcher)
+
+    async def _direct(
+        self, after: int, namespace: str, matches: Predicate | None
+    ) -> AsyncIterator[WatchItem]:
+        """A private etcd watch for a client resuming from before the window."""
+        prefix = self.storage.resource_prefix(self.rtype, namespace)
+        watch = self.etcd.watch(prefix, prefix_end(prefix), after + 1)
+        self.etcd_watches_opened += 1
+        progress = asyncio.create_task(self._ask_progress(watch))
+        try:
+            async for events in watch:
+                if not events:
+                    yield WatchItem(BOOKMARK, watch.revision, b"")
+                    continue
+                for event in events:
+                    cached = self._cached(event)
+                    kind = classify(cached, namespace, matches)
+                    if kind is not None:
+                        yield WatchItem(kind, cached.revision, cached.data, cached.obj)
+        except CompactedError as e:
+            raise Expired(
+                f"too old resource version: {after} ({e.compact_revision})"
+            ) from e
+        finally:
+            progress.cancel()
+            watch.cancel()
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)
+
+

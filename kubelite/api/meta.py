@@ -1,0 +1,80 @@
+"""Helpers over ObjectMeta and the conventions every kind shares (times, names, conditions)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from typing import Any
+
+from google.protobuf.message import Message
+
+# Kubernetes' alphabet for generated names: no vowels, no confusable characters.
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+GENERATED_SUFFIX_LENGTH = 5
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def format_time(t: dt.datetime) -> str:
+    """RFC 3339 with second precision, as Kubernetes' metav1.Time."""
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_micro_time(t: dt.datetime) -> str:
+    """RFC 3339 with microseconds, as Kubernetes' metav1.MicroTime (leases, events)."""
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def now_rfc3339() -> str:
+    return format_time(now())
+
+
+def new_uid() -> str:
+    return str(uuid.uuid4())
+
+
+def generated_name(prefix: str) -> str:
+    suffix = "".join(secrets.choice(_NAME_ALPHABET) for _ in range(GENERATED_SUFFIX_LENGTH))
+    return prefix + suffix
+
+
+def meta(obj: Message) -> Any:
+    """The object's ObjectMeta (every kind has one)."""
+    return obj.metadata  # type: ignore[attr-defined]
+
+
+def key_of(obj: Message) -> str:
+    """``namespace/name``, or ``name`` for cluster-scoped objects: the work queue key."""
+    m = meta(obj)
+    return f"{m.namespace}/{m.name}" if m.namespace else m.name
+
+
+def split_key(key: str) -> tuple[str, str]:
+    namespace, _, name = key.rpartition("/")
+    return namespace, name
+
+
+def copy(obj: Message) -> Any:
+    """A deep copy: cached objects are shared and must not be changed in place."""
+    duplicate = type(obj)()
+    duplicate.CopyFrom(obj)
+    return duplicate
+
+
+def is_controlled_by(obj: Message, owner: Message) -> bool:
+    owner_uid = meta(owner).uid
+    return any(ref.uid == owner_uid and ref.controller for ref in meta(obj).owner_references)
+
+
+def controller_of(obj: Message) -> Any | None:
+    for ref in meta(obj).owner_references:
+        if ref.controller:
+            return ref
+    return None

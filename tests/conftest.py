@@ -1,0 +1,54 @@
+"""Fixtures shared by every tier: a real etcd, API servers on it, and a task-leak check."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from apiserver.server import ApiServer
+from kubelite.client.client import ApiClient
+from kubelite.testing.apiserver import start_api_server, test_settings
+from kubelite.testing.etcd import EtcdProcess
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
+    """One real etcd for the session; tests isolate themselves with their own key prefix."""
+    process = EtcdProcess(Path(tmp_path_factory.mktemp("etcd")) / "data")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fails a test that leaves asyncio tasks running behind it."""
+    before = set(asyncio.all_tasks())
+    yield
+    current = asyncio.current_task()
+    deadline = asyncio.get_running_loop().time() + 2.0
+    while True:
+        leaked = [
+            t for t in asyncio.all_tasks() - before if t is not current and not t.done()
+            and not t.get_name().startswith("Task-")  # grpc's internal callbacks
+        ]
+        if not leaked or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    assert not leaked, f"test leaked tasks: {[t.get_name() for t in leaked]}"
+
+
+@pytest.fixture
+async def api_server(etcd: EtcdProcess) -> AsyncIterator[ApiServer]:
+    server = await start_api_server(test_settings(etcd.endpoint))
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def client(api_server: ApiServer) -> AsyncIterator[ApiClient]:
+    async with ApiClient(api_server.address, timeout=10) as c:
+        yield c
