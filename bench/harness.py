@@ -1,0 +1,91 @@
+"""Shared pieces of the benchmarks: a temporary etcd, daemons as real processes, statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+
+from kubelite.testing.etcd import EtcdProcess
+from kubelite.testing.ports import free_port
+
+
+@contextmanager
+def temporary_etcd() -> Iterator[EtcdProcess]:
+    with tempfile.TemporaryDirectory(prefix="kubelite-bench-") as tmp:
+        etcd = EtcdProcess(Path(tmp) / "etcd")
+        etcd.start()
+        try:
+            yield etcd
+        finally:
+            etcd.stop()
+
+
+@contextmanager
+def apiserver_process(etcd_endpoint: str, *extra: str) -> Iterator[str]:
+    """``python -m apiserver`` in its own process (as deployed); yields its address."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apiserver", "--listen", address, "--etcd-servers", etcd_endpoint,
+         "--log-level", "warning", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for_port("127.0.0.1", port, proc)
+        yield address
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"process exited with {proc.returncode}: {err[-2000:]}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} not listening after {timeout}s")
+
+
+async def rate(
+    op: Callable[[int], Awaitable[object]], concurrency: int, total: int
+) -> float:
+    """Operations per second for ``total`` calls of ``op(i)`` with ``concurrency`` in flight."""
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        for i in counter:
+            await op(i)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return total / (time.perf_counter() - start)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
