@@ -10,7 +10,7 @@ import pytest
 
 from apiserver.server import ApiServer
 from kubelite.client.client import ApiClient
-from kubelite.testing.apiserver import start_api_server, test_settings
+from kubelite.testing.apiserver import start_api_server, server_settings
 from kubelite.testing.etcd import EtcdProcess
 
 
@@ -43,7 +43,7 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
 
 @pytest.fixture
 async def api_server(etcd: EtcdProcess) -> AsyncIterator[ApiServer]:
-    server = await start_api_server(test_settings(etcd.endpoint))
+    server = await start_api_server(server_settings(etcd.endpoint))
     yield server
     await server.stop()
 

@@ -49,9 +49,14 @@ def _namespace(rtype: ResourceType, namespace: str, obj: Message | None = None) 
 
 
 class ApiClient:
-    def __init__(self, address: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, address: str, *, timeout: float = 30.0, wait_for_ready: bool = True
+    ) -> None:
+        """``wait_for_ready``: while the server is unreachable, calls wait for it (up to
+        ``timeout``) instead of failing at once, so daemons ride out an API server restart."""
         self.address = address
         self.timeout = timeout
+        self.wait_for_ready = wait_for_ready
         self._channel = grpc.aio.insecure_channel(
             address,
             options=[
@@ -81,7 +86,9 @@ class ApiClient:
 
     async def _unary(self, method: Any, request: Message) -> Any:
         try:
-            return await method(request, timeout=self.timeout)
+            return await method(
+                request, timeout=self.timeout, wait_for_ready=self.wait_for_ready
+            )
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e) from e
 
@@ -249,7 +256,8 @@ class ApiClient:
                 field_selector=field_selector,
                 resource_version=resource_version,
                 allow_watch_bookmarks=allow_bookmarks,
-            )
+            ),
+            wait_for_ready=self.wait_for_ready,
         )
         try:
             async for event in call:

@@ -125,7 +125,7 @@ class LeaderElector:
         updated = m.copy(lease)
         acquired = holder != s.identity
         self._fill(updated, now, acquired=acquired)
-        if acquired and holder:
+        if acquired:
             updated.spec.lease_transitions = lease.spec.lease_transitions + 1
         try:
             self._observe(await self.client.update(updated))

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
-
 from apiserver.api import ApiSettings
 from apiserver.etcd import EtcdSettings
 from apiserver.server import ApiServer, ApiServerSettings
 from apiserver.watch_cache import WatchCacheSettings
 
 
-def test_settings(
+def server_settings(
     etcd_endpoint: str,
     *,
     prefix: str | None = None,
@@ -34,10 +32,6 @@ def test_settings(
         health_interval=0.5,
         shutdown_grace=0.5,
     )
-
-
-def with_listen(settings: ApiServerSettings, listen: str) -> ApiServerSettings:
-    return replace(settings, listen=listen)
 
 
 async def start_api_server(settings: ApiServerSettings) -> ApiServer:

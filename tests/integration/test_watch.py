@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,7 +13,7 @@ from apiserver.server import ApiServer
 from kubelite.api import errors
 from kubelite.client.client import ApiClient, WatchEvent
 from kubelite.client.informer import Informer, InformerSettings
-from kubelite.testing.apiserver import start_api_server, test_settings, with_listen
+from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
 from kubelite.testing.ports import free_port
 from kubelite.testing.wait import eventually
@@ -179,7 +180,7 @@ async def test_two_hundred_watchers_share_one_etcd_watch(
 
 
 async def test_watch_from_compacted_version_is_expired(etcd: EtcdProcess) -> None:
-    server = await start_api_server(test_settings(etcd.endpoint, compaction_interval=0.2))
+    server = await start_api_server(server_settings(etcd.endpoint, compaction_interval=0.2))
     try:
         async with ApiClient(server.address) as client:
             old = await client.create(configmap("old"))
@@ -205,7 +206,7 @@ async def test_watch_from_compacted_version_is_expired(etcd: EtcdProcess) -> Non
 async def test_informer_resumes_across_api_server_restart_without_relisting(
     etcd: EtcdProcess,
 ) -> None:
-    settings = test_settings(etcd.endpoint, listen=f"127.0.0.1:{free_port()}")
+    settings = server_settings(etcd.endpoint, listen=f"127.0.0.1:{free_port()}")
     server = await start_api_server(settings)
     client = ApiClient(server.address)
     informer = Informer(client, v1.ConfigMap, "default",
@@ -237,7 +238,7 @@ async def test_informer_resumes_across_api_server_restart_without_relisting(
 async def test_informer_relists_when_its_version_was_compacted(etcd: EtcdProcess) -> None:
     """Down long enough for a compaction: Expired, relist, and the store converges."""
     port = free_port()
-    settings = test_settings(etcd.endpoint, listen=f"127.0.0.1:{port}")
+    settings = server_settings(etcd.endpoint, listen=f"127.0.0.1:{port}")
     server = await start_api_server(settings)
     client = ApiClient(server.address)
     informer = Informer(client, v1.ConfigMap, "default",
@@ -252,9 +253,7 @@ async def test_informer_relists_when_its_version_was_compacted(etcd: EtcdProcess
 
         # Meanwhile, through another server on the same storage: changes, then a compaction.
         other = await start_api_server(
-            with_listen(settings, "127.0.0.1:0").__class__(
-                **{**settings.__dict__, "listen": "127.0.0.1:0", "compaction_interval": 0.1}
-            )
+            replace(settings, listen="127.0.0.1:0", compaction_interval=0.1)
         )
         async with ApiClient(other.address) as writer:
             await writer.delete(v1.ConfigMap, "gone")
