@@ -43,8 +43,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
 def main(argv: list[str] | None = None) -> None:
     settings, level = parse_args(argv)
     logs.configure(level, component="apiserver")
-    server = ApiServer(settings)
-    daemon.run(daemon.serve_until_signalled(server.start, server.stop))
+
+    async def serve() -> None:
+        # grpc.aio objects bind to the loop they are made on: make them inside it.
+        server = ApiServer(settings)
+        await daemon.serve_until_signalled(server.start, server.stop)
+
+    daemon.run(serve())
 
 
 if __name__ == "__main__":

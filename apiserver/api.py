@@ -7,6 +7,7 @@ namespaces, selectors, bind) lives here so tests can drive it in-process.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -17,11 +18,19 @@ import structlog
 from google.protobuf.message import Message
 
 from apiserver.storage import Storage, conflict, not_found
-from apiserver.watch_cache import ADDED, ResourceWatchCache, WatchCacheSettings, WatchItem
+from apiserver.watch_cache import (
+    ADDED,
+    BOOKMARK,
+    DELETED,
+    ResourceWatchCache,
+    WatchCacheSettings,
+    WatchItem,
+)
 from kubelite.api import convert, defaults, fields, labels, validation
 from kubelite.api import meta as m
 from kubelite.api.errors import (
     AlreadyExists,
+    ApiError,
     BadRequest,
     Conflict,
     Forbidden,
@@ -128,15 +137,42 @@ class Api:
         self.caches = {
             r.plural: ResourceWatchCache(storage, r, settings.watch_cache) for r in RESOURCES
         }
+        # name -> terminating?, from the namespaces watch: spares creates an etcd read.
+        self._namespaces: dict[str, bool] = {}
+        self._namespace_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         for cache in self.caches.values():
             await cache.start()
         await self.ensure_system_namespaces()
+        self._namespace_task = asyncio.create_task(self._track_namespaces(), name="namespaces")
 
     async def stop(self) -> None:
+        if self._namespace_task is not None:
+            self._namespace_task.cancel()
+            await asyncio.gather(self._namespace_task, return_exceptions=True)
         for cache in self.caches.values():
             await cache.stop()
+
+    async def _track_namespaces(self) -> None:
+        while True:
+            try:
+                result = await self.storage.list(NAMESPACES)
+                self._namespaces = {
+                    m.meta(ns).name: bool(m.meta(ns).deletion_timestamp) for ns in result.items
+                }
+                async for item in self.caches["namespaces"].watch(result.revision, "", None):
+                    if item.type == BOOKMARK:
+                        continue
+                    ns = NAMESPACES.decode(item.data)
+                    if item.type == DELETED:
+                        self._namespaces.pop(m.meta(ns).name, None)
+                    else:
+                        self._namespaces[m.meta(ns).name] = bool(m.meta(ns).deletion_timestamp)
+            except ApiError as e:
+                self._namespaces = {}
+                log.warning("namespace tracking interrupted; relisting", error=str(e))
+                await asyncio.sleep(0.5)
 
     async def ensure_system_namespaces(self) -> None:
         for name in SYSTEM_NAMESPACES:
@@ -149,6 +185,9 @@ class Api:
 
     async def get(self, rtype: ResourceType, namespace: str, name: str) -> Message:
         return await self.storage.get(rtype, self._namespace_for(rtype, namespace), name)
+
+    async def get_serialized(self, rtype: ResourceType, namespace: str, name: str) -> bytes:
+        return await self.storage.get_raw(rtype, self._namespace_for(rtype, namespace), name)
 
     async def list(
         self,
@@ -190,7 +229,7 @@ class Api:
             result = await self.storage.list(rtype, namespace)
             for obj in result.items:
                 if matches is None or matches(obj):
-                    yield WatchItem(ADDED, result.revision, obj.SerializeToString(), obj)
+                    yield WatchItem(ADDED, result.revision, obj.SerializeToString())
             after = result.revision
         else:
             after = _parse_revision(resource_version)
@@ -203,8 +242,10 @@ class Api:
         return namespace if rtype.namespaced else ""
 
     async def _check_namespace(self, rtype: ResourceType, namespace: str) -> None:
-        if not rtype.namespaced:
+        if not rtype.namespaced or self._namespaces.get(namespace) is False:
             return
+        # Unknown or terminating here: etcd decides (a namespace created a moment ago may
+        # not have reached the watch yet).
         try:
             ns = await self.storage.get(NAMESPACES, "", namespace)
         except NotFound:

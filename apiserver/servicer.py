@@ -74,7 +74,8 @@ class ApiServicer(pb_grpc.ApiServerServicer):
     @_api_call
     async def Get(self, request: pb.GetRequest, context: Any) -> pb.ObjectResponse:
         rtype = by_plural(request.resource)
-        return _encode(await self.api.get(rtype, request.namespace, request.name))
+        data = await self.api.get_serialized(rtype, request.namespace, request.name)
+        return pb.ObjectResponse(object=data)
 
     @_api_call
     async def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:

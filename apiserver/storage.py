@@ -39,6 +39,30 @@ def encode(obj: Message) -> bytes:
         meta.resource_version = rv
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def with_resource_version(value: bytes, revision: int) -> bytes:
+    """The wire form of a stored object with its resourceVersion, without decoding it.
+
+    Every kind has ``ObjectMeta metadata = 1`` and ``resource_version = 5`` in it, and a
+    parser merges a repeated embedded message, so appending ``metadata {resource_version}``
+    to the stored bytes yields exactly the object with that resourceVersion set.
+    """
+    rv = str(revision).encode()
+    inner = b"\x2a" + _varint(len(rv)) + rv
+    return value + b"\x0a" + _varint(len(inner)) + inner
+
+
 def decode(rtype: ResourceType, kv: KeyValue) -> Message:
     obj = rtype.decode(kv.value)
     obj.metadata.resource_version = str(kv.mod_revision)  # type: ignore[attr-defined]
@@ -81,10 +105,18 @@ class Storage:
         return f"{self.prefix}/{rtype.plural}/".encode()
 
     async def get(self, rtype: ResourceType, namespace: str, name: str) -> Message:
+        return decode(rtype, await self._get_kv(rtype, namespace, name))
+
+    async def get_raw(self, rtype: ResourceType, namespace: str, name: str) -> bytes:
+        """The serialized object with its resourceVersion, never decoded (the read path)."""
+        kv = await self._get_kv(rtype, namespace, name)
+        return with_resource_version(kv.value, kv.mod_revision)
+
+    async def _get_kv(self, rtype: ResourceType, namespace: str, name: str) -> KeyValue:
         response = await self.etcd.range(self.key(rtype, namespace, name))
         if not response.kvs:
             raise not_found(rtype, name)
-        return decode(rtype, response.kvs[0])
+        return response.kvs[0]
 
     async def list(
         self,

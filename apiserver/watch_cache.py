@@ -20,7 +20,7 @@ import structlog
 from google.protobuf.message import Message
 
 from apiserver.etcd import CompactedError, Etcd, Event, prefix_end
-from apiserver.storage import Storage, decode
+from apiserver.storage import Storage, with_resource_version
 from kubelite.api.errors import Expired, Unavailable
 from kubelite.api.registry import ResourceType
 
@@ -31,18 +31,38 @@ ADDED, MODIFIED, DELETED, BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMARK"
 Predicate = Callable[[Message], bool]
 
 
-@dataclass(frozen=True, slots=True)
 class CachedEvent:
-    """A change to one object, decoded once and shared by every watcher."""
+    """A change to one object, shared by every watcher; decoded only if a selector needs it."""
 
-    revision: int
-    obj: Message
-    """The object after the change; for a delete, its last state at the delete's revision."""
-    data: bytes
-    """``obj`` serialized, resourceVersion included."""
-    prev: Message | None
-    """The object before the change, None for a creation."""
-    deleted: bool
+    __slots__ = ("revision", "data", "namespace", "deleted", "created", "_rtype", "_obj",
+                 "_prev_value", "_prev")
+
+    def __init__(
+        self, rtype: ResourceType, revision: int, data: bytes, namespace: str, *,
+        deleted: bool, created: bool, prev_value: bytes | None,
+    ) -> None:
+        self.revision = revision
+        self.data = data
+        """The object after the change (for a delete: its last state) with resourceVersion."""
+        self.namespace = namespace
+        self.deleted = deleted
+        self.created = created
+        self._rtype = rtype
+        self._obj: Message | None = None
+        self._prev_value = prev_value
+        self._prev: Message | None = None
+
+    @property
+    def obj(self) -> Message:
+        if self._obj is None:
+            self._obj = self._rtype.decode(self.data)
+        return self._obj
+
+    @property
+    def prev(self) -> Message | None:
+        if self._prev is None and self._prev_value is not None:
+            self._prev = self._rtype.decode(self._prev_value)
+        return self._prev
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +70,17 @@ class WatchItem:
     type: str
     revision: int
     data: bytes
-    obj: Message | None = None
+    """The serialized object (empty for BOOKMARK)."""
 
 
 def classify(event: CachedEvent, namespace: str, matches: Predicate | None) -> str | None:
     """The event type this watcher sees, or None when the change is not for it."""
-    if namespace and event.obj.metadata.namespace != namespace:  # type: ignore[attr-defined]
+    if namespace and event.namespace != namespace:
         return None
     if matches is None:
         if event.deleted:
             return DELETED
-        return MODIFIED if event.prev is not None else ADDED
+        return ADDED if event.created else MODIFIED
     now = not event.deleted and matches(event.obj)
     before = event.prev is not None and matches(event.prev)
     if now and before:
@@ -88,7 +108,7 @@ class _Watcher:
         if len(self.pending) >= self.max_pending:
             self.close("watcher fell too far behind")
             return
-        self.pending.append(WatchItem(kind, event.revision, event.data, event.obj))
+        self.pending.append(WatchItem(kind, event.revision, event.data))
         self.wakeup.set()
 
     def close(self, reason: str) -> None:
@@ -207,17 +227,25 @@ class ResourceWatchCache:
             self.start_revision = self._events.popleft().revision
 
     def _cached(self, event: Event) -> CachedEvent:
-        prev = decode(self.rtype, event.prev_kv) if event.HasField("prev_kv") else None
+        kv = event.kv
+        namespace = ""
+        if self.rtype.namespaced:
+            namespace = kv.key[len(self.prefix):].split(b"/", 1)[0].decode()
+        prev_value = None
+        if event.HasField("prev_kv"):
+            prev_value = with_resource_version(event.prev_kv.value, event.prev_kv.mod_revision)
         if event.type == Event.DELETE:
-            if prev is None:
-                # Without prev_kv there is nothing to show; send an object with only its name.
-                prev = self.rtype.new()
-            obj = type(prev)()
-            obj.CopyFrom(prev)
-            obj.metadata.resource_version = str(event.kv.mod_revision)  # type: ignore[attr-defined]
-            return CachedEvent(event.kv.mod_revision, obj, obj.SerializeToString(), prev, True)
-        obj = decode(self.rtype, event.kv)
-        return CachedEvent(event.kv.mod_revision, obj, obj.SerializeToString(), prev, False)
+            # The last state, at the delete's revision (etcd sent it as prev_kv).
+            last = event.prev_kv.value if event.HasField("prev_kv") else b""
+            return CachedEvent(
+                self.rtype, kv.mod_revision, with_resource_version(last, kv.mod_revision),
+                namespace, deleted=True, created=False, prev_value=prev_value,
+            )
+        return CachedEvent(
+            self.rtype, kv.mod_revision, with_resource_version(kv.value, kv.mod_revision),
+            namespace, deleted=False, created=kv.create_revision == kv.mod_revision,
+            prev_value=prev_value,
+        )
 
     async def wait_for_revision(self, revision: int, timeout: float = 10.0) -> None:
         """Returns once every event up to ``revision`` is in the window."""
@@ -290,7 +318,7 @@ class ResourceWatchCache:
                     cached = self._cached(event)
                     kind = classify(cached, namespace, matches)
                     if kind is not None:
-                        yield WatchItem(kind, cached.revision, cached.data, cached.obj)
+                        yield WatchItem(kind, cached.revision, cached.data)
         except CompactedError as e:
             raise Expired(
                 f"too old resource version: {after} ({e.compact_revision})"

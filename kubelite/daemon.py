@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import structlog
 
@@ -31,10 +33,14 @@ async def serve_until_signalled(
         await stop()
 
 
-def run(main: Awaitable[None]) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)  # type: ignore[arg-type]
-    else:
-        uvloop.run(main)  # type: ignore[arg-type]
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Runs ``main`` on uvloop when installed, unless KUBELITE_EVENT_LOOP=asyncio."""
+    if os.environ.get("KUBELITE_EVENT_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
