@@ -4,7 +4,9 @@ Prints one JSON object:
 - creates/s and gets/s through the API server (its own process) at concurrency 1 and 64;
 - raw etcd puts/s and ranges/s from the same gRPC etcd client at the same concurrencies;
 - their ratios;
-- watch event latency p50/p99 (write acknowledged -> event delivered) with 100 watchers.
+- watch event latency p50/p99 (write acknowledged -> event delivered) with 100 watchers;
+- a second reference: the same client against a do-nothing Python gRPC server
+  (bench/echo_server.py), the ceiling any Python gRPC API server has on this machine.
 
 Usage: python -m bench.api [--ops N] [--watchers N]
 """
@@ -18,7 +20,13 @@ import time
 import uuid
 
 from apiserver.etcd import Etcd, EtcdSettings
-from bench.harness import apiserver_process, percentile, rate, temporary_etcd
+from bench.harness import (
+    apiserver_process,
+    module_process,
+    percentile,
+    rate,
+    temporary_etcd,
+)
 from kubelite import daemon
 from kubelite.client.client import ApiClient
 from protos.v1 import objects_pb2 as v1
@@ -61,6 +69,18 @@ async def through_api(address: str, ops: int) -> dict[str, float]:
                 lambda i: client.get(v1.ConfigMap, f"cm-{run}-{i}"), c, ops
             )
     return figures
+
+
+async def python_grpc_ceiling(ops: int) -> dict[str, float]:
+    """The same client against a do-nothing Python gRPC server (bench/echo_server.py)."""
+    with module_process("bench.echo_server") as address:
+        async with ApiClient(address) as client:
+            return {
+                f"creates_per_s_c{c}": await rate(
+                    lambda i: client.create(configmap(f"e-{i}")), c, ops
+                )
+                for c in (1, 64)
+            }
 
 
 async def watch_latency(address: str, watchers: int, events: int) -> dict[str, float]:
@@ -123,6 +143,7 @@ async def main_async(ops: int, watchers: int, events: int) -> dict[str, object]:
         raw = await raw_etcd(etcd.endpoint, ops)
         api = await through_api(address, ops)
         latency = await watch_latency(address, watchers, events)
+    echo = await python_grpc_ceiling(ops)
     result: dict[str, object] = {"benchmark": "api", "ops_per_measurement": ops}
     result.update({f"api_{k}": round(v, 1) for k, v in api.items()})
     result.update({f"etcd_{k}": round(v, 1) for k, v in raw.items()})
@@ -132,6 +153,10 @@ async def main_async(ops: int, watchers: int, events: int) -> dict[str, object]:
         )
         result[f"ratio_gets_to_etcd_ranges_c{c}"] = round(
             api[f"gets_per_s_c{c}"] / raw[f"ranges_per_s_c{c}"], 3
+        )
+        result[f"echo_python_grpc_creates_per_s_c{c}"] = round(echo[f"creates_per_s_c{c}"], 1)
+        result[f"ratio_creates_to_python_grpc_echo_c{c}"] = round(
+            api[f"creates_per_s_c{c}"] / echo[f"creates_per_s_c{c}"], 3
         )
     result["watchers"] = watchers
     result.update(latency)

@@ -32,11 +32,19 @@ def temporary_etcd() -> Iterator[EtcdProcess]:
 @contextmanager
 def apiserver_process(etcd_endpoint: str, *extra: str) -> Iterator[str]:
     """``python -m apiserver`` in its own process (as deployed); yields its address."""
+    with module_process(
+        "apiserver", "--etcd-servers", etcd_endpoint, "--log-level", "warning", *extra
+    ) as address:
+        yield address
+
+
+@contextmanager
+def module_process(module: str, *args: str) -> Iterator[str]:
+    """``python -m MODULE --listen ADDRESS ARGS`` until the block ends; yields ADDRESS."""
     port = free_port()
     address = f"127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "apiserver", "--listen", address, "--etcd-servers", etcd_endpoint,
-         "--log-level", "warning", *extra],
+        [sys.executable, "-m", module, "--listen", address, *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
