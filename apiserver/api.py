@@ -317,6 +317,9 @@ class Api:
             obj.status.phase = "Pending"
         elif rtype.has_status and not isinstance(obj, v1.Node):
             obj.ClearField("status")
+        if isinstance(obj, v1.Job):
+            # As Kubernetes' Job strategy: select the job's own pods by its uid.
+            defaults.generate_job_selector(obj)
 
     async def update(
         self, rtype: ResourceType, namespace: str, obj: Message, dry_run: bool = False

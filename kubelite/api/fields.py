@@ -7,7 +7,7 @@ proto the way Kubernetes' ToSelectableFields renders them (bools as "true"/"fals
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -49,19 +49,25 @@ def _event_fields(ev: v1.Event) -> dict[str, str]:
     }
 
 
-_KIND_FIELDS: dict[str, Callable[[Message], dict[str, str]]] = {
-    "Pod": lambda m: _pod_fields(m),  # type: ignore[arg-type]
-    "Event": lambda m: _event_fields(m),  # type: ignore[arg-type]
-    "Node": lambda m: {"spec.unschedulable": _bool(m.spec.unschedulable)},  # type: ignore[attr-defined]
-    "Secret": lambda m: {"type": m.type},  # type: ignore[attr-defined]
-    "Job": lambda m: {"status.successful": str(m.status.succeeded)},  # type: ignore[attr-defined]
-    "Namespace": lambda m: {"status.phase": m.status.phase},  # type: ignore[attr-defined]
-    "ReplicaSet": lambda m: {"status.replicas": str(m.status.replicas)},  # type: ignore[attr-defined]
-    "Service": lambda m: {  # type: ignore[attr-defined]
-        "spec.clusterIP": m.spec.cluster_ip,  # type: ignore[attr-defined]
-        "spec.type": m.spec.type,  # type: ignore[attr-defined]
-    },
-}
+def _kind_fields(obj: Message) -> dict[str, str]:
+    if isinstance(obj, v1.Pod):
+        return _pod_fields(obj)
+    if isinstance(obj, v1.Event):
+        return _event_fields(obj)
+    if isinstance(obj, v1.Node):
+        return {"spec.unschedulable": _bool(obj.spec.unschedulable)}
+    if isinstance(obj, v1.Secret):
+        return {"type": obj.type}
+    if isinstance(obj, v1.Job):
+        return {"status.successful": str(obj.status.succeeded)}
+    if isinstance(obj, v1.Namespace):
+        return {"status.phase": obj.status.phase}
+    if isinstance(obj, v1.ReplicaSet):
+        return {"status.replicas": str(obj.status.replicas)}
+    if isinstance(obj, v1.Service):
+        return {"spec.clusterIP": obj.spec.cluster_ip, "spec.type": obj.spec.type}
+    return {}
+
 
 _KIND_FIELD_NAMES: dict[str, frozenset[str]] = {
     "Pod": frozenset(_pod_fields(v1.Pod())),
@@ -82,10 +88,6 @@ def supported_fields(kind: str) -> set[str]:
     return set(_META_FIELDS | _KIND_FIELD_NAMES.get(kind, frozenset()))
 
 
-def _kind_of(obj: Message) -> str:
-    return obj.DESCRIPTOR.name
-
-
 def object_fields(obj: Message) -> dict[str, str]:
     """The selectable fields of an object and their values, rendered as Kubernetes does."""
     meta = getattr(obj, "metadata", None)
@@ -93,9 +95,7 @@ def object_fields(obj: Message) -> dict[str, str]:
         "metadata.name": meta.name if meta is not None else "",
         "metadata.namespace": meta.namespace if meta is not None else "",
     }
-    extra = _KIND_FIELDS.get(_kind_of(obj))
-    if extra is not None:
-        fields.update(extra(obj))
+    fields.update(_kind_fields(obj))
     return fields
 
 
@@ -196,7 +196,7 @@ def _split_term(term: str) -> tuple[str, str, str] | None:
     for i in range(len(term)):
         for op in ("!=", "==", "="):
             if term.startswith(op, i):
-                return term[:i], op, term[i + len(op):]
+                return term[:i], op, term[i + len(op) :]
     return None
 
 

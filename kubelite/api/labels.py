@@ -303,8 +303,13 @@ class _Parser:
         if nxt is None or nxt == ",":
             return self.build(key, Operator.EXISTS, [])
         self.take()
-        ops = {"=": Operator.EQUALS, "==": Operator.DOUBLE_EQUALS, "!=": Operator.NOT_EQUALS,
-               ">": Operator.GREATER_THAN, "<": Operator.LESS_THAN}
+        ops = {
+            "=": Operator.EQUALS,
+            "==": Operator.DOUBLE_EQUALS,
+            "!=": Operator.NOT_EQUALS,
+            ">": Operator.GREATER_THAN,
+            "<": Operator.LESS_THAN,
+        }
         if nxt in ops:
             value = self.peek()
             if value is None or value == ",":
@@ -391,7 +396,9 @@ def validate_label_selector(msg: v1.LabelSelector, path: FieldPath) -> list[Fiel
         if expr.operator in ("In", "NotIn"):
             if not expr.values:
                 errs.append(
-                    p.child("values").required("must be specified when `operator` is 'In' or 'NotIn'")
+                    p.child("values").required(
+                        "must be specified when `operator` is 'In' or 'NotIn'"
+                    )
                 )
         elif expr.operator in ("Exists", "DoesNotExist"):
             if expr.values:
@@ -404,5 +411,7 @@ def validate_label_selector(msg: v1.LabelSelector, path: FieldPath) -> list[Fiel
             errs.append(p.child("operator").invalid(expr.operator, "not a valid selector operator"))
         errs.extend(validate_label_name(expr.key, p.child("key")))
         for j, val in enumerate(expr.values):
-            errs.extend(p.child("values").index(j).invalid(val, m) for m in is_valid_label_value(val))
+            errs.extend(
+                p.child("values").index(j).invalid(val, m) for m in is_valid_label_value(val)
+            )
     return errs

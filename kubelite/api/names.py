@@ -141,7 +141,9 @@ def is_config_map_key(value: str) -> list[str]:
         errs.append(max_len_error(DNS1123_SUBDOMAIN_MAX_LENGTH))
     if not _CONFIG_MAP_KEY_RE.fullmatch(value):
         errs.append(
-            regex_error(_CONFIG_MAP_KEY_ERR, _CONFIG_MAP_KEY_FMT, "key.name", "KEY_NAME", "key-name")
+            regex_error(
+                _CONFIG_MAP_KEY_ERR, _CONFIG_MAP_KEY_FMT, "key.name", "KEY_NAME", "key-name"
+            )
         )
     errs.extend(_has_chdir_prefix(value))
     return errs

@@ -28,8 +28,18 @@ class Format(enum.Enum):
 
 
 _BIN_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
-_DEC_SUFFIXES = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15,
-                 "E": 18}
+_DEC_SUFFIXES = {
+    "n": -9,
+    "u": -6,
+    "m": -3,
+    "": 0,
+    "k": 3,
+    "M": 6,
+    "G": 9,
+    "T": 12,
+    "P": 15,
+    "E": 18,
+}
 _DEC_BY_EXP = {v: k for k, v in _DEC_SUFFIXES.items()}
 _BIN_BY_EXP = {v // 10: k for k, v in _BIN_SUFFIXES.items()} | {0: ""}
 _SUFFIX_CHARS = frozenset("eEinumkKMGTP")
