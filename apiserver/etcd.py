@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from aetcd.rpc import kv_pb2, rpc_pb2, rpc_pb2_grpc
@@ -69,9 +70,9 @@ class Etcd:
         self._maintenance = rpc_pb2_grpc.MaintenanceStub(self._channel)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
-    async def _call(self, method, request):  # type: ignore[no-untyped-def]
+    async def _call(self, method: Any, request: Any) -> Any:
         try:
             return await method(request, timeout=self.settings.request_timeout)
         except grpc.aio.AioRpcError as e:

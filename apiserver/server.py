@@ -63,7 +63,9 @@ class ApiServer:
     async def start(self) -> None:
         await self._wait_for_etcd()
         await self.api.start()
-        pb_grpc.add_ApiServerServicer_to_server(ApiServicer(self.api), self._server)
+        pb_grpc.add_ApiServerServicer_to_server(  # type: ignore[no-untyped-call]
+            ApiServicer(self.api), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.port = self._server.add_insecure_port(self.settings.listen)
         if self.port == 0:

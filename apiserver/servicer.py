@@ -20,20 +20,21 @@ from protos.v1 import apiserver_pb2_grpc as pb_grpc
 log = structlog.get_logger(__name__)
 
 R = TypeVar("R")
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:
+async def _abort(context: Context, error: ApiError) -> None:
     context.set_trailing_metadata(status_metadata(error))
     await context.abort(error.code, error.message)
 
 
 def _api_call(
-    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    method: Callable[[Any, Any, Context], Awaitable[R]],
+) -> Callable[[Any, Any, Context], Awaitable[R]]:
     """Turns ApiErrors into gRPC statuses; anything else is a logged internal error."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+    async def wrapper(self: Any, request: Any, context: Context) -> R:
         try:
             return await method(self, request, context)
         except ApiError as e:
@@ -139,7 +140,7 @@ class ApiServicer(pb_grpc.ApiServerServicer):
         return _encode(pod)
 
     async def Watch(
-        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+        self, request: pb.WatchRequest, context: Context
     ) -> AsyncIterator[pb.WatchEvent]:
         try:
             rtype = by_plural(request.resource)

@@ -27,7 +27,7 @@ class EchoServicer(pb_grpc.ApiServerServicer):
 
 async def serve(listen: str) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_ApiServerServicer_to_server(EchoServicer(), server)
+    pb_grpc.add_ApiServerServicer_to_server(EchoServicer(), server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(listen)
 
     async def start() -> None:

@@ -168,11 +168,11 @@ def status_metadata(error: ApiError) -> tuple[tuple[str, str], ...]:
 
 def from_rpc_error(error: grpc.RpcError) -> ApiError:
     """The ApiError a failed call stands for (chain it: ``raise from_rpc_error(e) from e``)."""
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    details: str = error.details() or code.name  # type: ignore[attr-defined]
+    code: grpc.StatusCode = error.code()
+    details: str = error.details() or code.name
     cls: type[ApiError] = _BY_CODE.get(code, InternalError)
     causes: list[dict[str, str]] = []
-    trailing: Any = error.trailing_metadata()  # type: ignore[attr-defined]
+    trailing: Any = error.trailing_metadata()
     for key, value in trailing or ():
         if key == STATUS_METADATA_KEY:
             payload = json.loads(value)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
 # Kubernetes' alphabet for generated names: no vowels, no confusable characters.
+M = TypeVar("M", bound=Message)
+
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 GENERATED_SUFFIX_LENGTH = 5
 
@@ -61,7 +63,7 @@ def split_key(key: str) -> tuple[str, str]:
     return namespace, name
 
 
-def copy(obj: Message) -> Any:
+def copy(obj: M) -> M:
     """A deep copy: cached objects are shared and must not be changed in place."""
     duplicate = type(obj)()
     duplicate.CopyFrom(obj)

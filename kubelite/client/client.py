@@ -69,10 +69,10 @@ class ApiClient:
                 ("grpc.max_reconnect_backoff_ms", 2_000),
             ],
         )
-        self._stub = pb_grpc.ApiServerStub(self._channel)
+        self._stub = pb_grpc.ApiServerStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
     async def __aenter__(self) -> ApiClient:
         return self

@@ -58,11 +58,11 @@ class Store(Generic[T]):
     def get_by_name(self, namespace: str, name: str) -> T | None:
         return self._items.get(f"{namespace}/{name}" if namespace else name)
 
-    def list(self) -> list[T]:
-        return list(self._items.values())
+    def items(self) -> list[T]:
+        return [*self._items.values()]
 
     def keys(self) -> list[str]:
-        return list(self._items)
+        return [*self._items]
 
     def by_index(self, index: str, value: str) -> list[T]:
         keys = self._indices[index].get(value, ())
@@ -165,7 +165,7 @@ class Informer(Generic[T]):
         handlers = Handlers(on_add, on_update, on_delete)
         self._handlers.append(handlers)
         if handlers.on_add is not None:
-            for obj in self.store.list():
+            for obj in self.store.items():
                 self._call(handlers.on_add, obj)
 
     def has_synced(self) -> bool:
@@ -267,7 +267,7 @@ class Informer(Generic[T]):
     async def _resync_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resync_period)
-            for obj in self.store.list():
+            for obj in self.store.items():
                 self._notify_update(obj, obj)
 
     def _call(self, func: Callable[..., None], *args: T) -> None:
@@ -313,11 +313,11 @@ class InformerFactory:
         key = (kind, namespace, label_selector, field_selector)
         informer = self._informers.get(key)
         if informer is None:
-            informer = Informer(  # type: ignore[assignment]
+            informer = Informer(
                 self.client, kind, namespace, label_selector=label_selector,
                 field_selector=field_selector, settings=self.settings,
             )
-            self._informers[key] = informer  # type: ignore[assignment]
+            self._informers[key] = informer
         return informer  # type: ignore[return-value]
 
     def start(self) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -52,7 +53,7 @@ class LeaderElector:
 
     async def run(
         self,
-        lead: Callable[[], Awaitable[None]],
+        lead: Callable[[], Coroutine[Any, Any, None]],
         on_stopped_leading: Callable[[], None] | None = None,
     ) -> None:
         """Waits to become leader, runs ``lead()`` while leading; returns when leadership ends.

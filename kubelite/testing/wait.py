@@ -30,7 +30,7 @@ async def eventually(
             if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
                 result = await result
             if result:
-                return result  # type: ignore[return-value]
+                return result
         except AssertionError as e:
             last = e
         except Exception as e:
