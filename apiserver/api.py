@@ -26,7 +26,7 @@ from apiserver.watch_cache import (
     WatchCacheSettings,
     WatchItem,
 )
-from kubelite.api import convert, defaults, fields, labels, validation
+from kubelite.api import convert, defaults, fields, labels, pods, validation
 from kubelite.api import meta as m
 from kubelite.api.errors import (
     AlreadyExists,
@@ -50,6 +50,7 @@ ORPHAN_FINALIZER = "orphan"
 NAMESPACE_FINALIZER = "kubernetes"
 GENERATE_NAME_ATTEMPTS = 8
 NAMESPACES = by_kind("Namespace")
+PODS = by_kind("Pod")
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,7 @@ class Api:
         elif isinstance(obj, v1.Pod):
             obj.ClearField("status")
             obj.status.phase = "Pending"
+            obj.status.qos_class = pods.qos_class(obj)
         elif rtype.has_status and not isinstance(obj, v1.Node):
             obj.ClearField("status")
         if isinstance(obj, v1.Job):
@@ -534,7 +536,6 @@ class Api:
         return self.settings.default_pod_grace_seconds
 
     async def bind(self, namespace: str, name: str, node_name: str, pod_uid: str = "") -> Message:
-        pods = by_kind("Pod")
         if not node_name:
             raise Invalid.from_field_errors(
                 "Binding", name, [FieldPath("target.name").required()]
@@ -552,29 +553,10 @@ class Api:
             if pod.spec.node_name:
                 raise Conflict(f'pod {name} is already assigned to node "{pod.spec.node_name}"')
             pod.spec.node_name = node_name
-            set_pod_condition(pod, "PodScheduled", "True")
+            pods.set_condition(pod, "PodScheduled", "True")
             return pod
 
-        return await self.storage.guaranteed_update(pods, namespace or "default", name, assign)
-
-
-def set_pod_condition(pod: v1.Pod, type_: str, status: str, reason: str = "",
-                      message: str = "") -> bool:
-    """Sets a condition, moving lastTransitionTime only when the status changes."""
-    for condition in pod.status.conditions:
-        if condition.type == type_:
-            changed = (condition.status, condition.reason, condition.message) != (
-                status, reason, message
-            )
-            if condition.status != status:
-                condition.last_transition_time = m.now_rfc3339()
-            condition.status, condition.reason, condition.message = status, reason, message
-            return changed
-    pod.status.conditions.add(
-        type=type_, status=status, reason=reason, message=message,
-        last_transition_time=m.now_rfc3339(),
-    )
-    return True
+        return await self.storage.guaranteed_update(PODS, namespace or "default", name, assign)
 
 
 __all__ = ["Api", "ApiSettings", "not_found"]
