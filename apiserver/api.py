@@ -294,6 +294,8 @@ class Api:
         if generate:
             meta.name = m.generated_name(meta.generate_name)
         self._validate(rtype, obj)
+        if isinstance(obj, v1.Pod):
+            obj.status.qos_class = pods.qos_class(obj)  # needs valid quantities
         await self._check_namespace(rtype, meta.namespace)
         if dry_run:
             return obj
@@ -316,7 +318,6 @@ class Api:
         elif isinstance(obj, v1.Pod):
             obj.ClearField("status")
             obj.status.phase = "Pending"
-            obj.status.qos_class = pods.qos_class(obj)
         elif rtype.has_status and not isinstance(obj, v1.Node):
             obj.ClearField("status")
         if isinstance(obj, v1.Job):
@@ -374,7 +375,8 @@ class Api:
                 new_meta.ClearField("deletion_grace_period_seconds")
             if rtype.has_status:
                 updated.ClearField("status")
-                updated.status.CopyFrom(current.status)  # type: ignore[attr-defined]
+                if current.HasField("status"):
+                    updated.status.CopyFrom(current.status)  # type: ignore[attr-defined]
             if isinstance(updated, v1.Pod) and not updated.spec.node_name:
                 # nodeName is set only through binding; an update may not drop it.
                 updated.spec.node_name = current.spec.node_name  # type: ignore[attr-defined]

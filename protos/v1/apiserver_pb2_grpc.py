@@ -79,6 +79,16 @@ class ApiServerStub:
                 request_serializer=protos_dot_v1_dot_apiserver__pb2.BindRequest.SerializeToString,
                 response_deserializer=protos_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
                 _registered_method=True)
+        self.PodLogs = channel.unary_stream(
+                '/kubelite.v1.ApiServer/PodLogs',
+                request_serializer=protos_dot_v1_dot_apiserver__pb2.PodLogsRequest.SerializeToString,
+                response_deserializer=protos_dot_v1_dot_apiserver__pb2.Chunk.FromString,
+                _registered_method=True)
+        self.PodExec = channel.unary_stream(
+                '/kubelite.v1.ApiServer/PodExec',
+                request_serializer=protos_dot_v1_dot_apiserver__pb2.PodExecRequest.SerializeToString,
+                response_deserializer=protos_dot_v1_dot_apiserver__pb2.Chunk.FromString,
+                _registered_method=True)
 
 
 class ApiServerServicer:
@@ -142,6 +152,19 @@ class ApiServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PodLogs(self, request, context):
+        """pods/log and pods/exec: relayed to the kubelet of the pod's node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PodExec(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiServerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +212,16 @@ def add_ApiServerServicer_to_server(servicer, server):
                     servicer.Bind,
                     request_deserializer=protos_dot_v1_dot_apiserver__pb2.BindRequest.FromString,
                     response_serializer=protos_dot_v1_dot_apiserver__pb2.ObjectResponse.SerializeToString,
+            ),
+            'PodLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.PodLogs,
+                    request_deserializer=protos_dot_v1_dot_apiserver__pb2.PodLogsRequest.FromString,
+                    response_serializer=protos_dot_v1_dot_apiserver__pb2.Chunk.SerializeToString,
+            ),
+            'PodExec': grpc.unary_stream_rpc_method_handler(
+                    servicer.PodExec,
+                    request_deserializer=protos_dot_v1_dot_apiserver__pb2.PodExecRequest.FromString,
+                    response_serializer=protos_dot_v1_dot_apiserver__pb2.Chunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -434,6 +467,60 @@ class ApiServer:
             '/kubelite.v1.ApiServer/Bind',
             protos_dot_v1_dot_apiserver__pb2.BindRequest.SerializeToString,
             protos_dot_v1_dot_apiserver__pb2.ObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PodLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kubelite.v1.ApiServer/PodLogs',
+            protos_dot_v1_dot_apiserver__pb2.PodLogsRequest.SerializeToString,
+            protos_dot_v1_dot_apiserver__pb2.Chunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PodExec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kubelite.v1.ApiServer/PodExec',
+            protos_dot_v1_dot_apiserver__pb2.PodExecRequest.SerializeToString,
+            protos_dot_v1_dot_apiserver__pb2.Chunk.FromString,
             options,
             channel_credentials,
             insecure,
