@@ -405,9 +405,7 @@ class Api:
     def _finalized(obj: Message) -> bool:
         if m.meta(obj).finalizers:
             return False
-        if isinstance(obj, v1.Namespace) and obj.spec.finalizers:
-            return False
-        return True
+        return not (isinstance(obj, v1.Namespace) and obj.spec.finalizers)
 
     async def patch(
         self,

@@ -34,8 +34,17 @@ Predicate = Callable[[Message], bool]
 class CachedEvent:
     """A change to one object, shared by every watcher; decoded only if a selector needs it."""
 
-    __slots__ = ("revision", "data", "namespace", "deleted", "created", "_rtype", "_obj",
-                 "_prev_value", "_prev")
+    __slots__ = (
+        "_obj",
+        "_prev",
+        "_prev_value",
+        "_rtype",
+        "created",
+        "data",
+        "deleted",
+        "namespace",
+        "revision",
+    )
 
     def __init__(
         self, rtype: ResourceType, revision: int, data: bytes, namespace: str, *,
@@ -286,7 +295,9 @@ class ResourceWatchCache:
                 if not watcher.pending and watcher.closed_reason is None:
                     watcher.wakeup.clear()
                     try:
-                        await asyncio.wait_for(watcher.wakeup.wait(), self.settings.progress_interval)
+                        await asyncio.wait_for(
+                            watcher.wakeup.wait(), self.settings.progress_interval
+                        )
                     except TimeoutError:
                         pass
                 while watcher.pending:

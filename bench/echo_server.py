@@ -8,7 +8,6 @@ costs from what kubelite's own work costs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import grpc
 

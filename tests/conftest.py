@@ -10,7 +10,7 @@ import pytest
 
 from apiserver.server import ApiServer
 from kubelite.client.client import ApiClient
-from kubelite.testing.apiserver import start_api_server, server_settings
+from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
 
 

@@ -17,17 +17,17 @@ GENERATED_SUFFIX_LENGTH = 5
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def format_time(t: dt.datetime) -> str:
     """RFC 3339 with second precision, as Kubernetes' metav1.Time."""
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def format_micro_time(t: dt.datetime) -> str:
     """RFC 3339 with microseconds, as Kubernetes' metav1.MicroTime (leases, events)."""
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text: str) -> dt.datetime:

@@ -97,7 +97,9 @@ def qos_class(pod: v1.Pod) -> str:
     for c in containers:
         requests = {k: v for k, v in c.resources.requests.items() if k in ("cpu", "memory")}
         limits = {k: v for k, v in c.resources.limits.items() if k in ("cpu", "memory")}
-        requests_seen = requests_seen or any(not parse_quantity(v).is_zero() for v in requests.values())
+        requests_seen = requests_seen or any(
+            not parse_quantity(v).is_zero() for v in requests.values()
+        )
         limits_seen = limits_seen or any(not parse_quantity(v).is_zero() for v in limits.values())
         if set(limits) != {"cpu", "memory"}:
             guaranteed = False

@@ -1321,7 +1321,7 @@ def validate_pod_update(new: v1.Pod, old: v1.Pod) -> Errors:
         old_list = getattr(munged, field)
         new_list = getattr(new.spec, field)
         if len(old_list) == len(new_list):
-            for o, n in zip(old_list, new_list):
+            for o, n in zip(old_list, new_list, strict=True):
                 o.image = n.image
     _copy_field(munged, new.spec, "active_deadline_seconds")
     munged.ClearField("tolerations")

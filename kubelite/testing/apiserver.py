@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+
 from apiserver.api import ApiSettings
 from apiserver.etcd import EtcdSettings
 from apiserver.server import ApiServer, ApiServerSettings

@@ -33,7 +33,7 @@ async def eventually(
                 return result
         except AssertionError as e:
             last = e
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - 'not yet'; reported at the deadline
             last = e
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}") from last
