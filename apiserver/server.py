@@ -53,6 +53,7 @@ class ApiServer:
             ]
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self.servicer: ApiServicer | None = None
         self.port = 0
 
     @property
@@ -63,8 +64,9 @@ class ApiServer:
     async def start(self) -> None:
         await self._wait_for_etcd()
         await self.api.start()
+        self.servicer = ApiServicer(self.api)
         pb_grpc.add_ApiServerServicer_to_server(  # type: ignore[no-untyped-call]
-            ApiServicer(self.api), self._server
+            self.servicer, self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.port = self._server.add_insecure_port(self.settings.listen)
@@ -85,6 +87,8 @@ class ApiServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.api.stop()
         await self._server.stop(self.settings.shutdown_grace)
+        if self.servicer is not None:
+            await self.servicer.kubelets.close()
         await self.etcd.close()
         log.info("API server stopped")
 

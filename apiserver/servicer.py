@@ -11,6 +11,7 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 
 from apiserver.api import Api
+from apiserver.kubelet_proxy import KubeletProxy
 from apiserver.watch_cache import BOOKMARK
 from kubelite.api.errors import ApiError, BadRequest, InternalError, status_metadata
 from kubelite.api.registry import ResourceType, UnknownResource, by_plural
@@ -65,6 +66,7 @@ def _encode(obj: Message) -> pb.ObjectResponse:
 class ApiServicer(pb_grpc.ApiServerServicer):
     def __init__(self, api: Api) -> None:
         self.api = api
+        self.kubelets = KubeletProxy(api)
 
     @_api_call
     async def Create(self, request: pb.CreateRequest, context: Any) -> pb.ObjectResponse:
@@ -138,6 +140,22 @@ class ApiServicer(pb_grpc.ApiServerServicer):
         pod = await self.api.bind(request.namespace, request.name, request.node_name,
                                   request.pod_uid)
         return _encode(pod)
+
+    async def PodLogs(self, request: pb.PodLogsRequest, context: Context
+                      ) -> AsyncIterator[pb.Chunk]:
+        try:
+            async for chunk in self.kubelets.logs(request):
+                yield chunk
+        except ApiError as e:
+            await _abort(context, e)
+
+    async def PodExec(self, request: pb.PodExecRequest, context: Context
+                      ) -> AsyncIterator[pb.Chunk]:
+        try:
+            async for chunk in self.kubelets.exec(request):
+                yield chunk
+        except ApiError as e:
+            await _abort(context, e)
 
     async def Watch(
         self, request: pb.WatchRequest, context: Context

@@ -1006,6 +1006,37 @@ def client_version() -> str:
         return "v0.0.0-unknown"
 
 
+async def cmd_logs(args: argparse.Namespace, client: ApiClient, ctx: Context) -> int:
+    name = args.pod.split("/", 1)[1] if args.pod.startswith(("pod/", "pods/", "po/")) else args.pod
+    stream = client.pod_logs(
+        namespace_of(args), name, args.container or "", follow=args.follow,
+        previous=args.previous, tail_lines=args.tail,
+    )
+    async for data in stream:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    return 0
+
+
+async def cmd_exec(args: argparse.Namespace, client: ApiClient, ctx: Context) -> int:
+    if not args.command_line:
+        raise CliError("you must specify at least one command for the container")
+    name = args.pod.split("/", 1)[1] if args.pod.startswith(("pod/", "pods/", "po/")) else args.pod
+    stdin = sys.stdin.buffer.read() if args.stdin else b""
+    code = 0
+    async for fd, data in client.pod_exec(namespace_of(args), name, args.command_line,
+                                          args.container or "", stdin=stdin):
+        if fd == -1:
+            code = int(data or b"0")
+            continue
+        stream = sys.stdout.buffer if fd == 1 else sys.stderr.buffer
+        stream.write(data)
+        stream.flush()
+    if code != 0:
+        err(f"command terminated with exit code {code}")
+    return code
+
+
 async def cmd_version(args: argparse.Namespace, client: ApiClient, ctx: Context) -> int:
     out(f"Client Version: {client_version()}")
     if args.client:
@@ -1137,6 +1168,23 @@ def _build_commands(sub: _Commands) -> None:
     p.add_argument("--no-headers", action="store_true", help="print tables without headers")
     p.set_defaults(handler=cmd_get)
 
+    p = sub.add_parser("logs", help="print the logs of a container in a pod")
+    p.add_argument("pod", metavar="POD")
+    p.add_argument("-c", "--container", help="the container (default: the only one)")
+    p.add_argument("-f", "--follow", action="store_true", help="stream new output")
+    p.add_argument("-p", "--previous", action="store_true",
+                   help="the previous instance of the container")
+    p.add_argument("--tail", type=int, default=-1, help="lines from the end (-1: all)")
+    _add_namespace(p, all_namespaces=False)
+    p.set_defaults(handler=cmd_logs)
+
+    p = sub.add_parser("exec", help="run a command in a container: exec POD [-c C] -- CMD")
+    p.add_argument("pod", metavar="POD")
+    p.add_argument("-c", "--container", help="the container (default: the only one)")
+    p.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the command")
+    _add_namespace(p, all_namespaces=False)
+    p.set_defaults(handler=cmd_exec, command_line=[])
+
     p = sub.add_parser("describe", help="show details of objects")
     p.add_argument("resources", nargs="*", metavar="KIND [NAME...]")
     _add_namespace(p)
@@ -1232,7 +1280,14 @@ def run(argv: Sequence[str]) -> int:
             err(f'error: unknown command "{top.command}" for "klctl"')
             err("Run 'klctl --help' for usage.")
             return 1
-        args = command.parse_intermixed_args(top.args)
+        rest: list[str] = list(top.args)
+        command_line: list[str] = []
+        if top.command == "exec" and "--" in rest:
+            at = rest.index("--")
+            rest, command_line = rest[:at], rest[at + 1 :]
+        args = command.parse_intermixed_args(rest)
+        if top.command == "exec":
+            args.command_line = command_line
     except _UsageError:
         return 1
     except SystemExit as e:  # --help

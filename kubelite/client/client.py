@@ -8,7 +8,7 @@ with the gRPC error chained as their cause.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -231,6 +231,45 @@ class ApiClient:
         pod = v1.Pod()
         pod.ParseFromString(response.object)
         return pod
+
+    async def pod_logs(
+        self, namespace: str, name: str, container: str = "", *, follow: bool = False,
+        previous: bool = False, tail_lines: int = -1,
+    ) -> AsyncIterator[bytes]:
+        """A container's output, relayed by the API server from the pod's kubelet."""
+        call = self._stub.PodLogs(
+            pb.PodLogsRequest(namespace=namespace or "default", name=name, container=container,
+                              follow=follow, previous=previous, tail_lines=tail_lines),
+            timeout=None if follow else self.timeout,
+        )
+        try:
+            async for chunk in call:
+                yield chunk.data
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e) from e
+        finally:
+            call.cancel()
+
+    async def pod_exec(
+        self, namespace: str, name: str, command: Sequence[str], container: str = "", *,
+        stdin: bytes = b"", timeout: float | None = None,
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """(fd, data) pairs of the command's output; the last pair is (-1, exit code)."""
+        call = self._stub.PodExec(
+            pb.PodExecRequest(namespace=namespace or "default", name=name, container=container,
+                              command=command, stdin=stdin, timeout_seconds=timeout or 0),
+            timeout=timeout,
+        )
+        try:
+            async for chunk in call:
+                if chunk.fd == -1:
+                    yield -1, str(chunk.exit_code).encode()
+                else:
+                    yield chunk.fd, chunk.data
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e) from e
+        finally:
+            call.cancel()
 
     async def watch(
         self,

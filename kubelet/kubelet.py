@@ -1,0 +1,129 @@
+"""The kubelet: registers the node, keeps it alive, and runs the pods bound to it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from kubelet.env import EnvResolver
+from kubelet.node import NodeAgent
+from kubelet.pod_worker import NodeContext, PodWorker
+from kubelet.runtime.interface import Runtime
+from kubelet.server import KubeletServer
+from kubelet.settings import KubeletSettings
+from kubelet.volumes import VolumeManager
+from kubelite.client.client import ApiClient
+from kubelite.client.events import EventRecorder
+from kubelite.client.informer import Informer, InformerSettings
+from protos.v1 import objects_pb2 as v1
+
+log = structlog.get_logger(__name__)
+
+
+def make_runtime(settings: KubeletSettings) -> Runtime:
+    if settings.runtime != "process":
+        raise ValueError(f"unknown runtime {settings.runtime!r} (supported: process)")
+    from kubelet.runtime.process import ProcessRuntime, ProcessRuntimeSettings
+
+    return ProcessRuntime(ProcessRuntimeSettings(root_dir=settings.root_dir,
+                                                 isolation=settings.isolation))
+
+
+class Kubelet:
+    def __init__(self, settings: KubeletSettings, runtime: Runtime | None = None,
+                 client: ApiClient | None = None) -> None:
+        self.settings = settings
+        self.runtime = runtime or make_runtime(settings)
+        self.client = client or ApiClient(settings.server)
+        self._owns_client = client is None
+        self.server = KubeletServer(self.runtime, settings.address, settings.port)
+        self.node = NodeAgent(self.client, settings, self.server.port)
+        self.recorder = EventRecorder(self.client, "kubelet", settings.node_name)
+        self.pods: Informer[v1.Pod] = Informer(
+            self.client, v1.Pod, field_selector=f"spec.nodeName={settings.node_name}",
+            settings=InformerSettings(backoff_initial=0.2, backoff_max=2.0),
+        )
+        self.workers: dict[str, PodWorker] = {}
+        self._ctx: NodeContext | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.server.start()
+        node = await self.node.register()
+        allocatable = dict(node.status.allocatable)
+        self._ctx = NodeContext(
+            settings=self.settings, client=self.client, runtime=self.runtime,
+            recorder=self.recorder, env=EnvResolver(self.client, allocatable),
+            volumes=VolumeManager(self.client, self.runtime, allocatable),  # type: ignore[arg-type]
+        )
+        self.recorder.start()
+        self.node.start()
+        self.pods.add_handlers(on_add=self._on_pod, on_update=lambda old, new: self._on_pod(new),
+                               on_delete=self._on_pod_deleted)
+        self.pods.start()
+        await self.pods.wait_for_sync()
+        await self._remove_orphans()
+        self._tasks.append(asyncio.create_task(self._resync_forever(), name="kubelet-resync"))
+        log.info("kubelet running", node=self.settings.node_name, address=self.settings.address,
+                 api_port=self.server.port)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pods.stop()
+        kill = self.settings.stop_pods_on_exit
+        await asyncio.gather(*(w.stop(kill=kill) for w in self.workers.values()))
+        self.workers.clear()
+        await self.node.stop()
+        await self.recorder.stop()
+        await self.server.stop()
+        if self._owns_client:
+            await self.client.close()
+        log.info("kubelet stopped", pods_stopped=kill)
+
+    def _on_pod(self, pod: v1.Pod) -> None:
+        worker = self.workers.get(pod.metadata.uid)
+        if worker is None:
+            assert self._ctx is not None
+            worker = PodWorker(self._ctx, pod)
+            self.workers[pod.metadata.uid] = worker
+            worker.start()
+            asyncio.get_running_loop().create_task(self._forget_when_finished(worker))
+        else:
+            worker.update(pod)
+
+    def _on_pod_deleted(self, pod: v1.Pod) -> None:
+        worker = self.workers.get(pod.metadata.uid)
+        if worker is not None:
+            worker.remove()
+
+    async def _forget_when_finished(self, worker: PodWorker) -> None:
+        await worker.finished.wait()
+        await worker.stop(kill=False)
+        if self.workers.get(worker.uid) is worker:
+            del self.workers[worker.uid]
+
+    async def _remove_orphans(self) -> None:
+        """Containers of pods deleted while this kubelet was away: stop and remove them."""
+        known = {p.metadata.uid for p in self.pods.store.items()}
+        orphans: dict[str, list[str]] = {}
+        for status in await self.runtime.list_containers():
+            if status.pod_uid not in known:
+                orphans.setdefault(status.pod_uid, []).append(status.id)
+        for uid, ids in orphans.items():
+            log.info("removing containers of a pod that no longer exists", uid=uid)
+            for cid in ids:
+                await self.runtime.stop_container(cid, 0)
+                await self.runtime.remove_container(cid)
+            await self.runtime.remove_pod_sandbox(uid)
+
+    async def _resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sync_frequency)
+            for worker in list(self.workers.values()):
+                worker.wake()
+
+
+__all__ = ["Kubelet"]

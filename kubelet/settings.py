@@ -1,0 +1,51 @@
+"""The kubelet's settings: every timer configurable, Kubernetes' defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class KubeletSettings:
+    node_name: str
+    """Name of this node's Node object."""
+    address: str = "127.0.0.1"
+    """The node's IP: its InternalIP, the pods' IP (pods share the node's network) and where
+    the kubelet API listens."""
+    server: str = "127.0.0.1:6443"
+    """API server address."""
+    root_dir: str = "/var/lib/kubelite/kubelet"
+    """Pods' directories, containers' state and logs."""
+    port: int = 10250
+    """Port of the kubelet API (logs, exec); 0 picks a free one."""
+    cpu: str = ""
+    """Capacity cpu; empty: the machine's count."""
+    memory: str = ""
+    """Capacity memory; empty: the machine's total."""
+    max_pods: int = 110
+    labels: dict[str, str] = field(default_factory=dict)
+    """Extra node labels (kubernetes.io/hostname, os and arch are always set)."""
+    taints: tuple[str, ...] = ()
+    """Taints to register with, as ``key[=value]:Effect``."""
+    node_status_update_frequency: float = 10.0
+    """Seconds between node status updates."""
+    node_lease_duration: int = 40
+    """leaseDurationSeconds of the node's Lease; it is renewed every quarter of this."""
+    sync_frequency: float = 10.0
+    """Seconds between full re-syncs of every pod, besides event-driven ones."""
+    housekeeping_interval: float = 1.0
+    """Seconds between checks of running containers (exits, restarts due)."""
+    backoff_initial: float = 10.0
+    """First crash-loop back-off, seconds; it doubles per restart."""
+    backoff_max: float = 300.0
+    """Cap on the crash-loop back-off, seconds."""
+    backoff_reset: float = 600.0
+    """A container that ran this long without failing starts again from backoff_initial."""
+    stop_pods_on_exit: bool = False
+    """On SIGTERM, stop every pod before exiting (local clusters). Otherwise pods keep
+    running, as containers do when a real kubelet stops, and the next start adopts them."""
+    runtime: str = "process"
+    isolation: str = "auto"
+    """Process runtime isolation: auto, mount-namespace, user-namespace or none."""
+    default_grace_seconds: int = 30
+    """Grace period when a pod names none."""
