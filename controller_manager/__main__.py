@@ -1,0 +1,68 @@
+"""kubelite-controller-manager: parse options into settings and run the controllers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import uuid
+
+from controller_manager.manager import ControllerManager
+from controller_manager.settings import ControllerManagerSettings
+from kubelite import daemon, logs
+from kubelite.client.leaderelection import LeaderElectionSettings
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings, str]:
+    p = argparse.ArgumentParser(prog="kubelite-controller-manager", description=__doc__)
+    p.add_argument("--server", default=os.environ.get("KUBELITE_SERVER", "127.0.0.1:6443"))
+    p.add_argument("--controllers", default="*",
+                   help="comma-separated: * for all, name to enable, -name to disable")
+    p.add_argument("--workers", type=int, default=5)
+    p.add_argument("--leader-elect", default="true", choices=["true", "false"])
+    p.add_argument("--leader-elect-lease-duration", type=float, default=15.0)
+    p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0)
+    p.add_argument("--leader-elect-retry-period", type=float, default=2.0)
+    p.add_argument("--identity", default="")
+    p.add_argument("--node-monitor-period", type=float, default=5.0)
+    p.add_argument("--node-monitor-grace-period", type=float, default=40.0)
+    p.add_argument("--default-toleration-seconds", type=int, default=300)
+    p.add_argument("--cronjob-check-period", type=float, default=10.0)
+    p.add_argument("--cron-time-scale", type=float, default=1.0,
+                   help="schedule seconds per real second (tests only)")
+    p.add_argument("--log-level", default="info")
+    a = p.parse_args(argv)
+    identity = a.identity or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    settings = ControllerManagerSettings(
+        server=a.server,
+        controllers=tuple(c for c in a.controllers.split(",") if c),
+        workers=a.workers,
+        leader_elect=a.leader_elect == "true",
+        leader_election=LeaderElectionSettings(
+            name="kube-controller-manager", identity=identity,
+            lease_duration=a.leader_elect_lease_duration,
+            renew_deadline=a.leader_elect_renew_deadline,
+            retry_period=a.leader_elect_retry_period,
+        ),
+        node_monitor_period=a.node_monitor_period,
+        node_monitor_grace_period=a.node_monitor_grace_period,
+        default_toleration_seconds=a.default_toleration_seconds,
+        cronjob_check_period=a.cronjob_check_period,
+        cron_time_scale=a.cron_time_scale,
+    )
+    return settings, a.log_level
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings, level = parse_args(argv)
+    logs.configure(level, component="controller-manager")
+
+    async def serve() -> None:
+        manager = ControllerManager(settings)
+        await daemon.serve_until_signalled(manager.start, manager.stop)
+
+    daemon.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The controller manager's settings: Kubernetes' defaults, every timer configurable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kubelite.client.leaderelection import LeaderElectionSettings
+
+
+@dataclass(frozen=True)
+class ControllerManagerSettings:
+    server: str = "127.0.0.1:6443"
+    """API server address."""
+    controllers: tuple[str, ...] = ("*",)
+    """Kubernetes' --controllers: ``*`` for all, a name to add one, ``-name`` to drop one."""
+    workers: int = 5
+    """Concurrent reconciles per controller (Kubernetes' --concurrent-*-syncs)."""
+    leader_elect: bool = True
+    leader_election: LeaderElectionSettings = field(
+        default_factory=lambda: LeaderElectionSettings(
+            name="kube-controller-manager", identity="kube-controller-manager"
+        )
+    )
+    """Lease kube-system/kube-controller-manager; durations 15 s / 10 s / 2 s."""
+    resync_period: float = 0.0
+    """Informer resync, seconds (0: never; level-triggered controllers do not need it)."""
+    retry_base_delay: float = 0.005
+    """First per-key retry delay of the work queues, seconds."""
+    retry_max_delay: float = 1000.0
+    """Cap on the per-key retry delay, seconds."""
+    node_monitor_period: float = 5.0
+    """How often the node lifecycle controller checks node leases, seconds."""
+    node_monitor_grace_period: float = 40.0
+    """A node whose lease is older than this is Ready=Unknown, seconds."""
+    default_toleration_seconds: int = 300
+    """tolerationSeconds added to pods for not-ready/unreachable NoExecute taints."""
+    pod_eviction_check_period: float = 1.0
+    """How often tainted nodes' pods are checked for eviction, seconds."""
+    cronjob_check_period: float = 10.0
+    """How often CronJobs are checked for due runs, seconds (Kubernetes: 10 s)."""
+    cron_time_scale: float = 1.0
+    """Seconds of schedule time per real second (tests: 60 makes ``*/1 * * * *`` fire each
+    second). 1 in production."""
+    terminated_pod_gc_threshold: int = 12500
+    """Finished pods kept before the oldest are deleted."""
+    progress_check_period: float = 1.0
+    """How often Deployments are re-checked against progressDeadlineSeconds, seconds."""

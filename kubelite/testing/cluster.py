@@ -1,0 +1,135 @@
+"""A cluster of real processes for e2e tests: API server, scheduler, kubelets (and, as they
+land, controller manager and proxies), each started through its console script against a
+shared test etcd, with short timers. klctl is run as a process too."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubelite.processes import ManagedProcess
+from kubelite.testing.ports import free_port
+
+
+def script(name: str) -> str:
+    """A console script installed beside this interpreter (the venv's bin)."""
+    candidate = Path(sys.executable).with_name(name)
+    if not candidate.exists():
+        raise FileNotFoundError(f"{name} is not installed (pip install -e .)")
+    return str(candidate)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    address: str
+    cpu: str = "4"
+    memory: str = "8Gi"
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[str, ...] = ()
+
+
+@dataclass
+class TestCluster:
+    workdir: Path
+    etcd_endpoint: str
+    nodes: list[NodeSpec]
+    scheduler: bool = True
+    kubelet_args: tuple[str, ...] = (
+        "--node-status-update-frequency", "2", "--node-lease-duration", "8",
+        "--sync-frequency", "2", "--housekeeping-interval", "0.2",
+        "--backoff-initial", "1", "--backoff-max", "8", "--stop-pods-on-exit",
+    )
+    prefix: str = field(default_factory=lambda: f"/e2e-{uuid.uuid4().hex[:10]}")
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    server: str = ""
+
+    def _start(self, name: str, argv: list[str]) -> ManagedProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "KUBELITE_SERVER": self.server}
+        process = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log", env)
+        process.start()
+        self.processes[name] = process
+        return process
+
+    def start(self) -> None:
+        self.server = f"127.0.0.1:{free_port()}"
+        self._start("apiserver", [
+            script("kubelite-apiserver"), "--listen", self.server, "--etcd-servers",
+            self.etcd_endpoint, "--etcd-prefix", self.prefix, "--watch-progress-interval", "0.2",
+        ])
+        self.wait_for(lambda: self.klctl("get", "ns", check=False).returncode == 0,
+                      "the API server to answer")
+        if self.scheduler:
+            self.start_scheduler()
+        for node in self.nodes:
+            self.start_kubelet(node)
+        for node in self.nodes:
+            self.wait_for(lambda n=node: self._node_ready(n.name), f"node {node.name} Ready")
+
+    def start_scheduler(self, name: str = "scheduler") -> ManagedProcess:
+        return self._start(name, [
+            script("kubelite-scheduler"), "--server", self.server,
+            "--pod-initial-backoff", "0.5", "--pod-max-backoff", "2",
+            "--leader-elect-lease-duration", "2", "--leader-elect-renew-deadline", "1.5",
+            "--leader-elect-retry-period", "0.2", "--identity", name,
+        ])
+
+    def start_kubelet(self, node: NodeSpec) -> ManagedProcess:
+        labels = ",".join(f"{k}={v}" for k, v in node.labels.items())
+        argv = [
+            script("kubelite-kubelet"), "--node-name", node.name, "--address", node.address,
+            "--server", self.server, "--root-dir", str(self.workdir / node.name), "--port", "0",
+            "--cpu", node.cpu, "--memory", node.memory, *self.kubelet_args,
+        ]
+        if labels:
+            argv += ["--node-labels", labels]
+        if node.taints:
+            argv += ["--register-with-taints", ",".join(node.taints)]
+        return self._start(f"kubelet-{node.name}", argv)
+
+    def _node_ready(self, name: str) -> bool:
+        result = self.klctl("get", "node", name, "--no-headers", check=False)
+        return result.returncode == 0 and " Ready " in f" {result.stdout} "
+
+    def stop(self) -> None:
+        # Kubelets first (they stop their pods), the API server last.
+        order = sorted(self.processes, key=lambda n: (n == "apiserver", n))
+        for name in order:
+            self.processes[name].stop()
+
+    def klctl(self, *args: str, check: bool = True, input: str | None = None,
+              timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [script("klctl"), "--server", self.server, *args], capture_output=True, text=True,
+            input=input, timeout=timeout, check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"klctl {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+            )
+        return result
+
+    def apply(self, manifest: str) -> str:
+        return self.klctl("apply", "-f", "-", input=manifest).stdout
+
+    @staticmethod
+    def wait_for(check: object, what: str, timeout: float = 30.0, interval: float = 0.1) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():  # type: ignore[operator]
+                return
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{p.tail()}" for n, p in self.processes.items())
+
+
+async def wait_async(check: object, what: str, timeout: float = 30.0) -> None:
+    await asyncio.to_thread(TestCluster.wait_for, check, what, timeout)
