@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-T = TypeVar("T")
-
+from typing import Any
 
 async def eventually(
-    check: Callable[[], Awaitable[T | None] | T | None],
+    check: Callable[[], Any],
     *,
     timeout: float = 10.0,
     interval: float = 0.02,
     message: str = "condition",
-) -> T:
+) -> Any:
     """Polls ``check`` until it returns something truthy; fails after ``timeout`` seconds.
 
     ``check`` may be sync or async; exceptions count as "not yet" and the last one is

@@ -1,0 +1,1 @@
+"""kubelite-scheduler: places unscheduled pods on nodes (kube-scheduler's analogue)."""

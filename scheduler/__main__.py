@@ -1,0 +1,111 @@
+"""kubelite-scheduler: parse options into settings, then schedule while holding the Lease."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import uuid
+
+from kubelite import daemon, logs
+from kubelite.client.client import ApiClient
+from kubelite.client.leaderelection import LeaderElectionSettings
+from scheduler.queue import QueueSettings
+from scheduler.scheduler import Scheduler, SchedulerSettings
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """Seconds from a Go duration (``15s``, ``1m30s``, ``500ms``) or a plain number."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 15s, 500ms, 1m30s)")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "t", "1", "yes"):
+        return True
+    if value in ("false", "f", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r} (true or false)")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[str, SchedulerSettings, str]:
+    """(API server address, settings, log level)."""
+    p = argparse.ArgumentParser(prog="kubelite-scheduler", description=__doc__)
+    p.add_argument("--server", default=os.environ.get("KUBELITE_SERVER", "127.0.0.1:6443"),
+                   help="API server host:port (default: $KUBELITE_SERVER or 127.0.0.1:6443)")
+    p.add_argument("--leader-elect", type=boolean, nargs="?", const=True, default=True,
+                   help="run only while holding the kube-system/kube-scheduler Lease")
+    p.add_argument("--leader-elect-lease-duration", type=duration, default=15.0)
+    p.add_argument("--leader-elect-renew-deadline", type=duration, default=10.0)
+    p.add_argument("--leader-elect-retry-period", type=duration, default=2.0)
+    p.add_argument("--leader-elect-resource-namespace", default="kube-system")
+    p.add_argument("--leader-elect-resource-name", default="kube-scheduler")
+    p.add_argument("--scheduler-name", default="default-scheduler",
+                   help="schedule pods whose spec.schedulerName is this")
+    p.add_argument("--pod-initial-backoff", type=duration, default=1.0)
+    p.add_argument("--pod-max-backoff", type=duration, default=10.0)
+    p.add_argument("--pod-max-in-unschedulable", type=duration, default=300.0,
+                   help="retry an unschedulable pod after this long even without events")
+    p.add_argument("--percentage-of-nodes-to-score", type=int, default=0,
+                   help="0: adaptive, as kube-scheduler")
+    p.add_argument("--identity", default="",
+                   help="leader election identity (default: host name + random suffix)")
+    p.add_argument("--log-level", default="info")
+    a = p.parse_args(argv)
+    identity = a.identity or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    election = None
+    if a.leader_elect:
+        election = LeaderElectionSettings(
+            name=a.leader_elect_resource_name,
+            namespace=a.leader_elect_resource_namespace,
+            identity=identity,
+            lease_duration=a.leader_elect_lease_duration,
+            renew_deadline=a.leader_elect_renew_deadline,
+            retry_period=a.leader_elect_retry_period,
+        )
+    settings = SchedulerSettings(
+        scheduler_name=a.scheduler_name,
+        queue=QueueSettings(
+            pod_initial_backoff=a.pod_initial_backoff,
+            pod_max_backoff=a.pod_max_backoff,
+            max_in_unschedulable=a.pod_max_in_unschedulable,
+        ),
+        percentage_of_nodes_to_score=a.percentage_of_nodes_to_score,
+        leader_election=election,
+        identity=identity,
+    )
+    return a.server, settings, a.log_level
+
+
+def main(argv: list[str] | None = None) -> None:
+    server, settings, level = parse_args(argv)
+    logs.configure(level, component="scheduler")
+
+    async def serve() -> None:
+        # grpc.aio objects bind to the loop they are made on: make them inside it.
+        client = ApiClient(server)
+        scheduler = Scheduler(settings, client)
+
+        async def stop() -> None:
+            await scheduler.stop()
+            await client.close()
+
+        await daemon.serve_until_signalled(scheduler.start, stop)
+
+    daemon.run(serve())
+
+
+if __name__ == "__main__":
+    main()

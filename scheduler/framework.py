@@ -1,0 +1,465 @@
+"""The scheduling framework: plugin interfaces, Status, NodeInfo, registry and profile.
+
+As kube-scheduler's framework/interface.go: a Filter plugin answers "can this pod run on this
+node?" with a Status that carries a code and human-readable reasons (never an exception for
+"doesn't fit"); a Score plugin ranks the feasible nodes 0..100, optionally normalising its
+scores across nodes. Plugins are built by name from a registry and enabled by a profile.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
+
+from kubelite.api import meta as m
+from kubelite.api.pods import pod_requests
+from kubelite.api.quantity import Quantity, parse_quantity
+from protos.v1 import objects_pb2 as v1
+
+MAX_NODE_SCORE = 100
+MIN_NODE_SCORE = 0
+
+CPU, MEMORY, EPHEMERAL_STORAGE, PODS = "cpu", "memory", "ephemeral-storage", "pods"
+# What a container without requests counts as when scoring (upstream's non-zero defaults),
+# so that many best-effort pods do not all land on one node.
+DEFAULT_MILLI_CPU_REQUEST = 100
+DEFAULT_MEMORY_REQUEST = 200 * 1024 * 1024
+
+DEFAULT_BIND_ALL_HOST_IP = "0.0.0.0"
+
+
+# ------------------------------------------------------------------ status
+
+
+class Code(enum.IntEnum):
+    SUCCESS = 0
+    ERROR = 1
+    """Something went wrong inside a plugin: retried with backoff, not "doesn't fit"."""
+    UNSCHEDULABLE = 2
+    """Does not fit now; may fit after the cluster changes (or after preemption)."""
+    UNSCHEDULABLE_AND_UNRESOLVABLE = 3
+    """Does not fit, and evicting pods from the node would not help."""
+
+
+@dataclass(frozen=True)
+class Status:
+    code: Code = Code.SUCCESS
+    reasons: tuple[str, ...] = ()
+    plugin: str = ""
+    """The plugin that failed (set by the framework)."""
+
+    @staticmethod
+    def unschedulable(*reasons: str) -> Status:
+        return Status(Code.UNSCHEDULABLE, reasons)
+
+    @staticmethod
+    def unresolvable(*reasons: str) -> Status:
+        return Status(Code.UNSCHEDULABLE_AND_UNRESOLVABLE, reasons)
+
+    @staticmethod
+    def error(*reasons: str) -> Status:
+        return Status(Code.ERROR, reasons)
+
+    def is_success(self) -> bool:
+        return self.code == Code.SUCCESS
+
+    def is_rejected(self) -> bool:
+        return self.code in (Code.UNSCHEDULABLE, Code.UNSCHEDULABLE_AND_UNRESOLVABLE)
+
+    def message(self) -> str:
+        return ", ".join(self.reasons)
+
+    def with_plugin(self, plugin: str) -> Status:
+        return Status(self.code, self.reasons, plugin)
+
+
+SUCCESS = Status()
+
+
+# ------------------------------------------------------------------ resources
+
+
+@dataclass
+class Resources:
+    """Amounts in the units the scheduler compares: milli-cpu, bytes, counts."""
+
+    milli_cpu: int = 0
+    memory: int = 0
+    ephemeral_storage: int = 0
+    allowed_pod_number: int = 0
+    scalar: dict[str, int] = field(default_factory=dict)
+    """Every other resource (extended resources, hugepages, ...) by name, in Value() units."""
+
+    @staticmethod
+    def from_quantities(quantities: Mapping[str, Quantity]) -> Resources:
+        r = Resources()
+        for name, q in quantities.items():
+            if name == CPU:
+                r.milli_cpu = q.milli_value()
+            elif name == MEMORY:
+                r.memory = q.value()
+            elif name == EPHEMERAL_STORAGE:
+                r.ephemeral_storage = q.value()
+            elif name == PODS:
+                r.allowed_pod_number = q.value()
+            else:
+                r.scalar[name] = q.value()
+        return r
+
+    def get(self, name: str) -> int:
+        if name == CPU:
+            return self.milli_cpu
+        if name == MEMORY:
+            return self.memory
+        if name == EPHEMERAL_STORAGE:
+            return self.ephemeral_storage
+        if name == PODS:
+            return self.allowed_pod_number
+        return self.scalar.get(name, 0)
+
+    def add(self, other: Resources, sign: int = 1) -> None:
+        self.milli_cpu += sign * other.milli_cpu
+        self.memory += sign * other.memory
+        self.ephemeral_storage += sign * other.ephemeral_storage
+        self.allowed_pod_number += sign * other.allowed_pod_number
+        for name, value in other.scalar.items():
+            total = self.scalar.get(name, 0) + sign * value
+            if total:
+                self.scalar[name] = total
+            else:
+                self.scalar.pop(name, None)
+
+    def is_empty(self) -> bool:
+        return not (self.milli_cpu or self.memory or self.ephemeral_storage or self.scalar)
+
+
+@dataclass(frozen=True)
+class HostPort:
+    protocol: str
+    host_ip: str
+    port: int
+
+
+def _host_ports(spec: v1.PodSpec, container_ports_are_host_ports: bool) -> tuple[HostPort, ...]:
+    containers = [*spec.containers]
+    # Sidecars (restartable init containers) run beside the containers and hold their ports.
+    containers += [
+        c for c in spec.init_containers
+        if c.HasField("restart_policy") and c.restart_policy == "Always"
+    ]
+    ports: list[HostPort] = []
+    for container in containers:
+        for p in container.ports:
+            port = p.host_port or (p.container_port if container_ports_are_host_ports else 0)
+            if port > 0:
+                ports.append(
+                    HostPort(p.protocol or "TCP", p.host_ip or DEFAULT_BIND_ALL_HOST_IP, port)
+                )
+    return tuple(ports)
+
+
+def _non_zero_requests(spec: v1.PodSpec) -> tuple[int, int]:
+    """(milli-cpu, memory) with upstream's per-container defaults for missing requests."""
+    defaulted = v1.PodSpec()
+    defaulted.CopyFrom(spec)
+    for container in defaulted.containers:
+        for name, default in ((CPU, f"{DEFAULT_MILLI_CPU_REQUEST}m"),
+                              (MEMORY, str(DEFAULT_MEMORY_REQUEST))):
+            if name not in container.resources.requests and name not in container.resources.limits:
+                container.resources.requests[name] = default
+    requests = pod_requests(defaulted)
+    cpu = requests.get(CPU)
+    memory = requests.get(MEMORY)
+    return (cpu.milli_value() if cpu else 0, memory.value() if memory else 0)
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """A pod with what every plugin needs computed once (upstream's PreFilter state)."""
+
+    pod: v1.Pod
+    requests: Resources
+    """The effective requests (kubelite.api.pods.pod_requests)."""
+    non_zero_milli_cpu: int
+    non_zero_memory: int
+    host_ports: tuple[HostPort, ...]
+    """Ports this pod holds on its node: hostPorts, and containerPorts when pods share the
+    node's network (kubelite's process runtime)."""
+
+    @staticmethod
+    def of(pod: v1.Pod, *, container_ports_are_host_ports: bool = True) -> PodInfo:
+        requests = Resources.from_quantities(
+            {k: v for k, v in pod_requests(pod).items() if k != PODS}
+        )
+        cpu, memory = _non_zero_requests(pod.spec)
+        return PodInfo(
+            pod=pod,
+            requests=requests,
+            non_zero_milli_cpu=cpu,
+            non_zero_memory=memory,
+            host_ports=_host_ports(pod.spec, container_ports_are_host_ports),
+        )
+
+    @property
+    def uid(self) -> str:
+        return self.pod.metadata.uid
+
+    @property
+    def key(self) -> str:
+        return m.key_of(self.pod)
+
+
+class HostPortInfo:
+    """Ports in use on a node by host IP; 0.0.0.0 conflicts with every IP (as upstream)."""
+
+    def __init__(self) -> None:
+        self._by_ip: dict[str, Counter[tuple[str, int]]] = {}
+
+    def add(self, port: HostPort) -> None:
+        self._by_ip.setdefault(port.host_ip, Counter())[(port.protocol, port.port)] += 1
+
+    def remove(self, port: HostPort) -> None:
+        used = self._by_ip.get(port.host_ip)
+        if used is None:
+            return
+        key = (port.protocol, port.port)
+        used[key] -= 1
+        if used[key] <= 0:
+            del used[key]
+        if not used:
+            del self._by_ip[port.host_ip]
+
+    def conflicts(self, port: HostPort) -> bool:
+        key = (port.protocol, port.port)
+        if port.host_ip == DEFAULT_BIND_ALL_HOST_IP:
+            return any(key in used for used in self._by_ip.values())
+        return any(
+            key in self._by_ip.get(ip, ()) for ip in (DEFAULT_BIND_ALL_HOST_IP, port.host_ip)
+        )
+
+    def __len__(self) -> int:
+        return sum(len(used) for used in self._by_ip.values())
+
+
+class NodeInfo:
+    """A node and the pods on it (assumed ones included), with their summed requests."""
+
+    def __init__(self, node: v1.Node | None = None) -> None:
+        self.node: v1.Node | None = None
+        self.allocatable = Resources()
+        self.pods: dict[str, PodInfo] = {}
+        self.requested = Resources()
+        self.non_zero_requested = Resources()
+        self.used_ports = HostPortInfo()
+        if node is not None:
+            self.set_node(node)
+
+    @property
+    def name(self) -> str:
+        return self.node.metadata.name if self.node is not None else ""
+
+    def set_node(self, node: v1.Node) -> None:
+        self.node = node
+        self.allocatable = Resources.from_quantities(
+            {k: parse_quantity(v) for k, v in node.status.allocatable.items()}
+        )
+
+    def add_pod(self, info: PodInfo) -> None:
+        if info.uid in self.pods:
+            self.remove_pod(info.uid)
+        self.pods[info.uid] = info
+        self.requested.add(info.requests)
+        self.non_zero_requested.milli_cpu += info.non_zero_milli_cpu
+        self.non_zero_requested.memory += info.non_zero_memory
+        for port in info.host_ports:
+            self.used_ports.add(port)
+
+    def remove_pod(self, uid: str) -> PodInfo | None:
+        info = self.pods.pop(uid, None)
+        if info is None:
+            return None
+        self.requested.add(info.requests, -1)
+        self.non_zero_requested.milli_cpu -= info.non_zero_milli_cpu
+        self.non_zero_requested.memory -= info.non_zero_memory
+        for port in info.host_ports:
+            self.used_ports.remove(port)
+        return info
+
+    def __repr__(self) -> str:
+        return f"NodeInfo({self.name!r}, pods={len(self.pods)}, requested={self.requested})"
+
+
+# ------------------------------------------------------------------ plugins
+
+
+class ClusterEvent(enum.Enum):
+    """Changes that may make a pod rejected by some plugin schedulable."""
+
+    NODE_ADD = "NodeAdd"
+    NODE_UPDATE = "NodeUpdate"
+    ASSIGNED_POD_DELETE = "AssignedPodDelete"
+    """An assigned pod was deleted or finished, freeing its resources and ports."""
+
+
+ALL_EVENTS = frozenset(ClusterEvent)
+
+
+class Plugin(Protocol):
+    name: ClassVar[str]
+    events: ClassVar[frozenset[ClusterEvent]]
+    """The cluster events after which a pod this plugin rejected is worth retrying."""
+
+
+@runtime_checkable
+class FilterPlugin(Plugin, Protocol):
+    def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status: ...
+
+
+@runtime_checkable
+class ScorePlugin(Plugin, Protocol):
+    def score(self, pod: PodInfo, node_info: NodeInfo) -> int:
+        """0..MAX_NODE_SCORE, or any integer when the plugin normalises."""
+        ...
+
+
+@runtime_checkable
+class ScoreNormalizer(Protocol):
+    def normalize_scores(self, pod: PodInfo, scores: list[int]) -> None:
+        """Rescales ``scores`` (one per feasible node) in place to 0..MAX_NODE_SCORE."""
+        ...
+
+
+def default_normalize_score(scores: list[int], reverse: bool) -> None:
+    """Upstream's DefaultNormalizeScore: scale to 0..100 by the highest; reverse flips."""
+    highest = max(scores, default=0)
+    if highest == 0:
+        if reverse:
+            scores[:] = [MAX_NODE_SCORE] * len(scores)
+        return
+    for i, score in enumerate(scores):
+        score = MAX_NODE_SCORE * score // highest
+        scores[i] = MAX_NODE_SCORE - score if reverse else score
+
+
+PluginFactory = Callable[[], Plugin]
+Registry = Mapping[str, PluginFactory]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Which plugins run, in which order, and how much each score counts."""
+
+    filters: tuple[str, ...] = (
+        "NodeUnschedulable",
+        "NodeReady",
+        "NodeName",
+        "TaintToleration",
+        "NodeAffinity",
+        "NodePorts",
+        "NodeResourcesFit",
+    )
+    """Filter plugins by name, run in this order; the first failure decides for a node."""
+    scores: tuple[tuple[str, int], ...] = (
+        ("TaintToleration", 3),
+        ("NodeAffinity", 2),
+        ("NodeResourcesLeastAllocated", 1),
+        ("NodeResourcesBalancedAllocation", 1),
+    )
+    """Score plugins by name with their weights (kube-scheduler's default weights)."""
+
+
+class Framework:
+    """The plugins of one profile, built from a registry, and how to run them."""
+
+    def __init__(self, profile: Profile, registry: Registry) -> None:
+        self.profile = profile
+        built: dict[str, Plugin] = {}
+
+        def build(name: str) -> Plugin:
+            if name not in built:
+                factory = registry.get(name)
+                if factory is None:
+                    raise ValueError(f"plugin {name!r} is not in the registry")
+                built[name] = factory()
+            return built[name]
+
+        self.filters: list[FilterPlugin] = []
+        for name in profile.filters:
+            plugin = build(name)
+            if not isinstance(plugin, FilterPlugin):
+                raise ValueError(f"plugin {name!r} is not a filter plugin")
+            self.filters.append(plugin)
+        self.scores: list[tuple[ScorePlugin, int]] = []
+        for name, weight in profile.scores:
+            plugin = build(name)
+            if not isinstance(plugin, ScorePlugin):
+                raise ValueError(f"plugin {name!r} is not a score plugin")
+            self.scores.append((plugin, weight))
+        self.plugins = built
+
+    def plugins_for_event(self, event: ClusterEvent) -> frozenset[str]:
+        return frozenset(p.name for p in self.plugins.values() if event in p.events)
+
+    def run_filters(self, pod: PodInfo, node_info: NodeInfo) -> Status:
+        for plugin in self.filters:
+            status = plugin.filter(pod, node_info)
+            if status is not SUCCESS and status.code != Code.SUCCESS:
+                return status.with_plugin(plugin.name)
+        return SUCCESS
+
+    def run_scores(self, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
+        """The weighted sum of every score plugin for each node, in ``nodes``' order."""
+        totals = [0] * len(nodes)
+        for plugin, weight in self.scores:
+            scores = [plugin.score(pod, n) for n in nodes]
+            if isinstance(plugin, ScoreNormalizer):
+                plugin.normalize_scores(pod, scores)
+            for i, score in enumerate(scores):
+                totals[i] += score * weight
+        return totals
+
+
+# ------------------------------------------------------------------ fit errors
+
+NO_NODE_AVAILABLE_MSG = "0/{} nodes are available"
+NO_NODES_AVAILABLE = "no nodes available to schedule pods"
+
+
+@dataclass(frozen=True)
+class FitError:
+    """Why a pod fits no node: each rejecting node's Status (upstream's FitError)."""
+
+    num_all_nodes: int
+    node_to_status: Mapping[str, Status]
+
+    def unschedulable_plugins(self) -> frozenset[str]:
+        return frozenset(s.plugin for s in self.node_to_status.values() if s.is_rejected())
+
+    def message(self) -> str:
+        """``0/3 nodes are available: 1 node(s) ..., 2 Insufficient cpu.`` as upstream."""
+        histogram: Counter[str] = Counter()
+        for status in self.node_to_status.values():
+            histogram.update(status.reasons)
+        text = NO_NODE_AVAILABLE_MSG.format(self.num_all_nodes) + ":"
+        reasons = sorted(f"{count} {reason}" for reason, count in histogram.items())
+        if reasons:
+            text += f" {', '.join(reasons)}."
+        return text
+
+
+def tolerates(toleration: v1.Toleration, taint: v1.Taint) -> bool:
+    """Upstream's Toleration.ToleratesTaint."""
+    if toleration.effect and toleration.effect != taint.effect:
+        return False
+    if toleration.key and toleration.key != taint.key:
+        return False
+    if toleration.operator in ("", "Equal"):
+        return toleration.value == taint.value
+    return toleration.operator == "Exists"
+
+
+def tolerated(tolerations: Iterable[v1.Toleration], taint: v1.Taint) -> bool:
+    return any(tolerates(t, taint) for t in tolerations)

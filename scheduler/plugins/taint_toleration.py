@@ -1,0 +1,57 @@
+"""TaintToleration: NoSchedule and NoExecute taints keep out pods that do not tolerate them;
+fewer untolerated PreferNoSchedule taints score higher (upstream's TaintToleration)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from protos.v1 import objects_pb2 as v1
+from scheduler.framework import (
+    SUCCESS,
+    ClusterEvent,
+    NodeInfo,
+    PodInfo,
+    Status,
+    default_normalize_score,
+    tolerated,
+)
+
+FILTERED_EFFECTS = ("NoSchedule", "NoExecute")
+
+
+def untolerated_taint_reason(taint: v1.Taint) -> str:
+    return f"node(s) had untolerated taint {{{taint.key}: {taint.value}}}"
+
+
+class TaintToleration:
+    name: ClassVar[str] = "TaintToleration"
+    events: ClassVar[frozenset[ClusterEvent]] = frozenset(
+        {ClusterEvent.NODE_ADD, ClusterEvent.NODE_UPDATE}
+    )
+
+    def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
+        node = node_info.node
+        if node is None:
+            return SUCCESS
+        tolerations = pod.pod.spec.tolerations
+        for taint in node.spec.taints:
+            if taint.effect in FILTERED_EFFECTS and not tolerated(tolerations, taint):
+                return Status.unresolvable(untolerated_taint_reason(taint))
+        return SUCCESS
+
+    def score(self, pod: PodInfo, node_info: NodeInfo) -> int:
+        """The number of PreferNoSchedule taints the pod does not tolerate (lower is better)."""
+        node = node_info.node
+        if node is None:
+            return 0
+        # Only tolerations that could apply to PreferNoSchedule taints count here.
+        tolerations = [
+            t for t in pod.pod.spec.tolerations if t.effect in ("", "PreferNoSchedule")
+        ]
+        return sum(
+            1 for taint in node.spec.taints
+            if taint.effect == "PreferNoSchedule" and not tolerated(tolerations, taint)
+        )
+
+    def normalize_scores(self, pod: PodInfo, scores: list[int]) -> None:
+        default_normalize_score(scores, reverse=True)
