@@ -1,0 +1,21 @@
+#!/bin/sh
+# A kubelite node in one container: kubelet + proxy on the container's own IP.
+# SIGTERM stops both (the kubelet stops its pods first).
+set -eu
+NODE_NAME="${NODE_NAME:-$(hostname)}"
+NODE_IP="${NODE_IP:-$(hostname -i | awk '{print $1}')}"
+SERVER="${KUBELITE_SERVER:-apiserver:6443}"
+
+kubelite-kubelet --node-name "$NODE_NAME" --address "$NODE_IP" --server "$SERVER" \
+  --root-dir /var/lib/kubelite/kubelet --stop-pods-on-exit "$@" &
+kubelet=$!
+kubelite-proxy --node-name "$NODE_NAME" --node-ip "$NODE_IP" --server "$SERVER" &
+proxy=$!
+
+stop() { kill -TERM "$kubelet" "$proxy" 2>/dev/null || true; }
+trap stop TERM INT
+# Exit (and let the restart policy act) when either process dies.
+while kill -0 "$kubelet" 2>/dev/null && kill -0 "$proxy" 2>/dev/null; do sleep 1; done
+stop
+wait "$kubelet" || true
+wait "$proxy" || true
