@@ -21,8 +21,11 @@ def _labels(text: str) -> dict[str, str]:
 def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
     p = argparse.ArgumentParser(prog="kubelite-kubelet", description=__doc__)
     p.add_argument("--node-name", required=True)
-    p.add_argument("--address", default="127.0.0.1",
-                   help="node IP: InternalIP, pod IP and where the kubelet API listens")
+    p.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="node IP: InternalIP, pod IP and where the kubelet API listens",
+    )
     p.add_argument("--server", default=os.environ.get("KUBELITE_SERVER", "127.0.0.1:6443"))
     p.add_argument("--root-dir", default="/var/lib/kubelite/kubelet")
     p.add_argument("--port", type=int, default=10250, help="kubelet API port (0: any)")
@@ -35,24 +38,39 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
     p.add_argument("--node-lease-duration", type=int, default=40)
     p.add_argument("--sync-frequency", type=float, default=10.0)
     p.add_argument("--housekeeping-interval", type=float, default=1.0)
-    p.add_argument("--backoff-initial", type=float, default=10.0,
-                   help="first crash-loop back-off, seconds")
+    p.add_argument(
+        "--backoff-initial", type=float, default=10.0, help="first crash-loop back-off, seconds"
+    )
     p.add_argument("--backoff-max", type=float, default=300.0)
-    p.add_argument("--stop-pods-on-exit", action="store_true",
-                   help="stop every pod on SIGTERM (default: leave them for the next start)")
-    p.add_argument("--isolation", default="auto",
-                   choices=["auto", "mount-namespace", "user-namespace", "none"])
+    p.add_argument(
+        "--stop-pods-on-exit",
+        action="store_true",
+        help="stop every pod on SIGTERM (default: leave them for the next start)",
+    )
+    p.add_argument(
+        "--isolation", default="auto", choices=["auto", "mount-namespace", "user-namespace", "none"]
+    )
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     settings = KubeletSettings(
-        node_name=a.node_name, address=a.address, server=a.server, root_dir=a.root_dir,
-        port=a.port, cpu=a.cpu, memory=a.memory, max_pods=a.max_pods,
+        node_name=a.node_name,
+        address=a.address,
+        server=a.server,
+        root_dir=a.root_dir,
+        port=a.port,
+        cpu=a.cpu,
+        memory=a.memory,
+        max_pods=a.max_pods,
         labels=_labels(a.node_labels),
         taints=tuple(t for t in a.register_with_taints.split(",") if t),
         node_status_update_frequency=a.node_status_update_frequency,
-        node_lease_duration=a.node_lease_duration, sync_frequency=a.sync_frequency,
-        housekeeping_interval=a.housekeeping_interval, backoff_initial=a.backoff_initial,
-        backoff_max=a.backoff_max, stop_pods_on_exit=a.stop_pods_on_exit, isolation=a.isolation,
+        node_lease_duration=a.node_lease_duration,
+        sync_frequency=a.sync_frequency,
+        housekeeping_interval=a.housekeeping_interval,
+        backoff_initial=a.backoff_initial,
+        backoff_max=a.backoff_max,
+        stop_pods_on_exit=a.stop_pods_on_exit,
+        isolation=a.isolation,
     )
     return settings, a.log_level
 

@@ -7,30 +7,15 @@ CreateContainerConfigError unless marked optional.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from kubelet.errors import config_error
+from kubelet.runtime.images import DEFAULT_PATH, expand
 from kubelite.api.errors import NotFound
 from kubelite.api.names import is_env_var_name
 from kubelite.api.quantity import parse_quantity
 from kubelite.client.client import ApiClient
 from protos.v1 import objects_pb2 as v1
-
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-
-
-def expand(text: str, env: Mapping[str, str]) -> str:
-    """Kubernetes' $(VAR) expansion: unknown references stay as written, $$ is a literal $."""
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group(1)
-        return env.get(name, match.group(0))
-
-    return _REFERENCE.sub(replace, text)
 
 
 def field_value(pod: v1.Pod, path: str) -> str:
@@ -49,8 +34,10 @@ def field_value(pod: v1.Pod, path: str) -> str:
     }
     if path in simple:
         return simple[path]
-    for prefix, source in (("metadata.labels", meta.labels), ("metadata.annotations",
-                                                              meta.annotations)):
+    for prefix, source in (
+        ("metadata.labels", meta.labels),
+        ("metadata.annotations", meta.annotations),
+    ):
         if path == prefix:
             return "\n".join(f'{k}="{v}"' for k, v in sorted(source.items()))
         if path.startswith(prefix + "['") and path.endswith("']"):
@@ -58,8 +45,12 @@ def field_value(pod: v1.Pod, path: str) -> str:
     raise config_error(f"unsupported fieldRef fieldPath {path!r}")
 
 
-def resource_value(pod: v1.Pod, selector: v1.ResourceFieldSelector, default_container: str,
-                   node_allocatable: Mapping[str, str]) -> str:
+def resource_value(
+    pod: v1.Pod,
+    selector: v1.ResourceFieldSelector,
+    default_container: str,
+    node_allocatable: Mapping[str, str],
+) -> str:
     """A downward API resourceFieldRef value (limits fall back to node allocatable)."""
     name = selector.container_name or default_container
     container = next((c for c in pod.spec.containers if c.name == name), None)
@@ -113,7 +104,11 @@ class EnvResolver:
             elif source.HasField("secret_ref"):
                 sref = source.secret_ref
                 secret = await self._secret(namespace, sref.name, sref.optional)
-                values = {k: v.decode(errors="replace") for k, v in secret.data.items()} if secret else {}
+                values = (
+                    {k: v.decode(errors="replace") for k, v in secret.data.items()}
+                    if secret
+                    else {}
+                )
             for key, value in values.items():
                 name = source.prefix + key
                 if not is_env_var_name(name):  # Kubernetes skips invalid names (with an event)
@@ -126,8 +121,9 @@ class EnvResolver:
             if src.HasField("field_ref"):
                 env[var.name] = field_value(pod, src.field_ref.field_path)
             elif src.HasField("resource_field_ref"):
-                env[var.name] = resource_value(pod, src.resource_field_ref, container.name,
-                                               self.node_allocatable)
+                env[var.name] = resource_value(
+                    pod, src.resource_field_ref, container.name, self.node_allocatable
+                )
             elif src.HasField("config_map_key_ref"):
                 cm_key = src.config_map_key_ref
                 cm = await self._configmap(namespace, cm_key.name, cm_key.optional)

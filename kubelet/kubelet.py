@@ -26,13 +26,18 @@ def make_runtime(settings: KubeletSettings) -> Runtime:
         raise ValueError(f"unknown runtime {settings.runtime!r} (supported: process)")
     from kubelet.runtime.process import ProcessRuntime, ProcessRuntimeSettings
 
-    return ProcessRuntime(ProcessRuntimeSettings(root_dir=settings.root_dir,
-                                                 isolation=settings.isolation))
+    return ProcessRuntime(
+        ProcessRuntimeSettings(root_dir=settings.root_dir, isolation=settings.isolation)
+    )
 
 
 class Kubelet:
-    def __init__(self, settings: KubeletSettings, runtime: Runtime | None = None,
-                 client: ApiClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: KubeletSettings,
+        runtime: Runtime | None = None,
+        client: ApiClient | None = None,
+    ) -> None:
         self.settings = settings
         self.runtime = runtime or make_runtime(settings)
         self.client = client or ApiClient(settings.server)
@@ -41,7 +46,9 @@ class Kubelet:
         self.node = NodeAgent(self.client, settings, self.server.port)
         self.recorder = EventRecorder(self.client, "kubelet", settings.node_name)
         self.pods: Informer[v1.Pod] = Informer(
-            self.client, v1.Pod, field_selector=f"spec.nodeName={settings.node_name}",
+            self.client,
+            v1.Pod,
+            field_selector=f"spec.nodeName={settings.node_name}",
             settings=InformerSettings(backoff_initial=0.2, backoff_max=2.0),
         )
         self.workers: dict[str, PodWorker] = {}
@@ -53,20 +60,30 @@ class Kubelet:
         node = await self.node.register()
         allocatable = dict(node.status.allocatable)
         self._ctx = NodeContext(
-            settings=self.settings, client=self.client, runtime=self.runtime,
-            recorder=self.recorder, env=EnvResolver(self.client, allocatable),
+            settings=self.settings,
+            client=self.client,
+            runtime=self.runtime,
+            recorder=self.recorder,
+            env=EnvResolver(self.client, allocatable),
             volumes=VolumeManager(self.client, self.runtime, allocatable),  # type: ignore[arg-type]
         )
         self.recorder.start()
         self.node.start()
-        self.pods.add_handlers(on_add=self._on_pod, on_update=lambda old, new: self._on_pod(new),
-                               on_delete=self._on_pod_deleted)
+        self.pods.add_handlers(
+            on_add=self._on_pod,
+            on_update=lambda old, new: self._on_pod(new),
+            on_delete=self._on_pod_deleted,
+        )
         self.pods.start()
         await self.pods.wait_for_sync()
         await self._remove_orphans()
         self._tasks.append(asyncio.create_task(self._resync_forever(), name="kubelet-resync"))
-        log.info("kubelet running", node=self.settings.node_name, address=self.settings.address,
-                 api_port=self.server.port)
+        log.info(
+            "kubelet running",
+            node=self.settings.node_name,
+            address=self.settings.address,
+            api_port=self.server.port,
+        )
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -26,7 +26,12 @@ LEASE_NAMESPACE = "kube-node-lease"
 
 _CONDITIONS = (
     ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-    ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+    (
+        "MemoryPressure",
+        "False",
+        "KubeletHasSufficientMemory",
+        "kubelet has sufficient memory available",
+    ),
     ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
     ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
 )
@@ -44,7 +49,9 @@ def parse_taint(text: str) -> v1.Taint:
     """``key[=value]:Effect`` as kubelet's --register-with-taints."""
     key_value, sep, effect = text.rpartition(":")
     if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-        raise ValueError(f"invalid taint {text!r}: want key[=value]:NoSchedule|PreferNoSchedule|NoExecute")
+        raise ValueError(
+            f"invalid taint {text!r}: want key[=value]:NoSchedule|PreferNoSchedule|NoExecute"
+        )
     key, _, value = key_value.partition("=")
     return v1.Taint(key=key, value=value, effect=effect)
 
@@ -59,12 +66,14 @@ class NodeAgent:
     def desired_node(self) -> v1.Node:
         s = self.settings
         node = v1.Node(metadata=v1.ObjectMeta(name=s.node_name))
-        node.metadata.labels.update({
-            "kubernetes.io/hostname": s.node_name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": _arch(),
-            **s.labels,
-        })
+        node.metadata.labels.update(
+            {
+                "kubernetes.io/hostname": s.node_name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": _arch(),
+                **s.labels,
+            }
+        )
         node.spec.taints.extend(parse_taint(t) for t in s.taints)
         self._fill_status(node.status)
         return node
@@ -106,8 +115,12 @@ class NodeAgent:
             old = existing.get(type_)
             transition = old.last_transition_time if old and old.status == value else now
             status.conditions.add(
-                type=type_, status=value, reason=reason, message=message,
-                last_heartbeat_time=now, last_transition_time=transition,
+                type=type_,
+                status=value,
+                reason=reason,
+                message=message,
+                last_heartbeat_time=now,
+                last_transition_time=transition,
             )
 
     async def register(self) -> v1.Node:
@@ -176,10 +189,14 @@ class NodeAgent:
 
     def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._every(self.settings.node_lease_duration / 4,
-                                            self.renew_lease), name="node-lease"),
-            asyncio.create_task(self._every(self.settings.node_status_update_frequency,
-                                            self.update_status), name="node-status"),
+            asyncio.create_task(
+                self._every(self.settings.node_lease_duration / 4, self.renew_lease),
+                name="node-lease",
+            ),
+            asyncio.create_task(
+                self._every(self.settings.node_status_update_frequency, self.update_status),
+                name="node-status",
+            ),
         ]
 
     async def stop(self) -> None:

@@ -177,8 +177,11 @@ class PodWorker:
         if self._active_deadline_exceeded(pod):
             await self._fail_for_deadline(pod, instances)
             return
-        await self.ctx.runtime.run_pod_sandbox(PodSandboxConfig(
-            self.uid, pod.metadata.name, pod.metadata.namespace, dict(pod.metadata.labels)))
+        await self.ctx.runtime.run_pod_sandbox(
+            PodSandboxConfig(
+                self.uid, pod.metadata.name, pod.metadata.namespace, dict(pod.metadata.labels)
+            )
+        )
         if not self._start_time:
             self._start_time = pod.status.start_time or m.now_rfc3339()
         try:
@@ -212,7 +215,9 @@ class PodWorker:
         return policy == "Always" or (policy == "OnFailure" and latest.exit_code != 0)
 
     async def _sync_init_containers(
-        self, pod: v1.Pod, instances: dict[str, list[ContainerStatus]],
+        self,
+        pod: v1.Pod,
+        instances: dict[str, list[ContainerStatus]],
         volume_paths: Mapping[str, str],
     ) -> bool:
         """Runs init containers one at a time; True once all have succeeded."""
@@ -232,7 +237,9 @@ class PodWorker:
         return True
 
     async def _sync_containers(
-        self, pod: v1.Pod, instances: dict[str, list[ContainerStatus]],
+        self,
+        pod: v1.Pod,
+        instances: dict[str, list[ContainerStatus]],
         volume_paths: Mapping[str, str],
     ) -> None:
         for container in pod.spec.containers:
@@ -246,37 +253,58 @@ class PodWorker:
                 await self.ctx.runtime.start_container(latest.id)
 
     async def _restart_or_wait(
-        self, pod: v1.Pod, container: v1.Container, latest: ContainerStatus,
-        volume_paths: Mapping[str, str], init: bool,
+        self,
+        pod: v1.Pod,
+        container: v1.Container,
+        latest: ContainerStatus,
+        volume_paths: Mapping[str, str],
+        init: bool,
     ) -> None:
         delay = self._restart_delay(latest)
         not_before = latest.finished_at + delay
         if time.time() < not_before:
-            message = (f"back-off {delay:g}s restarting failed container={container.name}"
-                       f" pod={pod.metadata.name}_{pod.metadata.namespace}({self.uid})")
+            message = (
+                f"back-off {delay:g}s restarting failed container={container.name}"
+                f" pod={pod.metadata.name}_{pod.metadata.namespace}({self.uid})"
+            )
             if self._waiting.get(container.name, ("",))[0] != "CrashLoopBackOff":
-                self.ctx.recorder.record(pod, WARNING, "BackOff",
-                                         "Back-off restarting failed container "
-                                         f"{container.name} in pod {pod.metadata.name}")
+                self.ctx.recorder.record(
+                    pod,
+                    WARNING,
+                    "BackOff",
+                    "Back-off restarting failed container "
+                    f"{container.name} in pod {pod.metadata.name}",
+                )
             self._waiting[container.name] = ("CrashLoopBackOff", message)
             self.wake_at(not_before)
             return
         await self._start(pod, container, latest.attempt + 1, volume_paths, init=init)
 
     async def _start(
-        self, pod: v1.Pod, container: v1.Container, attempt: int,
-        volume_paths: Mapping[str, str], init: bool,
+        self,
+        pod: v1.Pod,
+        container: v1.Container,
+        attempt: int,
+        volume_paths: Mapping[str, str],
+        init: bool,
     ) -> None:
         ctx = self.ctx
         try:
             env = await ctx.env.resolve(pod, container, ctx.service_env(pod.metadata.namespace))
             mounts = container_mounts(container, volume_paths, read_only_volumes(pod))
             config = ContainerConfig(
-                name=container.name, image=container.image, command=list(container.command),
-                args=list(container.args), env=env, working_dir=container.working_dir,
-                mounts=mounts, attempt=attempt, labels=_labels(pod, container.name, attempt, init),
+                name=container.name,
+                image=container.image,
+                command=list(container.command),
+                args=list(container.args),
+                env=env,
+                working_dir=container.working_dir,
+                mounts=mounts,
+                attempt=attempt,
+                labels=_labels(pod, container.name, attempt, init),
             )
             container_id = await ctx.runtime.create_container(self.uid, config)
+            await ctx.runtime.start_container(container_id)
         except (ContainerStartError, RuntimeError_) as e:
             reason = e.reason
             failures = self._pull_failures.get(container.name, 0) + 1
@@ -287,20 +315,28 @@ class PodWorker:
                 event = "Failed" if reason != "ContainerCreating" else "FailedMount"
                 ctx.recorder.record(pod, WARNING, event, e.message)
             self._waiting[container.name] = (reason, e.message)
-            delay = min(ctx.settings.backoff_initial * 2 ** (failures - 1), ctx.settings.backoff_max)
+            delay = min(
+                ctx.settings.backoff_initial * 2 ** (failures - 1), ctx.settings.backoff_max
+            )
             self.wake_at(time.time() + delay)
             return
         self._pull_failures.pop(container.name, None)
         self._waiting.pop(container.name, None)
-        ctx.recorder.record(pod, NORMAL, "Pulled",
-                            f'Container image "{container.image}" already present on machine')
+        ctx.recorder.record(
+            pod, NORMAL, "Pulled", f'Container image "{container.image}" already present on machine'
+        )
         ctx.recorder.record(pod, NORMAL, "Created", f"Created container {container.name}")
-        await ctx.runtime.start_container(container_id)
         ctx.recorder.record(pod, NORMAL, "Started", f"Started container {container.name}")
         self.log.info("started container", container=container.name, attempt=attempt)
         if container.lifecycle.HasField("post_start"):
-            outcome = await run_handler(container.lifecycle.post_start, container, container_id,
-                                        ctx.runtime, ctx.node_ip, timeout=30)
+            outcome = await run_handler(
+                container.lifecycle.post_start,
+                container,
+                container_id,
+                ctx.runtime,
+                ctx.node_ip,
+                timeout=30,
+            )
             if not outcome.success:
                 ctx.recorder.record(pod, WARNING, "FailedPostStartHook", outcome.message)
                 await ctx.runtime.stop_container(container_id, 0)
@@ -314,17 +350,26 @@ class PodWorker:
             if not history or history[0].state != ContainerState.RUNNING:
                 continue
             cid = history[0].id
-            for kind, probe in ((ProbeKind.STARTUP, container.startup_probe),
-                                (ProbeKind.LIVENESS, container.liveness_probe),
-                                (ProbeKind.READINESS, container.readiness_probe)):
+            for kind, probe in (
+                (ProbeKind.STARTUP, container.startup_probe),
+                (ProbeKind.LIVENESS, container.liveness_probe),
+                (ProbeKind.READINESS, container.readiness_probe),
+            ):
                 if not container.HasField(_PROBE_FIELDS[kind]):
                     continue
                 key = (cid, kind)
                 wanted.add(key)
                 if key not in self._probes:
-                    worker = ProbeWorker(kind, probe, container, cid, self.ctx.runtime,
-                                         self.ctx.node_ip, self.wake,
-                                         gate=self._startup_gate(cid, kind))
+                    worker = ProbeWorker(
+                        kind,
+                        probe,
+                        container,
+                        cid,
+                        self.ctx.runtime,
+                        self.ctx.node_ip,
+                        self.wake,
+                        gate=self._startup_gate(cid, kind),
+                    )
                     self._probes[key] = worker
                     worker.start()
         for key in list(self._probes):
@@ -346,8 +391,9 @@ class PodWorker:
         for worker in probes.values():
             await worker.stop()
 
-    async def _kill_unhealthy(self, pod: v1.Pod, instances: dict[str, list[ContainerStatus]]
-                              ) -> None:
+    async def _kill_unhealthy(
+        self, pod: v1.Pod, instances: dict[str, list[ContainerStatus]]
+    ) -> None:
         for container in pod.spec.containers:
             history = instances.get(container.name, [])
             if not history or history[0].state != ContainerState.RUNNING:
@@ -361,12 +407,15 @@ class PodWorker:
                     pod, WARNING, "Unhealthy", f"{kind.value} probe failed: {worker.last_message}"
                 )
                 self.ctx.recorder.record(
-                    pod, NORMAL, "Killing",
+                    pod,
+                    NORMAL,
+                    "Killing",
                     f"Container {container.name} failed {kind.value.lower()} probe, will be"
                     " restarted",
                 )
-                self.log.info("killing unhealthy container", container=container.name,
-                              probe=kind.value)
+                self.log.info(
+                    "killing unhealthy container", container=container.name, probe=kind.value
+                )
                 await self._stop_container(pod, container, cid, self._grace(), hooks=True)
                 await self._probes.pop((cid, kind)).stop()
                 break
@@ -374,7 +423,9 @@ class PodWorker:
     # ------------------------------------------------------------ status
 
     def _views(
-        self, specs: list[v1.Container], instances: dict[str, list[ContainerStatus]],
+        self,
+        specs: list[v1.Container],
+        instances: dict[str, list[ContainerStatus]],
         init: bool = False,
     ) -> dict[str, ContainerView]:
         views = {}
@@ -392,25 +443,31 @@ class PodWorker:
                 started = startup is None or startup.result
                 readiness = self._probes.get((latest.id, ProbeKind.READINESS))
                 has_readiness = container.HasField("readiness_probe")
-                ready = started and (not has_readiness or (readiness is not None
-                                                           and readiness.result))
-            elif (latest is not None and latest.state == ContainerState.EXITED
-                  and not reason and self._should_restart(latest, init)
-                  and not pods.is_terminal(self.pod)):
+                ready = started and (
+                    not has_readiness or (readiness is not None and readiness.result)
+                )
+            elif (
+                latest is not None
+                and latest.state == ContainerState.EXITED
+                and not reason
+                and self._should_restart(latest, init)
+                and not pods.is_terminal(self.pod)
+            ):
                 reason = "ContainerCreating"
-            views[container.name] = ContainerView(latest, previous, reason, message, ready,
-                                                  started)
+            views[container.name] = ContainerView(latest, previous, reason, message, ready, started)
         return views
 
-    async def _write_status(self, pod: v1.Pod, instances: dict[str, list[ContainerStatus]]
-                            ) -> None:
+    async def _write_status(self, pod: v1.Pod, instances: dict[str, list[ContainerStatus]]) -> None:
         status = build_status(
-            pod, self._views(list(pod.spec.init_containers), instances, init=True),
-            self._views(list(pod.spec.containers), instances), self.ctx.node_ip,
+            pod,
+            self._views(list(pod.spec.init_containers), instances, init=True),
+            self._views(list(pod.spec.containers), instances),
+            self.ctx.node_ip,
             self._start_time or m.now_rfc3339(),
         )
         if same_status(status, pod.status) or (
-            self._last_status is not None and same_status(status, self._last_status)
+            self._last_status is not None
+            and same_status(status, self._last_status)
             and same_status(pod.status, self._last_status)
         ):
             return
@@ -451,7 +508,10 @@ class PodWorker:
         if not self._confirmed:
             try:
                 await self.ctx.client.delete(
-                    v1.Pod, pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0,
+                    v1.Pod,
+                    pod.metadata.name,
+                    pod.metadata.namespace,
+                    grace_period_seconds=0,
                     uid=self.uid,
                 )
             except NotFound:
@@ -466,12 +526,17 @@ class PodWorker:
             latest = history[0]
             if latest.state == ContainerState.RUNNING:
                 spec = specs.get(name)
-                stops.append(self._stop_container(self.pod, spec, latest.id, grace,
-                                                  hooks=spec is not None))
+                stops.append(
+                    self._stop_container(self.pod, spec, latest.id, grace, hooks=spec is not None)
+                )
         await asyncio.gather(*stops)
 
     async def _stop_container(
-        self, pod: v1.Pod, spec: v1.Container | None, container_id: str, grace: float,
+        self,
+        pod: v1.Pod,
+        spec: v1.Container | None,
+        container_id: str,
+        grace: float,
         hooks: bool,
     ) -> None:
         deadline = time.monotonic() + grace
@@ -480,23 +545,31 @@ class PodWorker:
         if hooks and spec is not None and spec.lifecycle.HasField("pre_stop") and grace > 0:
             try:
                 outcome = await asyncio.wait_for(
-                    run_handler(spec.lifecycle.pre_stop, spec, container_id, self.ctx.runtime,
-                                self.ctx.node_ip, timeout=grace),
+                    run_handler(
+                        spec.lifecycle.pre_stop,
+                        spec,
+                        container_id,
+                        self.ctx.runtime,
+                        self.ctx.node_ip,
+                        timeout=grace,
+                    ),
                     grace,
                 )
                 if not outcome.success:
                     self.ctx.recorder.record(pod, WARNING, "FailedPreStopHook", outcome.message)
             except TimeoutError:
-                self.ctx.recorder.record(pod, WARNING, "FailedPreStopHook",
-                                         f"PreStopHook did not finish in {grace:g}s")
+                self.ctx.recorder.record(
+                    pod, WARNING, "FailedPreStopHook", f"PreStopHook did not finish in {grace:g}s"
+                )
             # As Kubernetes: a preStop hook that used up the grace period gets 2 s more.
             remaining = max(deadline - time.monotonic(), 2.0)
         else:
             remaining = max(deadline - time.monotonic(), 0.0)
         await self.ctx.runtime.stop_container(container_id, remaining)
 
-    async def _stop_running(self, instances: dict[str, list[ContainerStatus]], grace: float
-                            ) -> None:
+    async def _stop_running(
+        self, instances: dict[str, list[ContainerStatus]], grace: float
+    ) -> None:
         for history in instances.values():
             if history[0].state == ContainerState.RUNNING:
                 await self.ctx.runtime.stop_container(history[0].id, grace)
@@ -523,22 +596,29 @@ class PodWorker:
         started = m.parse_time(self._start_time).timestamp()
         return time.time() - started >= pod.spec.active_deadline_seconds
 
-    async def _fail_for_deadline(self, pod: v1.Pod, instances: dict[str, list[ContainerStatus]]
-                                 ) -> None:
+    async def _fail_for_deadline(
+        self, pod: v1.Pod, instances: dict[str, list[ContainerStatus]]
+    ) -> None:
         await self._stop_probes()
         await self._kill_all(grace=float(self._grace()))
         instances = by_container(await self.ctx.runtime.list_containers(self.uid))
         status = build_status(
-            pod, self._views(list(pod.spec.init_containers), instances, init=True),
-            self._views(list(pod.spec.containers), instances), self.ctx.node_ip, self._start_time,
+            pod,
+            self._views(list(pod.spec.init_containers), instances, init=True),
+            self._views(list(pod.spec.containers), instances),
+            self.ctx.node_ip,
+            self._start_time,
         )
         status.phase = "Failed"
         status.reason = "DeadlineExceeded"
         status.message = "Pod was active on the node longer than the specified deadline"
         self.ctx.recorder.record(pod, NORMAL, "DeadlineExceeded", status.message)
         await self.ctx.client.patch(
-            v1.Pod, pod.metadata.name, {"status": convert.message_to_dict(status)},
-            pod.metadata.namespace, subresource="status",
+            v1.Pod,
+            pod.metadata.name,
+            {"status": convert.message_to_dict(status)},
+            pod.metadata.namespace,
+            subresource="status",
         )
 
 

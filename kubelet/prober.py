@@ -42,16 +42,21 @@ def resolve_port(port: v1.IntOrString, container: v1.Container) -> int:
     return int(port.int_val)
 
 
-async def http_get(host: str, port: int, path: str, headers: list[v1.HTTPHeader],
-                   timeout: float) -> ProbeOutcome:
+async def http_get(
+    host: str, port: int, path: str, headers: list[v1.HTTPHeader], timeout: float
+) -> ProbeOutcome:
     """Kubernetes' HTTP probe: 200-399 is success; anything else, or no answer, failure."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (OSError, TimeoutError) as e:
         return ProbeOutcome(False, f'Get "http://{host}:{port}{path}": dial tcp: {e}')
     try:
-        lines = [f"GET {path or '/'} HTTP/1.1", f"Host: {host}:{port}",
-                 "User-Agent: kube-probe/1.31", "Connection: close"]
+        lines = [
+            f"GET {path or '/'} HTTP/1.1",
+            f"Host: {host}:{port}",
+            "User-Agent: kube-probe/1.31",
+            "Connection: close",
+        ]
         lines += [f"{h.name}: {h.value}" for h in headers]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         await writer.drain()
@@ -94,18 +99,18 @@ async def run_handler(
             if result.exit_code == 0:
                 return ProbeOutcome(True, output)
             return ProbeOutcome(
-                False, f"command {list(handler.exec.command)!r} exited with {result.exit_code}:"
-                f" {output}"
+                False,
+                f"command {list(handler.exec.command)!r} exited with {result.exit_code}: {output}",
             )
         if handler.HasField("http_get"):
             get = handler.http_get
             port = resolve_port(get.port, container)
-            return await http_get(get.host or pod_ip, port, get.path, list(get.http_headers),
-                                  timeout)
+            return await http_get(
+                get.host or pod_ip, port, get.path, list(get.http_headers), timeout
+            )
         if handler.HasField("tcp_socket"):
             tcp = handler.tcp_socket
-            return await tcp_connect(tcp.host or pod_ip, resolve_port(tcp.port, container),
-                                     timeout)
+            return await tcp_connect(tcp.host or pod_ip, resolve_port(tcp.port, container), timeout)
         if isinstance(handler, v1.LifecycleHandler) and handler.HasField("sleep"):
             await asyncio.sleep(handler.sleep.seconds)
             return ProbeOutcome(True)
@@ -163,11 +168,17 @@ class ProbeWorker:
             if self.gate():
                 try:
                     outcome = await run_handler(
-                        p, self.container, self.container_id, self.runtime, self.pod_ip,
+                        p,
+                        self.container,
+                        self.container_id,
+                        self.runtime,
+                        self.pod_ip,
                         max(1, p.timeout_seconds),
                     )
                 except Exception as e:
-                    log.exception("probe crashed", kind=self.kind.value, container=self.container.name)
+                    log.exception(
+                        "probe crashed", kind=self.kind.value, container=self.container.name
+                    )
                     outcome = ProbeOutcome(False, f"probe error: {e}")
                 self._record(outcome)
                 if self.failed or (self.kind == ProbeKind.STARTUP and self.result):

@@ -22,29 +22,33 @@ class KubeletServicer(pb_grpc.KubeletServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def _container_id(self, pod_uid: str, name: str, previous: bool,
-                            context: Context) -> str:
+    async def _container_id(self, pod_uid: str, name: str, previous: bool, context: Context) -> str:
         instances = sorted(
             (c for c in await self.runtime.list_containers(pod_uid) if c.name == name),
-            key=lambda c: c.attempt, reverse=True,
+            key=lambda c: c.attempt,
+            reverse=True,
         )
         index = 1 if previous else 0
         if len(instances) <= index:
             what = "previous terminated container" if previous else "container"
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f'{what} "{name}" in pod "{pod_uid}" not found')
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f'{what} "{name}" in pod "{pod_uid}" not found'
+            )
         return instances[index].id
 
-    async def ContainerLogs(self, request: pb.ContainerLogsRequest, context: Context
-                            ) -> AsyncIterator[api_pb.Chunk]:
-        cid = await self._container_id(request.pod_uid, request.container, request.previous,
-                                       context)
+    async def ContainerLogs(
+        self, request: pb.ContainerLogsRequest, context: Context
+    ) -> AsyncIterator[api_pb.Chunk]:
+        cid = await self._container_id(
+            request.pod_uid, request.container, request.previous, context
+        )
         tail = int(request.tail_lines) if request.tail_lines >= 0 else -1
         async for data in self.runtime.read_logs(cid, follow=request.follow, tail=tail):
             yield api_pb.Chunk(fd=1, data=data)
 
-    async def Exec(self, request: pb.ContainerExecRequest, context: Context
-                   ) -> AsyncIterator[api_pb.Chunk]:
+    async def Exec(
+        self, request: pb.ContainerExecRequest, context: Context
+    ) -> AsyncIterator[api_pb.Chunk]:
         cid = await self._container_id(request.pod_uid, request.container, False, context)
 
         async def stdin() -> AsyncIterator[bytes]:

@@ -18,7 +18,7 @@ from protos.v1 import objects_pb2 as v1
 
 
 def _time(t: float) -> str:
-    return m.format_time(dt.datetime.fromtimestamp(t, dt.timezone.utc)) if t else ""
+    return m.format_time(dt.datetime.fromtimestamp(t, dt.UTC)) if t else ""
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,13 @@ class ContainerView:
 def terminated_state(status: ContainerStatus) -> v1.ContainerStateTerminated:
     reason = status.reason or ("Completed" if status.exit_code == 0 else "Error")
     return v1.ContainerStateTerminated(
-        exit_code=status.exit_code, signal=status.signal, reason=reason,
-        message=status.message, started_at=_time(status.started_at),
-        finished_at=_time(status.finished_at), container_id=f"process://{status.id}",
+        exit_code=status.exit_code,
+        signal=status.signal,
+        reason=reason,
+        message=status.message,
+        started_at=_time(status.started_at),
+        finished_at=_time(status.finished_at),
+        container_id=f"process://{status.id}",
     )
 
 
@@ -76,7 +80,11 @@ def phase(
     """Kubernetes' getPhase."""
     policy = pod.spec.restart_policy or "Always"
     for s in init:
-        if s.state.HasField("terminated") and s.state.terminated.exit_code != 0 and policy == "Never":
+        if (
+            s.state.HasField("terminated")
+            and s.state.terminated.exit_code != 0
+            and policy == "Never"
+        ):
             return "Failed"
     initialized = all(
         s.state.HasField("terminated") and s.state.terminated.exit_code == 0 for s in init
@@ -120,10 +128,11 @@ def build_status(
 ) -> v1.PodStatus:
     status = v1.PodStatus()
     status.CopyFrom(pod.status)
-    init = [container_status(c, init_views.get(c.name, ContainerView()))
-            for c in pod.spec.init_containers]
-    regular = [container_status(c, views.get(c.name, ContainerView()))
-               for c in pod.spec.containers]
+    init = [
+        container_status(c, init_views.get(c.name, ContainerView()))
+        for c in pod.spec.init_containers
+    ]
+    regular = [container_status(c, views.get(c.name, ContainerView())) for c in pod.spec.containers]
     del status.init_container_statuses[:]
     status.init_container_statuses.extend(init)
     del status.container_statuses[:]
@@ -137,15 +146,24 @@ def build_status(
     if not status.qos_class:
         status.qos_class = pods.qos_class(pod)
     holder = v1.Pod(status=status)
-    incomplete = [s.name for s in init if not (
-        s.state.HasField("terminated") and s.state.terminated.exit_code == 0)]
+    incomplete = [
+        s.name
+        for s in init
+        if not (s.state.HasField("terminated") and s.state.terminated.exit_code == 0)
+    ]
     terminal = status.phase in pods.TERMINAL_PHASES
     if not incomplete:
-        pods.set_condition(holder, "Initialized", "True",
-                           "PodCompleted" if terminal and init else "")
+        pods.set_condition(
+            holder, "Initialized", "True", "PodCompleted" if terminal and init else ""
+        )
     else:
-        pods.set_condition(holder, "Initialized", "False", "ContainersNotInitialized",
-                           f"containers with incomplete status: [{' '.join(incomplete)}]")
+        pods.set_condition(
+            holder,
+            "Initialized",
+            "False",
+            "ContainersNotInitialized",
+            f"containers with incomplete status: [{' '.join(incomplete)}]",
+        )
     unready = [s.name for s in regular if not s.ready]
     if terminal:
         pods.set_condition(holder, "ContainersReady", "False", "PodCompleted")

@@ -27,7 +27,9 @@ class VolumeDirs(Protocol):
 
 
 def mount_error(volume: str, message: str) -> ContainerStartError:
-    return ContainerStartError("ContainerCreating", f'MountVolume.SetUp failed for volume "{volume}": {message}')
+    return ContainerStartError(
+        "ContainerCreating", f'MountVolume.SetUp failed for volume "{volume}": {message}'
+    )
 
 
 def _write_files(directory: str, files: Mapping[str, tuple[bytes, int]]) -> None:
@@ -70,8 +72,9 @@ def _items(
 
 
 class VolumeManager:
-    def __init__(self, client: ApiClient, dirs: VolumeDirs, node_allocatable: Mapping[str, str]
-                 ) -> None:
+    def __init__(
+        self, client: ApiClient, dirs: VolumeDirs, node_allocatable: Mapping[str, str]
+    ) -> None:
         self.client = client
         self.dirs = dirs
         self.node_allocatable = node_allocatable
@@ -127,8 +130,9 @@ class VolumeManager:
                     value = field_value(pod, item.field_ref.field_path)
                 else:
                     default = pod.spec.containers[0].name if pod.spec.containers else ""
-                    value = resource_value(pod, item.resource_field_ref, default,
-                                           self.node_allocatable)
+                    value = resource_value(
+                        pod, item.resource_field_ref, default, self.node_allocatable
+                    )
                 files[item.path] = (value.encode(), item.mode if item.HasField("mode") else mode)
             _write_files(path, files)
             return path
@@ -158,8 +162,9 @@ class VolumeManager:
         return path
 
 
-def container_mounts(container: v1.Container, volume_paths: Mapping[str, str],
-                     read_only_volumes: set[str]) -> list[Mount]:
+def container_mounts(
+    container: v1.Container, volume_paths: Mapping[str, str], read_only_volumes: set[str]
+) -> list[Mount]:
     mounts = []
     for vm in container.volume_mounts:
         host = volume_paths[vm.name]
@@ -173,6 +178,7 @@ def container_mounts(container: v1.Container, volume_paths: Mapping[str, str],
 def read_only_volumes(pod: v1.Pod) -> set[str]:
     """Volumes Kubernetes always mounts read-only."""
     return {
-        v.name for v in pod.spec.volumes
+        v.name
+        for v in pod.spec.volumes
         if v.HasField("config_map") or v.HasField("secret") or v.HasField("downward_api")
     }

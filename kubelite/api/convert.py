@@ -493,6 +493,19 @@ def to_dict(rtype: ResourceType, msg: Message) -> dict[str, Any]:
     return out
 
 
+_ALWAYS_EMITTED: dict[str, tuple[str, ...]] = {
+    "kubelite.v1.ContainerStatus": ("ready", "restart_count"),
+    "kubelite.v1.ContainerStateTerminated": ("exit_code",),
+    "kubelite.v1.ContainerPort": ("container_port",),
+    "kubelite.v1.ServicePort": ("port",),
+    "kubelite.v1.EndpointPort": ("port",),
+    "kubelite.v1.ReplicaSetStatus": ("replicas",),
+    "kubelite.v1.StatefulSetStatus": ("replicas", "available_replicas"),
+    "kubelite.v1.DaemonSetStatus": ("current_number_scheduled", "number_misscheduled",
+                                    "desired_number_scheduled", "number_ready"),
+}
+
+
 def message_to_dict(msg: Message) -> dict[str, Any]:
     """A message as JSON-shaped data, omitting what Kubernetes' ``omitempty`` omits.
 
@@ -502,6 +515,12 @@ def message_to_dict(msg: Message) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     by_number = _plan(_descriptor(msg)).by_number
+    always = _ALWAYS_EMITTED.get(msg.DESCRIPTOR.full_name)
+    if always:
+        # Fields Kubernetes serialises without omitempty: they appear even when zero.
+        for name in always:
+            desc = msg.DESCRIPTOR.fields_by_name[name]
+            out[by_number[desc.number].json_name] = getattr(msg, name)
     # ListFields gives exactly the set fields (present, non-zero, non-empty), by number.
     for desc, value in msg.ListFields():
         field = by_number[desc.number]

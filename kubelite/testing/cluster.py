@@ -42,9 +42,19 @@ class TestCluster:
     nodes: list[NodeSpec]
     scheduler: bool = True
     kubelet_args: tuple[str, ...] = (
-        "--node-status-update-frequency", "2", "--node-lease-duration", "8",
-        "--sync-frequency", "2", "--housekeeping-interval", "0.2",
-        "--backoff-initial", "1", "--backoff-max", "8", "--stop-pods-on-exit",
+        "--node-status-update-frequency",
+        "2",
+        "--node-lease-duration",
+        "8",
+        "--sync-frequency",
+        "2",
+        "--housekeeping-interval",
+        "0.2",
+        "--backoff-initial",
+        "1",
+        "--backoff-max",
+        "8",
+        "--stop-pods-on-exit",
     )
     prefix: str = field(default_factory=lambda: f"/e2e-{uuid.uuid4().hex[:10]}")
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
@@ -59,12 +69,23 @@ class TestCluster:
 
     def start(self) -> None:
         self.server = f"127.0.0.1:{free_port()}"
-        self._start("apiserver", [
-            script("kubelite-apiserver"), "--listen", self.server, "--etcd-servers",
-            self.etcd_endpoint, "--etcd-prefix", self.prefix, "--watch-progress-interval", "0.2",
-        ])
-        self.wait_for(lambda: self.klctl("get", "ns", check=False).returncode == 0,
-                      "the API server to answer")
+        self._start(
+            "apiserver",
+            [
+                script("kubelite-apiserver"),
+                "--listen",
+                self.server,
+                "--etcd-servers",
+                self.etcd_endpoint,
+                "--etcd-prefix",
+                self.prefix,
+                "--watch-progress-interval",
+                "0.2",
+            ],
+        )
+        self.wait_for(
+            lambda: self.klctl("get", "ns", check=False).returncode == 0, "the API server to answer"
+        )
         if self.scheduler:
             self.start_scheduler()
         for node in self.nodes:
@@ -73,19 +94,46 @@ class TestCluster:
             self.wait_for(lambda n=node: self._node_ready(n.name), f"node {node.name} Ready")
 
     def start_scheduler(self, name: str = "scheduler") -> ManagedProcess:
-        return self._start(name, [
-            script("kubelite-scheduler"), "--server", self.server,
-            "--pod-initial-backoff", "0.5", "--pod-max-backoff", "2",
-            "--leader-elect-lease-duration", "2", "--leader-elect-renew-deadline", "1.5",
-            "--leader-elect-retry-period", "0.2", "--identity", name,
-        ])
+        return self._start(
+            name,
+            [
+                script("kubelite-scheduler"),
+                "--server",
+                self.server,
+                "--pod-initial-backoff",
+                "0.5",
+                "--pod-max-backoff",
+                "2",
+                "--leader-elect-lease-duration",
+                "2",
+                "--leader-elect-renew-deadline",
+                "1.5",
+                "--leader-elect-retry-period",
+                "0.2",
+                "--identity",
+                name,
+            ],
+        )
 
     def start_kubelet(self, node: NodeSpec) -> ManagedProcess:
         labels = ",".join(f"{k}={v}" for k, v in node.labels.items())
         argv = [
-            script("kubelite-kubelet"), "--node-name", node.name, "--address", node.address,
-            "--server", self.server, "--root-dir", str(self.workdir / node.name), "--port", "0",
-            "--cpu", node.cpu, "--memory", node.memory, *self.kubelet_args,
+            script("kubelite-kubelet"),
+            "--node-name",
+            node.name,
+            "--address",
+            node.address,
+            "--server",
+            self.server,
+            "--root-dir",
+            str(self.workdir / node.name),
+            "--port",
+            "0",
+            "--cpu",
+            node.cpu,
+            "--memory",
+            node.memory,
+            *self.kubelet_args,
         ]
         if labels:
             argv += ["--node-labels", labels]
@@ -103,15 +151,21 @@ class TestCluster:
         for name in order:
             self.processes[name].stop()
 
-    def klctl(self, *args: str, check: bool = True, input: str | None = None,
-              timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def klctl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [script("klctl"), "--server", self.server, *args], capture_output=True, text=True,
-            input=input, timeout=timeout, check=False,
+            [script("klctl"), "--server", self.server, *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            check=False,
         )
         if check and result.returncode != 0:
             raise AssertionError(
-                f"klctl {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+                f"klctl {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}{result.stderr}"
             )
         return result
 
@@ -121,11 +175,15 @@ class TestCluster:
     @staticmethod
     def wait_for(check: object, what: str, timeout: float = 30.0, interval: float = 0.1) -> None:
         deadline = time.monotonic() + timeout
+        last: Exception | None = None
         while time.monotonic() < deadline:
-            if check():  # type: ignore[operator]
-                return
+            try:
+                if check():  # type: ignore[operator]
+                    return
+            except Exception as e:  # noqa: BLE001 - "not yet"; reported at the deadline
+                last = e
             time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from last
 
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n{p.tail()}" for n, p in self.processes.items())

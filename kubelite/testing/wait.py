@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+
 async def eventually(
     check: Callable[[], Any],
     *,

@@ -1,0 +1,1 @@
+"""Programs behind the process runtime's built-in images (kubelite/agnhost, kubelite/pause)."""
