@@ -37,6 +37,8 @@ class NodeSpec:
 
 @dataclass
 class TestCluster:
+    __test__ = False  # not a pytest test class
+
     workdir: Path
     etcd_endpoint: str
     nodes: list[NodeSpec]

@@ -383,7 +383,7 @@ def _pids(pattern: str) -> list[str]:
 
 @pytest.mark.parametrize(("manifest_fragment", "path"), [
     ("restartPolicy: Sometimes", "spec.restartPolicy"),
-    ("containers: [{name: c, image: busybox, livenessProbe: {exec: {command: [true]}, periodSeconds: -1}}]",
+    ("containers: [{name: c, image: busybox, livenessProbe: {exec: {command: [\"true\"]}, periodSeconds: -1}}]",
      "spec.containers[0].livenessProbe.periodSeconds"),
     ("containers: [{name: c, image: busybox, readinessProbe: {httpGet: {port: web}}}]",
      "spec.containers[0].readinessProbe.httpGet.port"),
