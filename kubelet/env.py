@@ -93,7 +93,13 @@ class EnvResolver:
         self, pod: v1.Pod, container: v1.Container, service_env: Mapping[str, str] = {}
     ) -> dict[str, str]:
         namespace = pod.metadata.namespace
-        env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOSTNAME": pod.metadata.name}
+        # KUBELITE_POD_IP: where a pod should bind when it shares the node's network with
+        # other local nodes (the built-in test image does).
+        env: dict[str, str] = {
+            "PATH": DEFAULT_PATH,
+            "HOSTNAME": pod.metadata.name,
+            "KUBELITE_POD_IP": pod.status.pod_ip,
+        }
         env.update(service_env)
         for source in container.env_from:
             values: Mapping[str, str] = {}

@@ -289,6 +289,9 @@ class PodWorker:
         init: bool,
     ) -> None:
         ctx = self.ctx
+        # The pod has its IP before its containers start (downward API, KUBELITE_POD_IP).
+        pod = m.copy(pod)
+        pod.status.pod_ip = pod.status.host_ip = ctx.node_ip
         try:
             env = await ctx.env.resolve(pod, container, ctx.service_env(pod.metadata.namespace))
             mounts = container_mounts(container, volume_paths, read_only_volumes(pod))

@@ -34,6 +34,13 @@ from urllib.parse import parse_qs, urlsplit
 _stop = threading.Event()
 
 
+def _default_host() -> str:
+    """The pod's IP when the kubelet says it: on the process runtime several nodes share one
+    host, so a pod binds its node's address rather than 0.0.0.0 (a pod network namespace
+    would make 0.0.0.0 private; without one it would collide across local nodes)."""
+    return os.environ.get("KUBELITE_POD_IP", "0.0.0.0")
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     _stop.set()
 
@@ -199,11 +206,11 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--port", type=int, default=9376)
     sh.add_argument("--tcp", action="store_true", help="raw TCP instead of HTTP")
     sh.add_argument("--udp", action="store_true", help="also answer UDP datagrams")
-    sh.add_argument("--host", default="0.0.0.0")
+    sh.add_argument("--host", default=_default_host())
     sh.set_defaults(run=serve_hostname)
     ne = sub.add_parser("netexec", help="HTTP endpoints for tests")
     ne.add_argument("--http-port", type=int, default=8080)
-    ne.add_argument("--host", default="0.0.0.0")
+    ne.add_argument("--host", default=_default_host())
     ne.set_defaults(run=netexec)
     ex = sub.add_parser("exit", help="exit with a code")
     ex.add_argument("--code", type=int, default=0)
