@@ -43,6 +43,12 @@ class TestCluster:
     etcd_endpoint: str
     nodes: list[NodeSpec]
     scheduler: bool = True
+    controller_manager: bool = False
+    proxy: bool = False
+    controller_manager_args: tuple[str, ...] = (
+        "--node-monitor-period", "0.5", "--node-monitor-grace-period", "4",
+        "--cron-time-scale", "60", "--cronjob-check-period", "0.5",
+    )
     kubelet_args: tuple[str, ...] = (
         "--node-status-update-frequency",
         "2",
@@ -90,8 +96,12 @@ class TestCluster:
         )
         if self.scheduler:
             self.start_scheduler()
+        if self.controller_manager:
+            self.start_controller_manager()
         for node in self.nodes:
             self.start_kubelet(node)
+            if self.proxy:
+                self.start_proxy(node)
         for node in self.nodes:
             self.wait_for(lambda n=node: self._node_ready(n.name), f"node {node.name} Ready")
 
@@ -116,6 +126,20 @@ class TestCluster:
                 name,
             ],
         )
+
+    def start_controller_manager(self, name: str = "controller-manager") -> ManagedProcess:
+        return self._start(name, [
+            script("kubelite-controller-manager"), "--server", self.server,
+            "--leader-elect-lease-duration", "2", "--leader-elect-renew-deadline", "1.5",
+            "--leader-elect-retry-period", "0.2", "--identity", name,
+            *self.controller_manager_args,
+        ])
+
+    def start_proxy(self, node: NodeSpec) -> ManagedProcess:
+        return self._start(f"proxy-{node.name}", [
+            script("kubelite-proxy"), "--node-name", node.name, "--node-ip", node.address,
+            "--server", self.server,
+        ])
 
     def start_kubelet(self, node: NodeSpec) -> ManagedProcess:
         labels = ",".join(f"{k}={v}" for k, v in node.labels.items())
