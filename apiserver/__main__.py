@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from apiserver.allocator import IPRange, PortRange
 from apiserver.api import ApiSettings
 from apiserver.etcd import EtcdSettings
 from apiserver.server import ApiServer, ApiServerSettings
@@ -24,16 +25,32 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
                    help="events kept per resource for resuming watches")
     p.add_argument("--watch-progress-interval", type=float, default=1.0,
                    help="seconds between bookmarks/progress checks on quiet watches")
+    p.add_argument("--default-toleration-seconds", type=int, default=300,
+                   help="tolerationSeconds of the not-ready/unreachable NoExecute tolerations"
+                        " added to pods that lack them")
+    p.add_argument("--service-cluster-ip-range", default="127.96.0.0/16",
+                   help="CIDR to allocate Service ClusterIPs from (a loopback block lets"
+                        " proxies bind them without privileges)")
+    p.add_argument("--service-node-port-range", default="30000-32767",
+                   help="port range to allocate NodePort Services' nodePorts from")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
+    try:
+        IPRange.parse(a.service_cluster_ip_range)
+        PortRange.parse(a.service_node_port_range)
+    except ValueError as e:
+        p.error(str(e))
     settings = ApiServerSettings(
         listen=a.listen,
         etcd=EtcdSettings(endpoints=tuple(s.strip() for s in a.etcd_servers.split(",") if s)),
         api=ApiSettings(
             storage_prefix=a.etcd_prefix,
+            service_cluster_ip_range=a.service_cluster_ip_range,
+            service_node_port_range=a.service_node_port_range,
             watch_cache=WatchCacheSettings(
                 capacity=a.watch_cache_size, progress_interval=a.watch_progress_interval
             ),
+            default_toleration_seconds=a.default_toleration_seconds,
         ),
         compaction_interval=a.compaction_interval,
     )

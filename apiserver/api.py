@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import structlog
 from google.protobuf.message import Message
 
+from apiserver.allocator import Held, ServiceAllocator, held_by
 from apiserver.storage import Storage, conflict, not_found
 from apiserver.watch_cache import (
     ADDED,
@@ -61,6 +62,14 @@ class ApiSettings:
     """Window size and timers of the per-resource watch caches."""
     default_pod_grace_seconds: int = 30
     """Grace period of a pod deletion when neither the request nor the pod names one."""
+    service_cluster_ip_range: str = "127.96.0.0/16"
+    """CIDR that Service ClusterIPs are allocated from. A loopback block, so that every
+    node's proxy can bind the ClusterIPs without privileges (Kubernetes: 10.96.0.0/12)."""
+    service_node_port_range: str = "30000-32767"
+    """Ports that NodePort and LoadBalancer Services get their nodePorts from."""
+    default_toleration_seconds: int = 300
+    """tolerationSeconds of the not-ready/unreachable NoExecute tolerations added to every
+    pod that does not tolerate those taints already (DefaultTolerationSeconds admission)."""
 
 
 def _has_spec(rtype: ResourceType) -> bool:
@@ -141,6 +150,10 @@ class Api:
         # name -> terminating?, from the namespaces watch: spares creates an etcd read.
         self._namespaces: dict[str, bool] = {}
         self._namespace_task: asyncio.Task[None] | None = None
+        self.services = ServiceAllocator(
+            storage.etcd, storage.prefix, settings.service_cluster_ip_range,
+            settings.service_node_port_range,
+        )
 
     async def start(self) -> None:
         for cache in self.caches.values():
@@ -152,6 +165,7 @@ class Api:
         if self._namespace_task is not None:
             self._namespace_task.cancel()
             await asyncio.gather(self._namespace_task, return_exceptions=True)
+        await self.services.close()
         for cache in self.caches.values():
             await cache.stop()
 
@@ -299,6 +313,17 @@ class Api:
         await self._check_namespace(rtype, meta.namespace)
         if dry_run:
             return obj
+        if not isinstance(obj, v1.Service):
+            return await self._store_new(rtype, obj, generate)
+        held = await self.services.allocate_create(obj)
+        try:
+            return await self._store_new(rtype, obj, generate)
+        except BaseException as e:
+            await self._release_unless_stored(rtype, obj, held, e)
+            raise
+
+    async def _store_new(self, rtype: ResourceType, obj: Message, generate: bool) -> Message:
+        meta = m.meta(obj)
         for _ in range(GENERATE_NAME_ATTEMPTS):
             try:
                 return await self.storage.create(rtype, obj)
@@ -307,6 +332,28 @@ class Api:
                     raise
                 meta.name = m.generated_name(meta.generate_name)
         raise AlreadyExists(f"could not find a free name for generateName {meta.generate_name!r}")
+
+    async def _release_unless_stored(
+        self, rtype: ResourceType, obj: Message, held: Held, error: BaseException
+    ) -> None:
+        """After a failed Service write: give back what it took, unless the outcome is unknown
+        and the object did land (a leaked IP is better than one handed out twice)."""
+        if not held:
+            return
+        if not isinstance(error, (AlreadyExists, Conflict, NotFound, Invalid)):
+            meta = m.meta(obj)
+            try:
+                stored = await self.storage.get(rtype, meta.namespace, meta.name)
+            except NotFound:
+                stored = None
+            except ApiError:
+                log.warning("service write outcome unknown; keeping its allocations",
+                            service=f"{meta.namespace}/{meta.name}")
+                return
+            if (isinstance(stored, v1.Service) and isinstance(obj, v1.Service)
+                    and held_by(stored) == held_by(obj)):
+                return
+        await self.services.release(held)
 
     def _prepare_for_create(self, rtype: ResourceType, obj: Message) -> None:
         """Status a user may not set on create, as each Kubernetes strategy resets it."""
@@ -318,6 +365,15 @@ class Api:
         elif isinstance(obj, v1.Pod):
             obj.ClearField("status")
             obj.status.phase = "Pending"
+            # DefaultTolerationSeconds admission: a pod rides out a short node outage
+            # (default 300 s) before the taint manager evicts it, unless it says otherwise.
+            for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+                if not any(t.key in ("", key) and t.effect in ("", "NoExecute")
+                           for t in obj.spec.tolerations):
+                    obj.spec.tolerations.add(
+                        key=key, operator="Exists", effect="NoExecute",
+                        toleration_seconds=self.settings.default_toleration_seconds,
+                    )
         elif rtype.has_status and not isinstance(obj, v1.Node):
             obj.ClearField("status")
         if isinstance(obj, v1.Job):
@@ -381,6 +437,9 @@ class Api:
                 # nodeName is set only through binding; an update may not drop it.
                 updated.spec.node_name = current.spec.node_name  # type: ignore[attr-defined]
             defaults.apply_defaults(updated)
+            if isinstance(updated, v1.Service):
+                assert isinstance(current, v1.Service)
+                self.services.patch_update(updated, current)
             if _has_spec(rtype) and _spec_bytes(updated) != _spec_bytes(current):
                 new_meta.generation = old_meta.generation + 1
         m.meta(updated).resource_version = m.meta(current).resource_version
@@ -398,8 +457,22 @@ class Api:
         revision = int(m.meta(current).resource_version)
         if meta.deletion_timestamp and self._finalized(updated):
             await self.storage.delete(rtype, meta.namespace, meta.name, revision)
+            if isinstance(current, v1.Service):
+                await self.services.release(held_by(current))
             return updated
-        return await self.storage.update(rtype, updated, revision)
+        if not isinstance(updated, v1.Service):
+            return await self.storage.update(rtype, updated, revision)
+        assert isinstance(current, v1.Service)
+        if updated.spec == current.spec:  # a status or metadata write takes and frees nothing
+            return await self.storage.update(rtype, updated, revision)
+        taken, freed = await self.services.allocate_update(updated, current)
+        try:
+            stored = await self.storage.update(rtype, updated, revision)
+        except BaseException as e:
+            await self._release_unless_stored(rtype, updated, taken, e)
+            raise
+        await self.services.release(freed)
+        return stored
 
     @staticmethod
     def _finalized(obj: Message) -> bool:
@@ -486,6 +559,8 @@ class Api:
             try:
                 if updated is None:
                     await self.storage.delete(rtype, namespace, name, revision)
+                    if isinstance(current, v1.Service):
+                        await self.services.release(held_by(current))
                     return current
                 if updated.SerializeToString() == current.SerializeToString():
                     return current

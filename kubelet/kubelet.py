@@ -11,6 +11,7 @@ from kubelet.node import NodeAgent
 from kubelet.pod_worker import NodeContext, PodWorker
 from kubelet.runtime.interface import Runtime
 from kubelet.server import KubeletServer
+from kubelet.service_env import ServiceEnv
 from kubelet.settings import KubeletSettings
 from kubelet.volumes import VolumeManager
 from kubelite.client.client import ApiClient
@@ -51,6 +52,7 @@ class Kubelet:
             field_selector=f"spec.nodeName={settings.node_name}",
             settings=InformerSettings(backoff_initial=0.2, backoff_max=2.0),
         )
+        self.services = ServiceEnv(self.client)
         self.workers: dict[str, PodWorker] = {}
         self._ctx: NodeContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -66,6 +68,7 @@ class Kubelet:
             recorder=self.recorder,
             env=EnvResolver(self.client, allocatable),
             volumes=VolumeManager(self.client, self.runtime, allocatable),  # type: ignore[arg-type]
+            service_env=self.services.for_pod,
         )
         self.recorder.start()
         self.node.start()
@@ -74,7 +77,10 @@ class Kubelet:
             on_update=lambda old, new: self._on_pod(new),
             on_delete=self._on_pod_deleted,
         )
+        # Services first: a pod started before they are known would miss their variables.
+        self.services.start()
         self.pods.start()
+        await self.services.wait_for_sync()
         await self.pods.wait_for_sync()
         await self._remove_orphans()
         self._tasks.append(asyncio.create_task(self._resync_forever(), name="kubelet-resync"))
@@ -90,6 +96,7 @@ class Kubelet:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pods.stop()
+        await self.services.stop()
         kill = self.settings.stop_pods_on_exit
         await asyncio.gather(*(w.stop(kill=kill) for w in self.workers.values()))
         self.workers.clear()

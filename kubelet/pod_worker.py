@@ -58,8 +58,8 @@ class NodeContext:
     recorder: EventRecorder
     env: EnvResolver
     volumes: VolumeManager
-    service_env: Callable[[str], Mapping[str, str]] = field(default=lambda namespace: {})
-    """Service environment variables for pods of a namespace (issue: Services)."""
+    service_env: Callable[[v1.Pod], Mapping[str, str]] = field(default=lambda pod: {})
+    """Service environment variables for a pod (empty when enableServiceLinks is false)."""
 
     @property
     def node_ip(self) -> str:
@@ -293,7 +293,7 @@ class PodWorker:
         pod = m.copy(pod)
         pod.status.pod_ip = pod.status.host_ip = ctx.node_ip
         try:
-            env = await ctx.env.resolve(pod, container, ctx.service_env(pod.metadata.namespace))
+            env = await ctx.env.resolve(pod, container, ctx.service_env(pod))
             mounts = container_mounts(container, volume_paths, read_only_volumes(pod))
             config = ContainerConfig(
                 name=container.name,
