@@ -455,7 +455,10 @@ class Api:
     ) -> Message:
         meta = m.meta(updated)
         revision = int(m.meta(current).resource_version)
-        if meta.deletion_timestamp and self._finalized(updated):
+        # A pod in its grace period is removed by its kubelet's confirmation, not by the
+        # last finalizer going (as Kubernetes: only with deletionGracePeriodSeconds 0).
+        graceful_pod = isinstance(updated, v1.Pod) and meta.deletion_grace_period_seconds > 0
+        if meta.deletion_timestamp and self._finalized(updated) and not graceful_pod:
             await self.storage.delete(rtype, meta.namespace, meta.name, revision)
             if isinstance(current, v1.Service):
                 await self.services.release(held_by(current))

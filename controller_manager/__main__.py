@@ -26,7 +26,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
     p.add_argument("--identity", default="")
     p.add_argument("--node-monitor-period", type=float, default=5.0)
     p.add_argument("--node-monitor-grace-period", type=float, default=40.0)
-    p.add_argument("--default-toleration-seconds", type=int, default=300)
     p.add_argument("--cronjob-check-period", type=float, default=10.0)
     p.add_argument("--cron-time-scale", type=float, default=1.0,
                    help="schedule seconds per real second (tests only)")
@@ -46,7 +45,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
         ),
         node_monitor_period=a.node_monitor_period,
         node_monitor_grace_period=a.node_monitor_grace_period,
-        default_toleration_seconds=a.default_toleration_seconds,
         cronjob_check_period=a.cronjob_check_period,
         cron_time_scale=a.cron_time_scale,
     )

@@ -32,10 +32,6 @@ class ControllerManagerSettings:
     """How often the node lifecycle controller checks node leases, seconds."""
     node_monitor_grace_period: float = 40.0
     """A node whose lease is older than this is Ready=Unknown, seconds."""
-    default_toleration_seconds: int = 300
-    """tolerationSeconds added to pods for not-ready/unreachable NoExecute taints."""
-    pod_eviction_check_period: float = 1.0
-    """How often tainted nodes' pods are checked for eviction, seconds."""
     cronjob_check_period: float = 10.0
     """How often CronJobs are checked for due runs, seconds (Kubernetes: 10 s)."""
     cron_time_scale: float = 1.0

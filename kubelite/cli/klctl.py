@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import datetime as dt
 import json
 import os
 import re
@@ -27,11 +28,12 @@ import yaml
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kubelite.api import convert
+from kubelite.api import convert, podtemplate
 from kubelite.api import meta as m
 from kubelite.api.errors import (
     ApiError,
     BadRequest,
+    Conflict,
     Expired,
     Invalid,
     KubeliteError,
@@ -1076,6 +1078,343 @@ async def cmd_api_resources(args: argparse.Namespace, client: ApiClient | None,
     return 0
 
 
+# ---------------------------------------------------------------------------- rollout, scale, set
+
+_REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+_CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
+_RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+# A Deployment's own annotations, never copied back from a ReplicaSet on rollback.
+_ROLLBACK_SKIPPED_ANNOTATIONS = frozenset({
+    LAST_APPLIED, _REVISION_ANNOTATION, "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas", "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+})
+_SCALABLE_KINDS = ("Deployment", "ReplicaSet", "StatefulSet")
+
+
+def _one_target(resources: Sequence[str], verb: str) -> tuple[ResourceType, list[str]]:
+    targets = parse_targets(resources)
+    if not targets:
+        raise CliError(f"required resource not specified (e.g. klctl {verb} deployment/web)")
+    names = [n for t in targets for n in t.names]
+    if not names:
+        raise CliError("resource(s) were provided, but no name was specified")
+    if len(targets) > 1:
+        raise CliError(f"{verb} works on one kind at a time")
+    return targets[0].rtype, names
+
+
+def _require_deployment(rtype: ResourceType, verb: str) -> None:
+    if rtype.kind != "Deployment":
+        raise CliError(f"no {verb} has been implemented for {rtype.qualified_kind!r}")
+
+
+def _revision_of(obj: v1.ReplicaSet | v1.Deployment) -> int:
+    try:
+        return int(obj.metadata.annotations.get(_REVISION_ANNOTATION, "0"))
+    except ValueError:
+        return 0
+
+
+def rollout_status_line(d: v1.Deployment) -> tuple[str, bool]:
+    """kubectl's DeploymentStatusViewer: the line to print and whether the rollout is done."""
+    name = d.metadata.name
+    status = d.status
+    if d.metadata.generation > status.observed_generation:
+        return "Waiting for deployment spec update to be observed...", False
+    for condition in status.conditions:
+        if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
+            raise CliError(f'deployment "{name}" exceeded its progress deadline')
+    replicas = d.spec.replicas
+    if status.updated_replicas < replicas:
+        return (f'Waiting for deployment "{name}" rollout to finish: {status.updated_replicas}'
+                f" out of {replicas} new replicas have been updated..."), False
+    if status.replicas > status.updated_replicas:
+        return (f'Waiting for deployment "{name}" rollout to finish:'
+                f" {status.replicas - status.updated_replicas} old replicas are pending"
+                " termination..."), False
+    if status.available_replicas < status.updated_replicas:
+        return (f'Waiting for deployment "{name}" rollout to finish:'
+                f" {status.available_replicas} of {status.updated_replicas} updated replicas"
+                " are available..."), False
+    return f'deployment "{name}" successfully rolled out', True
+
+
+async def _rollout_status(args: argparse.Namespace, client: ApiClient, ctx: Context,
+                          rtype: ResourceType, name: str, namespace: str) -> int:
+    _require_deployment(rtype, "status viewer")
+    watch_changes = parse_bool(args.watch, "--watch")
+    timeout = parse_duration(args.timeout, "--timeout") if args.timeout else 0.0
+    last = ""
+
+    def show(d: v1.Deployment) -> bool:
+        nonlocal last
+        if args.revision:
+            running = _revision_of(d)
+            if running != args.revision:
+                raise CliError(f"desired revision ({args.revision}) is different from the"
+                               f" running revision ({running})")
+        line, done = rollout_status_line(d)
+        if line != last:
+            out(line)
+            last = line
+        return done
+
+    async def follow() -> None:
+        failures = 0
+        while True:
+            d = await client.get(v1.Deployment, name, namespace)
+            if show(d) or not watch_changes:
+                return
+            try:
+                async for event in client.watch(v1.Deployment, namespace,
+                                                field_selector=f"metadata.name={name}",
+                                                resource_version=d.metadata.resource_version):
+                    failures = 0
+                    if event.object is None:
+                        continue
+                    if event.type == "DELETED":
+                        raise CliError(f'deployment "{name}" was deleted')
+                    if show(event.object):
+                        return
+            except (Expired, Unavailable):
+                failures += 1
+                if failures > 5:
+                    raise
+                await asyncio.sleep(min(0.2 * 2 ** failures, 2.0))
+
+    if timeout > 0:
+        try:
+            await asyncio.wait_for(follow(), timeout)
+        except TimeoutError:
+            raise CliError("timed out waiting for the condition") from None
+    else:
+        await follow()
+    return 0
+
+
+async def _owned_replica_sets(client: ApiClient, d: v1.Deployment) -> list[v1.ReplicaSet]:
+    result = await client.list(v1.ReplicaSet, d.metadata.namespace)
+    return [rs for rs in result.items if m.is_controlled_by(rs, d)]
+
+
+async def _rollout_history(args: argparse.Namespace, client: ApiClient, ctx: Context,
+                           rtype: ResourceType, name: str, namespace: str) -> int:
+    _require_deployment(rtype, "history viewer")
+    d = await client.get(v1.Deployment, name, namespace)
+    history = {_revision_of(rs): rs for rs in await _owned_replica_sets(client, d)}
+    history.pop(0, None)
+    label = resource_name(rtype, name)
+    if args.revision:
+        rs = history.get(args.revision)
+        if rs is None:
+            raise CliError(f"unable to find the specified revision {args.revision}")
+        out(f"{label} with revision #{args.revision}")
+        out("Pod Template:")
+        template = convert.message_to_dict(rs.spec.template)
+        for line in to_yaml(template).splitlines():
+            out(f"  {line}")
+        return 0
+    out(f"{label} ")
+    rows = [("REVISION", "CHANGE-CAUSE")]
+    for revision in sorted(history):
+        cause = history[revision].metadata.annotations.get(_CHANGE_CAUSE_ANNOTATION, "")
+        rows.append((str(revision), cause or "<none>"))
+    width = max(len(r[0]) for r in rows) + 2  # kubectl's tabwriter: two spaces of padding
+    for revision_text, cause in rows:
+        out(f"{revision_text:<{width}}{cause}")
+    out()
+    return 0
+
+
+async def _rollout_undo(args: argparse.Namespace, client: ApiClient, ctx: Context,
+                        rtype: ResourceType, name: str, namespace: str) -> int:
+    """Kubernetes 1.x rollback, done client side: the chosen revision's template (and its
+    change-cause) goes back into the Deployment, which rolls it out as a new revision."""
+    _require_deployment(rtype, "rollbacker")
+    label = resource_name(rtype, name)
+    for _ in range(5):
+        d = await client.get(v1.Deployment, name, namespace)
+        if d.spec.paused:
+            raise CliError(f"you cannot rollback a paused deployment; resume it first with"
+                           f" 'klctl rollout resume {label}' and try again")
+        history = {_revision_of(rs): rs for rs in await _owned_replica_sets(client, d)}
+        history.pop(0, None)
+        to_revision = args.to_revision
+        if to_revision == 0:
+            revisions = sorted(history, reverse=True)
+            if len(revisions) < 2:
+                raise CliError(f'no rollout history found for deployment "{name}"')
+            to_revision = revisions[1]
+        rs = history.get(to_revision)
+        if rs is None:
+            raise CliError(f"unable to find specified revision {to_revision} in history")
+        template = podtemplate.without_hash(rs.spec.template)
+        if podtemplate.equal_ignore_hash(template, d.spec.template):
+            out(f"{label} skipped rollback (current template already matches revision"
+                f" {to_revision})")
+            return 0
+        updated = m.copy(d)
+        updated.spec.template.CopyFrom(template)
+        for key, value in rs.metadata.annotations.items():
+            if key not in _ROLLBACK_SKIPPED_ANNOTATIONS:
+                updated.metadata.annotations[key] = value
+        try:
+            await client.update(updated)
+        except Conflict:
+            continue
+        out(f"{label} rolled back")
+        return 0
+    raise CliError(f"could not roll back {label}: it kept changing")
+
+
+async def _rollout_patch(args: argparse.Namespace, client: ApiClient, ctx: Context,
+                         rtype: ResourceType, name: str, namespace: str) -> int:
+    """pause, resume and restart: one field of the Deployment."""
+    _require_deployment(rtype, args.action)
+    label = resource_name(rtype, name)
+    d = await client.get(v1.Deployment, name, namespace)
+    quoted = f'{rtype.plural}.{rtype.group} "{name}"'
+    patch: dict[str, Any]
+    if args.action == "pause":
+        if d.spec.paused:
+            raise CliError(f"{quoted} is already paused")
+        patch, done = {"spec": {"paused": True}}, "paused"
+    elif args.action == "resume":
+        if not d.spec.paused:
+            raise CliError(f"{quoted} is not paused")
+        patch, done = {"spec": {"paused": None}}, "resumed"
+    else:
+        if d.spec.paused:
+            raise CliError(f"{quoted} can't restart paused deployment (run rollout resume"
+                           " first)")
+        stamp = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        patch = {"spec": {"template": {"metadata": {"annotations": {
+            _RESTARTED_AT_ANNOTATION: stamp}}}}}
+        done = "restarted"
+    await client.patch(v1.Deployment, name, patch, namespace)
+    out(f"{label} {done}")
+    return 0
+
+
+async def cmd_rollout(args: argparse.Namespace, client: ApiClient, ctx: Context) -> int:
+    actions = {"status": _rollout_status, "history": _rollout_history, "undo": _rollout_undo,
+               "pause": _rollout_patch, "resume": _rollout_patch, "restart": _rollout_patch}
+    action = actions.get(args.action)
+    if action is None:
+        raise CliError(f'unknown command "{args.action}" for "klctl rollout"; one of:'
+                       f" {', '.join(actions)}")
+    rtype, names = _one_target(args.resources, f"rollout {args.action}")
+    namespace = namespace_of(args)
+    code = 0
+    for name in names:
+        code = max(code, await action(args, client, ctx, rtype, name, namespace))
+    return code
+
+
+async def cmd_scale(args: argparse.Namespace, client: ApiClient, ctx: Context) -> int:
+    if args.replicas is None:
+        raise CliError("required flag(s) \"replicas\" not set")
+    if args.replicas < 0:
+        raise CliError("The --replicas=COUNT flag is required, and COUNT must be greater than"
+                       " or equal to 0")
+    rtype, names = _one_target(args.resources, "scale")
+    if rtype.kind not in _SCALABLE_KINDS:
+        raise CliError(f"cannot scale {rtype.plural}: only deployments, replicasets and"
+                       " statefulsets have a scale")
+    namespace = namespace_of(args)
+    failed = False
+    for name in names:
+        patch: dict[str, Any] = {"spec": {"replicas": args.replicas}}
+        try:
+            if args.current_replicas is not None:
+                current = await client.get(rtype.message, name, namespace)
+                have = current.spec.replicas  # type: ignore[attr-defined]
+                if have != args.current_replicas:
+                    raise CliError(f"Expected replicas to be {args.current_replicas}, was {have}")
+                patch["metadata"] = {"resourceVersion": m.meta(current).resource_version}
+            await client.patch(rtype.message, name, patch, namespace)
+        except ApiError as e:
+            if _is_connection_error(e):
+                raise
+            err(api_error_text(e, ctx))
+            failed = True
+            continue
+        out(f"{resource_name(rtype, name)} scaled")
+    return 1 if failed else 0
+
+
+def _pod_spec_of(obj: Message) -> v1.PodSpec | None:
+    if isinstance(obj, v1.Pod):
+        return obj.spec
+    if isinstance(obj, v1.CronJob):
+        return obj.spec.job_template.spec.template.spec
+    spec = getattr(obj, "spec", None)
+    template = getattr(spec, "template", None)
+    if isinstance(template, v1.PodTemplateSpec):
+        return template.spec
+    return None
+
+
+def set_images(spec: v1.PodSpec, images: dict[str, str]) -> list[str]:
+    """Sets container images by name (``*`` for all); returns the names not found."""
+    containers = [*spec.init_containers, *spec.containers]
+    missing = []
+    for wanted, image in images.items():
+        found = False
+        for container in containers:
+            if wanted in ("*", container.name):
+                container.image = image
+                found = True
+        if not found:
+            missing.append(wanted)
+    return missing
+
+
+async def cmd_set(args: argparse.Namespace, client: ApiClient, ctx: Context) -> int:
+    if args.what != "image":
+        raise CliError(f'unknown command "{args.what}" for "klctl set"; supported: image')
+    resources = [w for w in args.words if "=" not in w]
+    images: dict[str, str] = {}
+    for word in args.words:
+        if "=" in word:
+            container, _, image = word.partition("=")
+            if not container or not image:
+                raise CliError(f"invalid image update {word!r}: expected CONTAINER=IMAGE")
+            images[container] = image
+    if not images:
+        raise CliError("at least one image update is required")
+    rtype, names = _one_target(resources, "set image")
+    namespace = namespace_of(args)
+    failed = False
+    for name in names:
+        try:
+            for _ in range(5):
+                obj = await client.get(rtype.message, name, namespace)
+                spec = _pod_spec_of(obj)
+                if spec is None:
+                    raise CliError(f"{rtype.plural} have no pod template to set an image in")
+                missing = set_images(spec, images)
+                if missing:
+                    raise CliError(f'unable to find container named "{missing[0]}"')
+                try:
+                    await client.update(obj)
+                    break
+                except Conflict:
+                    continue
+            else:
+                raise CliError(f"could not update {resource_name(rtype, name)}: it kept"
+                               " changing")
+        except ApiError as e:
+            if _is_connection_error(e):
+                raise
+            err(api_error_text(e, ctx))
+            failed = True
+            continue
+        out(f"{resource_name(rtype, name)} image updated")
+    return 1 if failed else 0
+
+
 # ---------------------------------------------------------------------------- arguments
 
 
@@ -1246,6 +1585,36 @@ def _build_commands(sub: _Commands) -> None:
     p.add_argument("-o", "--output")
     p.add_argument("--no-headers", action="store_true")
     p.set_defaults(handler=cmd_api_resources, offline=True)
+
+    p = sub.add_parser("rollout", help="manage the rollout of a deployment:"
+                       " status, history, undo, pause, resume, restart")
+    p.add_argument("action", metavar="ACTION",
+                   help="status, history, undo, pause, resume or restart")
+    p.add_argument("resources", nargs="*", metavar="KIND NAME | KIND/NAME")
+    _add_namespace(p, all_namespaces=False)
+    p.add_argument("--to-revision", type=int, default=0,
+                   help="undo: the revision to roll back to (0: the previous one)")
+    p.add_argument("--revision", type=int, default=0,
+                   help="history: show this revision's template; status: expect it")
+    p.add_argument("-w", "--watch", nargs="?", const="true", default="true",
+                   help="status: wait until the rollout is done (default true)")
+    p.add_argument("--timeout", default="", help="status: how long to wait (e.g. 2m)")
+    p.set_defaults(handler=cmd_rollout)
+
+    p = sub.add_parser("scale", help="set the replicas of a deployment, replicaset or"
+                       " statefulset")
+    p.add_argument("resources", nargs="*", metavar="KIND NAME | KIND/NAME")
+    _add_namespace(p, all_namespaces=False)
+    p.add_argument("--replicas", type=int, help="the new number of replicas")
+    p.add_argument("--current-replicas", type=int,
+                   help="only scale if the object has this many replicas now")
+    p.set_defaults(handler=cmd_scale)
+
+    p = sub.add_parser("set", help="update fields of objects: set image KIND/NAME C=IMAGE")
+    p.add_argument("what", metavar="image")
+    p.add_argument("words", nargs="*", metavar="KIND/NAME CONTAINER=IMAGE...")
+    _add_namespace(p, all_namespaces=False)
+    p.set_defaults(handler=cmd_set)
 
 
 def _metadata_handler(field: str) -> Handler:

@@ -19,6 +19,10 @@ from protos.v1 import objects_pb2 as v1
 log = structlog.get_logger(__name__)
 
 
+def _is_ready(node: v1.Node) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+
+
 def ready_node(name: str, cpu: str = "4", memory: str = "8Gi", pods_: str = "110",
                labels: dict[str, str] | None = None) -> v1.Node:
     node = v1.Node(metadata=v1.ObjectMeta(name=name, labels={
@@ -133,7 +137,27 @@ class HollowCluster:
                 except ApiError as e:
                     log.warning("hollow heartbeat failed", node=name, error=str(e))
 
+    async def _post_ready(self, name: str) -> None:
+        """As a kubelet: Ready=True with a fresh heartbeat (only when it is not already)."""
+        node = await self.client.get(v1.Node, name)
+        if _is_ready(node):
+            return
+        now = m.now_rfc3339()
+        for condition in node.status.conditions:
+            if condition.type == "Ready":
+                condition.status, condition.reason = "True", "KubeletReady"
+                condition.last_heartbeat_time = condition.last_transition_time = now
+        await self.client.update_status(node)
+
+    def resume_node(self, name: str) -> None:
+        """Ends a simulated outage: heartbeats resume and the node's pods are looked at again."""
+        self.paused_nodes.discard(name)
+        for pod in self.informer.store.items():
+            if pod.spec.node_name == name:
+                self._queue.put_nowait(pod)
+
     async def _renew(self, name: str) -> None:
+        await self._post_ready(name)
         now = m.format_micro_time(m.now())
         try:
             lease = await self.client.get(v1.Lease, name, "kube-node-lease")

@@ -1,0 +1,556 @@
+"""The ReplicaSet controller: keeps spec.replicas active pods matching the selector.
+
+As Kubernetes' pkg/controller/replicaset: pod events lower the controller's *expectations*
+(creations and deletions it has asked for but not yet seen in its cache), and a ReplicaSet
+whose expectations are not met is not resized again, so a lagging cache never makes it
+create or delete twice. Orphans matching the selector are adopted, owned pods that stopped
+matching are released. Creations go in slow-start batches (1, 2, 4, ...) so a failing
+template costs one error, not a thousand; deletions pick the pods that matter least first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+from google.protobuf.message import Message
+
+from controller_manager.context import ControllerContext
+from kubelite.api import meta as m
+from kubelite.api import pods as podutil
+from kubelite.api.errors import ApiError, Conflict, NotFound
+from kubelite.api.labels import Selector, selector_from_label_selector
+from kubelite.api.registry import by_message
+from kubelite.client.client import ApiClient
+from kubelite.client.controller import Controller
+from kubelite.client.events import NORMAL, WARNING, EventRecorder
+from kubelite.client.informer import Store, index_by_owner_uid
+from protos.v1 import objects_pb2 as v1
+
+log = structlog.get_logger(__name__)
+
+BURST_REPLICAS = 500
+"""Most pods created or deleted in one sync (Kubernetes' burstReplicas)."""
+SLOW_START_INITIAL_BATCH = 1
+EXPECTATIONS_TTL = 300.0
+"""Seconds after which unmet expectations are ignored (a lost event must not wedge a set)."""
+OWNER_INDEX = "owner_uid"
+
+# ---------------------------------------------------------------- expectations
+
+
+@dataclass
+class _Expectation:
+    add: int
+    delete: int
+    timestamp: float
+    deleting: set[str] = field(default_factory=set)
+    """Keys of the pods whose deletion is expected: a pod is observed gone once only."""
+
+
+class ControllerExpectations:
+    """Creations and deletions a controller has asked for and not yet seen in its cache
+    (Kubernetes' UIDTrackingControllerExpectations)."""
+
+    def __init__(self, ttl: float = EXPECTATIONS_TTL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._items: dict[str, _Expectation] = {}
+
+    def satisfied(self, key: str) -> bool:
+        """Whether the controller may act on ``key``: nothing pending, or pending too long,
+        or never set (a new controller, or one that restarted)."""
+        exp = self._items.get(key)
+        if exp is None:
+            return True
+        if exp.add <= 0 and exp.delete <= 0:
+            return True
+        return self.clock() - exp.timestamp > self.ttl
+
+    def pending(self, key: str) -> tuple[int, int]:
+        exp = self._items.get(key)
+        return (exp.add, exp.delete) if exp is not None else (0, 0)
+
+    def expect_creations(self, key: str, count: int) -> None:
+        self._items[key] = _Expectation(count, 0, self.clock())
+
+    def expect_deletions(self, key: str, pod_keys: Iterable[str]) -> None:
+        keys = set(pod_keys)
+        self._items[key] = _Expectation(0, len(keys), self.clock(), keys)
+
+    def creation_observed(self, key: str) -> None:
+        exp = self._items.get(key)
+        if exp is not None:
+            exp.add -= 1
+
+    def deletion_observed(self, key: str, pod_key: str) -> None:
+        exp = self._items.get(key)
+        if exp is not None and pod_key in exp.deleting:
+            exp.deleting.discard(pod_key)
+            exp.delete -= 1
+
+    def delete(self, key: str) -> None:
+        self._items.pop(key, None)
+
+
+# ---------------------------------------------------------------- ownership
+
+
+def controller_reference(owner: Message) -> v1.OwnerReference:
+    """The ownerReference a controller puts on what it creates or adopts."""
+    rtype = by_message(type(owner))
+    meta = m.meta(owner)
+    return v1.OwnerReference(api_version=rtype.api_version, kind=rtype.kind, name=meta.name,
+                             uid=meta.uid, controller=True, block_owner_deletion=True)
+
+
+def _refs_json(refs: Iterable[v1.OwnerReference]) -> list[dict[str, object]]:
+    result: list[dict[str, object]] = []
+    for ref in refs:
+        item: dict[str, object] = {"apiVersion": ref.api_version, "kind": ref.kind,
+                                   "name": ref.name, "uid": ref.uid}
+        if ref.HasField("controller"):
+            item["controller"] = ref.controller
+        if ref.HasField("block_owner_deletion"):
+            item["blockOwnerDeletion"] = ref.block_owner_deletion
+        result.append(item)
+    return result
+
+
+async def adopt(client: ApiClient, owner: Message, obj: Message) -> Message:
+    """Adds ``owner`` as controller of ``obj``; the resourceVersion guards the list patch
+    (a merge patch replaces the whole list)."""
+    meta = m.meta(obj)
+    refs = [*meta.owner_references, controller_reference(owner)]
+    patch = {"metadata": {"ownerReferences": _refs_json(refs),
+                          "resourceVersion": meta.resource_version}}
+    return await client.patch(type(obj), meta.name, patch, meta.namespace)
+
+
+async def release(client: ApiClient, owner: Message, obj: Message) -> Message | None:
+    """Removes ``owner``'s reference from ``obj``; None if ``obj`` is gone."""
+    meta = m.meta(obj)
+    owner_uid = m.meta(owner).uid
+    refs = [r for r in meta.owner_references if r.uid != owner_uid]
+    patch = {"metadata": {"ownerReferences": _refs_json(refs),
+                          "resourceVersion": meta.resource_version}}
+    try:
+        return await client.patch(type(obj), meta.name, patch, meta.namespace)
+    except NotFound:
+        return None
+
+
+async def claim(
+    client: ApiClient,
+    owner: Message,
+    selector: Selector,
+    candidates: Sequence[Message],
+    can_adopt: Callable[[], Awaitable[bool]],
+) -> list[Message]:
+    """Kubernetes' ControllerRefManager: what ``owner`` controls among ``candidates``.
+
+    Owned objects that still match are kept, owned ones that stopped matching are released
+    (unless the owner is being deleted), matching orphans are adopted once ``can_adopt``
+    confirms, from a fresh read, that the owner is still there and not being deleted.
+    """
+    owner_meta = m.meta(owner)
+    owner_deleting = bool(owner_meta.deletion_timestamp)
+    claimed: list[Message] = []
+    adoption_checked: bool | None = None
+    for obj in candidates:
+        meta = m.meta(obj)
+        ref = m.controller_of(obj)
+        matches = selector.matches(dict(meta.labels))
+        if ref is not None:
+            if ref.uid != owner_meta.uid:
+                continue
+            if matches:
+                claimed.append(obj)
+            elif not owner_deleting:
+                await release(client, owner, obj)
+            continue
+        if owner_deleting or not matches or meta.deletion_timestamp:
+            continue
+        if adoption_checked is None:
+            adoption_checked = await can_adopt()
+        if not adoption_checked:
+            continue
+        try:
+            claimed.append(await adopt(client, owner, obj))
+        except NotFound:
+            continue
+    return claimed
+
+
+def fresh_owner_check(client: ApiClient, owner: Message) -> Callable[[], Awaitable[bool]]:
+    """``can_adopt`` for claim(): the owner, read past the cache, is the same and alive."""
+
+    async def check() -> bool:
+        meta = m.meta(owner)
+        try:
+            fresh = await client.get(type(owner), meta.name, meta.namespace)
+        except NotFound:
+            return False
+        fresh_meta = m.meta(fresh)
+        return bool(fresh_meta.uid == meta.uid and not fresh_meta.deletion_timestamp)
+
+    return check
+
+
+# ---------------------------------------------------------------- pod facts
+
+
+def _time(text: str) -> dt.datetime | None:
+    return m.parse_time(text) if text else None
+
+
+def ready_since(pod: v1.Pod) -> dt.datetime | None:
+    condition = podutil.get_condition(pod, "Ready")
+    if condition is None or condition.status != "True":
+        return None
+    return _time(condition.last_transition_time)
+
+
+def is_available(pod: v1.Pod, min_ready_seconds: int, now: dt.datetime) -> bool:
+    """Ready for at least minReadySeconds (counted from the Ready condition's transition)."""
+    if not podutil.is_ready(pod):
+        return False
+    if min_ready_seconds <= 0:
+        return True
+    since = ready_since(pod)
+    return since is not None and since + dt.timedelta(seconds=min_ready_seconds) <= now
+
+
+def _max_restarts(pod: v1.Pod) -> int:
+    return max((c.restart_count for c in pod.status.container_statuses), default=0)
+
+
+_PHASE_ORDER = {"Pending": 0, "": 0, "Unknown": 1, "Running": 2}
+_EPOCH = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def deletion_order(pods: Sequence[v1.Pod]) -> list[v1.Pod]:
+    """Pods in the order a scale-down removes them (Kubernetes' ActivePodsWithRanks):
+    unscheduled before scheduled, Pending before Unknown before Running, not ready before
+    ready, more pods of the set on the same node first, ready for less time first, more
+    container restarts first, newer first."""
+    per_node: dict[str, int] = {}
+    for pod in pods:
+        if pod.spec.node_name:
+            per_node[pod.spec.node_name] = per_node.get(pod.spec.node_name, 0) + 1
+
+    def key(pod: v1.Pod) -> tuple[int, int, int, int, float, int, float]:
+        ready = podutil.is_ready(pod)
+        since = ready_since(pod) if ready else None
+        created = _time(pod.metadata.creation_timestamp) or _EPOCH
+        return (
+            1 if pod.spec.node_name else 0,
+            _PHASE_ORDER.get(pod.status.phase, 3),
+            1 if ready else 0,
+            -per_node.get(pod.spec.node_name, 0) if pod.spec.node_name else 0,
+            # Later ready time (ready for less time) first; a missing one sorts last.
+            -(since.timestamp()) if since is not None else float("inf"),
+            -_max_restarts(pod),
+            -created.timestamp(),
+        )
+
+    return sorted(pods, key=key)
+
+
+def is_fully_labeled(pod: v1.Pod, template_labels: dict[str, str]) -> bool:
+    labels = pod.metadata.labels
+    return all(labels.get(k) == v for k, v in template_labels.items())
+
+
+# ---------------------------------------------------------------- batches
+
+
+async def slow_start_batch(count: int, initial: int,
+                           fn: Callable[[], Awaitable[None]]) -> tuple[int, BaseException | None]:
+    """Calls ``fn`` ``count`` times in batches of 1, 2, 4, ... (from ``initial``), stopping
+    after the first batch with a failure; returns the successes and the first error."""
+    remaining = count
+    successes = 0
+    batch = min(remaining, initial)
+    while batch > 0:
+        results = await asyncio.gather(*(fn() for _ in range(batch)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        successes += batch - len(errors)
+        for error in errors:
+            if isinstance(error, asyncio.CancelledError):
+                raise error
+        if errors:
+            return successes, errors[0]
+        remaining -= batch
+        batch = min(2 * batch, remaining)
+    return successes, None
+
+
+# ---------------------------------------------------------------- the controller
+
+
+class ReplicaSetController(Controller):
+    name = "replicaset"
+
+    def __init__(self, ctx: ControllerContext, *, burst_replicas: int = BURST_REPLICAS,
+                 expectations_ttl: float = EXPECTATIONS_TTL) -> None:
+        super().__init__(ctx.settings.workers, ctx.rate_limit)
+        self.client: ApiClient = ctx.client
+        self.recorder: EventRecorder = ctx.recorder
+        self.burst_replicas = burst_replicas
+        self.expectations = ControllerExpectations(expectations_ttl)
+        self.rs_informer = ctx.informers.informer(v1.ReplicaSet)
+        self.pod_informer = ctx.informers.informer(v1.Pod)
+        self.pod_informer.store.add_indexer(OWNER_INDEX, index_by_owner_uid)
+        self.rs_informer.add_handlers(self.enqueue, self._on_rs_update, self._on_rs_delete)
+        self.pod_informer.add_handlers(self._on_pod_add, self._on_pod_update,
+                                       self._on_pod_delete)
+
+    @property
+    def rs_store(self) -> Store[v1.ReplicaSet]:
+        return self.rs_informer.store
+
+    @property
+    def pod_store(self) -> Store[v1.Pod]:
+        return self.pod_informer.store
+
+    # ------------------------------------------------------------ handlers
+
+    def _on_rs_update(self, old: v1.ReplicaSet, new: v1.ReplicaSet) -> None:
+        self.enqueue(new)
+
+    def _on_rs_delete(self, rs: v1.ReplicaSet) -> None:
+        self.expectations.delete(m.key_of(rs))
+        self.enqueue(rs)
+
+    def _owner(self, pod: v1.Pod, ref: v1.OwnerReference | None = None) -> v1.ReplicaSet | None:
+        ref = ref if ref is not None else m.controller_of(pod)
+        if ref is None or ref.kind != "ReplicaSet":
+            return None
+        rs = self.rs_store.get_by_name(pod.metadata.namespace, ref.name)
+        return rs if rs is not None and rs.metadata.uid == ref.uid else None
+
+    def _matching(self, pod: v1.Pod) -> list[v1.ReplicaSet]:
+        """ReplicaSets whose selector takes this (orphan) pod."""
+        result = []
+        labels = dict(pod.metadata.labels)
+        for rs in self.rs_store.by_index("namespace", pod.metadata.namespace):
+            try:
+                selector = selector_from_label_selector(rs.spec.selector)
+            except ValueError:
+                continue
+            if not selector.empty() and selector.matches(labels):
+                result.append(rs)
+        return result
+
+    def _on_pod_add(self, pod: v1.Pod) -> None:
+        if pod.metadata.deletion_timestamp:
+            # Seen for the first time already going (e.g. after a restart).
+            self._on_pod_delete(pod)
+            return
+        if m.controller_of(pod) is not None:
+            rs = self._owner(pod)
+            if rs is not None:
+                self.expectations.creation_observed(m.key_of(rs))
+                self.enqueue(rs)
+            return
+        for rs in self._matching(pod):
+            self.enqueue(rs)
+
+    def _on_pod_update(self, old: v1.Pod, new: v1.Pod) -> None:
+        if old.metadata.resource_version == new.metadata.resource_version:
+            return
+        labels_changed = old.metadata.labels != new.metadata.labels
+        if new.metadata.deletion_timestamp:
+            # A graceful deletion: the pod no longer counts, so this is when the deletion
+            # we asked for is observed; the pod's old owner (labels changed) hears too.
+            self._on_pod_delete(new)
+            if labels_changed:
+                self._on_pod_delete(old)
+            return
+        old_ref, new_ref = m.controller_of(old), m.controller_of(new)
+        ref_changed = (old_ref.uid if old_ref else None) != (new_ref.uid if new_ref else None)
+        if ref_changed and old_ref is not None:
+            rs = self._owner(old, old_ref)
+            if rs is not None:
+                self.enqueue(rs)
+        if new_ref is not None:
+            rs = self._owner(new, new_ref)
+            if rs is not None:
+                self.enqueue(rs)
+            return
+        if labels_changed or ref_changed:
+            for rs in self._matching(new):
+                self.enqueue(rs)
+
+    def _on_pod_delete(self, pod: v1.Pod) -> None:
+        rs = self._owner(pod)
+        if rs is None:
+            return
+        key = m.key_of(rs)
+        self.expectations.deletion_observed(key, m.key_of(pod))
+        self.enqueue(rs)
+
+    # ------------------------------------------------------------ reconcile
+
+    async def reconcile(self, key: str) -> None:
+        rs = self.rs_store.get(key)
+        if rs is None:
+            self.expectations.delete(key)
+            return
+        bound = log.bind(replicaset=key)
+        try:
+            selector = selector_from_label_selector(rs.spec.selector)
+        except ValueError as e:
+            bound.warning("invalid selector; skipping", error=str(e))
+            return
+        needs_sync = self.expectations.satisfied(key)
+        candidates = [p for p in self.pod_store.by_index("namespace", rs.metadata.namespace)
+                      if podutil.is_active(p)]
+        claimed = await claim(self.client, rs, selector, candidates,
+                              fresh_owner_check(self.client, rs))
+        pods = [p for p in claimed if isinstance(p, v1.Pod)]
+        error: ApiError | None = None
+        diff = 0
+        if needs_sync and not rs.metadata.deletion_timestamp:
+            diff = len(pods) - rs.spec.replicas
+            try:
+                await self._manage_replicas(key, rs, pods, diff)
+            except ApiError as e:
+                error = e
+        now = m.now()
+        status = calculate_status(rs, pods, now, error, diff)
+        await self._write_status(rs, status)
+        if error is not None:
+            raise error
+        # A ready pod becomes available minReadySeconds later: look again then.
+        wait = next_available_in(rs, pods, now)
+        if wait is not None:
+            self.queue.add_after(key, wait)
+
+    async def _manage_replicas(self, key: str, rs: v1.ReplicaSet, pods: list[v1.Pod],
+                               diff: int) -> None:
+        if diff < 0:
+            count = min(-diff, self.burst_replicas)
+            # Expect before creating: the informer may deliver a pod before create returns.
+            self.expectations.expect_creations(key, count)
+            log.info("creating pods", replicaset=key, count=count, want=rs.spec.replicas,
+                     have=len(pods))
+
+            async def create() -> None:
+                await self._create_pod(rs)
+
+            successes, error = await slow_start_batch(count, SLOW_START_INITIAL_BATCH, create)
+            # Creations that failed or never ran will never be observed.
+            for _ in range(count - successes):
+                self.expectations.creation_observed(key)
+            if error is not None:
+                raise error
+        elif diff > 0:
+            count = min(diff, self.burst_replicas)
+            victims = deletion_order(pods)[:count]
+            self.expectations.expect_deletions(key, [m.key_of(p) for p in victims])
+            log.info("deleting pods", replicaset=key, count=count, want=rs.spec.replicas,
+                     have=len(pods))
+            results = await asyncio.gather(*(self._delete_pod(key, rs, p) for p in victims),
+                                           return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+    async def _create_pod(self, rs: v1.ReplicaSet) -> None:
+        template = rs.spec.template
+        pod = v1.Pod()
+        pod.metadata.generate_name = f"{rs.metadata.name}-"
+        pod.metadata.namespace = rs.metadata.namespace
+        pod.metadata.labels.update(template.metadata.labels)
+        pod.metadata.annotations.update(template.metadata.annotations)
+        pod.metadata.finalizers.extend(template.metadata.finalizers)
+        pod.metadata.owner_references.append(controller_reference(rs))
+        pod.spec.CopyFrom(template.spec)
+        try:
+            created = await self.client.create(pod)
+        except ApiError as e:
+            self.recorder.record(rs, WARNING, "FailedCreate", f"Error creating: {e}")
+            raise
+        self.recorder.record(rs, NORMAL, "SuccessfulCreate",
+                             f"Created pod: {created.metadata.name}")
+
+    async def _delete_pod(self, key: str, rs: v1.ReplicaSet, pod: v1.Pod) -> None:
+        try:
+            await self.client.delete(v1.Pod, pod.metadata.name, pod.metadata.namespace,
+                                     uid=pod.metadata.uid)
+        except NotFound:
+            self.expectations.deletion_observed(key, m.key_of(pod))
+            return
+        except ApiError as e:
+            # No event will come for a pod we failed to delete.
+            self.expectations.deletion_observed(key, m.key_of(pod))
+            self.recorder.record(rs, WARNING, "FailedDelete", f"Error deleting: {e}")
+            raise
+        self.recorder.record(rs, NORMAL, "SuccessfulDelete",
+                             f"Deleted pod: {pod.metadata.name}")
+
+    async def _write_status(self, rs: v1.ReplicaSet, status: v1.ReplicaSetStatus) -> None:
+        if rs.status == status:
+            return
+        updated = m.copy(rs)
+        for attempt in range(2):
+            updated.status.CopyFrom(status)
+            try:
+                await self.client.update_status(updated)
+                return
+            except Conflict:
+                if attempt:
+                    raise
+                # Our status is computed from the pods; only the version is stale.
+                updated = await self.client.get(v1.ReplicaSet, rs.metadata.name,
+                                                rs.metadata.namespace)
+                if updated.metadata.uid != rs.metadata.uid:
+                    return
+
+
+def calculate_status(rs: v1.ReplicaSet, pods: Sequence[v1.Pod], now: dt.datetime,
+                     error: ApiError | None = None, diff: int = 0) -> v1.ReplicaSetStatus:
+    status = v1.ReplicaSetStatus()
+    status.CopyFrom(rs.status)
+    template_labels = dict(rs.spec.template.metadata.labels)
+    status.replicas = len(pods)
+    status.fully_labeled_replicas = sum(1 for p in pods if is_fully_labeled(p, template_labels))
+    status.ready_replicas = sum(1 for p in pods if podutil.is_ready(p))
+    status.available_replicas = sum(
+        1 for p in pods if is_available(p, rs.spec.min_ready_seconds, now)
+    )
+    status.observed_generation = rs.metadata.generation
+    failure = [c for c in status.conditions if c.type == "ReplicaFailure"]
+    if error is not None and not failure:
+        reason = "FailedCreate" if diff < 0 else "FailedDelete"
+        status.conditions.add(type="ReplicaFailure", status="True", reason=reason,
+                              message=str(error), last_transition_time=m.format_time(now))
+    elif error is None and failure:
+        kept = [c for c in status.conditions if c.type != "ReplicaFailure"]
+        del status.conditions[:]
+        status.conditions.extend(kept)
+    return status
+
+
+def next_available_in(rs: v1.ReplicaSet, pods: Sequence[v1.Pod],
+                      now: dt.datetime) -> float | None:
+    """Seconds until the next ready pod passes minReadySeconds, if any is waiting to."""
+    if rs.spec.min_ready_seconds <= 0:
+        return None
+    waits = []
+    for pod in pods:
+        since = ready_since(pod)
+        if since is None:
+            continue
+        due = since + dt.timedelta(seconds=rs.spec.min_ready_seconds)
+        if due > now:
+            waits.append((due - now).total_seconds())
+    # Times have second precision: look a little after the due time.
+    return min(waits) + 0.1 if waits else None

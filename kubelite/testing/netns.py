@@ -1,0 +1,806 @@
+"""A multi-host cluster on one machine for e2e tests: every host is a Linux network namespace
+with a veth into a bridge and its own address from a private test block.
+
+    with MultiHostCluster(workdir, workers=3) as cluster:
+        cluster.klctl("get", "nodes")
+        cluster.link_down("worker-2")           # cut a host off the bridge
+        cluster.kill("kubelet-worker-1")        # SIGKILL one component, as a crash
+        cluster.restart("kubelet-worker-1")     # same argv, same data dir
+        cluster.run("worker-3", ["curl", "-s", "http://127.96.0.10/"])
+
+The control-plane host (``cp``, address .1) runs etcd (its own data dir), the API server, the
+scheduler and the controller manager (and optionally a standby of each); every worker host
+(``worker-N``, address .N+1) runs a kubelet and a proxy. The root namespace holds .254 on the
+bridge, so the test process reaches every host (klctl, NodePorts) and nothing else is ever
+sent anywhere: the block is 10.213.<k>.0/24 with a per-run random ``k`` that no other address
+on this machine uses. Every component is started through its console script inside its host
+(``ip netns exec``), with short timers.
+
+Names of devices and namespaces start with ``klt<run>-`` (``klt`` + 4 hex digits). The run
+holds an flock on /run/kubelite-netns/<run>.lock while it lives; a later run that can take
+that lock (or finds names without a lock file) knows the owner died and removes what it left:
+processes inside its namespaces, the namespaces, veths and bridge. ``stop()`` always tears
+down everything this run made, also when a test failed, and reports processes that outlived
+the orderly stop (they are killed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import fcntl
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubelite.processes import ManagedProcess
+from kubelite.testing.etcd import find_etcd
+
+T = TypeVar("T")
+
+PREFIX = "klt"
+"""Every namespace and device this harness makes is named ``klt<4 hex>-...``."""
+STATE_DIR = Path("/run/kubelite-netns")
+"""Run lock files (flock held by the live owner) and the allocation lock."""
+SUBNET_BASE = "10.213"
+"""Hosts get 10.213.<k>.0/24 addresses; ``k`` is chosen per run."""
+ROOT_HOST_OCTET = 254
+"""The root namespace's address on the bridge (where the test process talks from)."""
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+API_PORT = 6443
+KUBELET_PORT = 10250
+
+_NAME_RE = re.compile(rf"^{PREFIX}([0-9a-f]{{4}})-")
+
+REQUIRED_SCRIPTS = ("kubelite-apiserver", "kubelite-scheduler", "kubelite-kubelet", "klctl")
+OPTIONAL_SCRIPTS = ("kubelite-controller-manager", "kubelite-proxy")
+
+
+class HarnessUnavailable(RuntimeError):
+    """This machine cannot run the harness (not root, no iproute2, a script missing)."""
+
+
+def script_path(name: str) -> Path:
+    """A console script installed beside this interpreter (the venv's bin)."""
+    return Path(sys.executable).with_name(name)
+
+
+def has_script(name: str) -> bool:
+    return script_path(name).exists()
+
+
+def unavailable_reason() -> str | None:
+    """Why the harness cannot run here, or None when it can: tests skip with this reason."""
+    if os.geteuid() != 0:
+        return "the multi-host harness needs root (network namespaces, veth pairs, a bridge)"
+    if shutil.which("ip") is None:
+        return "the multi-host harness needs iproute2's `ip` on PATH"
+    for name in REQUIRED_SCRIPTS:
+        if not has_script(name):
+            return f"{name} is not installed beside {sys.executable} (pip install -e .)"
+    try:
+        find_etcd()
+    except FileNotFoundError as e:
+        return str(e)
+    return None
+
+
+@dataclass(frozen=True)
+class MultiHostSettings:
+    """Timers and extras of a multi-host test cluster (short values: tests run in seconds)."""
+
+    workers: int = 3
+    """Worker hosts, each running a kubelet and a proxy."""
+    standbys: bool = False
+    """Also run a second scheduler and controller manager on the control-plane host, which
+    take over when the active ones die (failover tests)."""
+    controller_manager: bool = True
+    """Run kubelite-controller-manager (when installed)."""
+    proxy: bool = True
+    """Run kubelite-proxy on every worker (when installed)."""
+    node_cpu: str = "4"
+    """Capacity cpu each kubelet reports."""
+    node_memory: str = "8Gi"
+    """Capacity memory each kubelet reports."""
+    node_monitor_period: float = 0.5
+    """Controller manager: seconds between node health checks."""
+    node_monitor_grace_period: float = 3.0
+    """Controller manager: a node unheard of for this long is Ready=Unknown, seconds."""
+    leader_elect_lease_duration: float = 2.0
+    """Scheduler and controller manager Lease duration, seconds."""
+    leader_elect_renew_deadline: float = 1.5
+    """A leader that could not renew for this long steps down, seconds."""
+    leader_elect_retry_period: float = 0.2
+    """Seconds between tries to acquire or renew the Lease."""
+    node_lease_duration: int = 2
+    """Kubelet: its node Lease's duration (renewed every quarter of it), seconds."""
+    node_status_update_frequency: float = 1.0
+    """Kubelet: seconds between node status updates."""
+    sync_frequency: float = 2.0
+    """Kubelet: seconds between full pod syncs."""
+    housekeeping_interval: float = 0.2
+    """Kubelet: seconds between housekeeping passes (container exits, probes)."""
+    watch_progress_interval: float = 0.2
+    """API server: seconds between bookmarks on quiet watches."""
+    scheduler_initial_backoff: float = 0.5
+    """Scheduler: first retry delay of an unschedulable pod, seconds."""
+    scheduler_max_backoff: float = 2.0
+    """Scheduler: cap on that delay, seconds."""
+    start_timeout: float = 60.0
+    """Seconds each stage of start() may take before it fails with the components' logs."""
+    stop_timeout: float = 15.0
+    """Seconds a component gets after SIGTERM before its process group is SIGKILLed."""
+
+
+@dataclass
+class Host:
+    """One network namespace on the bridge."""
+
+    name: str
+    """``cp`` or ``worker-N`` (workers' names are their Node names)."""
+    tag: str
+    """Short tag used in device names (``cp``, ``w1``, ...)."""
+    netns: str
+    """The network namespace's name."""
+    address: str
+    """The host's address on the bridge."""
+    veth_root: str
+    """The root-side end of its veth pair, enslaved to the bridge."""
+    veth_ns: str = "eth0"
+    """The end inside the namespace."""
+
+    def argv(self, command: Sequence[str]) -> list[str]:
+        """``command`` run inside this host's network namespace."""
+        return ["ip", "netns", "exec", self.netns, *command]
+
+
+@dataclass
+class Component:
+    """A process that runs inside a host."""
+
+    name: str
+    host: Host
+    process: ManagedProcess
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False,
+                            timeout=30)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)} failed ({result.returncode}): "
+                           f"{result.stderr.strip()}")
+    return result
+
+
+def _netns_names() -> list[str]:
+    result = _ip("netns", "list", check=False)
+    return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+
+
+def _link_names() -> list[str]:
+    result = _ip("-o", "link", "show", check=False)
+    names = []
+    for line in result.stdout.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) >= 2:
+            names.append(parts[1].strip().split("@")[0])
+    return names
+
+
+def netns_pids(netns: str) -> list[int]:
+    """Processes whose network namespace is ``netns``."""
+    result = _ip("netns", "pids", netns, check=False)
+    return [int(p) for p in result.stdout.split() if p.isdigit()]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != b"Z"
+
+
+def _kill_netns_processes(netns: str, timeout: float = 10.0) -> list[int]:
+    """SIGKILLs every process in ``netns`` (they belong to this harness); returns them."""
+    killed: list[int] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [p for p in netns_pids(netns) if _pid_alive(p)]
+        if not pids or time.monotonic() > deadline:
+            return killed
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if pid not in killed:
+                killed.append(pid)
+        time.sleep(0.05)
+
+
+def _remove_run(run: str) -> None:
+    """Removes every namespace and device of run ``run`` (processes in them first)."""
+    prefix = f"{PREFIX}{run}-"
+    namespaces = [n for n in _netns_names() if n.startswith(prefix)]
+    for netns in namespaces:
+        _kill_netns_processes(netns)
+    # Deleting the root-side end of a veth pair deletes both ends.
+    for link in _link_names():
+        if link.startswith(prefix) and not link.endswith("-br"):
+            _ip("link", "del", link, check=False)
+    for netns in namespaces:
+        _ip("netns", "del", netns, check=False)
+    for link in _link_names():
+        if link.startswith(prefix):
+            _ip("link", "del", link, check=False)
+
+
+def _lock_is_free(path: Path) -> bool:
+    """Whether nobody holds the run lock at ``path`` (its owner is gone)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the lock we may have taken
+    return True
+
+
+def cleanup_stale() -> list[str]:
+    """Removes what crashed earlier runs left (their lock is free or missing); returns the
+    run ids cleaned. Call with the allocation lock held."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    live: set[str] = set()
+    stale: set[str] = set()
+    for path in STATE_DIR.glob("*.lock"):
+        if path.name == "alloc.lock":
+            continue
+        run = path.stem
+        if _lock_is_free(path):
+            stale.add(run)
+        else:
+            live.add(run)
+    for name in [*_netns_names(), *_link_names()]:
+        match = _NAME_RE.match(name)
+        if match and match.group(1) not in live:
+            stale.add(match.group(1))
+    for run in sorted(stale):
+        _remove_run(run)
+        (STATE_DIR / f"{run}.lock").unlink(missing_ok=True)
+    return sorted(stale)
+
+
+def _used_subnets() -> set[int]:
+    used: set[int] = set()
+    for line in _ip("-o", "-4", "addr", "show").stdout.splitlines():
+        match = re.search(rf"inet {re.escape(SUBNET_BASE)}\.(\d+)\.", line)
+        if match:
+            used.add(int(match.group(1)))
+    for line in _ip("-4", "route", "show").stdout.splitlines():
+        match = re.match(rf"{re.escape(SUBNET_BASE)}\.(\d+)\.", line)
+        if match:
+            used.add(int(match.group(1)))
+    for path in STATE_DIR.glob("*.lock"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            used.add(int(json.loads(path.read_text())["subnet"]))
+    return used
+
+
+@contextlib.contextmanager
+def _allocation_lock() -> Iterator[None]:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(STATE_DIR / "alloc.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class MultiHostCluster:
+    """Hosts on a bridge running the components; see the module docstring."""
+
+    def __init__(self, workdir: Path, workers: int | None = None,
+                 settings: MultiHostSettings | None = None) -> None:
+        settings = settings or MultiHostSettings()
+        if workers is not None and workers != settings.workers:
+            settings = MultiHostSettings(**{**settings.__dict__, "workers": workers})
+        self.settings = settings
+        self.workdir = workdir
+        self.run_id = ""
+        self.subnet = -1
+        self.bridge = ""
+        self.hosts: dict[str, Host] = {}
+        self.components: dict[str, Component] = {}
+        self.leaked: list[str] = []
+        """Processes that outlived the orderly stop (filled by stop())."""
+        self._lock_fd: int | None = None
+        self._stopped = False
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def control_plane(self) -> Host:
+        return self.hosts["cp"]
+
+    @property
+    def workers(self) -> list[Host]:
+        return [h for n, h in self.hosts.items() if n != "cp"]
+
+    @property
+    def server(self) -> str:
+        """The API server's address as the root namespace and the workers reach it."""
+        return f"{self.control_plane.address}:{API_PORT}"
+
+    @property
+    def root_address(self) -> str:
+        return f"{SUBNET_BASE}.{self.subnet}.{ROOT_HOST_OCTET}"
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"{self.control_plane.address}:{ETCD_CLIENT_PORT}"
+
+    def host(self, name: str) -> Host:
+        return self.hosts[name]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> MultiHostCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        reason = unavailable_reason()
+        if reason is not None:
+            raise HarnessUnavailable(reason)
+        atexit.register(self.stop)
+        try:
+            self._make_network()
+            self._start_components()
+        except BaseException:
+            print(self.logs(), file=sys.stderr)
+            self.stop()
+            raise
+
+    def _make_network(self) -> None:
+        with _allocation_lock():
+            cleanup_stale()
+            used = _used_subnets()
+            free = [k for k in range(1, 255) if k not in used]
+            if not free:
+                raise RuntimeError(f"no free /24 left in {SUBNET_BASE}.0.0/16")
+            self.subnet = random.choice(free)
+            taken = {p.stem for p in STATE_DIR.glob("*.lock")}
+            while True:
+                self.run_id = secrets.token_hex(2)
+                if self.run_id not in taken:
+                    break
+            # Lock first, then make it visible under its name: a scan never sees an
+            # unlocked live run.
+            temporary = STATE_DIR / f".{self.run_id}.{os.getpid()}.tmp"
+            fd = os.open(temporary, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, json.dumps({"pid": os.getpid(), "subnet": self.subnet,
+                                     "run": self.run_id}).encode())
+            os.rename(temporary, STATE_DIR / f"{self.run_id}.lock")
+            self._lock_fd = fd
+            prefix = f"{PREFIX}{self.run_id}-"
+            self.bridge = f"{prefix}br"
+            _ip("link", "add", self.bridge, "type", "bridge")
+            _ip("addr", "add", f"{self.root_address}/24", "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
+        names = [("cp", "cp")] + [(f"worker-{i}", f"w{i}")
+                                  for i in range(1, self.settings.workers + 1)]
+        for octet, (name, tag) in enumerate(names, start=1):
+            host = Host(name=name, tag=tag, netns=f"{prefix}{name}",
+                        address=f"{SUBNET_BASE}.{self.subnet}.{octet}",
+                        veth_root=f"{prefix}{tag}")
+            self.hosts[name] = host
+            peer = f"{prefix}{tag}n"
+            _ip("netns", "add", host.netns)
+            _ip("link", "add", host.veth_root, "type", "veth", "peer", "name", peer)
+            _ip("link", "set", host.veth_root, "master", self.bridge)
+            _ip("link", "set", host.veth_root, "up")
+            _ip("link", "set", peer, "netns", host.netns)
+            _ip("-n", host.netns, "link", "set", peer, "name", host.veth_ns)
+            _ip("-n", host.netns, "addr", "add", f"{host.address}/24", "dev", host.veth_ns)
+            _ip("-n", host.netns, "link", "set", host.veth_ns, "up")
+            _ip("-n", host.netns, "link", "set", "lo", "up")
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1", "KUBELITE_SERVER": self.server}
+
+    def _add(self, name: str, host: Host, argv: list[str]) -> Component:
+        process = ManagedProcess(name, host.argv(argv), self.workdir / "logs" / f"{name}.log",
+                                 self._env())
+        component = Component(name, host, process)
+        self.components[name] = component
+        return component
+
+    def _etcd_argv(self) -> list[str]:
+        cp = self.control_plane
+        clients = (f"http://127.0.0.1:{ETCD_CLIENT_PORT},"
+                   f"http://{cp.address}:{ETCD_CLIENT_PORT}")
+        peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
+        return [
+            find_etcd(), "--name", "kubelite", "--data-dir", str(self.workdir / "etcd"),
+            "--listen-client-urls", clients,
+            "--advertise-client-urls", f"http://{cp.address}:{ETCD_CLIENT_PORT}",
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"kubelite={peer}", "--log-level", "warn", "--logger", "zap",
+            "--heartbeat-interval", "100", "--election-timeout", "1000",
+        ]
+
+    def _leader_args(self) -> list[str]:
+        s = self.settings
+        return ["--leader-elect-lease-duration", str(s.leader_elect_lease_duration),
+                "--leader-elect-renew-deadline", str(s.leader_elect_renew_deadline),
+                "--leader-elect-retry-period", str(s.leader_elect_retry_period)]
+
+    def _scheduler_argv(self, identity: str) -> list[str]:
+        s = self.settings
+        return [str(script_path("kubelite-scheduler")), "--server", f"127.0.0.1:{API_PORT}",
+                "--pod-initial-backoff", str(s.scheduler_initial_backoff),
+                "--pod-max-backoff", str(s.scheduler_max_backoff),
+                *self._leader_args(), "--identity", identity]
+
+    def _controller_manager_argv(self, identity: str) -> list[str]:
+        s = self.settings
+        return [str(script_path("kubelite-controller-manager")),
+                "--server", f"127.0.0.1:{API_PORT}",
+                "--node-monitor-period", str(s.node_monitor_period),
+                "--node-monitor-grace-period", str(s.node_monitor_grace_period),
+                *self._leader_args(), "--identity", identity]
+
+    def _kubelet_argv(self, host: Host) -> list[str]:
+        s = self.settings
+        return [str(script_path("kubelite-kubelet")), "--node-name", host.name,
+                "--address", host.address, "--server", self.server,
+                "--root-dir", str(self.workdir / "hosts" / host.name / "kubelet"),
+                "--port", str(KUBELET_PORT), "--cpu", s.node_cpu, "--memory", s.node_memory,
+                "--node-status-update-frequency", str(s.node_status_update_frequency),
+                "--node-lease-duration", str(s.node_lease_duration),
+                "--sync-frequency", str(s.sync_frequency),
+                "--housekeeping-interval", str(s.housekeeping_interval),
+                "--backoff-initial", "1", "--backoff-max", "8", "--stop-pods-on-exit"]
+
+    @property
+    def has_controller_manager(self) -> bool:
+        return "controller-manager" in self.components
+
+    @property
+    def has_proxy(self) -> bool:
+        return any(n.startswith("proxy-") for n in self.components)
+
+    def _start_components(self) -> None:
+        s = self.settings
+        cp = self.control_plane
+        etcd = self._add("etcd", cp, self._etcd_argv())
+        etcd.process.start()
+        self.wait_for(self.etcd_healthy, "etcd healthy", s.start_timeout,
+                      watch=["etcd"])
+        api = self._add("apiserver", cp, [
+            str(script_path("kubelite-apiserver")), "--listen", f"0.0.0.0:{API_PORT}",
+            "--etcd-servers", f"127.0.0.1:{ETCD_CLIENT_PORT}",
+            "--watch-progress-interval", str(s.watch_progress_interval)])
+        api.process.start()
+        self.wait_for(self.api_ready, "the API server to answer", s.start_timeout,
+                      watch=["apiserver"])
+        self._add("scheduler", cp, self._scheduler_argv("scheduler")).process.start()
+        with_cm = s.controller_manager and has_script("kubelite-controller-manager")
+        if with_cm:
+            self._add("controller-manager", cp,
+                      self._controller_manager_argv("controller-manager")).process.start()
+        for host in self.workers:
+            self._add(f"kubelet-{host.name}", host, self._kubelet_argv(host)).process.start()
+            if s.proxy and has_script("kubelite-proxy"):
+                self._add(f"proxy-{host.name}", host, [
+                    str(script_path("kubelite-proxy")), "--node-name", host.name,
+                    "--node-ip", host.address, "--server", self.server]).process.start()
+        everything = list(self.components)
+        for host in self.workers:
+            self.wait_for(lambda h=host: self.node_ready(h.name) == "True",  # type: ignore[misc]
+                          f"node {host.name} Ready", s.start_timeout, watch=everything)
+        # The first of each pair leads (deterministic "active"); standbys then queue behind.
+        self.wait_for(lambda: self.lease_holder("kube-scheduler") == "scheduler",
+                      "the scheduler to lead", s.start_timeout, watch=everything)
+        if with_cm:
+            self.wait_for(
+                lambda: self.lease_holder("kube-controller-manager") == "controller-manager",
+                "the controller manager to lead", s.start_timeout, watch=everything)
+        if s.standbys:
+            self._add("scheduler-standby", cp,
+                      self._scheduler_argv("scheduler-standby")).process.start()
+            if with_cm:
+                self._add("controller-manager-standby", cp, self._controller_manager_argv(
+                    "controller-manager-standby")).process.start()
+            for name in ("scheduler-standby", "controller-manager-standby"):
+                if name in self.components:
+                    self.wait_for(lambda n=name: self.log_count(  # type: ignore[misc]
+                        n, "waiting to acquire leadership") >= 1, f"{name} waiting",
+                        s.start_timeout, watch=everything)
+
+    def stop(self) -> None:
+        """Stops every component (kubelets first, etcd last), kills what outlived them, and
+        removes the namespaces, veths and bridge. Idempotent; safe after a failed start."""
+        if self._stopped:
+            return
+        self._stopped = True
+        with contextlib.suppress(ValueError):
+            atexit.unregister(self.stop)
+        try:
+            for host in self.hosts.values():
+                _ip("link", "set", host.veth_root, "up", check=False)
+                _ip("-n", host.netns, "link", "set", host.veth_ns, "up", check=False)
+            for c in self.components.values():
+                if c.process.running():
+                    c.process.resume()
+            tiers = [
+                [n for n in self.components if n.startswith("kubelet-")],
+                [n for n in self.components if n.startswith("proxy-")],
+                [n for n in self.components if n.startswith(("controller-manager",
+                                                             "scheduler"))],
+                ["apiserver"], ["etcd"],
+            ]
+            for tier in tiers:
+                self._stop_together([n for n in tier if n in self.components])
+            for host in self.hosts.values():
+                for pid in _kill_netns_processes(host.netns):
+                    self.leaked.append(f"{host.name}: {pid} {_cmdline(pid)}")
+        finally:
+            if self.run_id:
+                _remove_run(self.run_id)
+            if self._lock_fd is not None:
+                (STATE_DIR / f"{self.run_id}.lock").unlink(missing_ok=True)
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def _stop_together(self, names: list[str]) -> None:
+        """SIGTERM to all of them at once, then wait for each (SIGKILL after the timeout)."""
+        for name in names:
+            p = self.components[name].process.process
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for name in names:
+            self.components[name].process.stop(self.settings.stop_timeout)
+
+    # ------------------------------------------------------------------ faults
+
+    def component(self, name: str) -> Component:
+        return self.components[name]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the component's process, as a crash (its children stay as a crash
+        leaves them)."""
+        self.components[name].process.kill()
+
+    def terminate(self, name: str) -> int | None:
+        """SIGTERM and wait (SIGKILL of the group after stop_timeout); the exit code."""
+        return self.components[name].process.stop(self.settings.stop_timeout)
+
+    def pause(self, name: str) -> None:
+        self.components[name].process.pause()
+
+    def resume(self, name: str) -> None:
+        self.components[name].process.resume()
+
+    def start_component(self, name: str) -> None:
+        """Starts a stopped component again with the same argv (same data dir, same port)."""
+        process = self.components[name].process
+        if process.running():
+            raise RuntimeError(f"{name} is still running")
+        process.start()
+
+    def restart(self, name: str, *, kill: bool = False) -> None:
+        """Stops the component (SIGTERM, or SIGKILL with ``kill``) and starts it again."""
+        if kill:
+            self.kill(name)
+        else:
+            self.terminate(name)
+        self.start_component(name)
+
+    def link_down(self, host: str, *, inside: bool = False) -> None:
+        """Cuts the host off the bridge: its root-side veth (or, with ``inside``, the
+        interface in its namespace) goes down."""
+        h = self.hosts[host]
+        if inside:
+            _ip("-n", h.netns, "link", "set", h.veth_ns, "down")
+        else:
+            _ip("link", "set", h.veth_root, "down")
+
+    def link_up(self, host: str, *, inside: bool = False) -> None:
+        h = self.hosts[host]
+        if inside:
+            _ip("-n", h.netns, "link", "set", h.veth_ns, "up")
+            # A downed interface loses nothing but its routes' liveness; re-add the address
+            # if the kernel dropped it (it does not for IPv4, but be exact).
+            if h.address not in _ip("-n", h.netns, "-4", "addr", "show", h.veth_ns).stdout:
+                _ip("-n", h.netns, "addr", "add", f"{h.address}/24", "dev", h.veth_ns)
+        else:
+            _ip("link", "set", h.veth_root, "up")
+
+    # ------------------------------------------------------------------ commands
+
+    def klctl(self, *args: str, check: bool = True, input: str | None = None,
+              timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """klctl from the root namespace against the API server."""
+        result = subprocess.run(
+            [str(script_path("klctl")), "--server", self.server, *args],
+            capture_output=True, text=True, input=input, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"klctl {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout}{result.stderr}")
+        return result
+
+    def apply(self, manifest: str) -> str:
+        return self.klctl("apply", "-f", "-", input=manifest).stdout
+
+    def get_json(self, *args: str) -> Any:
+        """``klctl get ARGS -o json``, parsed."""
+        return json.loads(self.klctl("get", *args, "-o", "json").stdout)
+
+    def run(self, host: str, argv: Sequence[str], *, timeout: float = 30,
+            check: bool = False, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Runs a command inside a host's network namespace (e.g. curl to a ClusterIP)."""
+        result = subprocess.run(self.hosts[host].argv(argv), capture_output=True, text=True,
+                                input=input, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} on {host} exited {result.returncode}:\n"
+                                 f"{result.stdout}{result.stderr}")
+        return result
+
+    def http_get(self, host: str, url: str, timeout: float = 3.0) -> str | None:
+        """The body of GET ``url`` made from inside ``host``, or None when it failed."""
+        result = self.run(host, ["curl", "-sS", "--max-time", str(timeout), url],
+                          timeout=timeout + 5)
+        return result.stdout if result.returncode == 0 else None
+
+    def host_pids(self, host: str, pattern: str = "") -> list[int]:
+        """Processes in the host (its network namespace), optionally only those whose
+        command line matches ``pattern`` (a pgrep -f regular expression)."""
+        pids = set(netns_pids(self.hosts[host].netns))
+        if pattern:
+            found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True,
+                                   check=False)
+            pids &= {int(p) for p in found.stdout.split()}
+        return sorted(p for p in pids if _pid_alive(p))
+
+    def pod_pids(self, host: str, pod_name: str) -> list[int]:
+        """Processes in ``host`` that belong to the pod named ``pod_name`` (the kubelet
+        sets HOSTNAME to the pod's name in every container's environment)."""
+        marker = f"HOSTNAME={pod_name}".encode()
+        found = []
+        for pid in self.host_pids(host):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if marker in env:
+                found.append(pid)
+        return found
+
+    # ------------------------------------------------------------------ state
+
+    def etcd_healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.etcd_endpoint}/health",
+                                        timeout=1) as response:
+                return b'"true"' in response.read()
+        except OSError:
+            return False
+
+    def api_ready(self) -> bool:
+        return self.klctl("get", "ns", check=False, timeout=10).returncode == 0
+
+    def node_ready(self, name: str) -> str:
+        """The Node's Ready condition status (True/False/Unknown), "" when there is none."""
+        result = self.klctl("get", "node", name, "-o", "json", check=False, timeout=10)
+        if result.returncode != 0:
+            return ""
+        node = json.loads(result.stdout)
+        for condition in node.get("status", {}).get("conditions", []):
+            if condition.get("type") == "Ready":
+                return str(condition.get("status", ""))
+        return ""
+
+    def lease_holder(self, name: str, namespace: str = "kube-system") -> str:
+        result = self.klctl("get", "lease", name, "-n", namespace, "-o", "json", check=False,
+                            timeout=10)
+        if result.returncode != 0:
+            return ""
+        return str(json.loads(result.stdout).get("spec", {}).get("holderIdentity", ""))
+
+    def log_count(self, name: str, text: str) -> int:
+        """How often ``text`` appears in the component's log (across its restarts)."""
+        try:
+            return self.components[name].process.log_path.read_text(errors="replace").count(
+                text)
+        except OSError:
+            return 0
+
+    def logs(self, lines: int = 40) -> str:
+        return "\n".join(f"--- {n}\n{c.process.tail(lines)}" for n, c in
+                         self.components.items())
+
+    def wait_for(self, check: Callable[[], object], what: str, timeout: float = 30.0,
+                 interval: float = 0.1, *, watch: Sequence[str] = ()) -> None:
+        """Polls ``check`` until truthy; fails after ``timeout`` seconds, or at once when a
+        component named in ``watch`` has exited."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while True:
+            try:
+                if check():
+                    return
+            except Exception as e:  # noqa: BLE001 - "not yet"; reported at the deadline
+                last = e
+            for name in watch:
+                process = self.components[name].process
+                if not process.running():
+                    raise RuntimeError(f"{name} exited with {process.returncode} while "
+                                       f"waiting for {what}:\n{process.tail(30)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}") from last
+            time.sleep(interval)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+async def eventually(check: Callable[[], Awaitable[T] | T], what: str, timeout: float = 30.0,
+                     interval: float = 0.1) -> T:
+    """Async polling with a deadline: ``check`` (sync or async) until it returns something
+    truthy, which is returned; exceptions count as "not yet"."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                result = await result
+            if result:
+                return result  # type: ignore[return-value]
+        except Exception as e:  # noqa: BLE001 - "not yet"; reported at the deadline
+            last = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}") from last
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class Timer:
+    """Wall-clock of named phases, for reports."""
+
+    started: float = field(default_factory=time.monotonic)
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str) -> float:
+        self.marks[name] = time.monotonic() - self.started
+        return self.marks[name]
