@@ -1,0 +1,330 @@
+"""The proxier: Services and Endpoints from informers -> listeners and balancers.
+
+For each port of each Service that has a ClusterIP (not headless, not ExternalName) the proxy
+keeps a balancer (proxy.loadbalancer) and listeners: one on ClusterIP:port and, when the port
+has a nodePort, one on NodeIP:nodePort. A listener is open exactly while its service port has
+at least one ready endpoint, so a client of a Service without endpoints is refused at once
+(as kube-proxy's REJECT rule does) instead of being accepted and left hanging; a deleted
+Service's listeners are closed. Connections already relayed are left alone in both cases.
+
+Informer handlers only mark the ``namespace/name`` key dirty; one callback scheduled on the
+loop then re-reads the Service and its Endpoints from the caches and makes listeners and
+balancers match (level-triggered), so an Endpoints change reaches new connections as soon as
+its watch event arrives. A listener that cannot bind is retried later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from dataclasses import dataclass, field
+
+import structlog
+
+from kubelite.client.client import ApiClient
+from kubelite.client.informer import Informer, InformerFactory, InformerSettings
+from protos.v1 import objects_pb2 as v1
+from proxy.loadbalancer import (
+    DEFAULT_AFFINITY_SECONDS,
+    Balancer,
+    LoadBalancerRR,
+    ServicePortName,
+    endpoints_for_port,
+)
+from proxy.tcp import TcpContext, TcpListener, TcpSettings
+from proxy.udp import UdpListener, UdpSettings
+
+log = structlog.get_logger(__name__)
+
+Listener = TcpListener | UdpListener
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """Settings of one node's proxy."""
+
+    node_name: str = ""
+    """This node's name (for logs)."""
+    node_ip: str = "127.0.0.1"
+    """Address that NodePort listeners bind (NodeIP:nodePort)."""
+    tcp: TcpSettings = field(default_factory=TcpSettings)
+    """Dial timeouts, buffers and splice for TCP service ports."""
+    udp: UdpSettings = field(default_factory=UdpSettings)
+    """Idle timeout of UDP client associations (--udp-timeout)."""
+    shuffle_endpoints: bool = True
+    """Serve a new endpoint set in a random order (upstream's), so that many proxies do not
+    all start on the same endpoint; False keeps the Endpoints object's order."""
+    bind_retry_interval: float = 1.0
+    """Seconds before retrying a listener that could not bind."""
+    affinity_cleanup_interval: float = 60.0
+    """Seconds between sweeps of expired ClientIP affinity records."""
+    informer: InformerSettings = field(default_factory=InformerSettings)
+    """Watch resume backoff of the Service and Endpoints informers."""
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """What a service port asks the proxy for (a change re-opens its listeners)."""
+
+    protocol: str
+    """TCP or UDP (SCTP ports are not proxied)."""
+    cluster_ip: str
+    """Address of the ClusterIP listener."""
+    port: int
+    """Service port of the ClusterIP listener."""
+    node_port: int
+    """Port of the NodeIP listener (0: none)."""
+    client_ip_affinity: bool
+    """sessionAffinity: ClientIP."""
+    affinity_seconds: float
+    """sessionAffinityConfig.clientIP.timeoutSeconds."""
+
+    def addresses(self) -> tuple[str, str, int, int]:
+        """What the listeners depend on."""
+        return (self.protocol, self.cluster_ip, self.port, self.node_port)
+
+
+@dataclass
+class _ServicePort:
+    spec: PortSpec
+    balancer: Balancer
+    listeners: list[Listener]
+
+
+def port_specs(svc: v1.Service) -> dict[str, PortSpec]:
+    """The proxied ports of a Service by port name; empty when it has no usable ClusterIP."""
+    spec = svc.spec
+    if spec.type == "ExternalName" or not spec.cluster_ip or spec.cluster_ip == "None":
+        return {}
+    try:
+        cluster_ip = str(ipaddress.ip_address(spec.cluster_ip))
+    except ValueError:
+        return {}
+    affinity = spec.session_affinity == "ClientIP"
+    seconds = float(DEFAULT_AFFINITY_SECONDS)
+    client_ip = spec.session_affinity_config.client_ip
+    if affinity and client_ip.HasField("timeout_seconds") and client_ip.timeout_seconds > 0:
+        seconds = float(client_ip.timeout_seconds)
+    result = {}
+    for port in spec.ports:
+        protocol = port.protocol or "TCP"
+        if protocol not in ("TCP", "UDP"):
+            continue
+        node_port = port.node_port if spec.type in ("NodePort", "LoadBalancer") else 0
+        result[port.name] = PortSpec(
+            protocol, cluster_ip, port.port, node_port, affinity, seconds
+        )
+    return result
+
+
+class Proxier:
+    """One node's proxy, started and stopped inside a running event loop."""
+
+    def __init__(self, settings: ProxySettings, client: ApiClient) -> None:
+        self.settings = settings
+        self.client = client
+        self.lb = LoadBalancerRR() if settings.shuffle_endpoints else LoadBalancerRR(shuffle=None)
+        self.ports: dict[ServicePortName, _ServicePort] = {}
+        self._by_service: dict[str, set[ServicePortName]] = {}
+        self._bound: dict[tuple[str, str, int], ServicePortName] = {}
+        self._dirty: set[str] = set()
+        self._flush_scheduled = False
+        self._retry: dict[str, asyncio.TimerHandle] = {}
+        self._cleanup: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tcp: TcpContext | None = None
+        self._factory: InformerFactory | None = None
+        self.services: Informer[v1.Service] | None = None
+        self.endpoints: Informer[v1.Endpoints] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Starts watching; listeners follow as the caches fill (see wait_for_sync)."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._tcp = TcpContext(loop, self.settings.tcp)
+        factory = self._factory = InformerFactory(self.client, self.settings.informer)
+        self.services = factory.informer(v1.Service)
+        self.endpoints = factory.informer(v1.Endpoints)
+        for informer in (self.services, self.endpoints):
+            informer.add_handlers(
+                on_add=self._on_change, on_update=self._on_update, on_delete=self._on_change
+            )
+        factory.start()
+        self._cleanup = loop.call_later(
+            self.settings.affinity_cleanup_interval, self._cleanup_affinity
+        )
+        log.info("proxy started", node=self.settings.node_name, node_ip=self.settings.node_ip)
+
+    async def wait_for_sync(self, timeout: float | None = None) -> None:
+        """Waits until both caches were listed and the listeners match them."""
+        assert self._factory is not None, "start() first"
+        await self._factory.wait_for_sync(timeout)
+        self._flush()
+
+    async def stop(self) -> None:
+        """Closes every listener and connection; stops watching."""
+        if self._factory is not None:
+            await self._factory.stop()
+            self._factory = None
+        for handle in [*self._retry.values(), self._cleanup]:
+            if handle is not None:
+                handle.cancel()
+        self._retry.clear()
+        self._cleanup = None
+        for name in list(self.ports):
+            self._remove_port(name)
+        self._by_service.clear()
+        if self._tcp is not None:
+            self._tcp.close()
+            self._tcp = None
+        log.info("proxy stopped", node=self.settings.node_name)
+
+    # ------------------------------------------------------------------ events
+
+    def _on_update(self, old: v1.Service | v1.Endpoints, new: v1.Service | v1.Endpoints) -> None:
+        self._on_change(new)
+
+    def _on_change(self, obj: v1.Service | v1.Endpoints) -> None:
+        self._mark(f"{obj.metadata.namespace}/{obj.metadata.name}")
+
+    def _mark(self, key: str) -> None:
+        self._dirty.add(key)
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for key in sorted(dirty):
+            try:
+                self.sync_service(key)
+            except Exception:
+                log.exception("proxy sync failed", service=key)
+                self._retry_later(key)
+
+    def _retry_later(self, key: str) -> None:
+        if key in self._retry or self._loop is None:
+            return
+
+        def retry() -> None:
+            self._retry.pop(key, None)
+            self._mark(key)
+
+        self._retry[key] = self._loop.call_later(self.settings.bind_retry_interval, retry)
+
+    def _cleanup_affinity(self) -> None:
+        self.lb.cleanup_stale_sticky_sessions()
+        if self._loop is not None:
+            self._cleanup = self._loop.call_later(
+                self.settings.affinity_cleanup_interval, self._cleanup_affinity
+            )
+
+    # ------------------------------------------------------------------ reconcile
+
+    def sync_service(self, key: str) -> None:
+        """Makes the listeners and balancers of Service ``key`` match the caches."""
+        assert self.services is not None and self.endpoints is not None
+        namespace, _, name = key.partition("/")
+        svc = self.services.store.get(key)
+        eps = self.endpoints.store.get(key)
+        wanted = port_specs(svc) if svc is not None else {}
+        current = self._by_service.get(key, set())
+        for svc_port in [p for p in current if p.port not in wanted]:
+            self._remove_port(svc_port)
+            current.discard(svc_port)
+        failed = False
+        for port_name, spec in wanted.items():
+            svc_port = ServicePortName(namespace, name, port_name)
+            entry = self.ports.get(svc_port)
+            if entry is not None and entry.spec != spec:
+                if entry.spec.addresses() != spec.addresses():  # not just affinity
+                    self._close_listeners(entry)
+                    entry.listeners = []
+                entry.spec = spec
+            if entry is None:
+                balancer = self.lb.balancer(svc_port)
+                entry = self.ports[svc_port] = _ServicePort(spec, balancer, [])
+                current.add(svc_port)
+                log.info("service port added", service=str(svc_port), cluster_ip=spec.cluster_ip,
+                         port=spec.port, node_port=spec.node_port, protocol=spec.protocol)
+            self.lb.new_service(svc_port, spec.client_ip_affinity, spec.affinity_seconds)
+            if self.lb.set_endpoints(svc_port, endpoints_for_port(eps, port_name)):
+                log.debug("endpoints changed", service=str(svc_port),
+                          endpoints=len(entry.balancer.endpoints))
+            if entry.balancer:
+                failed |= not self._open_listeners(svc_port, entry)
+            else:
+                self._close_listeners(entry)
+        if current:
+            self._by_service[key] = current
+        else:
+            self._by_service.pop(key, None)
+        if failed:
+            self._retry_later(key)
+
+    def _addresses(self, spec: PortSpec) -> list[tuple[str, int]]:
+        addresses = [(spec.cluster_ip, spec.port)]
+        if spec.node_port:
+            addresses.append((self.settings.node_ip, spec.node_port))
+        return addresses
+
+    def _open_listeners(self, svc_port: ServicePortName, entry: _ServicePort) -> bool:
+        """Opens whatever is not open yet; False when some address could not be bound."""
+        assert self._loop is not None and self._tcp is not None
+        if not entry.listeners:
+            for address in self._addresses(entry.spec):
+                listener: Listener
+                if entry.spec.protocol == "UDP":
+                    listener = UdpListener(
+                        self._loop, address, entry.balancer, self.settings.udp, str(svc_port)
+                    )
+                else:
+                    listener = TcpListener(self._tcp, address, entry.balancer, str(svc_port))
+                entry.listeners.append(listener)
+        ok = True
+        for listener in entry.listeners:
+            if listener.is_open:
+                continue
+            bound_key = (entry.spec.protocol, *listener.address)
+            owner = self._bound.get(bound_key)
+            if owner is not None and owner != svc_port:
+                log.warning("address already served by another service port",
+                            service=str(svc_port), other=str(owner), address=listener.address)
+                ok = False
+                continue
+            try:
+                listener.open()
+            except OSError as e:
+                log.warning("cannot listen", service=str(svc_port), protocol=entry.spec.protocol,
+                            address=f"{listener.address[0]}:{listener.address[1]}", error=str(e))
+                ok = False
+                continue
+            self._bound[bound_key] = svc_port
+        return ok
+
+    def _close_listeners(self, entry: _ServicePort) -> None:
+        for listener in entry.listeners:
+            if listener.is_open:
+                listener.close()
+                self._bound.pop((entry.spec.protocol, *listener.address), None)
+
+    def _remove_port(self, svc_port: ServicePortName) -> None:
+        entry = self.ports.pop(svc_port, None)
+        if entry is not None:
+            self._close_listeners(entry)
+            log.info("service port removed", service=str(svc_port))
+        self.lb.delete_service(svc_port)
+
+    # ------------------------------------------------------------------ introspection
+
+    def listening(self) -> dict[str, list[str]]:
+        """Open listeners by service port: ``{"ns/name:port": ["TCP 127.96.0.1:80"]}``."""
+        return {
+            str(name): [
+                f"{entry.spec.protocol} {lst.address[0]}:{lst.address[1]}"
+                for lst in entry.listeners if lst.is_open
+            ]
+            for name, entry in sorted(self.ports.items())
+        }
