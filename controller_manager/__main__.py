@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
     p.add_argument("--cronjob-check-period", type=float, default=10.0)
     p.add_argument("--cron-time-scale", type=float, default=1.0,
                    help="schedule seconds per real second (tests only)")
+    p.add_argument("--job-pod-failure-backoff", type=float, default=10.0)
+    p.add_argument("--job-pod-failure-backoff-max", type=float, default=360.0)
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     identity = a.identity or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
@@ -47,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
         node_monitor_grace_period=a.node_monitor_grace_period,
         cronjob_check_period=a.cronjob_check_period,
         cron_time_scale=a.cron_time_scale,
+        job_pod_failure_backoff=a.job_pod_failure_backoff,
+        job_pod_failure_backoff_max=a.job_pod_failure_backoff_max,
     )
     return settings, a.log_level
 

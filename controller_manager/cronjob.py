@@ -192,8 +192,9 @@ class CronJobController(Controller):
         status.CopyFrom(cj.status)
         await self._sync_active(cj, jobs, status)
         await self._cleanup_history(cj, jobs, status)
-        next_time = await self._schedule(cj, status) if not cj.metadata.deletion_timestamp \
-            else None
+        next_time = None
+        if not cj.metadata.deletion_timestamp:
+            next_time = await self._schedule(cj, status)
         if status != cj.status:
             fresh = m.copy(cj)
             fresh.status.CopyFrom(status)

@@ -39,5 +39,9 @@ class ControllerManagerSettings:
     second). 1 in production."""
     terminated_pod_gc_threshold: int = 12500
     """Finished pods kept before the oldest are deleted."""
+    job_pod_failure_backoff: float = 10.0
+    """First delay before a Job replaces a failed pod, seconds (doubles per failure)."""
+    job_pod_failure_backoff_max: float = 360.0
+    """Cap on that delay, seconds (Kubernetes: 6 minutes)."""
     progress_check_period: float = 1.0
     """How often Deployments are re-checked against progressDeadlineSeconds, seconds."""
