@@ -116,10 +116,8 @@ class JobController(Controller):
         super().__init__(ctx.settings.workers, ctx.rate_limit)
         self.client = ctx.client
         self.recorder = ctx.recorder
-        # Settings may grow job_pod_failure_backoff(_max); until then Kubernetes' values.
         self.timers = timers or JobTimers(
-            getattr(ctx.settings, "job_pod_failure_backoff", DEFAULT_POD_FAILURE_BACKOFF),
-            getattr(ctx.settings, "job_pod_failure_backoff_max", MAX_POD_FAILURE_BACKOFF),
+            ctx.settings.job_pod_failure_backoff, ctx.settings.job_pod_failure_backoff_max
         )
         self.clock: Callable[[], dt.datetime] = m.now
         self.expectations = Expectations()
