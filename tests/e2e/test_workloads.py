@@ -4,6 +4,7 @@ standby) and three kubelets, driven by klctl with manifests as Kubernetes users 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import threading
@@ -250,7 +251,7 @@ spec:
 
     cluster.wait_for(shrinking, "scaled to 0", timeout=60, interval=0.05)
     # Each step removed the highest ordinal first.
-    for before, after in zip(remaining, remaining[1:], strict=False):
+    for before, after in itertools.pairwise(remaining):
         assert after == before[: len(after)], remaining
 
 
