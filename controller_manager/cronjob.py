@@ -25,11 +25,11 @@ from typing import Protocol
 import structlog
 
 from controller_manager.context import ControllerContext
-from controller_manager.daemonset import OWNER_INDEX, controller_key, owner_reference
 from controller_manager.job import finished_condition
+from controller_manager.workload import OWNER_INDEX, write_status
 from kubelite.api import cron
 from kubelite.api import meta as m
-from kubelite.api.errors import AlreadyExists, ApiError, Conflict, NotFound
+from kubelite.api.errors import AlreadyExists, ApiError, NotFound
 from kubelite.client.controller import Controller
 from kubelite.client.events import NORMAL, WARNING
 from kubelite.client.informer import index_by_owner_uid
@@ -158,7 +158,7 @@ class CronJobController(Controller):
         self._ticker: asyncio.Task[None] | None = None
 
     def _job_changed(self, job: v1.Job) -> None:
-        key = controller_key(job, "CronJob")
+        key = m.controller_key(job, "CronJob")
         if key is not None:
             self.queue.add(key)
 
@@ -195,14 +195,8 @@ class CronJobController(Controller):
         next_time = None
         if not cj.metadata.deletion_timestamp:
             next_time = await self._schedule(cj, status)
-        if status != cj.status:
-            fresh = m.copy(cj)
-            fresh.status.CopyFrom(status)
-            try:
-                await self.client.update_status(fresh)
-            except (NotFound, Conflict):
-                # Our cache is behind: the newer version's event brings the key back.
-                return
+        if await write_status(self.client, cj, status) is None:
+            return
         if next_time is not None:
             wait = (next_time - self.clock.now()).total_seconds()
             self.queue.add_after(key, self.clock.real_seconds(max(wait, 0.0))
@@ -365,7 +359,7 @@ class CronJobController(Controller):
             labels=dict(template.metadata.labels),
             annotations={**template.metadata.annotations,
                          SCHEDULED_TIMESTAMP_ANNOTATION: _rfc3339(scheduled.astimezone(zone))},
-            owner_references=[owner_reference(cj, "CronJob", "batch/v1")],
+            owner_references=[m.controller_reference(cj)],
         ))
         job.spec.CopyFrom(template.spec)
         return job

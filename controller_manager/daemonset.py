@@ -7,9 +7,6 @@ every daemon pod; a pod keeps running on a node whose only untolerated taints ar
 Pods are created already bound (spec.nodeName), named ``<ds>-xxxxx``, labelled with the
 template's ``controller-revision-hash``. RollingUpdate replaces out-of-date pods while at most
 maxUnavailable desired pods are unavailable; OnDelete replaces them only when deleted.
-
-Also home to helpers the other workload controllers here share: ``Expectations`` (creates and
-deletes sent but not yet seen in the cache), ``template_hash``, owner references.
 """
 
 from __future__ import annotations
@@ -18,27 +15,34 @@ import asyncio
 import datetime as dt
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
 from controller_manager.context import ControllerContext
+from controller_manager.workload import (
+    OWNER_INDEX,
+    REVISION_HASH_LABEL,
+    ExpectedPodEvents,
+    delete_pod,
+    pod_available,
+    seconds_until_available,
+    template_hash,
+    write_status,
+)
 from kubelite.api import meta as m
 from kubelite.api import pods as podutil
-from kubelite.api.errors import ApiError, Conflict, NotFound
-from kubelite.api.podtemplate import compute_hash
+from kubelite.api.errors import ApiError
+from kubelite.api.scheduling import find_untolerated_taint, required_node_affinity_matches
 from kubelite.client.controller import Controller
 from kubelite.client.events import NORMAL, WARNING
+from kubelite.client.expectations import ControllerExpectations
 from kubelite.client.informer import index_by_owner_uid
 from protos.v1 import objects_pb2 as v1
 
 log = structlog.get_logger(__name__)
 
-OWNER_INDEX = "owner-uid"
-REVISION_HASH_LABEL = "controller-revision-hash"
-EXPECTATIONS_TTL = 300.0
-"""Seconds after which unmet expectations are ignored (upstream: 5 minutes)."""
 FAILED_POD_BACKOFF = (1.0, 900.0)
 """Delay before deleting a node's next failed daemon pod: doubles from 1 s up to 15 min."""
 
@@ -56,53 +60,7 @@ HOST_NETWORK_TOLERATION = v1.Toleration(
     key="node.kubernetes.io/network-unavailable", operator="Exists", effect="NoSchedule"
 )
 
-# ---------------------------------------------------------------- shared helpers
-
-
-def template_hash(template: v1.PodTemplateSpec, status: v1.DaemonSetStatus | v1.StatefulSetStatus
-                  ) -> str:
-    """The revision hash of a template (ComputeHash with the owner's collisionCount)."""
-    collisions = status.collision_count if status.HasField("collision_count") else None
-    return compute_hash(template, collisions)
-
-
-def owner_reference(owner: object, kind: str, api_version: str) -> v1.OwnerReference:
-    meta = m.meta(owner)  # type: ignore[arg-type]
-    return v1.OwnerReference(api_version=api_version, kind=kind, name=meta.name, uid=meta.uid,
-                             controller=True, block_owner_deletion=True)
-
-
-def controller_key(obj: object, kind: str) -> str | None:
-    """The work-queue key of the object's controller of ``kind``, if it has one."""
-    ref = m.controller_of(obj)  # type: ignore[arg-type]
-    if ref is None or ref.kind != kind:
-        return None
-    namespace = m.meta(obj).namespace  # type: ignore[arg-type]
-    return f"{namespace}/{ref.name}" if namespace else str(ref.name)
-
-
-def pod_available(pod: v1.Pod, min_ready_seconds: int, now: dt.datetime) -> bool:
-    """Ready for at least minReadySeconds (upstream's podutil.IsPodAvailable)."""
-    condition = podutil.get_condition(pod, "Ready")
-    if condition is None or condition.status != "True":
-        return False
-    if min_ready_seconds <= 0:
-        return True
-    if not condition.last_transition_time:
-        return False
-    ready_since = m.parse_time(condition.last_transition_time)
-    return ready_since + dt.timedelta(seconds=min_ready_seconds) <= now
-
-
-def seconds_until_available(pod: v1.Pod, min_ready_seconds: int, now: dt.datetime) -> float:
-    """How long until a Ready pod becomes available (0 when it is, or is not Ready)."""
-    condition = podutil.get_condition(pod, "Ready")
-    if (condition is None or condition.status != "True" or min_ready_seconds <= 0
-            or not condition.last_transition_time):
-        return 0.0
-    ready_since = m.parse_time(condition.last_transition_time)
-    remaining = (ready_since + dt.timedelta(seconds=min_ready_seconds) - now).total_seconds()
-    return max(remaining, 0.0)
+# ---------------------------------------------------------------- helpers
 
 
 def scaled_value(value: v1.IntOrString, total: int, round_up: bool) -> int:
@@ -118,100 +76,7 @@ def scaled_value(value: v1.IntOrString, total: int, round_up: bool) -> int:
     return 0
 
 
-@dataclass
-class _Expectation:
-    adds: int = 0
-    deletes: set[str] = field(default_factory=set)
-    since: float = field(default_factory=time.monotonic)
-
-
-class Expectations:
-    """Upstream's UIDTrackingControllerExpectations: what a controller has asked the API for
-    and not yet seen in its cache. Until they are met (or ``ttl`` passes) a reconcile must not
-    count pods again, or a stale cache makes it create or delete twice."""
-
-    def __init__(self, ttl: float = EXPECTATIONS_TTL) -> None:
-        self.ttl = ttl
-        self._records: dict[str, _Expectation] = {}
-
-    def satisfied(self, key: str) -> bool:
-        record = self._records.get(key)
-        if record is None:
-            return True
-        if record.adds <= 0 and not record.deletes:
-            return True
-        return time.monotonic() - record.since > self.ttl
-
-    def expect(self, key: str, adds: int = 0, deletes: Iterable[str] = ()) -> None:
-        self._records[key] = _Expectation(adds, set(deletes))
-
-    def creation_observed(self, key: str) -> None:
-        record = self._records.get(key)
-        if record is not None:
-            record.adds -= 1
-
-    def deletion_observed(self, key: str, uid: str) -> None:
-        record = self._records.get(key)
-        if record is not None:
-            record.deletes.discard(uid)
-
-    def forget(self, key: str) -> None:
-        self._records.pop(key, None)
-
-
-# ---------------------------------------------------------------- scheduling predicates
-
-
-def tolerates(toleration: v1.Toleration, taint: v1.Taint) -> bool:
-    """Toleration.ToleratesTaint."""
-    if toleration.effect and toleration.effect != taint.effect:
-        return False
-    if toleration.key and toleration.key != taint.key:
-        return False
-    if toleration.operator in ("", "Equal"):
-        return toleration.value == taint.value
-    return toleration.operator == "Exists"
-
-
-def _requirement_matches(req: v1.NodeSelectorRequirement, labels: Mapping[str, str]) -> bool:
-    present, value = req.key in labels, labels.get(req.key, "")
-    if req.operator == "In":
-        return present and value in req.values
-    if req.operator == "NotIn":
-        return not present or value not in req.values
-    if req.operator == "Exists":
-        return present
-    if req.operator == "DoesNotExist":
-        return not present
-    if req.operator in ("Gt", "Lt") and present and len(req.values) == 1:
-        try:
-            have, bound = int(value), int(req.values[0])
-        except ValueError:
-            return False
-        return have > bound if req.operator == "Gt" else have < bound
-    return False
-
-
-def _term_matches(term: v1.NodeSelectorTerm, node: v1.Node) -> bool:
-    if not term.match_expressions and not term.match_fields:
-        return False
-    fields = {"metadata.name": node.metadata.name}
-    labels = node.metadata.labels
-    return all(_requirement_matches(r, labels) for r in term.match_expressions) and all(
-        r.key in fields and _requirement_matches(r, fields) for r in term.match_fields
-    )
-
-
-def node_affinity_matches(spec: v1.PodSpec, node: v1.Node) -> bool:
-    """nodeSelector and required node affinity (GetRequiredNodeAffinity(pod).Match)."""
-    labels = node.metadata.labels
-    if any(labels.get(k) != v for k, v in spec.node_selector.items()):
-        return False
-    affinity = spec.affinity.node_affinity
-    if affinity.HasField("required_during_scheduling_ignored_during_execution"):
-        terms = affinity.required_during_scheduling_ignored_during_execution.node_selector_terms
-        return any(_term_matches(t, node) for t in terms)
-    return True
+# ---------------------------------------------------------------- placement
 
 
 def daemon_tolerations(spec: v1.PodSpec) -> list[v1.Toleration]:
@@ -229,13 +94,12 @@ def node_should_run_daemon_pod(node: v1.Node, ds: v1.DaemonSet) -> tuple[bool, b
     spec = ds.spec.template.spec
     if spec.node_name and spec.node_name != node.metadata.name:
         return False, False
-    if not node_affinity_matches(spec, node):
+    if not required_node_affinity_matches(spec, node):
         return False, False
     tolerations = daemon_tolerations(spec)
 
     def untolerated(effects: tuple[str, ...]) -> bool:
-        return any(t.effect in effects and not any(tolerates(tol, t) for tol in tolerations)
-                   for t in node.spec.taints)
+        return find_untolerated_taint(node.spec.taints, tolerations, effects) is not None
 
     if untolerated(("NoSchedule", "NoExecute")):
         return False, not untolerated(("NoExecute",))
@@ -265,7 +129,7 @@ class DaemonSetController(Controller):
         self.client = ctx.client
         self.recorder = ctx.recorder
         self.clock: Callable[[], dt.datetime] = m.now
-        self.expectations = Expectations()
+        self.expectations = ControllerExpectations()
         self._failed_backoff: dict[str, tuple[float, float]] = {}
         self.daemonsets = ctx.informers.informer(v1.DaemonSet)
         self.pods = ctx.informers.informer(v1.Pod)
@@ -274,8 +138,9 @@ class DaemonSetController(Controller):
         self.daemonsets.add_handlers(on_add=self.enqueue,
                                      on_update=lambda _old, new: self.enqueue(new),
                                      on_delete=self.enqueue)
-        self.pods.add_handlers(on_add=self._pod_added, on_update=self._pod_updated,
-                               on_delete=self._pod_deleted)
+        self._pod_events = ExpectedPodEvents("DaemonSet", self.expectations, self.queue)
+        self.pods.add_handlers(on_add=self._pod_events.added, on_update=self._pod_updated,
+                               on_delete=self._pod_events.deleted)
         self.nodes.add_handlers(on_add=lambda _n: self._enqueue_all(),
                                 on_update=self._node_updated,
                                 on_delete=lambda _n: self._enqueue_all())
@@ -291,32 +156,12 @@ class DaemonSetController(Controller):
                 or old.spec.unschedulable != new.spec.unschedulable):
             self._enqueue_all()
 
-    def _pod_added(self, pod: v1.Pod) -> None:
-        key = controller_key(pod, "DaemonSet")
-        if key is None:
-            return
-        self.expectations.creation_observed(key)
-        if pod.metadata.deletion_timestamp:
-            self.expectations.deletion_observed(key, pod.metadata.uid)
-        self.queue.add(key)
-
     def _pod_updated(self, old: v1.Pod, new: v1.Pod) -> None:
-        key = controller_key(new, "DaemonSet")
-        old_key = controller_key(old, "DaemonSet")
-        if old_key is not None and old_key != key:
+        # A pod that changed controllers is news to its previous owner too.
+        old_key = m.controller_key(old, "DaemonSet")
+        if old_key is not None and old_key != m.controller_key(new, "DaemonSet"):
             self.queue.add(old_key)
-        if key is None:
-            return
-        if new.metadata.deletion_timestamp:
-            self.expectations.deletion_observed(key, new.metadata.uid)
-        self.queue.add(key)
-
-    def _pod_deleted(self, pod: v1.Pod) -> None:
-        key = controller_key(pod, "DaemonSet")
-        if key is None:
-            return
-        self.expectations.deletion_observed(key, pod.metadata.uid)
-        self.queue.add(key)
+        self._pod_events.updated(old, new)
 
     # ------------------------------------------------------------ reconcile
 
@@ -434,8 +279,8 @@ class DaemonSetController(Controller):
     async def _sync_nodes(self, key: str, ds: v1.DaemonSet, plan: _Plan, revision: str) -> None:
         if not plan.create_on and not plan.delete:
             return
-        self.expectations.expect(key, adds=len(plan.create_on),
-                                 deletes=[p.metadata.uid for p in plan.delete])
+        self.expectations.expect(key, creations=len(plan.create_on),
+                                 deletions=[p.metadata.uid for p in plan.delete])
         results = await asyncio.gather(
             *(self._create(key, ds, node, revision) for node in plan.create_on),
             *(self._delete(key, ds, pod) for pod in plan.delete),
@@ -451,7 +296,7 @@ class DaemonSetController(Controller):
             generate_name=f"{ds.metadata.name}-", namespace=ds.metadata.namespace,
             labels={**template.metadata.labels, REVISION_HASH_LABEL: revision},
             annotations=dict(template.metadata.annotations),
-            owner_references=[owner_reference(ds, "DaemonSet", "apps/v1")],
+            owner_references=[m.controller_reference(ds)],
         ))
         pod.spec.CopyFrom(template.spec)
         del pod.spec.tolerations[:]
@@ -471,20 +316,9 @@ class DaemonSetController(Controller):
 
     async def _delete(self, key: str, ds: v1.DaemonSet, pod: v1.Pod) -> None:
         node_gone = self.nodes.store.get(pod.spec.node_name) is None
-        try:
-            # No kubelet will confirm a graceful deletion on a node that is gone.
-            await self.client.delete(v1.Pod, pod.metadata.name, pod.metadata.namespace,
-                                     grace_period_seconds=0 if node_gone else None,
-                                     uid=pod.metadata.uid)
-        except NotFound:
-            self.expectations.deletion_observed(key, pod.metadata.uid)
-            return
-        except ApiError as e:
-            self.expectations.deletion_observed(key, pod.metadata.uid)
-            self.recorder.record(ds, WARNING, "FailedDelete", f"Error deleting: {e}")
-            raise
-        self.recorder.record(ds, NORMAL, "SuccessfulDelete",
-                             f"Deleted pod: {pod.metadata.name}")
+        # No kubelet will confirm a graceful deletion on a node that is gone.
+        await delete_pod(self.client, self.recorder, self.expectations, key, ds, pod,
+                         grace_period_seconds=0 if node_gone else None)
 
     # ------------------------------------------------------------ status
 
@@ -519,15 +353,7 @@ class DaemonSetController(Controller):
         status.number_available = available
         status.number_unavailable = desired - available
         status.observed_generation = ds.metadata.generation
-        if status == ds.status:
-            return
-        fresh = m.copy(ds)
-        fresh.status.CopyFrom(status)
-        try:
-            await self.client.update_status(fresh)
-        except (NotFound, Conflict):
-            # Our cache is behind: the newer version's event brings the key back.
-            return
+        await write_status(self.client, ds, status)
 
     def _next_availability_check(self, ds: v1.DaemonSet, by_node: dict[str, list[v1.Pod]],
                                  now: dt.datetime) -> float | None:

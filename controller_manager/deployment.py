@@ -20,7 +20,13 @@ from google.protobuf.message import Message
 
 from controller_manager import deployment_util as du
 from controller_manager.context import ControllerContext
-from controller_manager.replicaset import claim, controller_reference, fresh_owner_check
+from controller_manager.ownership import (
+    claim,
+    fresh_owner_check,
+    owners_to_sync_on_add,
+    owners_to_sync_on_update,
+    resolve_controller_ref,
+)
 from kubelite.api import meta as m
 from kubelite.api import pods as podutil
 from kubelite.api import podtemplate
@@ -92,50 +98,17 @@ class DeploymentController(Controller):
         self.enqueue(d)
 
     def _owner(self, namespace: str, ref: v1.OwnerReference | None) -> v1.Deployment | None:
-        if ref is None or ref.kind != "Deployment":
-            return None
-        d = self.d_store.get_by_name(namespace, ref.name)
-        return d if d is not None and d.metadata.uid == ref.uid else None
-
-    def _matching(self, rs: v1.ReplicaSet) -> list[v1.Deployment]:
-        result = []
-        labels = dict(rs.metadata.labels)
-        for d in self.d_store.by_index("namespace", rs.metadata.namespace):
-            try:
-                selector = selector_from_label_selector(d.spec.selector)
-            except ValueError:
-                continue
-            if not selector.empty() and selector.matches(labels):
-                result.append(d)
-        return result
+        return resolve_controller_ref(self.d_store, namespace, ref, "Deployment")
 
     def _on_rs_add(self, rs: v1.ReplicaSet) -> None:
-        ref = m.controller_of(rs)
-        if ref is not None:
-            d = self._owner(rs.metadata.namespace, ref)
-            if d is not None:
-                self.enqueue(d)
-            return
-        for d in self._matching(rs):
+        for d in owners_to_sync_on_add(self.d_store, "Deployment", rs):
             self.enqueue(d)
 
     def _on_rs_update(self, old: v1.ReplicaSet, new: v1.ReplicaSet) -> None:
         if old.metadata.resource_version == new.metadata.resource_version:
             return
-        old_ref, new_ref = m.controller_of(old), m.controller_of(new)
-        ref_changed = (old_ref.uid if old_ref else None) != (new_ref.uid if new_ref else None)
-        if ref_changed and old_ref is not None:
-            d = self._owner(old.metadata.namespace, old_ref)
-            if d is not None:
-                self.enqueue(d)
-        if new_ref is not None:
-            d = self._owner(new.metadata.namespace, new_ref)
-            if d is not None:
-                self.enqueue(d)
-            return
-        if ref_changed or old.metadata.labels != new.metadata.labels:
-            for d in self._matching(new):
-                self.enqueue(d)
+        for d in owners_to_sync_on_update(self.d_store, "Deployment", old, new):
+            self.enqueue(d)
 
     def _on_rs_delete(self, rs: v1.ReplicaSet) -> None:
         self._written.pop(f"ReplicaSet:{m.key_of(rs)}", None)
@@ -144,11 +117,9 @@ class DeploymentController(Controller):
             self.enqueue(d)
 
     def _deployment_of_pod(self, pod: v1.Pod) -> v1.Deployment | None:
-        ref = m.controller_of(pod)
-        if ref is None or ref.kind != "ReplicaSet":
-            return None
-        rs = self.rs_store.get_by_name(pod.metadata.namespace, ref.name)
-        if rs is None or rs.metadata.uid != ref.uid:
+        rs = resolve_controller_ref(self.rs_store, pod.metadata.namespace,
+                                    m.controller_of(pod), "ReplicaSet")
+        if rs is None:
             return None
         return self._owner(rs.metadata.namespace, m.controller_of(rs))
 
@@ -296,7 +267,7 @@ class _Sync:
         rs.metadata.namespace = d.metadata.namespace
         rs.metadata.labels.update(d.spec.template.metadata.labels)
         rs.metadata.labels[podtemplate.POD_TEMPLATE_HASH_LABEL] = hash_
-        rs.metadata.owner_references.append(controller_reference(d))
+        rs.metadata.owner_references.append(m.controller_reference(d))
         rs.spec.min_ready_seconds = d.spec.min_ready_seconds
         rs.spec.selector.CopyFrom(d.spec.selector)
         rs.spec.selector.match_labels[podtemplate.POD_TEMPLATE_HASH_LABEL] = hash_

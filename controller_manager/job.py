@@ -27,13 +27,14 @@ from dataclasses import dataclass
 import structlog
 
 from controller_manager.context import ControllerContext
-from controller_manager.daemonset import OWNER_INDEX, Expectations, controller_key, owner_reference
+from controller_manager.workload import OWNER_INDEX, ExpectedPodEvents, delete_pod, write_status
 from kubelite.api import meta as m
 from kubelite.api import pods as podutil
-from kubelite.api.errors import ApiError, Conflict, NotFound
+from kubelite.api.errors import ApiError, NotFound
 from kubelite.api.labels import selector_from_label_selector
 from kubelite.client.controller import Controller
 from kubelite.client.events import NORMAL, WARNING
+from kubelite.client.expectations import ControllerExpectations
 from kubelite.client.informer import index_by_owner_uid
 from protos.v1 import objects_pb2 as v1
 
@@ -120,40 +121,16 @@ class JobController(Controller):
             ctx.settings.job_pod_failure_backoff, ctx.settings.job_pod_failure_backoff_max
         )
         self.clock: Callable[[], dt.datetime] = m.now
-        self.expectations = Expectations()
+        self.expectations = ControllerExpectations()
         self.jobs = ctx.informers.informer(v1.Job)
         self.pods = ctx.informers.informer(v1.Pod)
         self.pods.store.add_indexer(OWNER_INDEX, index_by_owner_uid)
         self.jobs.add_handlers(on_add=self.enqueue, on_update=lambda _o, new: self.enqueue(new),
                                on_delete=self.enqueue)
-        self.pods.add_handlers(on_add=self._pod_added, on_update=self._pod_updated,
-                               on_delete=self._pod_deleted)
-
-    # ------------------------------------------------------------ handlers
-
-    def _pod_added(self, pod: v1.Pod) -> None:
-        key = controller_key(pod, "Job")
-        if key is None:
-            return
-        self.expectations.creation_observed(key)
-        if pod.metadata.deletion_timestamp:
-            self.expectations.deletion_observed(key, pod.metadata.uid)
-        self.queue.add(key)
-
-    def _pod_updated(self, old: v1.Pod, new: v1.Pod) -> None:
-        key = controller_key(new, "Job")
-        if key is None:
-            return
-        if new.metadata.deletion_timestamp:
-            self.expectations.deletion_observed(key, new.metadata.uid)
-        self.queue.add(key)
-
-    def _pod_deleted(self, pod: v1.Pod) -> None:
-        key = controller_key(pod, "Job")
-        if key is None:
-            return
-        self.expectations.deletion_observed(key, pod.metadata.uid)
-        self.queue.add(key)
+        self._pod_events = ExpectedPodEvents("Job", self.expectations, self.queue)
+        self.pods.add_handlers(on_add=self._pod_events.added,
+                               on_update=self._pod_events.updated,
+                               on_delete=self._pod_events.deleted)
 
     # ------------------------------------------------------------ reconcile
 
@@ -233,14 +210,10 @@ class JobController(Controller):
         status.active = len(active) + created
         status.ready = sum(1 for p in active if podutil.is_ready(p))
         status.succeeded, status.failed = succeeded, failed
-        if status != job.status:
-            fresh = m.copy(job)
-            fresh.status.CopyFrom(status)
-            try:
-                job = await self.client.update_status(fresh)
-            except (NotFound, Conflict):
-                # Our cache is behind: the newer version's event brings the key back.
-                return
+        written = await write_status(self.client, job, status)
+        if written is None:
+            return
+        job = written
         if finished_event is not None:
             self.recorder.record(job, *finished_event)
         if is_finished(job):
@@ -286,7 +259,7 @@ class JobController(Controller):
         if remaining > 0:
             return 0, remaining
         missing = min(want - len(active), MAX_POD_CREATE_DELETE_PER_SYNC)
-        self.expectations.expect(key, adds=missing)
+        self.expectations.expect_creations(key, missing)
         results = await asyncio.gather(*(self._create_pod(key, job) for _ in range(missing)),
                                        return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -319,7 +292,7 @@ class JobController(Controller):
             generate_name=f"{job.metadata.name}-", namespace=job.metadata.namespace,
             labels=dict(template.metadata.labels),
             annotations=dict(template.metadata.annotations),
-            owner_references=[owner_reference(job, "Job", "batch/v1")],
+            owner_references=[m.controller_reference(job)],
         ))
         pod.spec.CopyFrom(template.spec)
         try:
@@ -335,23 +308,13 @@ class JobController(Controller):
         pods = [p for p in pods if not p.metadata.deletion_timestamp]
         if not pods:
             return
-        self.expectations.expect(key, deletes=[p.metadata.uid for p in pods])
+        self.expectations.expect_deletions(key, [p.metadata.uid for p in pods])
 
-        async def delete(pod: v1.Pod) -> None:
-            try:
-                await self.client.delete(v1.Pod, pod.metadata.name, pod.metadata.namespace,
-                                         uid=pod.metadata.uid)
-            except NotFound:
-                self.expectations.deletion_observed(key, pod.metadata.uid)
-                return
-            except ApiError as e:
-                self.expectations.deletion_observed(key, pod.metadata.uid)
-                self.recorder.record(job, WARNING, "FailedDelete", f"Error deleting: {e}")
-                raise
-            self.recorder.record(job, NORMAL, "SuccessfulDelete",
-                                 f"Deleted pod: {pod.metadata.name}")
-
-        results = await asyncio.gather(*(delete(p) for p in pods), return_exceptions=True)
+        results = await asyncio.gather(
+            *(delete_pod(self.client, self.recorder, self.expectations, key, job, p)
+              for p in pods),
+            return_exceptions=True,
+        )
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]

@@ -12,22 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
-from google.protobuf.message import Message
 
 from controller_manager.context import ControllerContext
+from controller_manager.ownership import (
+    claim,
+    fresh_owner_check,
+    owners_to_sync_on_add,
+    owners_to_sync_on_update,
+    resolve_controller_ref,
+)
+from controller_manager.workload import OWNER_INDEX, delete_pod, pod_available
 from kubelite.api import meta as m
 from kubelite.api import pods as podutil
-from kubelite.api.errors import ApiError, Conflict, NotFound
-from kubelite.api.labels import Selector, selector_from_label_selector
-from kubelite.api.registry import by_message
+from kubelite.api.errors import ApiError, Conflict
+from kubelite.api.labels import selector_from_label_selector
 from kubelite.client.client import ApiClient
 from kubelite.client.controller import Controller
 from kubelite.client.events import NORMAL, WARNING, EventRecorder
+from kubelite.client.expectations import EXPECTATIONS_TTL, ControllerExpectations
 from kubelite.client.informer import Store, index_by_owner_uid
 from protos.v1 import objects_pb2 as v1
 
@@ -36,171 +41,6 @@ log = structlog.get_logger(__name__)
 BURST_REPLICAS = 500
 """Most pods created or deleted in one sync (Kubernetes' burstReplicas)."""
 SLOW_START_INITIAL_BATCH = 1
-EXPECTATIONS_TTL = 300.0
-"""Seconds after which unmet expectations are ignored (a lost event must not wedge a set)."""
-OWNER_INDEX = "owner_uid"
-
-# ---------------------------------------------------------------- expectations
-
-
-@dataclass
-class _Expectation:
-    add: int
-    delete: int
-    timestamp: float
-    deleting: set[str] = field(default_factory=set)
-    """Keys of the pods whose deletion is expected: a pod is observed gone once only."""
-
-
-class ControllerExpectations:
-    """Creations and deletions a controller has asked for and not yet seen in its cache
-    (Kubernetes' UIDTrackingControllerExpectations)."""
-
-    def __init__(self, ttl: float = EXPECTATIONS_TTL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self.clock = clock
-        self._items: dict[str, _Expectation] = {}
-
-    def satisfied(self, key: str) -> bool:
-        """Whether the controller may act on ``key``: nothing pending, or pending too long,
-        or never set (a new controller, or one that restarted)."""
-        exp = self._items.get(key)
-        if exp is None:
-            return True
-        if exp.add <= 0 and exp.delete <= 0:
-            return True
-        return self.clock() - exp.timestamp > self.ttl
-
-    def pending(self, key: str) -> tuple[int, int]:
-        exp = self._items.get(key)
-        return (exp.add, exp.delete) if exp is not None else (0, 0)
-
-    def expect_creations(self, key: str, count: int) -> None:
-        self._items[key] = _Expectation(count, 0, self.clock())
-
-    def expect_deletions(self, key: str, pod_keys: Iterable[str]) -> None:
-        keys = set(pod_keys)
-        self._items[key] = _Expectation(0, len(keys), self.clock(), keys)
-
-    def creation_observed(self, key: str) -> None:
-        exp = self._items.get(key)
-        if exp is not None:
-            exp.add -= 1
-
-    def deletion_observed(self, key: str, pod_key: str) -> None:
-        exp = self._items.get(key)
-        if exp is not None and pod_key in exp.deleting:
-            exp.deleting.discard(pod_key)
-            exp.delete -= 1
-
-    def delete(self, key: str) -> None:
-        self._items.pop(key, None)
-
-
-# ---------------------------------------------------------------- ownership
-
-
-def controller_reference(owner: Message) -> v1.OwnerReference:
-    """The ownerReference a controller puts on what it creates or adopts."""
-    rtype = by_message(type(owner))
-    meta = m.meta(owner)
-    return v1.OwnerReference(api_version=rtype.api_version, kind=rtype.kind, name=meta.name,
-                             uid=meta.uid, controller=True, block_owner_deletion=True)
-
-
-def _refs_json(refs: Iterable[v1.OwnerReference]) -> list[dict[str, object]]:
-    result: list[dict[str, object]] = []
-    for ref in refs:
-        item: dict[str, object] = {"apiVersion": ref.api_version, "kind": ref.kind,
-                                   "name": ref.name, "uid": ref.uid}
-        if ref.HasField("controller"):
-            item["controller"] = ref.controller
-        if ref.HasField("block_owner_deletion"):
-            item["blockOwnerDeletion"] = ref.block_owner_deletion
-        result.append(item)
-    return result
-
-
-async def adopt(client: ApiClient, owner: Message, obj: Message) -> Message:
-    """Adds ``owner`` as controller of ``obj``; the resourceVersion guards the list patch
-    (a merge patch replaces the whole list)."""
-    meta = m.meta(obj)
-    refs = [*meta.owner_references, controller_reference(owner)]
-    patch = {"metadata": {"ownerReferences": _refs_json(refs),
-                          "resourceVersion": meta.resource_version}}
-    return await client.patch(type(obj), meta.name, patch, meta.namespace)
-
-
-async def release(client: ApiClient, owner: Message, obj: Message) -> Message | None:
-    """Removes ``owner``'s reference from ``obj``; None if ``obj`` is gone."""
-    meta = m.meta(obj)
-    owner_uid = m.meta(owner).uid
-    refs = [r for r in meta.owner_references if r.uid != owner_uid]
-    patch = {"metadata": {"ownerReferences": _refs_json(refs),
-                          "resourceVersion": meta.resource_version}}
-    try:
-        return await client.patch(type(obj), meta.name, patch, meta.namespace)
-    except NotFound:
-        return None
-
-
-async def claim(
-    client: ApiClient,
-    owner: Message,
-    selector: Selector,
-    candidates: Sequence[Message],
-    can_adopt: Callable[[], Awaitable[bool]],
-) -> list[Message]:
-    """Kubernetes' ControllerRefManager: what ``owner`` controls among ``candidates``.
-
-    Owned objects that still match are kept, owned ones that stopped matching are released
-    (unless the owner is being deleted), matching orphans are adopted once ``can_adopt``
-    confirms, from a fresh read, that the owner is still there and not being deleted.
-    """
-    owner_meta = m.meta(owner)
-    owner_deleting = bool(owner_meta.deletion_timestamp)
-    claimed: list[Message] = []
-    adoption_checked: bool | None = None
-    for obj in candidates:
-        meta = m.meta(obj)
-        ref = m.controller_of(obj)
-        matches = selector.matches(dict(meta.labels))
-        if ref is not None:
-            if ref.uid != owner_meta.uid:
-                continue
-            if matches:
-                claimed.append(obj)
-            elif not owner_deleting:
-                await release(client, owner, obj)
-            continue
-        if owner_deleting or not matches or meta.deletion_timestamp:
-            continue
-        if adoption_checked is None:
-            adoption_checked = await can_adopt()
-        if not adoption_checked:
-            continue
-        try:
-            claimed.append(await adopt(client, owner, obj))
-        except NotFound:
-            continue
-    return claimed
-
-
-def fresh_owner_check(client: ApiClient, owner: Message) -> Callable[[], Awaitable[bool]]:
-    """``can_adopt`` for claim(): the owner, read past the cache, is the same and alive."""
-
-    async def check() -> bool:
-        meta = m.meta(owner)
-        try:
-            fresh = await client.get(type(owner), meta.name, meta.namespace)
-        except NotFound:
-            return False
-        fresh_meta = m.meta(fresh)
-        return bool(fresh_meta.uid == meta.uid and not fresh_meta.deletion_timestamp)
-
-    return check
-
 
 # ---------------------------------------------------------------- pod facts
 
@@ -214,16 +54,6 @@ def ready_since(pod: v1.Pod) -> dt.datetime | None:
     if condition is None or condition.status != "True":
         return None
     return _time(condition.last_transition_time)
-
-
-def is_available(pod: v1.Pod, min_ready_seconds: int, now: dt.datetime) -> bool:
-    """Ready for at least minReadySeconds (counted from the Ready condition's transition)."""
-    if not podutil.is_ready(pod):
-        return False
-    if min_ready_seconds <= 0:
-        return True
-    since = ready_since(pod)
-    return since is not None and since + dt.timedelta(seconds=min_ready_seconds) <= now
 
 
 def _max_restarts(pod: v1.Pod) -> int:
@@ -325,41 +155,23 @@ class ReplicaSetController(Controller):
         self.enqueue(new)
 
     def _on_rs_delete(self, rs: v1.ReplicaSet) -> None:
-        self.expectations.delete(m.key_of(rs))
+        self.expectations.forget(m.key_of(rs))
         self.enqueue(rs)
 
-    def _owner(self, pod: v1.Pod, ref: v1.OwnerReference | None = None) -> v1.ReplicaSet | None:
-        ref = ref if ref is not None else m.controller_of(pod)
-        if ref is None or ref.kind != "ReplicaSet":
-            return None
-        rs = self.rs_store.get_by_name(pod.metadata.namespace, ref.name)
-        return rs if rs is not None and rs.metadata.uid == ref.uid else None
-
-    def _matching(self, pod: v1.Pod) -> list[v1.ReplicaSet]:
-        """ReplicaSets whose selector takes this (orphan) pod."""
-        result = []
-        labels = dict(pod.metadata.labels)
-        for rs in self.rs_store.by_index("namespace", pod.metadata.namespace):
-            try:
-                selector = selector_from_label_selector(rs.spec.selector)
-            except ValueError:
-                continue
-            if not selector.empty() and selector.matches(labels):
-                result.append(rs)
-        return result
+    def _owner(self, pod: v1.Pod) -> v1.ReplicaSet | None:
+        return resolve_controller_ref(self.rs_store, pod.metadata.namespace,
+                                      m.controller_of(pod), "ReplicaSet")
 
     def _on_pod_add(self, pod: v1.Pod) -> None:
         if pod.metadata.deletion_timestamp:
             # Seen for the first time already going (e.g. after a restart).
             self._on_pod_delete(pod)
             return
-        if m.controller_of(pod) is not None:
-            rs = self._owner(pod)
-            if rs is not None:
+        controlled = m.controller_of(pod) is not None
+        for rs in owners_to_sync_on_add(self.rs_store, "ReplicaSet", pod):
+            if controlled:
+                # One of the creations we asked for (or another controlled pod) arrived.
                 self.expectations.creation_observed(m.key_of(rs))
-                self.enqueue(rs)
-            return
-        for rs in self._matching(pod):
             self.enqueue(rs)
 
     def _on_pod_update(self, old: v1.Pod, new: v1.Pod) -> None:
@@ -373,20 +185,8 @@ class ReplicaSetController(Controller):
             if labels_changed:
                 self._on_pod_delete(old)
             return
-        old_ref, new_ref = m.controller_of(old), m.controller_of(new)
-        ref_changed = (old_ref.uid if old_ref else None) != (new_ref.uid if new_ref else None)
-        if ref_changed and old_ref is not None:
-            rs = self._owner(old, old_ref)
-            if rs is not None:
-                self.enqueue(rs)
-        if new_ref is not None:
-            rs = self._owner(new, new_ref)
-            if rs is not None:
-                self.enqueue(rs)
-            return
-        if labels_changed or ref_changed:
-            for rs in self._matching(new):
-                self.enqueue(rs)
+        for rs in owners_to_sync_on_update(self.rs_store, "ReplicaSet", old, new):
+            self.enqueue(rs)
 
     def _on_pod_delete(self, pod: v1.Pod) -> None:
         rs = self._owner(pod)
@@ -401,7 +201,7 @@ class ReplicaSetController(Controller):
     async def reconcile(self, key: str) -> None:
         rs = self.rs_store.get(key)
         if rs is None:
-            self.expectations.delete(key)
+            self.expectations.forget(key)
             return
         bound = log.bind(replicaset=key)
         try:
@@ -471,7 +271,7 @@ class ReplicaSetController(Controller):
         pod.metadata.labels.update(template.metadata.labels)
         pod.metadata.annotations.update(template.metadata.annotations)
         pod.metadata.finalizers.extend(template.metadata.finalizers)
-        pod.metadata.owner_references.append(controller_reference(rs))
+        pod.metadata.owner_references.append(m.controller_reference(rs))
         pod.spec.CopyFrom(template.spec)
         try:
             created = await self.client.create(pod)
@@ -482,19 +282,8 @@ class ReplicaSetController(Controller):
                              f"Created pod: {created.metadata.name}")
 
     async def _delete_pod(self, key: str, rs: v1.ReplicaSet, pod: v1.Pod) -> None:
-        try:
-            await self.client.delete(v1.Pod, pod.metadata.name, pod.metadata.namespace,
-                                     uid=pod.metadata.uid)
-        except NotFound:
-            self.expectations.deletion_observed(key, m.key_of(pod))
-            return
-        except ApiError as e:
-            # No event will come for a pod we failed to delete.
-            self.expectations.deletion_observed(key, m.key_of(pod))
-            self.recorder.record(rs, WARNING, "FailedDelete", f"Error deleting: {e}")
-            raise
-        self.recorder.record(rs, NORMAL, "SuccessfulDelete",
-                             f"Deleted pod: {pod.metadata.name}")
+        await delete_pod(self.client, self.recorder, self.expectations, key, rs, pod,
+                         identity=m.key_of(pod))
 
     async def _write_status(self, rs: v1.ReplicaSet, status: v1.ReplicaSetStatus) -> None:
         if rs.status == status:
@@ -524,7 +313,7 @@ def calculate_status(rs: v1.ReplicaSet, pods: Sequence[v1.Pod], now: dt.datetime
     status.fully_labeled_replicas = sum(1 for p in pods if is_fully_labeled(p, template_labels))
     status.ready_replicas = sum(1 for p in pods if podutil.is_ready(p))
     status.available_replicas = sum(
-        1 for p in pods if is_available(p, rs.spec.min_ready_seconds, now)
+        1 for p in pods if pod_available(p, rs.spec.min_ready_seconds, now)
     )
     status.observed_generation = rs.metadata.generation
     failure = [c for c in status.conditions if c.type == "ReplicaFailure"]

@@ -26,18 +26,17 @@ from dataclasses import dataclass
 import structlog
 
 from controller_manager.context import ControllerContext
-from controller_manager.daemonset import (
+from controller_manager.workload import (
     OWNER_INDEX,
     REVISION_HASH_LABEL,
-    controller_key,
-    owner_reference,
     pod_available,
     seconds_until_available,
     template_hash,
+    write_status,
 )
 from kubelite.api import meta as m
 from kubelite.api import pods as podutil
-from kubelite.api.errors import AlreadyExists, ApiError, Conflict, NotFound
+from kubelite.api.errors import AlreadyExists, ApiError, NotFound
 from kubelite.client.controller import Controller
 from kubelite.client.events import NORMAL, WARNING
 from kubelite.client.informer import index_by_owner_uid
@@ -101,7 +100,7 @@ class StatefulSetController(Controller):
                                on_delete=self._pod_changed)
 
     def _pod_changed(self, pod: v1.Pod) -> None:
-        key = controller_key(pod, "StatefulSet")
+        key = m.controller_key(pod, "StatefulSet")
         if key is not None:
             self.queue.add(key)
 
@@ -226,7 +225,7 @@ class StatefulSetController(Controller):
             labels={**template.metadata.labels, POD_NAME_LABEL: name,
                     POD_INDEX_LABEL: str(ordinal), REVISION_HASH_LABEL: revision},
             annotations=dict(template.metadata.annotations),
-            owner_references=[owner_reference(sts, "StatefulSet", "apps/v1")],
+            owner_references=[m.controller_reference(sts)],
         ))
         pod.spec.CopyFrom(template.spec)
         pod.spec.hostname = name
@@ -269,7 +268,7 @@ class StatefulSetController(Controller):
             policy = sts.spec.persistent_volume_claim_retention_policy
             if policy.when_deleted == "Delete":
                 pvc.metadata.owner_references.append(
-                    owner_reference(sts, "StatefulSet", "apps/v1"))
+                    m.controller_reference(sts))
             try:
                 await self.client.create(pvc)
             except AlreadyExists:
@@ -330,12 +329,4 @@ class StatefulSetController(Controller):
             # The rollout is complete: the update revision becomes the current one.
             status.current_revision = revisions.update
             status.current_replicas = updated
-        if status == sts.status:
-            return
-        fresh = m.copy(sts)
-        fresh.status.CopyFrom(status)
-        try:
-            await self.client.update_status(fresh)
-        except (NotFound, Conflict):
-            # Our cache is behind: the newer version's event brings the key back.
-            return
+        await write_status(self.client, sts, status)

@@ -17,6 +17,7 @@ import structlog
 from controller_manager.context import ControllerContext
 from kubelite.api import meta as m
 from kubelite.api.errors import Conflict, NotFound
+from kubelite.api.scheduling import tolerates
 from kubelite.client.controller import Controller
 from kubelite.client.events import EventRecorder
 from kubelite.client.informer import Informer, index_by_node_name
@@ -26,19 +27,6 @@ log = structlog.get_logger(__name__)
 
 NO_EXECUTE = "NoExecute"
 NODE_INDEX = "spec.nodeName"
-
-
-def tolerates(toleration: v1.Toleration, taint: v1.Taint) -> bool:
-    """Kubernetes' Toleration.ToleratesTaint."""
-    if toleration.effect and toleration.effect != taint.effect:
-        return False
-    if toleration.key and toleration.key != taint.key:
-        return False
-    if toleration.operator == "Exists":
-        return True
-    if toleration.operator in ("", "Equal"):
-        return toleration.value == taint.value
-    return False
 
 
 def no_execute_taints(node: v1.Node) -> list[v1.Taint]:

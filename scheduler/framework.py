@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -449,17 +449,3 @@ class FitError:
             text += f" {', '.join(reasons)}."
         return text
 
-
-def tolerates(toleration: v1.Toleration, taint: v1.Taint) -> bool:
-    """Upstream's Toleration.ToleratesTaint."""
-    if toleration.effect and toleration.effect != taint.effect:
-        return False
-    if toleration.key and toleration.key != taint.key:
-        return False
-    if toleration.operator in ("", "Equal"):
-        return toleration.value == taint.value
-    return toleration.operator == "Exists"
-
-
-def tolerated(tolerations: Iterable[v1.Toleration], taint: v1.Taint) -> bool:
-    return any(tolerates(t, taint) for t in tolerations)

@@ -9,6 +9,9 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
+from kubelite.api.registry import by_message
+from protos.v1 import objects_pb2 as v1
+
 # Kubernetes' alphabet for generated names: no vowels, no confusable characters.
 M = TypeVar("M", bound=Message)
 
@@ -80,3 +83,23 @@ def controller_of(obj: Message) -> Any | None:
         if ref.controller:
             return ref
     return None
+
+
+def controller_reference(owner: Message) -> v1.OwnerReference:
+    """The ownerReference a controller puts on what it creates or adopts: its own apiVersion,
+    kind, name and uid, with controller and blockOwnerDeletion set."""
+    rtype = by_message(type(owner))
+    owner_meta = meta(owner)
+    return v1.OwnerReference(api_version=rtype.api_version, kind=rtype.kind,
+                             name=owner_meta.name, uid=owner_meta.uid, controller=True,
+                             block_owner_deletion=True)
+
+
+def controller_key(obj: Message, kind: str) -> str | None:
+    """The work-queue key of the object's controller if it is of ``kind`` (it lives in the
+    object's namespace), None when the object has no controller of that kind."""
+    ref = controller_of(obj)
+    if ref is None or ref.kind != kind:
+        return None
+    namespace = meta(obj).namespace
+    return f"{namespace}/{ref.name}" if namespace else str(ref.name)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from kubelite.api.scheduling import tolerated
 from protos.v1 import objects_pb2 as v1
-from scheduler.framework import SUCCESS, ClusterEvent, NodeInfo, PodInfo, Status, tolerated
+from scheduler.framework import SUCCESS, ClusterEvent, NodeInfo, PodInfo, Status
 
 ERR_REASON_UNSCHEDULABLE = "node(s) were unschedulable"
 TAINT_NODE_UNSCHEDULABLE = "node.kubernetes.io/unschedulable"

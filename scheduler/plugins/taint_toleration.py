@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from kubelite.api.scheduling import find_untolerated_taint, tolerated
 from protos.v1 import objects_pb2 as v1
 from scheduler.framework import (
     SUCCESS,
@@ -13,7 +14,6 @@ from scheduler.framework import (
     PodInfo,
     Status,
     default_normalize_score,
-    tolerated,
 )
 
 FILTERED_EFFECTS = ("NoSchedule", "NoExecute")
@@ -33,10 +33,10 @@ class TaintToleration:
         node = node_info.node
         if node is None:
             return SUCCESS
-        tolerations = pod.pod.spec.tolerations
-        for taint in node.spec.taints:
-            if taint.effect in FILTERED_EFFECTS and not tolerated(tolerations, taint):
-                return Status.unresolvable(untolerated_taint_reason(taint))
+        taint = find_untolerated_taint(node.spec.taints, pod.pod.spec.tolerations,
+                                       FILTERED_EFFECTS)
+        if taint is not None:
+            return Status.unresolvable(untolerated_taint_reason(taint))
         return SUCCESS
 
     def score(self, pod: PodInfo, node_info: NodeInfo) -> int:

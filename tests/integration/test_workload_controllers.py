@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from controller_manager.daemonset import REVISION_HASH_LABEL
 from controller_manager.manager import ControllerManager
 from controller_manager.settings import ControllerManagerSettings
+from controller_manager.workload import REVISION_HASH_LABEL
 from kubelite.api import meta as m
 from kubelite.api import pods as podutil
 from kubelite.api.errors import ApiError, Invalid, NotFound

@@ -11,20 +11,16 @@ from typing import Any, TypeVar, cast
 from google.protobuf.message import Message
 
 from controller_manager.context import ControllerContext
-from controller_manager.daemonset import (
-    REVISION_HASH_LABEL,
-    DaemonSetController,
-    Expectations,
-    node_should_run_daemon_pod,
-    template_hash,
-)
+from controller_manager.daemonset import DaemonSetController, node_should_run_daemon_pod
 from controller_manager.settings import ControllerManagerSettings
+from controller_manager.workload import REVISION_HASH_LABEL, template_hash
 from kubelite.api import defaults
 from kubelite.api import meta as m
 from kubelite.api.errors import AlreadyExists, NotFound
 from kubelite.api.registry import by_message
 from kubelite.client.client import ApiClient
 from kubelite.client.events import EventRecorder
+from kubelite.client.expectations import ControllerExpectations
 from kubelite.client.informer import InformerFactory
 from protos.v1 import objects_pb2 as v1
 
@@ -236,7 +232,7 @@ async def test_stale_cache_does_not_create_twice() -> None:
     await controller.reconcile("default/agent")  # the cache has not seen the pods yet
     assert len(client.created_of(v1.Pod)) == 2
     for pod in client.created_of(v1.Pod):
-        controller._pod_added(pod)
+        controller._pod_events.added(pod)
     assert controller.expectations.satisfied("default/agent")
 
 
@@ -337,11 +333,11 @@ def test_node_affinity_and_tolerations() -> None:
 
 
 def test_expectations_expire() -> None:
-    expectations = Expectations(ttl=0.0)
-    expectations.expect("k", adds=2)
+    expectations = ControllerExpectations(ttl=0.0)
+    expectations.expect_creations("k", 2)
     assert expectations.satisfied("k")  # past the ttl: never wait forever
-    expectations = Expectations()
-    expectations.expect("k", adds=1, deletes=["u1"])
+    expectations = ControllerExpectations()
+    expectations.expect("k", creations=1, deletions=["u1"])
     expectations.creation_observed("k")
     assert not expectations.satisfied("k")
     expectations.deletion_observed("k", "u1")

@@ -17,13 +17,10 @@ from controller_manager.nodelifecycle import (
     mark_unknown,
 )
 from controller_manager.podgc import PodGCController, terminated_to_delete
-from controller_manager.taint_eviction import (
-    TaintEvictionController,
-    eviction_time,
-    tolerates,
-)
+from controller_manager.taint_eviction import TaintEvictionController, eviction_time
 from kubelite.api import meta as m
 from kubelite.api import pods as podutil
+from kubelite.api.scheduling import tolerates
 from protos.v1 import objects_pb2 as v1
 from tests.unit.test_garbagecollector import FakeClient, FakeRecorder, deliver, fake_context
 

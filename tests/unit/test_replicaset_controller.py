@@ -16,7 +16,6 @@ from google.protobuf.message import Message
 
 from controller_manager.context import ControllerContext
 from controller_manager.replicaset import (
-    ControllerExpectations,
     ReplicaSetController,
     deletion_order,
     slow_start_batch,
@@ -28,6 +27,7 @@ from kubelite.api.errors import Forbidden, NotFound
 from kubelite.api.registry import by_message
 from kubelite.client.client import ApiClient
 from kubelite.client.events import EventRecorder
+from kubelite.client.expectations import ControllerExpectations
 from kubelite.client.informer import InformerFactory, Store
 from protos.v1 import objects_pb2 as v1
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-from controller_manager.daemonset import REVISION_HASH_LABEL, template_hash
 from controller_manager.statefulset import (
     POD_INDEX_LABEL,
     POD_NAME_LABEL,
     StatefulSetController,
     parse_ordinal,
 )
+from controller_manager.workload import REVISION_HASH_LABEL, template_hash
 from protos.v1 import objects_pb2 as v1
 from tests.unit.test_daemonset_controller import (
     NOW,
