@@ -31,11 +31,17 @@ class ControllerManager:
     async def start(self) -> None:
         names = registry.select(self.settings.controllers)
         if self.settings.leader_elect:
-            elector = LeaderElector(self.client, self.settings.leader_election)
-            self._task = asyncio.create_task(elector.run(lambda: self._lead(names)),
+            self._task = asyncio.create_task(self._stand_for_election(names),
                                              name="controller-manager-election")
         else:
             self._task = asyncio.create_task(self._lead(names), name="controller-manager")
+
+    async def _stand_for_election(self, names: list[str]) -> None:
+        """Leads while elected; after losing the Lease, stands again as a standby."""
+        elector = LeaderElector(self.client, self.settings.leader_election)
+        while True:
+            await elector.run(lambda: self._lead(names))
+            log.warning("no longer leading; standing for election again")
 
     async def _lead(self, names: list[str]) -> None:
         informers = InformerFactory(

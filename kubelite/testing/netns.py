@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -42,14 +43,12 @@ import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from kubelite.processes import ManagedProcess
 from kubelite.testing.etcd import find_etcd
-
-T = TypeVar("T")
 
 PREFIX = "klt"
 """Every namespace and device this harness makes is named ``klt<4 hex>-...``."""
@@ -322,7 +321,7 @@ class MultiHostCluster:
                  settings: MultiHostSettings | None = None) -> None:
         settings = settings or MultiHostSettings()
         if workers is not None and workers != settings.workers:
-            settings = MultiHostSettings(**{**settings.__dict__, "workers": workers})
+            settings = dataclasses.replace(settings, workers=workers)
         self.settings = settings
         self.workdir = workdir
         self.run_id = ""
@@ -520,7 +519,7 @@ class MultiHostCluster:
                     "--node-ip", host.address, "--server", self.server]).process.start()
         everything = list(self.components)
         for host in self.workers:
-            self.wait_for(lambda h=host: self.node_ready(h.name) == "True",  # type: ignore[misc]
+            self.wait_for(lambda: self.node_ready(host.name) == "True",
                           f"node {host.name} Ready", s.start_timeout, watch=everything)
         # The first of each pair leads (deterministic "active"); standbys then queue behind.
         self.wait_for(lambda: self.lease_holder("kube-scheduler") == "scheduler",
@@ -537,8 +536,8 @@ class MultiHostCluster:
                     "controller-manager-standby")).process.start()
             for name in ("scheduler-standby", "controller-manager-standby"):
                 if name in self.components:
-                    self.wait_for(lambda n=name: self.log_count(  # type: ignore[misc]
-                        n, "waiting to acquire leadership") >= 1, f"{name} waiting",
+                    self.wait_for(lambda: self.log_count(
+                        name, "waiting to acquire leadership") >= 1, f"{name} waiting",
                         s.start_timeout, watch=everything)
 
     def stop(self) -> None:
@@ -632,11 +631,8 @@ class MultiHostCluster:
     def link_up(self, host: str, *, inside: bool = False) -> None:
         h = self.hosts[host]
         if inside:
+            # IPv4 addresses stay on a downed interface; its subnet route comes back with it.
             _ip("-n", h.netns, "link", "set", h.veth_ns, "up")
-            # A downed interface loses nothing but its routes' liveness; re-add the address
-            # if the kernel dropped it (it does not for IPv4, but be exact).
-            if h.address not in _ip("-n", h.netns, "-4", "addr", "show", h.veth_ns).stdout:
-                _ip("-n", h.netns, "addr", "add", f"{h.address}/24", "dev", h.veth_ns)
         else:
             _ip("link", "set", h.veth_root, "up")
 
@@ -774,8 +770,8 @@ def _cmdline(pid: int) -> str:
         return "?"
 
 
-async def eventually(check: Callable[[], Awaitable[T] | T], what: str, timeout: float = 30.0,
-                     interval: float = 0.1) -> T:
+async def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0,
+                     interval: float = 0.1) -> Any:
     """Async polling with a deadline: ``check`` (sync or async) until it returns something
     truthy, which is returned; exceptions count as "not yet"."""
     deadline = time.monotonic() + timeout
@@ -783,24 +779,12 @@ async def eventually(check: Callable[[], Awaitable[T] | T], what: str, timeout: 
     while True:
         try:
             result = check()
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            if isinstance(result, Awaitable):
                 result = await result
             if result:
-                return result  # type: ignore[return-value]
+                return result
         except Exception as e:  # noqa: BLE001 - "not yet"; reported at the deadline
             last = e
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}") from last
         await asyncio.sleep(interval)
-
-
-@dataclass
-class Timer:
-    """Wall-clock of named phases, for reports."""
-
-    started: float = field(default_factory=time.monotonic)
-    marks: dict[str, float] = field(default_factory=dict)
-
-    def mark(self, name: str) -> float:
-        self.marks[name] = time.monotonic() - self.started
-        return self.marks[name]
