@@ -236,13 +236,18 @@ def _write_klctl_config(server: str) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Running (an exited process its parent has not reaped yet does not count)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _running_supervisor(data_dir: Path) -> int | None:
@@ -331,9 +336,11 @@ def main(argv: list[str] | None = None) -> None:
             s.add_argument("--nodes", type=int, default=3)
             s.add_argument("--api-port", type=int, default=6443)
             s.add_argument("--etcd-port", type=int, default=2479)
+            s.add_argument("--kubelet-port", type=int, default=10250)
     a = p.parse_args(argv)
     if a.command == "up":
-        settings = LocalClusterSettings(a.data_dir, a.nodes, a.etcd_port, a.api_port)
+        settings = LocalClusterSettings(a.data_dir, a.nodes, a.etcd_port, a.api_port,
+                                        a.kubelet_port)
     else:
         settings = LocalClusterSettings(a.data_dir)
     code = {"up": up, "down": down, "status": status}[a.command](settings)
