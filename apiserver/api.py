@@ -77,13 +77,15 @@ def _has_spec(rtype: ResourceType) -> bool:
 
 
 def _spec_bytes(obj: Message) -> bytes:
-    """What decides whether generation moves: everything but metadata and status."""
-    parts = []
-    for fd, value in obj.ListFields():
-        if fd.name not in ("metadata", "status"):
-            parts.append(fd.name.encode() + b"=" + value.SerializeToString()
-                         if isinstance(value, Message) else repr(value).encode())
-    return b"|".join(parts)
+    """What decides whether generation moves: everything but metadata and status.
+
+    Deterministic serialization, so maps built in another order compare equal.
+    """
+    rest = m.copy(obj)
+    rest.ClearField("metadata")
+    if "status" in rest.DESCRIPTOR.fields_by_name:
+        rest.ClearField("status")
+    return rest.SerializeToString(deterministic=True)
 
 
 def _parse_revision(text: str, what: str = "resourceVersion") -> int:

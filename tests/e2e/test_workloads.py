@@ -54,13 +54,14 @@ def pods(cluster: TestCluster, selector: str) -> list[dict[str, Any]]:
     return [p for p in items if p.get("kind") == "Pod"]
 
 
+def _ready(p: dict[str, Any]) -> bool:
+    return (p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in p["status"].get("conditions", [])))
+
+
 def running_ready(cluster: TestCluster, selector: str) -> int:
-    return sum(
-        1 for p in pods(cluster, selector)
-        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-        and any(c["type"] == "Ready" and c["status"] == "True"
-                for c in p["status"].get("conditions", []))
-    )
+    return sum(1 for p in pods(cluster, selector) if _ready(p))
 
 
 DEPLOYMENT = """
@@ -232,10 +233,11 @@ spec:
     created: list[str] = []
 
     def seen() -> bool:
-        for p in pods(cluster, "app=web-sts"):
+        snapshot = pods(cluster, "app=web-sts")
+        for p in snapshot:
             if p["metadata"]["name"] not in created:
                 created.append(p["metadata"]["name"])
-        return running_ready(cluster, "app=web-sts") == 3
+        return sum(1 for p in snapshot if _ready(p)) == 3
 
     cluster.wait_for(seen, "web-0..2 ready", timeout=60, interval=0.05)
     assert created == ["web-0", "web-1", "web-2"]

@@ -289,3 +289,19 @@ async def test_health_service_reports_serving(api_server: ApiServer) -> None:
         stub = health_pb2_grpc.HealthStub(c.channel)
         response = await stub.Check(health_pb2.HealthCheckRequest(service="kubelite.v1.ApiServer"))
         assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_same_spec_with_maps_in_another_order_is_no_change(client: ApiClient) -> None:
+    labels = {f"k{i}": str(i) for i in range(12)}
+    d = v1.Deployment(metadata=v1.ObjectMeta(name="maps"))
+    d.spec.selector.match_labels.update(labels)
+    d.spec.template.metadata.labels.update(labels)
+    d.spec.template.spec.containers.add(name="c", image="busybox")
+    created = await client.create(d)
+    again = v1.Deployment()
+    again.CopyFrom(created)
+    again.spec.template.metadata.labels.clear()
+    again.spec.template.metadata.labels.update(dict(reversed(list(labels.items()))))
+    after = await client.update(again)
+    assert after.metadata.generation == 1
+    assert after.metadata.resource_version == created.metadata.resource_version
