@@ -9,6 +9,7 @@ pod can only be replaced on a host that has none, hence one spare.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -185,6 +186,14 @@ async def test_nodeport_answers_from_every_host(cluster: MultiHostCluster, appli
                 lambda: cluster.http_get(host.name, f"http://{cluster_ip}:80/"),
                 f"the ClusterIP from {host.name}", 20)
             assert body.strip() in names
+        # From one host, only its own proxy serves the ClusterIP: exact round robin.
+        first = cluster.workers[0].name
+        loop = (f"for i in $(seq {10 * REPLICAS}); do curl -sS --max-time 3"
+                f" http://{cluster_ip}:80/; echo; done")
+        result = cluster.run(first, ["sh", "-c", loop], timeout=60)
+        counts = collections.Counter(line.strip() for line in result.stdout.splitlines()
+                                     if line.strip())
+        assert counts == {name: 10 for name in names}, counts
     e2e_report.add(f"multihost: {REPLICAS} pods ready {ready_at:.1f}s after apply; every "
                    f"NodePort of {WORKERS} hosts answered with all of them "
                    f"({time.monotonic() - started:.1f}s in all)")
