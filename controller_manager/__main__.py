@@ -11,6 +11,7 @@ from controller_manager.manager import ControllerManager
 from controller_manager.settings import ControllerManagerSettings
 from kubelite import daemon, logs
 from kubelite.client.leaderelection import LeaderElectionSettings
+from kubelite.health import maybe_health_server
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings, str]:
@@ -31,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
                    help="schedule seconds per real second (tests only)")
     p.add_argument("--job-pod-failure-backoff", type=float, default=10.0)
     p.add_argument("--job-pod-failure-backoff-max", type=float, default=360.0)
+    p.add_argument("--health-address", default="127.0.0.1:10257",
+                   help="host:port of the gRPC health service (readiness; empty: none)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     identity = a.identity or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
@@ -51,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
         cron_time_scale=a.cron_time_scale,
         job_pod_failure_backoff=a.job_pod_failure_backoff,
         job_pod_failure_backoff_max=a.job_pod_failure_backoff_max,
+        health_address=a.health_address,
     )
     return settings, a.log_level
 
@@ -61,7 +65,22 @@ def main(argv: list[str] | None = None) -> None:
 
     async def serve() -> None:
         manager = ControllerManager(settings)
-        await daemon.serve_until_signalled(manager.start, manager.stop)
+        health = maybe_health_server(
+            settings.health_address, "controller-manager", manager.readiness,
+            lambda: {"leader": manager.is_leader} if settings.leader_elect else {},
+        )
+
+        async def start() -> None:
+            if health is not None:
+                await health.start()
+            await manager.start()
+
+        async def stop() -> None:
+            if health is not None:
+                await health.stop()
+            await manager.stop()
+
+        await daemon.serve_until_signalled(start, stop)
 
     daemon.run(serve())
 

@@ -14,6 +14,7 @@ from kubelite.client.controller import Controller
 from kubelite.client.events import EventRecorder
 from kubelite.client.informer import InformerFactory, InformerSettings
 from kubelite.client.leaderelection import LeaderElector
+from kubelite.health import Readiness, all_ready, informers_readiness
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +28,29 @@ class ControllerManager:
         self.controllers: dict[str, Controller] = {}
         self._task: asyncio.Task[None] | None = None
         self.leading = asyncio.Event()
+        self.elector: LeaderElector | None = None
+        self.informers: InformerFactory | None = None
+        """The informers of the current term (None while standing by)."""
+
+    @property
+    def is_leader(self) -> bool:
+        """Holds the Lease now (always, without leader election)."""
+        return not self.settings.leader_elect or (
+            self.elector is not None and self.elector.is_leader
+        )
+
+    def readiness(self) -> Readiness:
+        """Ready while connected: with leader election, the API server answers its lease
+        reads (leader and standby alike); while leading, its informers all watch."""
+        results: list[Readiness] = []
+        if self.settings.leader_elect:
+            if self.elector is None:
+                return False, "not standing for election yet"
+            results.append(self.elector.connected())
+        if self.informers is not None or not self.settings.leader_elect:
+            informers = self.informers.informers() if self.informers is not None else []
+            results.append(informers_readiness(informers))
+        return all_ready(*results)
 
     async def start(self) -> None:
         names = registry.select(self.settings.controllers)
@@ -38,7 +62,7 @@ class ControllerManager:
 
     async def _stand_for_election(self, names: list[str]) -> None:
         """Leads while elected; after losing the Lease, stands again as a standby."""
-        elector = LeaderElector(self.client, self.settings.leader_election)
+        elector = self.elector = LeaderElector(self.client, self.settings.leader_election)
         while True:
             await elector.run(lambda: self._lead(names))
             log.warning("no longer leading; standing for election again")
@@ -51,6 +75,7 @@ class ControllerManager:
                                  self.settings.leader_election.identity)
         ctx = ControllerContext(self.client, informers, recorder, self.settings)
         controllers: dict[str, Controller] = {}
+        self.informers = informers
         try:
             for name in names:
                 if not registry.available(name):
@@ -69,6 +94,7 @@ class ControllerManager:
             await asyncio.Event().wait()
         finally:
             self.leading.clear()
+            self.informers = None
             await asyncio.gather(*(c.stop() for c in controllers.values()),
                                  return_exceptions=True)
             await informers.stop()

@@ -45,3 +45,5 @@ class ControllerManagerSettings:
     """Cap on that delay, seconds (Kubernetes: 6 minutes)."""
     progress_check_period: float = 1.0
     """How often Deployments are re-checked against progressDeadlineSeconds, seconds."""
+    health_address: str = ""
+    """host:port of the gRPC health service the process serves (empty: none)."""

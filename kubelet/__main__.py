@@ -8,6 +8,7 @@ import os
 from kubelet.kubelet import Kubelet
 from kubelet.settings import KubeletSettings
 from kubelite import daemon, logs
+from kubelite.health import join_host_port, maybe_health_server
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -50,8 +51,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
     p.add_argument(
         "--isolation", default="auto", choices=["auto", "mount-namespace", "user-namespace", "none"]
     )
+    p.add_argument("--health-address", default=None,
+                   help="host:port of the gRPC health service (readiness; empty: none;"
+                        " default: ADDRESS:10248)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
+    health_address = a.health_address
+    if health_address is None:
+        health_address = join_host_port(a.address, 10248)
     settings = KubeletSettings(
         node_name=a.node_name,
         address=a.address,
@@ -71,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
         backoff_max=a.backoff_max,
         stop_pods_on_exit=a.stop_pods_on_exit,
         isolation=a.isolation,
+        health_address=health_address,
     )
     return settings, a.log_level
 
@@ -82,7 +90,19 @@ def main(argv: list[str] | None = None) -> None:
 
     async def serve() -> None:
         kubelet = Kubelet(settings)
-        await daemon.serve_until_signalled(kubelet.start, kubelet.stop)
+        health = maybe_health_server(settings.health_address, "kubelet", kubelet.readiness)
+
+        async def start() -> None:
+            if health is not None:
+                await health.start()
+            await kubelet.start()
+
+        async def stop() -> None:
+            if health is not None:
+                await health.stop()
+            await kubelet.stop()
+
+        await daemon.serve_until_signalled(start, stop)
 
     daemon.run(serve())
 

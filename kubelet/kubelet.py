@@ -17,6 +17,7 @@ from kubelet.volumes import VolumeManager
 from kubelite.client.client import ApiClient
 from kubelite.client.events import EventRecorder
 from kubelite.client.informer import Informer, InformerSettings
+from kubelite.health import Readiness, all_ready, informers_readiness
 from protos.v1 import objects_pb2 as v1
 
 log = structlog.get_logger(__name__)
@@ -89,6 +90,14 @@ class Kubelet:
             node=self.settings.node_name,
             address=self.settings.address,
             api_port=self.server.port,
+        )
+
+    def readiness(self) -> Readiness:
+        """Ready when its informers (pods, services) all watch and its last node heartbeat
+        (Lease renewal) succeeded recently."""
+        return all_ready(
+            informers_readiness([self.pods, self.services.informer]),
+            self.node.heartbeat_readiness(),
         )
 
     async def stop(self) -> None:

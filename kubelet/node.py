@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import time
 
 import structlog
 
@@ -62,6 +63,26 @@ class NodeAgent:
         self.settings = settings
         self.kubelet_port = kubelet_port
         self._tasks: list[asyncio.Task[None]] = []
+        self.last_heartbeat: float | None = None
+        """time.monotonic() of the last successful Lease renewal (None: none yet)."""
+        self.heartbeat_error = ""
+        """Why the last Lease renewal failed ("" when it succeeded)."""
+
+    @property
+    def heartbeat_period(self) -> float:
+        """Seconds between Lease renewals: a quarter of the lease duration."""
+        return self.settings.node_lease_duration / 4
+
+    def heartbeat_readiness(self) -> tuple[bool, str]:
+        """Whether the last Lease renewal succeeded, at most two periods ago."""
+        if self.heartbeat_error:
+            return False, f"node heartbeat failed: {self.heartbeat_error}"
+        if self.last_heartbeat is None:
+            return False, "no node heartbeat yet"
+        age = time.monotonic() - self.last_heartbeat
+        if age > 2 * self.heartbeat_period:
+            return False, f"last node heartbeat {age:.1f}s ago"
+        return True, "node heartbeat current"
 
     def desired_node(self) -> v1.Node:
         s = self.settings
@@ -187,10 +208,20 @@ class NodeAgent:
         lease.spec.renew_time = now
         await self.client.update(lease)
 
+    async def heartbeat(self) -> None:
+        """renew_lease, remembering when it last succeeded and why it last failed."""
+        try:
+            await self.renew_lease()
+        except ApiError as e:
+            self.heartbeat_error = str(e) or type(e).__name__
+            raise
+        self.last_heartbeat = time.monotonic()
+        self.heartbeat_error = ""
+
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(
-                self._every(self.settings.node_lease_duration / 4, self.renew_lease),
+                self._every(self.heartbeat_period, self.heartbeat),
                 name="node-lease",
             ),
             asyncio.create_task(

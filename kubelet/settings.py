@@ -49,3 +49,5 @@ class KubeletSettings:
     """Process runtime isolation: auto, mount-namespace, user-namespace or none."""
     default_grace_seconds: int = 30
     """Grace period when a pod names none."""
+    health_address: str = ""
+    """host:port of the gRPC health service the process serves (empty: none)."""

@@ -8,6 +8,7 @@ import resource
 
 from kubelite import daemon, logs
 from kubelite.client.client import ApiClient
+from kubelite.health import join_host_port, maybe_health_server
 from proxy.proxier import Proxier, ProxySettings
 from proxy.tcp import DIAL_TIMEOUTS, TcpSettings
 from proxy.udp import UdpSettings
@@ -36,13 +37,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, ProxySettings, str]:
                    help="idle time after which a UDP client association is dropped")
     p.add_argument("--no-splice", action="store_true",
                    help="copy bulk TCP data through user space instead of os.splice")
+    p.add_argument("--health-address", default=None,
+                   help="host:port of the gRPC health service (readiness; empty: none;"
+                        " default: NODE_IP:10256)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
+    health_address = a.health_address
+    if health_address is None:
+        health_address = join_host_port(a.node_ip, 10256)
     settings = ProxySettings(
         node_name=a.node_name,
         node_ip=a.node_ip,
         tcp=TcpSettings(dial_timeouts=DIAL_TIMEOUTS, splice=not a.no_splice),
         udp=UdpSettings(idle_timeout=a.udp_timeout),
+        health_address=health_address,
     )
     return a.server, settings, a.log_level
 
@@ -67,12 +75,20 @@ def main(argv: list[str] | None = None) -> None:
         # grpc.aio objects bind to the loop they are made on: make them inside it.
         client = ApiClient(server)
         proxier = Proxier(settings, client)
+        health = maybe_health_server(settings.health_address, "proxy", proxier.readiness)
+
+        async def start() -> None:
+            if health is not None:
+                await health.start()
+            await proxier.start()
 
         async def stop() -> None:
+            if health is not None:
+                await health.stop()
             await proxier.stop()
             await client.close()
 
-        await daemon.serve_until_signalled(proxier.start, stop)
+        await daemon.serve_until_signalled(start, stop)
 
     daemon.run(serve())
 

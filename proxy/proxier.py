@@ -23,6 +23,7 @@ import structlog
 
 from kubelite.client.client import ApiClient
 from kubelite.client.informer import Informer, InformerFactory, InformerSettings
+from kubelite.health import Readiness, informers_readiness
 from protos.v1 import objects_pb2 as v1
 from proxy.loadbalancer import (
     DEFAULT_AFFINITY_SECONDS,
@@ -60,6 +61,8 @@ class ProxySettings:
     """Seconds between sweeps of expired ClientIP affinity records."""
     informer: InformerSettings = field(default_factory=InformerSettings)
     """Watch resume backoff of the Service and Endpoints informers."""
+    health_address: str = ""
+    """host:port of the gRPC health service the process serves (empty: none)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,10 @@ class Proxier:
             self.settings.affinity_cleanup_interval, self._cleanup_affinity
         )
         log.info("proxy started", node=self.settings.node_name, node_ip=self.settings.node_ip)
+
+    def readiness(self) -> Readiness:
+        """Ready when its Service and Endpoints informers both watch."""
+        return informers_readiness(self._factory.informers() if self._factory else [])
 
     async def wait_for_sync(self, timeout: float | None = None) -> None:
         """Waits until both caches were listed and the listeners match them."""

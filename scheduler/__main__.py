@@ -11,6 +11,7 @@ import uuid
 from kubelite import daemon, logs
 from kubelite.client.client import ApiClient
 from kubelite.client.leaderelection import LeaderElectionSettings
+from kubelite.health import maybe_health_server
 from scheduler.queue import QueueSettings
 from scheduler.scheduler import Scheduler, SchedulerSettings
 
@@ -62,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, SchedulerSettings, s
                    help="0: adaptive, as kube-scheduler")
     p.add_argument("--identity", default="",
                    help="leader election identity (default: host name + random suffix)")
+    p.add_argument("--health-address", default="127.0.0.1:10259",
+                   help="host:port of the gRPC health service (readiness; empty: none)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     identity = a.identity or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
@@ -85,6 +88,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, SchedulerSettings, s
         percentage_of_nodes_to_score=a.percentage_of_nodes_to_score,
         leader_election=election,
         identity=identity,
+        health_address=a.health_address,
     )
     return a.server, settings, a.log_level
 
@@ -97,12 +101,23 @@ def main(argv: list[str] | None = None) -> None:
         # grpc.aio objects bind to the loop they are made on: make them inside it.
         client = ApiClient(server)
         scheduler = Scheduler(settings, client)
+        health = maybe_health_server(
+            settings.health_address, "scheduler", scheduler.readiness,
+            lambda: {"leader": scheduler.is_leading} if settings.leader_election else {},
+        )
+
+        async def start() -> None:
+            if health is not None:
+                await health.start()
+            await scheduler.start()
 
         async def stop() -> None:
+            if health is not None:
+                await health.stop()
             await scheduler.stop()
             await client.close()
 
-        await daemon.serve_until_signalled(scheduler.start, stop)
+        await daemon.serve_until_signalled(start, stop)
 
     daemon.run(serve())
 

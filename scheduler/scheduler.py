@@ -28,6 +28,7 @@ from kubelite.client.client import ApiClient
 from kubelite.client.events import NORMAL, WARNING, EventRecorder
 from kubelite.client.informer import InformerFactory, InformerSettings
 from kubelite.client.leaderelection import LeaderElectionSettings, LeaderElector
+from kubelite.health import Readiness, all_ready, informers_readiness
 from protos.v1 import objects_pb2 as v1
 from scheduler.cache import SchedulerCache
 from scheduler.framework import (
@@ -80,6 +81,8 @@ class SchedulerSettings:
     """Watch resume backoff for the node and pod informers."""
     cache_cleanup_interval: float = 1.0
     """Seconds between sweeps for expired assumed pods."""
+    health_address: str = ""
+    """host:port of the gRPC health service the process serves (empty: none)."""
 
 
 @dataclass
@@ -128,6 +131,7 @@ class Scheduler:
         self.recorder: EventRecorder | None = None
         self._leading = False
         self._election: asyncio.Task[None] | None = None
+        self._elector: LeaderElector | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._binds: set[asyncio.Task[None]] = set()
         self._status_writes: dict[str, asyncio.Task[None]] = {}
@@ -153,6 +157,19 @@ class Scheduler:
         """Whether this instance is scheduling now (always, without leader election)."""
         return self._leading
 
+    def readiness(self) -> Readiness:
+        """Ready while connected: with leader election, the API server answers its lease
+        reads (leader and standby alike); while scheduling, its informers all watch."""
+        results: list[Readiness] = []
+        if self.settings.leader_election is not None:
+            if self._elector is None:
+                return False, "not standing for election yet"
+            results.append(self._elector.connected())
+        if self._leading or self.settings.leader_election is None:
+            informers = self.informers.informers() if self.informers is not None else []
+            results.append(informers_readiness(informers))
+        return all_ready(*results)
+
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
@@ -174,7 +191,8 @@ class Scheduler:
 
     async def _elect_forever(self, settings: LeaderElectionSettings) -> None:
         while True:
-            await LeaderElector(self.client, settings).run(self._lead)
+            self._elector = LeaderElector(self.client, settings)
+            await self._elector.run(self._lead)
             log.warning("stopped leading; standing for election again",
                         identity=settings.identity)
 

@@ -42,6 +42,14 @@ class LocalClusterSettings:
     """API server port on 127.0.0.1."""
     kubelet_port: int = 10250
     """Kubelet API port on each node's address."""
+    scheduler_health_port: int = 10259
+    """Scheduler's gRPC health port on 127.0.0.1 (kube-scheduler's healthz port)."""
+    controller_manager_health_port: int = 10257
+    """Controller manager's gRPC health port on 127.0.0.1 (kube-controller-manager's)."""
+    kubelet_health_port: int = 10248
+    """Kubelet's gRPC health port on each node's address (the kubelet's healthz port)."""
+    proxy_health_port: int = 10256
+    """Proxy's gRPC health port on each node's address (kube-proxy's healthz port)."""
     ready_timeout: float = 60.0
     """Seconds each component gets to become healthy."""
 
@@ -50,8 +58,9 @@ class LocalClusterSettings:
 class Component:
     process: ManagedProcess
     health: str
-    """``http://...`` (answers "true"), ``grpc://host:port`` (gRPC health), ``node:NAME``
-    (the Node is Ready) or ``process`` (the process runs)."""
+    """Space-separated checks, all of which must pass: ``http://...`` (answers "true"),
+    ``grpc://host:port`` (gRPC health says SERVING), ``node:NAME`` (the Node is Ready) or
+    ``process`` (the process runs)."""
 
     @property
     def name(self) -> str:
@@ -69,6 +78,8 @@ def _components(s: LocalClusterSettings) -> list[Component]:
     etcd_client = f"http://127.0.0.1:{s.etcd_port}"
     etcd_peer = f"http://127.0.0.1:{s.etcd_port + 1}"
     api = f"127.0.0.1:{s.api_port}"
+    scheduler_health = f"127.0.0.1:{s.scheduler_health_port}"
+    cm_health = f"127.0.0.1:{s.controller_manager_health_port}"
 
     def managed(name: str, argv: list[str]) -> ManagedProcess:
         return ManagedProcess(name, argv, logs / f"{name}.log",
@@ -84,21 +95,26 @@ def _components(s: LocalClusterSettings) -> list[Component]:
         Component(managed("apiserver", [
             _script("kubelite-apiserver"), "--listen", api, "--etcd-servers",
             f"127.0.0.1:{s.etcd_port}"]), f"grpc://{api}"),
-        Component(managed("scheduler", [_script("kubelite-scheduler"), "--server", api]),
-                  "process"),
+        Component(managed("scheduler", [
+            _script("kubelite-scheduler"), "--server", api,
+            "--health-address", scheduler_health]), f"grpc://{scheduler_health}"),
         Component(managed("controller-manager", [
-            _script("kubelite-controller-manager"), "--server", api]), "process"),
+            _script("kubelite-controller-manager"), "--server", api,
+            "--health-address", cm_health]), f"grpc://{cm_health}"),
     ]
     for i in range(1, s.nodes + 1):
         name, address = f"node-{i}", f"127.0.0.{i + 1}"
+        kubelet_health = f"{address}:{s.kubelet_health_port}"
+        proxy_health = f"{address}:{s.proxy_health_port}"
         components.append(Component(managed(f"kubelet-{name}", [
             _script("kubelite-kubelet"), "--node-name", name, "--address", address,
             "--server", api, "--root-dir", str(data / "nodes" / name),
-            "--port", str(s.kubelet_port), "--stop-pods-on-exit"]), f"node:{name}"))
+            "--port", str(s.kubelet_port), "--health-address", kubelet_health,
+            "--stop-pods-on-exit"]), f"grpc://{kubelet_health} node:{name}"))
         if Path(_script("kubelite-proxy")).exists():
             components.append(Component(managed(f"proxy-{name}", [
                 _script("kubelite-proxy"), "--node-name", name, "--node-ip", address,
-                "--server", api]), "process"))
+                "--server", api, "--health-address", proxy_health]), f"grpc://{proxy_health}"))
     return components
 
 
@@ -133,8 +149,13 @@ def _node_ready(server: str, name: str) -> bool:
 
 
 def healthy(health: str, pid_alive: bool, server: str) -> bool:
+    """Whether the process runs and every check in ``health`` (see Component) passes."""
     if not pid_alive:
         return False
+    return all(_check(check, server) for check in health.split())
+
+
+def _check(health: str, server: str) -> bool:
     if health.startswith("http://"):
         try:
             with urllib.request.urlopen(health, timeout=1) as r:

@@ -4,6 +4,10 @@ As client-go's reflector: list, then watch from the list's resourceVersion; on a
 resume from the last version seen (bookmarks included) after a jittered backoff; on Expired
 relist and reconcile the store with what the list returned. Cached objects are shared: copy
 before changing (kubelite.api.meta.copy).
+
+``Informer.healthy`` says whether the copy is current: set right after a successful (re)list
+and when a watch call delivers its first event or bookmark, cleared as soon as the watch
+breaks and while the informer backs off. Readiness checks build on it (kubelite.health).
 """
 
 from __future__ import annotations
@@ -152,6 +156,7 @@ class Informer(Generic[T]):
         self.stats = _Stats()
         self._handlers: list[Handlers[T]] = []
         self._synced = asyncio.Event()
+        self._healthy = False
         self._task: asyncio.Task[None] | None = None
         self._resync_task: asyncio.Task[None] | None = None
 
@@ -171,6 +176,23 @@ class Informer(Generic[T]):
     def has_synced(self) -> bool:
         return self._synced.is_set()
 
+    @property
+    def healthy(self) -> bool:
+        """Synced and its watch established now (not broken, not backing off, not stopped)."""
+        return self._healthy
+
+    @property
+    def description(self) -> str:
+        """The resource with its namespace and selectors, as readiness reasons name it."""
+        parts = [self.rtype.plural]
+        if self.namespace:
+            parts.append(f"namespace={self.namespace}")
+        if self.label_selector:
+            parts.append(f"labels={self.label_selector}")
+        if self.field_selector:
+            parts.append(f"fields={self.field_selector}")
+        return " ".join(parts)
+
     async def wait_for_sync(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._synced.wait(), timeout)
 
@@ -189,8 +211,15 @@ class Informer(Generic[T]):
                 except asyncio.CancelledError:
                     pass
         self._task = self._resync_task = None
+        self._healthy = False
 
     async def _run(self) -> None:
+        try:
+            await self._list_and_watch()
+        finally:
+            self._healthy = False
+
+    async def _list_and_watch(self) -> None:
         delay = self.settings.backoff_initial
         need_list = True
         while True:
@@ -207,12 +236,15 @@ class Informer(Generic[T]):
                     resource_version=self.resource_version,
                 ):
                     delay = self.settings.backoff_initial
+                    self._healthy = True
                     self._apply(event.type, event.object, event.resource_version)
             except Expired as e:
+                self._healthy = False
                 log.info("watch expired; relisting", resource=self.rtype.plural, error=str(e))
                 need_list = True
                 continue
             except ApiError as e:
+                self._healthy = False
                 log.warning(
                     "watch broke; resuming",
                     resource=self.rtype.plural,
@@ -220,6 +252,7 @@ class Informer(Generic[T]):
                     error=str(e),
                     retry_in=round(delay, 2),
                 )
+            self._healthy = False
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.settings.backoff_max)
 
@@ -234,6 +267,7 @@ class Informer(Generic[T]):
         self._replace(result.items)
         self.resource_version = result.resource_version
         self._synced.set()
+        self._healthy = True
 
     def _replace(self, items: list[T]) -> None:
         fresh = {m.key_of(o): o for o in items}
@@ -326,6 +360,18 @@ class InformerFactory:
 
     async def wait_for_sync(self, timeout: float | None = None) -> None:
         await asyncio.gather(*(i.wait_for_sync(timeout) for i in self._informers.values()))
+
+    def unhealthy(self) -> list[str]:
+        """Descriptions of the informers that are not healthy now (see Informer.healthy)."""
+        return [i.description for i in self._informers.values() if not i.healthy]
+
+    def healthy(self) -> bool:
+        """Every informer made so far is synced and watching."""
+        return not self.unhealthy()
+
+    def informers(self) -> list[Informer[Message]]:
+        """The informers made so far."""
+        return [*self._informers.values()]
 
     async def stop(self) -> None:
         await asyncio.gather(*(i.stop() for i in self._informers.values()))

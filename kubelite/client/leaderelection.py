@@ -5,6 +5,9 @@ empty or when its record has not changed for ``lease_duration`` as observed on *
 so clock skew between hosts does not matter. The leader renews every ``retry_period`` and
 steps down if it could not renew for ``renew_deadline``. Writes are guarded by
 resourceVersion, so two candidates can never both win the same term.
+
+``connected()`` tells readiness checks whether the candidate reaches the API server (its
+lease reads are answered), for a leader and a standby alike.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import structlog
 
 from kubelite.api import meta as m
@@ -50,6 +54,31 @@ class LeaderElector:
         self._observed_at = 0.0
         self.is_leader = False
         self.transitions_seen = 0
+        self._answered_at: float | None = None
+        self._read_error = ""
+
+    def connected(self) -> tuple[bool, str]:
+        """Whether this candidate reaches the API server, with the reason.
+
+        Yes when its last lease read was answered (found or not found), no longer than
+        ``renew_deadline`` ago (leaders renew and standbys retry every ``retry_period``), and
+        its channel is not failing to connect; a standby that reaches the server is as
+        healthy as the leader.
+        """
+        if self._answered_at is None:
+            return False, self._read_error or "lease not read yet"
+        if self._read_error:
+            return False, f"cannot read lease: {self._read_error}"
+        try:
+            state = self.client.channel.get_state(try_to_connect=False)
+        except (AttributeError, RuntimeError):  # a fake client, or a closed channel
+            state = None
+        if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            return False, "API server unreachable"
+        age = time.monotonic() - self._answered_at
+        if age > self.settings.renew_deadline:
+            return False, f"no answer from the API server for {age:.1f}s"
+        return True, "lease reads answered"
 
     async def run(
         self,
@@ -104,6 +133,7 @@ class LeaderElector:
         try:
             lease = await self.client.get(v1.Lease, s.name, s.namespace)
         except NotFound:
+            self._answered()
             lease = v1.Lease(metadata=v1.ObjectMeta(name=s.name, namespace=s.namespace))
             self._fill(lease, now, acquired=True)
             lease.spec.lease_transitions = 0
@@ -114,8 +144,10 @@ class LeaderElector:
                 log.debug("lease create failed", error=str(e))
                 return False
         except ApiError as e:
+            self._read_error = str(e) or type(e).__name__
             log.warning("cannot read lease", lease=s.name, error=str(e))
             return False
+        self._answered()
         self._observe(lease)
         holder = lease.spec.holder_identity
         expired = time.monotonic() > self._observed_at + (
@@ -134,6 +166,10 @@ class LeaderElector:
         except ApiError as e:
             log.debug("lease update failed", error=str(e))
             return False
+
+    def _answered(self) -> None:
+        self._answered_at = time.monotonic()
+        self._read_error = ""
 
     def _fill(self, lease: v1.Lease, now: str, acquired: bool) -> None:
         lease.spec.holder_identity = self.settings.identity

@@ -13,6 +13,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from kubelite.processes import ManagedProcess
 from kubelite.testing.ports import free_port
 
@@ -67,6 +70,9 @@ class TestCluster:
     prefix: str = field(default_factory=lambda: f"/e2e-{uuid.uuid4().hex[:10]}")
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     server: str = ""
+    health: dict[str, str] = field(default_factory=dict)
+    """Each component's gRPC health address (host:port) by process name; every one gets a
+    free port, so several clusters and standbys never collide."""
 
     def _start(self, name: str, argv: list[str]) -> ManagedProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "KUBELITE_SERVER": self.server}
@@ -105,6 +111,22 @@ class TestCluster:
         for node in self.nodes:
             self.wait_for(lambda n=node: self._node_ready(n.name), f"node {node.name} Ready")
 
+    def _health_address(self, name: str, host: str = "127.0.0.1") -> str:
+        address = self.health[name] = f"{host}:{free_port(host)}"
+        return address
+
+    def health_status(self, name: str, timeout: float = 1.0) -> str:
+        """What component ``name``'s gRPC health service reports for service ``""``:
+        SERVING, NOT_SERVING, or UNREACHABLE when it does not answer."""
+        with grpc.insecure_channel(self.health[name]) as channel:
+            try:
+                response = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=timeout
+                )
+            except grpc.RpcError:
+                return "UNREACHABLE"
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
     def start_scheduler(self, name: str = "scheduler") -> ManagedProcess:
         return self._start(
             name,
@@ -124,6 +146,8 @@ class TestCluster:
                 "0.2",
                 "--identity",
                 name,
+                "--health-address",
+                self._health_address(name),
             ],
         )
 
@@ -132,13 +156,14 @@ class TestCluster:
             script("kubelite-controller-manager"), "--server", self.server,
             "--leader-elect-lease-duration", "2", "--leader-elect-renew-deadline", "1.5",
             "--leader-elect-retry-period", "0.2", "--identity", name,
-            *self.controller_manager_args,
+            "--health-address", self._health_address(name), *self.controller_manager_args,
         ])
 
     def start_proxy(self, node: NodeSpec) -> ManagedProcess:
-        return self._start(f"proxy-{node.name}", [
+        name = f"proxy-{node.name}"
+        return self._start(name, [
             script("kubelite-proxy"), "--node-name", node.name, "--node-ip", node.address,
-            "--server", self.server,
+            "--server", self.server, "--health-address", self._health_address(name, node.address),
         ])
 
     def start_kubelet(self, node: NodeSpec) -> ManagedProcess:
@@ -159,6 +184,8 @@ class TestCluster:
             node.cpu,
             "--memory",
             node.memory,
+            "--health-address",
+            self._health_address(f"kubelet-{node.name}", node.address),
             *self.kubelet_args,
         ]
         if labels:

@@ -462,7 +462,9 @@ class MultiHostCluster:
         return [str(script_path("kubelite-scheduler")), "--server", f"127.0.0.1:{API_PORT}",
                 "--pod-initial-backoff", str(s.scheduler_initial_backoff),
                 "--pod-max-backoff", str(s.scheduler_max_backoff),
-                *self._leader_args(), "--identity", identity]
+                *self._leader_args(), "--identity", identity,
+                # Active and standby share the control-plane host: any free health port.
+                "--health-address", "127.0.0.1:0"]
 
     def _controller_manager_argv(self, identity: str) -> list[str]:
         s = self.settings
@@ -470,7 +472,8 @@ class MultiHostCluster:
                 "--server", f"127.0.0.1:{API_PORT}",
                 "--node-monitor-period", str(s.node_monitor_period),
                 "--node-monitor-grace-period", str(s.node_monitor_grace_period),
-                *self._leader_args(), "--identity", identity]
+                *self._leader_args(), "--identity", identity,
+                "--health-address", "127.0.0.1:0"]
 
     def _kubelet_argv(self, host: Host) -> list[str]:
         s = self.settings
