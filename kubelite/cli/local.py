@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="kubelite", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+    probe = sub.add_parser("health", help="exit 0 when a component's gRPC health is SERVING")
+    probe.add_argument("address", help="host:port of the component's health service")
     for name in ("up", "down", "status"):
         s = sub.add_parser(name)
         s.add_argument("--data-dir", type=Path, default=Path(".kubelite"))
@@ -359,6 +361,10 @@ def main(argv: list[str] | None = None) -> None:
             s.add_argument("--etcd-port", type=int, default=2479)
             s.add_argument("--kubelet-port", type=int, default=10250)
     a = p.parse_args(argv)
+    if a.command == "health":
+        serving = _grpc_healthy(a.address)
+        print("SERVING" if serving else "NOT_SERVING")
+        raise SystemExit(0 if serving else 1)
     if a.command == "up":
         settings = LocalClusterSettings(a.data_dir, a.nodes, a.etcd_port, a.api_port,
                                         a.kubelet_port)

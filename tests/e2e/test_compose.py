@@ -26,7 +26,8 @@ def test_compose_file_is_valid() -> None:
             "node-1", "node-2", "node-3"} <= set(services)
     for name, service in services.items():
         assert service.get("restart") == "unless-stopped", name
-    for name in ("etcd", "apiserver", "node-1", "node-2", "node-3"):
+    for name in ("etcd", "apiserver", "scheduler", "controller-manager", "node-1", "node-2",
+                 "node-3"):
         assert "healthcheck" in services[name], name
     assert all(services[f"node-{i}"]["privileged"] for i in (1, 2, 3))
 
