@@ -25,6 +25,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
                    help="events kept per resource for resuming watches")
     p.add_argument("--watch-progress-interval", type=float, default=1.0,
                    help="seconds between bookmarks/progress checks on quiet watches")
+    p.add_argument("--event-ttl", type=int, default=3600,
+                   help="seconds an Event is kept (0: forever)")
     p.add_argument("--default-toleration-seconds", type=int, default=300,
                    help="tolerationSeconds of the not-ready/unreachable NoExecute tolerations"
                         " added to pods that lack them")
@@ -51,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
                 capacity=a.watch_cache_size, progress_interval=a.watch_progress_interval
             ),
             default_toleration_seconds=a.default_toleration_seconds,
+            event_ttl=a.event_ttl,
         ),
         compaction_interval=a.compaction_interval,
     )

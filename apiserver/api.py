@@ -18,6 +18,7 @@ import structlog
 from google.protobuf.message import Message
 
 from apiserver.allocator import Held, ServiceAllocator, held_by
+from apiserver.event_leases import EventLeases
 from apiserver.storage import Storage, conflict, not_found
 from apiserver.watch_cache import (
     ADDED,
@@ -70,6 +71,8 @@ class ApiSettings:
     default_toleration_seconds: int = 300
     """tolerationSeconds of the not-ready/unreachable NoExecute tolerations added to every
     pod that does not tolerate those taints already (DefaultTolerationSeconds admission)."""
+    event_ttl: int = 3600
+    """Seconds an Event lives before etcd removes it (Kubernetes' --event-ttl); 0: forever."""
 
 
 def _has_spec(rtype: ResourceType) -> bool:
@@ -152,6 +155,7 @@ class Api:
         # name -> terminating?, from the namespaces watch: spares creates an etcd read.
         self._namespaces: dict[str, bool] = {}
         self._namespace_task: asyncio.Task[None] | None = None
+        self._event_leases = EventLeases(storage.etcd, settings.event_ttl)
         self.services = ServiceAllocator(
             storage.etcd, storage.prefix, settings.service_cluster_ip_range,
             settings.service_node_port_range,
@@ -328,7 +332,8 @@ class Api:
         meta = m.meta(obj)
         for _ in range(GENERATE_NAME_ATTEMPTS):
             try:
-                return await self.storage.create(rtype, obj)
+                lease = await self._event_leases.lease() if isinstance(obj, v1.Event) else 0
+                return await self.storage.create(rtype, obj, lease)
             except AlreadyExists:
                 if not generate:
                     raise

@@ -68,6 +68,7 @@ class Etcd:
         self._kv = rpc_pb2_grpc.KVStub(self._channel)
         self._watch = rpc_pb2_grpc.WatchStub(self._channel)
         self._maintenance = rpc_pb2_grpc.MaintenanceStub(self._channel)
+        self._leases = rpc_pb2_grpc.LeaseStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close(None)
@@ -106,6 +107,11 @@ class Etcd:
     async def put(self, key: bytes, value: bytes) -> rpc_pb2.PutResponse:
         return await self._call(self._kv.Put, rpc_pb2.PutRequest(key=key, value=value))
 
+    async def grant_lease(self, ttl: int) -> int:
+        """A new etcd lease of ``ttl`` seconds; keys put with it vanish when it expires."""
+        response = await self._call(self._leases.LeaseGrant, rpc_pb2.LeaseGrantRequest(TTL=ttl))
+        return int(response.ID)
+
     async def compact(self, revision: int) -> None:
         await self._call(self._kv.Compact, rpc_pb2.CompactionRequest(revision=revision))
 
@@ -141,6 +147,13 @@ def version_is(key: bytes, version: int) -> rpc_pb2.Compare:
 
 def put_op(key: bytes, value: bytes, lease: int = 0) -> rpc_pb2.RequestOp:
     return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value, lease=lease))
+
+
+def replace_op(key: bytes, value: bytes) -> rpc_pb2.RequestOp:
+    """A put that keeps whatever lease the key has (an Event keeps its time to live)."""
+    return rpc_pb2.RequestOp(
+        request_put=rpc_pb2.PutRequest(key=key, value=value, ignore_lease=True)
+    )
 
 
 def get_op(key: bytes) -> rpc_pb2.RequestOp:

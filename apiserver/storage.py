@@ -23,6 +23,7 @@ from apiserver.etcd import (
     mod_revision_is,
     prefix_end,
     put_op,
+    replace_op,
 )
 from kubelite.api.errors import AlreadyExists, Conflict, Expired, NotFound
 from kubelite.api.registry import ResourceType
@@ -143,10 +144,11 @@ class Storage:
             next_key = response.kvs[-1].key + b"\0"
         return ListResult(items, int(response.header.revision), next_key)
 
-    async def create(self, rtype: ResourceType, obj: Message) -> Message:
+    async def create(self, rtype: ResourceType, obj: Message, lease: int = 0) -> Message:
+        """Stores a new object; with ``lease``, etcd deletes it when the lease expires."""
         meta = obj.metadata  # type: ignore[attr-defined]
         key = self.key(rtype, meta.namespace, meta.name)
-        response = await self.etcd.txn([absent(key)], [put_op(key, encode(obj))])
+        response = await self.etcd.txn([absent(key)], [put_op(key, encode(obj), lease)])
         if not response.succeeded:
             raise AlreadyExists(
                 f'{rtype.plural}{"." + rtype.group if rtype.group else ""} "{meta.name}"'
@@ -160,7 +162,7 @@ class Storage:
         meta = obj.metadata  # type: ignore[attr-defined]
         key = self.key(rtype, meta.namespace, meta.name)
         response = await self.etcd.txn(
-            [mod_revision_is(key, expected_revision)], [put_op(key, encode(obj))], [get_op(key)]
+            [mod_revision_is(key, expected_revision)], [replace_op(key, encode(obj))], [get_op(key)]
         )
         if not response.succeeded:
             if not response.responses[0].response_range.kvs:

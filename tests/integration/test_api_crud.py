@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
 from apiserver.server import ApiServer
 from kubelite.api import errors
 from kubelite.client.client import ApiClient
+from kubelite.testing.apiserver import server_settings, start_api_server
+from kubelite.testing.etcd import EtcdProcess
+from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
 
 
@@ -305,3 +309,29 @@ async def test_same_spec_with_maps_in_another_order_is_no_change(client: ApiClie
     after = await client.update(again)
     assert after.metadata.generation == 1
     assert after.metadata.resource_version == created.metadata.resource_version
+
+
+async def test_events_expire_after_the_event_ttl(etcd: EtcdProcess) -> None:
+    settings = server_settings(etcd.endpoint)
+    settings = replace(settings, api=replace(settings.api, event_ttl=1))
+    server = await start_api_server(settings)
+    try:
+        async with ApiClient(server.address) as c:
+            event = v1.Event(metadata=v1.ObjectMeta(name="short-lived"), reason="Test",
+                             message="gone soon", type="Normal")
+            created = await c.create(event)
+            created.count = 2
+            await c.update(created)  # an update keeps the lease
+            await c.create(configmap("kept"))
+
+            async def gone() -> bool:
+                try:
+                    await c.get(v1.Event, "short-lived")
+                except errors.NotFound:
+                    return True
+                return False
+
+            await eventually(gone, timeout=15, interval=0.2, message="the event to expire")
+            await c.get(v1.ConfigMap, "kept")  # other kinds have no time to live
+    finally:
+        await server.stop()
