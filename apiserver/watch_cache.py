@@ -106,11 +106,16 @@ class _Watcher:
     namespace: str
     matches: Predicate | None
     max_pending: int
+    after: int
+    """Events up to this revision are not for this watcher: its client already has them (a
+    List read etcd at a revision the cache may not have caught up with yet)."""
     pending: deque[WatchItem] = field(default_factory=deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     closed_reason: str | None = None
 
     def offer(self, event: CachedEvent) -> None:
+        if event.revision <= self.after:
+            return
         kind = classify(event, self.namespace, self.matches)
         if kind is None:
             return
@@ -284,10 +289,9 @@ class ResourceWatchCache:
             async for item in self._direct(after, namespace, matches):
                 yield item
             return
-        watcher = _Watcher(namespace, matches, self.settings.max_pending_per_watcher)
+        watcher = _Watcher(namespace, matches, self.settings.max_pending_per_watcher, after)
         for event in self._events:
-            if event.revision > after:
-                watcher.offer(event)
+            watcher.offer(event)
         self._watchers.add(watcher)
         try:
             last = after
