@@ -88,6 +88,8 @@ def unavailable_reason() -> str | None:
         return "the multi-host harness needs root (network namespaces, veth pairs, a bridge)"
     if shutil.which("ip") is None:
         return "the multi-host harness needs iproute2's `ip` on PATH"
+    if shutil.which("curl") is None:
+        return "the multi-host harness needs curl (requests from inside a host)"
     for name in REQUIRED_SCRIPTS:
         if not has_script(name):
             return f"{name} is not installed beside {sys.executable} (pip install -e .)"
