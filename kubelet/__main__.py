@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import os
+
+# The kubelet forks for every exec, probe and container start. gRPC's fork handlers, when
+# enabled, run in those children between fork and exec and can crash them (SIGSEGV seen
+# here); the children never use gRPC, so the handlers are switched off before grpc loads.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import argparse
 
 from kubelet.kubelet import Kubelet
 from kubelet.settings import KubeletSettings

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Before grpc loads: tests fork processes (etcd, components, containers) from a process with
+# gRPC threads; gRPC's fork handlers must not run in those children (see kubelite/__init__).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
