@@ -70,17 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             lambda: {"leader": manager.is_leader} if settings.leader_elect else {},
         )
 
-        async def start() -> None:
-            if health is not None:
-                await health.start()
-            await manager.start()
-
-        async def stop() -> None:
-            if health is not None:
-                await health.stop()
-            await manager.stop()
-
-        await daemon.serve_until_signalled(start, stop)
+        await daemon.serve_until_signalled(manager.start, manager.stop, health=health)
 
     daemon.run(serve())
 

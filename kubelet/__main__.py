@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
-# The kubelet forks for every exec, probe and container start. gRPC's fork handlers, when
-# enabled, run in those children between fork and exec and can crash them (SIGSEGV seen
-# here); the children never use gRPC, so the handlers are switched off before grpc loads.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
 import argparse
+import os
 
 from kubelet.kubelet import Kubelet
 from kubelet.settings import KubeletSettings
@@ -98,17 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         kubelet = Kubelet(settings)
         health = maybe_health_server(settings.health_address, "kubelet", kubelet.readiness)
 
-        async def start() -> None:
-            if health is not None:
-                await health.start()
-            await kubelet.start()
-
-        async def stop() -> None:
-            if health is not None:
-                await health.stop()
-            await kubelet.stop()
-
-        await daemon.serve_until_signalled(start, stop)
+        await daemon.serve_until_signalled(kubelet.start, kubelet.stop, health=health)
 
     daemon.run(serve())
 

@@ -6,30 +6,45 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
 
+class Startable(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 async def serve_until_signalled(
     start: Callable[[], Awaitable[None]],
     stop: Callable[[], Awaitable[None]],
     ready: Callable[[], None] | None = None,
+    health: Startable | None = None,
 ) -> None:
-    """start(); wait for SIGTERM/SIGINT; stop(). A second signal does not interrupt stop()."""
+    """start(); wait for SIGTERM/SIGINT; stop(). A second signal does not interrupt stop().
+
+    ``health`` (a readiness server) starts before the component, so it reports NOT_SERVING
+    while the component comes up, and stops before it, so nobody is told "ready" mid-stop.
+    """
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     try:
+        if health is not None:
+            await health.start()
         await start()
         if ready is not None:
             ready()
         await stopping.wait()
         log.info("signal received; shutting down")
     finally:
+        if health is not None:
+            await health.stop()
         await stop()
 
 

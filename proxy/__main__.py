@@ -77,18 +77,11 @@ def main(argv: list[str] | None = None) -> None:
         proxier = Proxier(settings, client)
         health = maybe_health_server(settings.health_address, "proxy", proxier.readiness)
 
-        async def start() -> None:
-            if health is not None:
-                await health.start()
-            await proxier.start()
-
         async def stop() -> None:
-            if health is not None:
-                await health.stop()
             await proxier.stop()
             await client.close()
 
-        await daemon.serve_until_signalled(start, stop)
+        await daemon.serve_until_signalled(proxier.start, stop, health=health)
 
     daemon.run(serve())
 

@@ -106,18 +106,11 @@ def main(argv: list[str] | None = None) -> None:
             lambda: {"leader": scheduler.is_leading} if settings.leader_election else {},
         )
 
-        async def start() -> None:
-            if health is not None:
-                await health.start()
-            await scheduler.start()
-
         async def stop() -> None:
-            if health is not None:
-                await health.stop()
             await scheduler.stop()
             await client.close()
 
-        await daemon.serve_until_signalled(start, stop)
+        await daemon.serve_until_signalled(scheduler.start, stop, health=health)
 
     daemon.run(serve())
 
