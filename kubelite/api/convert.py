@@ -40,6 +40,7 @@ from kubelite.api.registry import RESOURCES, ResourceType, UnknownResource, by_k
 
 __all__ = [
     "QUANTITY_FIELDS",
+    "UNSUPPORTED_FIELDS",
     "ConversionError",
     "from_dict",
     "merge_patch",
@@ -71,6 +72,35 @@ as Kubernetes' Quantity does. Add new Quantity fields here when they land in the
 # Registered kinds nested in other objects (StatefulSet.volumeClaimTemplates) may carry their
 # own apiVersion/kind, as Kubernetes' embedded types do; they are checked, then implied.
 _NESTED_TYPE_META: dict[str, ResourceType] = {r.message.DESCRIPTOR.full_name: r for r in RESOURCES}
+
+_SUPPORTED_VOLUME_TYPES = "hostPath, emptyDir, configMap, secret, downwardAPI"
+_UNSUPPORTED_VOLUME_TYPES = (
+    "projected", "ephemeral", "csi", "nfs", "iscsi", "fc", "rbd", "cephfs", "glusterfs",
+    "cinder", "flexVolume", "flocker", "gitRepo", "gcePersistentDisk", "awsElasticBlockStore",
+    "azureDisk", "azureFile", "vsphereVolume", "quobyte", "photonPersistentDisk",
+    "portworxVolume", "scaleIO", "storageos", "image",
+)
+
+UNSUPPORTED_FIELDS: dict[str, dict[str, str]] = {
+    "kubelite.v1.Volume": {
+        name: f"{name} volumes are not supported (supported volume types:"
+              f" {_SUPPORTED_VOLUME_TYPES})"
+        for name in _UNSUPPORTED_VOLUME_TYPES
+    },
+    "kubelite.v1.PodSpec": {
+        name: f"{name} is not supported"
+        for name in ("dnsConfig", "ephemeralContainers", "runtimeClassName", "overhead", "os",
+                     "hostUsers", "setHostnameAsFQDN", "schedulingGates", "resourceClaims",
+                     "resources")
+    },
+    "kubelite.v1.Container": {
+        name: f"{name} is not supported" for name in ("volumeDevices", "resizePolicy")
+    },
+}
+"""Fields Kubernetes has that kubelite does not serve, by message full name and JSON name.
+
+A manifest using one gets ``Unsupported value`` saying so, rather than ``Unknown field``, which
+would suggest a typo; a ``null`` value is absent, as for any field."""
 
 _INT_RANGES: dict[int, tuple[int, int, str]] = {
     FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1, "a 32-bit integer"),
@@ -180,6 +210,10 @@ def _fill(msg: Message, data: Mapping[str, Any], path: FieldPath, errors: list[F
         if field is None:
             if plan.type_meta is not None and key in ("apiVersion", "kind"):
                 _check_type_meta(plan.type_meta, key, value, fpath, errors)
+            elif key in plan.unsupported:
+                if value is not None:
+                    errors.append(FieldError(ErrorType.NOT_SUPPORTED, str(fpath),
+                                             plan.unsupported[key]))
             else:
                 errors.append(fpath.unknown())
             continue
@@ -440,6 +474,8 @@ class _Plan:
     by_number: dict[int, _Field]
     type_meta: ResourceType | None
     """The registered kind, when this message is one and may carry apiVersion/kind."""
+    unsupported: dict[str, str]
+    """Kubernetes' fields this message lacks, by JSON name, with why (UNSUPPORTED_FIELDS)."""
 
 
 _PLANS: dict[str, _Plan] = {}
@@ -458,6 +494,7 @@ def _plan(descriptor: Descriptor) -> _Plan:
             {f.json_name: f for f in fields},
             {f.desc.number: f for f in fields},
             _NESTED_TYPE_META.get(descriptor.full_name),
+            UNSUPPORTED_FIELDS.get(descriptor.full_name, {}),
         )
         _PLANS[descriptor.full_name] = plan
     return plan

@@ -11,6 +11,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from kubelite.api.convert import (
     QUANTITY_FIELDS,
+    UNSUPPORTED_FIELDS,
     ConversionError,
     from_dict,
     merge_patch,
@@ -270,6 +271,48 @@ def test_unknown_field_in_a_pod() -> None:
     pod = load("pod.yaml")
     pod["spec"]["containers"][0]["imagee"] = "x"
     assert [e.field for e in errors_of(pod)] == ["spec.containers[0].imagee"]
+
+
+def test_projected_volume_is_unsupported_not_unknown() -> None:
+    # The Kubernetes docs' projected volume (tasks/configure-pod-container/projected-volume).
+    pod = load("pod.yaml")
+    pod["spec"]["volumes"] = [{"name": "all-in-one", "projected": {"sources": [
+        {"secret": {"name": "user"}}, {"configMap": {"name": "settings"}}]}}]
+    (error,) = errors_of(pod)
+    assert error.type is ErrorType.NOT_SUPPORTED
+    assert error.field == "spec.volumes[0].projected"
+    assert str(error).startswith(
+        "spec.volumes[0].projected: Unsupported value: projected volumes are not supported")
+    assert "emptyDir" in str(error)  # says what is supported instead
+
+
+@pytest.mark.parametrize(("where", "key"), [
+    ("volume", "nfs"), ("volume", "csi"), ("volume", "ephemeral"), ("volume", "gitRepo"),
+    ("spec", "dnsConfig"), ("spec", "runtimeClassName"), ("spec", "ephemeralContainers"),
+    ("container", "volumeDevices"),
+])
+def test_known_upstream_fields_are_unsupported(where: str, key: str) -> None:
+    pod = load("pod.yaml")
+    target = {"volume": pod["spec"]["volumes"][0], "spec": pod["spec"],
+              "container": pod["spec"]["containers"][0]}[where]
+    target[key] = {}
+    (error,) = errors_of(pod)
+    assert error.type is ErrorType.NOT_SUPPORTED, str(error)
+    assert error.field.endswith("." + key)
+    assert "not supported" in str(error)
+
+
+def test_unsupported_fields_are_not_in_the_schema() -> None:
+    # A field that lands in the proto must leave the table (or it could never be set).
+    for full_name, table in UNSUPPORTED_FIELDS.items():
+        message = v1.DESCRIPTOR.message_types_by_name[full_name.rpartition(".")[2]]
+        assert not set(table) & {f.json_name for f in message.fields}, full_name
+
+
+def test_a_null_unsupported_field_is_absent() -> None:
+    pod = load("pod.yaml")
+    pod["spec"]["volumes"][0]["projected"] = None
+    from_dict(pod)
 
 
 def test_protobuf_names_are_not_json_names() -> None:
