@@ -78,9 +78,6 @@ class ControllerManager:
         self.informers = informers
         try:
             for name in names:
-                if not registry.available(name):
-                    log.warning("controller not available in this build", controller=name)
-                    continue
                 controllers[name] = registry.factory(name)(ctx)
             self.controllers = controllers
             recorder.start()
