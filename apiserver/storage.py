@@ -142,7 +142,9 @@ class Storage:
         next_key = None
         if response.more and response.kvs:
             next_key = response.kvs[-1].key + b"\0"
-        return ListResult(items, int(response.header.revision), next_key)
+        # A read at an older revision (a continue page) is still of that revision: etcd's
+        # header carries the store's current one.
+        return ListResult(items, revision or int(response.header.revision), next_key)
 
     async def create(self, rtype: ResourceType, obj: Message, lease: int = 0) -> Message:
         """Stores a new object; with ``lease``, etcd deletes it when the lease expires."""

@@ -13,6 +13,8 @@ from kubelite.client.client import ApiClient
 from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
 from kubelite.testing.wait import eventually
+from protos.v1 import apiserver_pb2 as pb
+from protos.v1 import apiserver_pb2_grpc as pb_grpc
 from protos.v1 import objects_pb2 as v1
 
 
@@ -280,10 +282,52 @@ async def test_bind_sets_node_and_condition_once(client: ApiClient) -> None:
 
 
 async def test_list_pages_are_consistent(client: ApiClient) -> None:
+    """Pages hold at most ``limit`` items, carry a continue token while more remain, and
+    together are exactly the list at the first page's resourceVersion, although objects are
+    created, updated and deleted between the pages."""
     for i in range(25):
-        await client.create(configmap(f"page-{i:02d}"))
-    result = await client.list(v1.ConfigMap, "default", page_size=10)
-    assert [c.metadata.name for c in result.items] == [f"page-{i:02d}" for i in range(25)]
+        await client.create(configmap(f"page-{i:02d}", v="0"))
+    full = await client.list(v1.ConfigMap, "default", page_size=0)
+    assert len(full.items) == 25
+    stub = pb_grpc.ApiServerStub(client.channel)  # type: ignore[no-untyped-call]
+
+    async def change(step: int, update: str, delete: str) -> None:
+        current = await client.get(v1.ConfigMap, update)
+        current.data["v"] = str(step)
+        await client.update(current)
+        await client.delete(v1.ConfigMap, delete)
+        await client.create(configmap(f"page-{step}-new"))  # sorts into a later page
+        await client.create(configmap(f"page-00-{step}"))  # sorts into the first page
+
+    # Between the pages, change objects of the pages still to come.
+    writes = {1: ("page-15", "page-22"), 2: ("page-21", "page-24")}
+    pages: list[pb.ListResponse] = []
+    token = ""
+    while True:
+        page = await stub.List(pb.ListRequest(resource="configmaps", namespace="default",
+                                              limit=10, continue_token=token))
+        pages.append(page)
+        assert len(page.items) <= 10, f"page {len(pages)} has {len(page.items)} items"
+        token = page.continue_token
+        if not token:
+            break
+        assert len(pages) < 10, "the continue tokens never end"
+        if len(pages) in writes:
+            await change(len(pages), *writes[len(pages)])
+    assert [len(p.items) for p in pages] == [10, 10, 5]
+    assert [bool(p.continue_token) for p in pages] == [True, True, False]
+    # No write came between the full list and the first page: same revision.
+    assert pages[0].resource_version == full.resource_version
+    assert {p.resource_version for p in pages} == {full.resource_version}
+
+    def view(items: list[v1.ConfigMap]) -> list[tuple[str, str, dict[str, str]]]:
+        return [(c.metadata.name, c.metadata.resource_version, dict(c.data)) for c in items]
+
+    paged = [v1.ConfigMap.FromString(b) for p in pages for b in p.items]
+    assert view(paged) == view(full.items)
+    # ... while the current list shows the writes.
+    now = {c.metadata.name: c for c in (await client.list(v1.ConfigMap, "default")).items}
+    assert "page-22" not in now and "page-2-new" in now and now["page-21"].data["v"] == "2"
 
 
 async def test_health_service_reports_serving(api_server: ApiServer) -> None:

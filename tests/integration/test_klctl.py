@@ -21,6 +21,7 @@ from kubelite.api import errors, meta
 from kubelite.cli.klctl import main
 from kubelite.cli.printers import LAST_APPLIED, human_duration, pod_status
 from kubelite.client.client import ApiClient
+from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
 
 
@@ -336,10 +337,19 @@ async def test_get_missing_and_unknown(klctl: Klctl) -> None:
     assert (empty.code, empty.err.strip()) == (0, "No resources found in default namespace.")
 
 
-async def test_get_watch_prints_changes(klctl: Klctl, client: ApiClient) -> None:
+async def watching_configmaps(api_server: ApiServer, before: int) -> None:
+    """Until a watch of ConfigMaps more than ``before`` is open on the server."""
+    cache = api_server.api.caches["configmaps"]
+    await eventually(lambda: cache.watcher_count > before, timeout=10,
+                     message="klctl's watch open on the server")
+
+
+async def test_get_watch_prints_changes(klctl: Klctl, client: ApiClient,
+                                        api_server: ApiServer) -> None:
     await client.create(v1.ConfigMap(metadata=v1.ObjectMeta(name="first")))
+    before = api_server.api.caches["configmaps"].watcher_count
     watching = asyncio.create_task(klctl("get", "cm", "-w", "--request-timeout", "2s"))
-    await asyncio.sleep(0.7)
+    await watching_configmaps(api_server, before)
     await client.create(v1.ConfigMap(metadata=v1.ObjectMeta(name="second"), data={"k": "v"}))
     result = await watching
     assert result.code == 0, result.err
@@ -348,8 +358,12 @@ async def test_get_watch_prints_changes(klctl: Klctl, client: ApiClient) -> None
     assert out_lines[1].split()[0] == "first"
     assert [line.split()[0] for line in out_lines[2:]] == ["second"]
 
+    # The first watch has ended on the server too before the second starts.
+    cache = api_server.api.caches["configmaps"]
+    await eventually(lambda: cache.watcher_count == before, timeout=10,
+                     message="the first watch closed on the server")
     only = asyncio.create_task(klctl("get", "cm", "--watch-only", "--request-timeout", "1.5s"))
-    await asyncio.sleep(0.7)
+    await watching_configmaps(api_server, before)
     await client.patch(v1.ConfigMap, "first", {"data": {"a": "b"}})
     result = await only
     assert [line.split()[:2] for line in result.out.splitlines()] == [["NAME", "DATA"],
