@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
                    help="seconds between etcd compactions (0 disables)")
     p.add_argument("--watch-cache-size", type=int, default=10_000,
                    help="events kept per resource for resuming watches")
+    p.add_argument("--watch-cache-max-bytes", type=int, default=32 * 1024 * 1024,
+                   help="bytes of objects kept per resource for resuming watches")
     p.add_argument("--watch-progress-interval", type=float, default=1.0,
                    help="seconds between bookmarks/progress checks on quiet watches")
     p.add_argument("--event-ttl", type=int, default=3600,
@@ -37,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
                    help="port range to allocate NodePort Services' nodePorts from")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
+    if a.watch_cache_max_bytes < 0:
+        p.error(f"--watch-cache-max-bytes: must not be negative, got {a.watch_cache_max_bytes}")
     try:
         IPRange.parse(a.service_cluster_ip_range)
         PortRange.parse(a.service_node_port_range)
@@ -50,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
             service_cluster_ip_range=a.service_cluster_ip_range,
             service_node_port_range=a.service_node_port_range,
             watch_cache=WatchCacheSettings(
-                capacity=a.watch_cache_size, progress_interval=a.watch_progress_interval
+                capacity=a.watch_cache_size, max_bytes=a.watch_cache_max_bytes,
+                progress_interval=a.watch_progress_interval,
             ),
             default_toleration_seconds=a.default_toleration_seconds,
             event_ttl=a.event_ttl,

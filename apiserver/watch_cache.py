@@ -1,9 +1,12 @@
 """One etcd watch per resource, fanned out to every client watch of that resource.
 
-The cache keeps a window of recent events (the last ``capacity`` of them, contiguous in
-revision). A client watch from a resourceVersion inside the window is served from it and then
-live; one from before the window gets a private etcd watch from that revision (etcd says if it
-was compacted, which becomes Expired). Selectors are applied here, per watcher, with
+The cache keeps a window of recent events (the last ``capacity`` of them and at most
+``max_bytes`` of serialized objects, contiguous in revision). A client watch from a
+resourceVersion inside the window is served from it and then live; one from before the window
+gets a private etcd watch from that revision (etcd says if it was compacted, which becomes
+Expired). The window holds bytes only: objects decoded for selectors are dropped once every
+watcher had the event, a change's previous state shares the bytes of the event that wrote it,
+and a delete keeps one copy of the last state. Selectors are applied here, per watcher, with
 Kubernetes' rule for objects that move in or out of a selector: entering is ADDED, leaving is
 DELETED.
 """
@@ -42,13 +45,14 @@ class CachedEvent:
         "created",
         "data",
         "deleted",
+        "key",
         "namespace",
         "revision",
     )
 
     def __init__(
         self, rtype: ResourceType, revision: int, data: bytes, namespace: str, *,
-        deleted: bool, created: bool, prev_value: bytes | None,
+        deleted: bool, created: bool, prev_value: bytes | None, key: bytes = b"",
     ) -> None:
         self.revision = revision
         self.data = data
@@ -56,10 +60,17 @@ class CachedEvent:
         self.namespace = namespace
         self.deleted = deleted
         self.created = created
+        self.key = key
         self._rtype = rtype
         self._obj: Message | None = None
-        self._prev_value = prev_value
+        # A delete's previous state is its data (at another resourceVersion): no second copy.
+        self._prev_value = None if deleted else prev_value
         self._prev: Message | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes this event holds (a previous state shared with another event counts too)."""
+        return len(self.data) + len(self._prev_value or b"")
 
     @property
     def obj(self) -> Message:
@@ -69,9 +80,15 @@ class CachedEvent:
 
     @property
     def prev(self) -> Message | None:
+        if self.deleted:
+            return self.obj
         if self._prev is None and self._prev_value is not None:
             self._prev = self._rtype.decode(self._prev_value)
         return self._prev
+
+    def release(self) -> None:
+        """Drops the decoded objects; they are made again if a later watcher needs them."""
+        self._obj = self._prev = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,21 +126,32 @@ class _Watcher:
     after: int
     """Events up to this revision are not for this watcher: its client already has them (a
     List read etcd at a revision the cache may not have caught up with yet)."""
+    max_pending_bytes: int = 2**63
     pending: deque[WatchItem] = field(default_factory=deque)
+    pending_bytes: int = 0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     closed_reason: str | None = None
 
     def offer(self, event: CachedEvent) -> None:
-        if event.revision <= self.after:
+        if event.revision <= self.after or self.closed_reason is not None:
             return
         kind = classify(event, self.namespace, self.matches)
         if kind is None:
             return
-        if len(self.pending) >= self.max_pending:
+        if len(self.pending) >= self.max_pending or (
+            self.pending and self.pending_bytes + len(event.data) > self.max_pending_bytes
+        ):
+            # Its backlog would keep alive what the window has let go: the client resumes.
             self.close("watcher fell too far behind")
             return
         self.pending.append(WatchItem(kind, event.revision, event.data))
+        self.pending_bytes += len(event.data)
         self.wakeup.set()
+
+    def take(self) -> WatchItem:
+        item = self.pending.popleft()
+        self.pending_bytes -= len(item.data)
+        return item
 
     def close(self, reason: str) -> None:
         if self.closed_reason is None:
@@ -135,6 +163,10 @@ class _Watcher:
 class WatchCacheSettings:
     capacity: int = 10_000
     """Events kept per resource for watchers that resume from a recent resourceVersion."""
+    max_bytes: int = 32 * 1024 * 1024
+    """Bytes of serialized objects kept per resource in that window (the older events go
+    first, so a few huge objects cannot hold hundreds of megabytes). A watcher whose unsent
+    backlog passes this many bytes is closed like one too many events behind."""
     max_pending_per_watcher: int = 10_000
     """A watcher this many events behind is closed; its client resumes from its last version."""
     progress_interval: float = 1.0
@@ -150,6 +182,9 @@ class ResourceWatchCache:
         self.settings = settings
         self.prefix = storage.resource_prefix(rtype)
         self._events: deque[CachedEvent] = deque()
+        self._latest: dict[bytes, CachedEvent] = {}
+        """The newest event of each key in the window (a next change shares its bytes)."""
+        self._bytes = 0
         self._watchers: set[_Watcher] = set()
         self.start_revision = 0
         """Every event after this revision is in the window (until it is trimmed)."""
@@ -228,37 +263,60 @@ class ResourceWatchCache:
             watcher.close("watch cache reset after etcd compaction")
         self._watchers.clear()
         self._events.clear()
+        self._latest.clear()
+        self._bytes = 0
         self.start_revision = self.revision = await self.etcd.current_revision()
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of serialized objects the window holds now (at most ``max_bytes``)."""
+        return self._bytes
 
     def _apply(self, events: list[Event]) -> None:
         for event in events:
             cached = self._cached(event)
             self._events.append(cached)
+            self._latest[cached.key] = cached
+            self._bytes += cached.size
             for watcher in self._watchers:
                 watcher.offer(cached)
+            cached.release()
         self.revision = events[-1].kv.mod_revision
-        while len(self._events) > self.settings.capacity:
-            self.start_revision = self._events.popleft().revision
+        while self._events and (
+            len(self._events) > self.settings.capacity or self._bytes > self.settings.max_bytes
+        ):
+            oldest = self._events.popleft()
+            self._bytes -= oldest.size
+            if self._latest.get(oldest.key) is oldest:
+                del self._latest[oldest.key]
+            self.start_revision = oldest.revision
 
     def _cached(self, event: Event) -> CachedEvent:
         kv = event.kv
         namespace = ""
         if self.rtype.namespaced:
             namespace = kv.key[len(self.prefix):].split(b"/", 1)[0].decode()
-        prev_value = None
-        if event.HasField("prev_kv"):
-            prev_value = with_resource_version(event.prev_kv.value, event.prev_kv.mod_revision)
         if event.type == Event.DELETE:
             # The last state, at the delete's revision (etcd sent it as prev_kv).
             last = event.prev_kv.value if event.HasField("prev_kv") else b""
             return CachedEvent(
                 self.rtype, kv.mod_revision, with_resource_version(last, kv.mod_revision),
-                namespace, deleted=True, created=False, prev_value=prev_value,
+                namespace, deleted=True, created=False, prev_value=None, key=kv.key,
             )
+        prev_value = None
+        if event.HasField("prev_kv"):
+            before = self._latest.get(kv.key)
+            if (before is not None and not before.deleted
+                    and before.revision == event.prev_kv.mod_revision):
+                prev_value = before.data  # the same bytes: shared, not copied
+            else:
+                prev_value = with_resource_version(
+                    event.prev_kv.value, event.prev_kv.mod_revision
+                )
         return CachedEvent(
             self.rtype, kv.mod_revision, with_resource_version(kv.value, kv.mod_revision),
             namespace, deleted=False, created=kv.create_revision == kv.mod_revision,
-            prev_value=prev_value,
+            prev_value=prev_value, key=kv.key,
         )
 
     async def wait_for_revision(self, revision: int, timeout: float = 10.0) -> None:
@@ -289,9 +347,13 @@ class ResourceWatchCache:
             async for item in self._direct(after, namespace, matches):
                 yield item
             return
-        watcher = _Watcher(namespace, matches, self.settings.max_pending_per_watcher, after)
+        watcher = _Watcher(
+            namespace, matches, self.settings.max_pending_per_watcher, after,
+            max_pending_bytes=self.settings.max_bytes,
+        )
         for event in self._events:
             watcher.offer(event)
+            event.release()
         self._watchers.add(watcher)
         try:
             last = after
@@ -305,7 +367,7 @@ class ResourceWatchCache:
                     except TimeoutError:
                         pass
                 while watcher.pending:
-                    item = watcher.pending.popleft()
+                    item = watcher.take()
                     last = item.revision
                     yield item
                 if watcher.closed_reason is not None:
