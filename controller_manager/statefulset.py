@@ -6,8 +6,12 @@ down deletes the highest ordinal first, one at a time; Parallel does both withou
 failed or deleted pod is recreated under the same name. RollingUpdate replaces pods whose
 ``controller-revision-hash`` is not the update revision from the highest ordinal down to the
 partition, one at a time and only while every pod is healthy; OnDelete waits for the user to
-delete them. Each volumeClaimTemplate becomes a PersistentVolumeClaim ``<claim>-<pod>``,
-created before the pod and mounted as the volume of the template's name.
+delete them.
+
+Storage: kubelite serves no PersistentVolumeClaims yet, so where upstream creates a claim
+``<claim>-<pod>`` per volumeClaimTemplate, each pod gets an emptyDir volume of the template's
+name instead, bounded by the template's storage request. The pods run and mount what the
+manifest asks for, but the data lives as long as the pod, not as long as the claim.
 
 Revisions: kubelite serves no ControllerRevision kind, so a revision is
 ``<set>-<template hash>`` and the templates seen are remembered in memory to recreate pods below
@@ -17,7 +21,6 @@ back to the update revision.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 from collections.abc import Callable
@@ -66,10 +69,6 @@ def terminating(pod: v1.Pod) -> bool:
 
 def _failed(pod: v1.Pod) -> bool:
     return pod.status.phase in ("Failed", "Succeeded")
-
-
-def claim_name(claim: v1.PersistentVolumeClaim, pod_name: str) -> str:
-    return f"{claim.metadata.name}-{pod_name}"
 
 
 @dataclass(frozen=True)
@@ -235,13 +234,15 @@ class StatefulSetController(Controller):
             del pod.spec.volumes[:]
             pod.spec.volumes.extend(volumes)
             volume = pod.spec.volumes.add(name=claim.metadata.name)
-            volume.persistent_volume_claim.claim_name = claim_name(claim, name)
+            volume.empty_dir.SetInParent()
+            storage = claim.spec.resources.requests.get("storage")
+            if storage:
+                volume.empty_dir.size_limit = storage
         return pod
 
     async def _create_pod(self, sts: v1.StatefulSet, revisions: Revisions, index: int,
                           ordinal: int) -> None:
         pod = self._new_pod(sts, revisions, index, ordinal)
-        await self._create_claims(sts, pod.metadata.name)
         try:
             await self.client.create(pod)
         except AlreadyExists:
@@ -255,36 +256,6 @@ class StatefulSetController(Controller):
         self.recorder.record(
             sts, NORMAL, "SuccessfulCreate",
             f"create Pod {pod.metadata.name} in StatefulSet {sts.metadata.name} successful")
-
-    async def _create_claims(self, sts: v1.StatefulSet, pod_name: str) -> None:
-        async def create(claim: v1.PersistentVolumeClaim) -> None:
-            pvc = v1.PersistentVolumeClaim()
-            pvc.spec.CopyFrom(claim.spec)
-            pvc.metadata.name = claim_name(claim, pod_name)
-            pvc.metadata.namespace = sts.metadata.namespace
-            pvc.metadata.labels.update(sts.spec.selector.match_labels)
-            pvc.metadata.labels.update(claim.metadata.labels)
-            pvc.metadata.annotations.update(claim.metadata.annotations)
-            policy = sts.spec.persistent_volume_claim_retention_policy
-            if policy.when_deleted == "Delete":
-                pvc.metadata.owner_references.append(
-                    m.controller_reference(sts))
-            try:
-                await self.client.create(pvc)
-            except AlreadyExists:
-                return
-            except ApiError as e:
-                self.recorder.record(
-                    sts, WARNING, "FailedCreate",
-                    f"create Claim {pvc.metadata.name} for Pod {pod_name} in StatefulSet"
-                    f" {sts.metadata.name} failed error: {e}")
-                raise
-            self.recorder.record(
-                sts, NORMAL, "SuccessfulCreate",
-                f"create Claim {pvc.metadata.name} Pod {pod_name} in StatefulSet"
-                f" {sts.metadata.name} success")
-
-        await asyncio.gather(*(create(c) for c in sts.spec.volume_claim_templates))
 
     async def _delete_pod(self, sts: v1.StatefulSet, pod: v1.Pod) -> None:
         try:

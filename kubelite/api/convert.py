@@ -36,7 +36,7 @@ from google.protobuf.message import Message
 
 from kubelite.api.errors import BadRequest, Invalid, KubeliteError
 from kubelite.api.field_errors import ErrorType, FieldError, FieldPath
-from kubelite.api.registry import RESOURCES, ResourceType, UnknownResource, by_kind
+from kubelite.api.registry import EMBEDDED, RESOURCES, ResourceType, UnknownResource, by_kind
 
 __all__ = [
     "QUANTITY_FIELDS",
@@ -71,7 +71,9 @@ as Kubernetes' Quantity does. Add new Quantity fields here when they land in the
 
 # Registered kinds nested in other objects (StatefulSet.volumeClaimTemplates) may carry their
 # own apiVersion/kind, as Kubernetes' embedded types do; they are checked, then implied.
-_NESTED_TYPE_META: dict[str, ResourceType] = {r.message.DESCRIPTOR.full_name: r for r in RESOURCES}
+_NESTED_TYPE_META: dict[str, ResourceType] = {
+    r.message.DESCRIPTOR.full_name: r for r in (*RESOURCES, *EMBEDDED)
+}
 
 _SUPPORTED_VOLUME_TYPES = "hostPath, emptyDir, configMap, secret, downwardAPI"
 _UNSUPPORTED_VOLUME_TYPES = (

@@ -55,10 +55,6 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("Secret", "secrets", "v1", True, v1.Secret, (), has_status=False),
     ResourceType("Event", "events", "v1", True, v1.Event, ("ev",), has_status=False),
     ResourceType(
-        "PersistentVolumeClaim", "persistentvolumeclaims", "v1", True,
-        v1.PersistentVolumeClaim, ("pvc",),
-    ),
-    ResourceType(
         "Lease", "leases", "coordination.k8s.io/v1", True, v1.Lease, (), has_status=False
     ),
     ResourceType("ReplicaSet", "replicasets", "apps/v1", True, v1.ReplicaSet, ("rs",)),
@@ -68,6 +64,27 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("Job", "jobs", "batch/v1", True, v1.Job),
     ResourceType("CronJob", "cronjobs", "batch/v1", True, v1.CronJob, ("cj",)),
 )
+
+EMBEDDED: tuple[ResourceType, ...] = (
+    ResourceType(
+        "PersistentVolumeClaim", "persistentvolumeclaims", "v1", True,
+        v1.PersistentVolumeClaim, ("pvc",),
+    ),
+)
+"""Kinds not served, whose objects appear inside served ones (a StatefulSet's
+volumeClaimTemplates), where they may carry their apiVersion and kind."""
+
+NOT_SERVED: dict[str, str] = {
+    "PersistentVolumeClaim": (
+        "PersistentVolumeClaims are not supported: this cluster has no persistent volumes yet"
+        " (a StatefulSet's volumeClaimTemplates give its pods emptyDir volumes instead)"
+    ),
+    "PersistentVolume": "PersistentVolumes are not supported: this cluster has no persistent"
+                        " volumes yet",
+    "StorageClass": "StorageClasses are not supported: this cluster has no persistent volumes"
+                    " yet",
+}
+"""Kubernetes kinds kubelite does not serve yet, with why, for the message refusing them."""
 
 _BY_PLURAL = {r.plural: r for r in RESOURCES}
 _BY_KIND = {r.kind: r for r in RESOURCES}
@@ -93,7 +110,9 @@ def by_kind(kind: str, api_version: str | None = None) -> ResourceType:
     """The resource for a manifest's kind (and apiVersion, when given)."""
     rtype = _BY_KIND.get(kind)
     if rtype is None:
-        raise UnknownResource(f'no kind "{kind}" is registered')
+        reason = NOT_SERVED.get(kind)
+        raise UnknownResource(f'no kind "{kind}" is registered' + (f": {reason}" if reason
+                                                                    else ""))
     if api_version is not None and api_version != rtype.api_version:
         raise UnknownResource(
             f'no kind "{kind}" is registered for version "{api_version}"'

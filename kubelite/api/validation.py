@@ -1173,9 +1173,13 @@ def _validate_topology_spread(
     return errs
 
 
-def validate_pod_spec(spec: v1.PodSpec, path: FieldPath) -> Errors:
-    """ValidatePodSpec (after defaults)."""
+def validate_pod_spec(
+    spec: v1.PodSpec, path: FieldPath, claim_templates: Iterable[str] = ()
+) -> Errors:
+    """ValidatePodSpec (after defaults). ``claim_templates``: names of a StatefulSet's
+    volumeClaimTemplates, which its pods get as volumes, so mounts may name them."""
     volumes, errs = _validate_volumes(spec.volumes, path.child("volumes"))
+    volumes |= set(claim_templates)
     errs.extend(_validate_containers(spec.containers, volumes, path.child("containers")))
     errs.extend(
         _validate_init_containers(
@@ -1338,7 +1342,9 @@ def validate_pod_update(new: v1.Pod, old: v1.Pod) -> Errors:
     return errs
 
 
-def validate_pod_template(template: v1.PodTemplateSpec, path: FieldPath) -> Errors:
+def validate_pod_template(
+    template: v1.PodTemplateSpec, path: FieldPath, claim_templates: Iterable[str] = ()
+) -> Errors:
     """ValidatePodTemplateSpec: template labels/annotations and the pod spec."""
     errs = validate_labels(dict(template.metadata.labels), path.child("metadata", "labels"))
     errs.extend(
@@ -1346,7 +1352,7 @@ def validate_pod_template(template: v1.PodTemplateSpec, path: FieldPath) -> Erro
             dict(template.metadata.annotations), path.child("metadata", "annotations")
         )
     )
-    errs.extend(validate_pod_spec(template.spec, path.child("spec")))
+    errs.extend(validate_pod_spec(template.spec, path.child("spec"), claim_templates))
     return errs
 
 
@@ -1367,6 +1373,7 @@ def _validate_selector_and_template(
     kind_word: str,
     allowed_restart: Sequence[str],
     deadline_kind: str | None,
+    claim_templates: Iterable[str] = (),
 ) -> Errors:
     """Selector required and non-empty, matching the template's labels; template valid."""
     errs: Errors = []
@@ -1393,7 +1400,7 @@ def _validate_selector_and_template(
                 "`selector` does not match template `labels`",
             )
         )
-    errs.extend(validate_pod_template(template, path.child("template")))
+    errs.extend(validate_pod_template(template, path.child("template"), claim_templates))
     restart = template.spec.restart_policy
     if restart in _RESTART_POLICIES and restart not in allowed_restart:
         errs.append(
@@ -1605,7 +1612,10 @@ def _validate_stateful_set(sts: v1.StatefulSet) -> Errors:
     if spec.HasField("revision_history_limit"):
         errs.extend(_nonnegative(spec.revision_history_limit, path.child("revisionHistoryLimit")))
     errs.extend(
-        _validate_selector_and_template(spec, path, "statefulset", ["Always"], "StatefulSet")
+        _validate_selector_and_template(
+            spec, path, "statefulset", ["Always"], "StatefulSet",
+            [c.metadata.name for c in spec.volume_claim_templates],
+        )
     )
     for i, claim in enumerate(spec.volume_claim_templates):
         cp = path.child("volumeClaimTemplates").index(i)
@@ -2114,10 +2124,6 @@ def _validate_namespace(ns: v1.Namespace) -> Errors:
     return errs
 
 
-def _validate_pvc(pvc: v1.PersistentVolumeClaim) -> Errors:
-    return _validate_pvc_spec(pvc.spec, FieldPath("spec"))
-
-
 # ---------------------------------------------------------------- updates per kind
 
 
@@ -2239,15 +2245,53 @@ def _validate_kind(obj: Message, old: Message | None) -> Errors:
         errs = _validate_node(obj)
     elif isinstance(obj, v1.Namespace):
         errs = _validate_namespace(obj)
-    elif isinstance(obj, v1.PersistentVolumeClaim):
-        errs = _validate_pvc(obj)
     if isinstance(obj, (v1.ReplicaSet, v1.Deployment, v1.DaemonSet, v1.StatefulSet)) and (
         isinstance(old, type(obj))
     ):
         errs.extend(
             _immutable(obj.spec.selector, old.spec.selector, FieldPath("spec").child("selector"))
         )
+    errs.extend(_validate_unsupported_volumes(obj, old))
     return errs
+
+
+PVC_VOLUMES_UNSUPPORTED = (
+    "persistentVolumeClaim volumes are not supported: this cluster serves no"
+    " PersistentVolumeClaims (a StatefulSet's volumeClaimTemplates give each of its pods an"
+    " emptyDir volume of the template's name)"
+)
+
+
+def _pod_spec_of(obj: Message | None) -> tuple[v1.PodSpec, FieldPath] | None:
+    """The pod spec an object carries (its own or its template's) and its path."""
+    spec = FieldPath("spec")
+    if isinstance(obj, v1.Pod):
+        return obj.spec, spec
+    if isinstance(obj, (v1.ReplicaSet, v1.Deployment, v1.DaemonSet, v1.StatefulSet, v1.Job)):
+        return obj.spec.template.spec, spec.child("template", "spec")
+    if isinstance(obj, v1.CronJob):
+        return (obj.spec.job_template.spec.template.spec,
+                spec.child("jobTemplate", "spec", "template", "spec"))
+    return None
+
+
+def _validate_unsupported_volumes(obj: Message, old: Message | None) -> Errors:
+    """persistentVolumeClaim volumes are refused until PersistentVolumeClaims are served; an
+    object stored with one keeps it through updates."""
+    found = _pod_spec_of(obj)
+    if found is None:
+        return []
+    spec, path = found
+    before = _pod_spec_of(old)
+    kept = {v.name for v in before[0].volumes
+            if v.HasField("persistent_volume_claim")} if before is not None else set()
+    return [
+        FieldError(ErrorType.NOT_SUPPORTED,
+                   str(path.child("volumes").index(i).child("persistentVolumeClaim")),
+                   PVC_VOLUMES_UNSUPPORTED)
+        for i, vol in enumerate(spec.volumes)
+        if vol.HasField("persistent_volume_claim") and vol.name not in kept
+    ]
 
 
 _BY_MESSAGE: dict[type[Message], ResourceType] = {r.message: r for r in RESOURCES}

@@ -198,17 +198,21 @@ async def test_on_delete_waits_for_the_user() -> None:
     assert client.deleted_names() == [] and created_names(client) == []
 
 
-async def test_volume_claim_templates_become_claims_and_volumes() -> None:
+async def test_volume_claim_templates_become_empty_dir_volumes() -> None:
+    # No PersistentVolumeClaims are served: each claim template becomes an emptyDir volume of
+    # its name (replacing a template volume of that name, as the claim would), no claim.
     sts = stateful_set(claims=("data",))
+    sts.spec.template.spec.volumes.add(name="data").host_path.path = "/srv"
+    sts.spec.template.spec.volumes.add(name="cache").empty_dir.SetInParent()
     controller, client, _ = setup(sts)
     await controller.reconcile(KEY)
-    [claim] = client.created_of(v1.PersistentVolumeClaim)
-    assert claim.metadata.name == "data-web-0"
-    assert claim.metadata.labels["app"] == "web"
-    assert claim.spec.resources.requests["storage"] == "1Gi"
+    assert [type(o) for o in client.created] == [v1.Pod]
     [pod] = client.created_of(v1.Pod)
-    [volume] = pod.spec.volumes
-    assert (volume.name, volume.persistent_volume_claim.claim_name) == ("data", "data-web-0")
+    assert [v.name for v in pod.spec.volumes] == ["cache", "data"]
+    data = pod.spec.volumes[1]
+    assert data.HasField("empty_dir")
+    assert not data.HasField("persistent_volume_claim") and not data.HasField("host_path")
+    assert data.empty_dir.size_limit == "1Gi"  # the claim's storage request bounds it
 
 
 async def test_missing_service_name_is_reported_not_acted_on() -> None:

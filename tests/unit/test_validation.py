@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from google.protobuf.message import Message
 
+from kubelite.api import meta as m
+from kubelite.api.convert import from_dict
 from kubelite.api.defaults import apply_defaults
 from kubelite.api.field_errors import ErrorType, FieldError
+from kubelite.api.manifests import load_documents
 from kubelite.api.names import (
     is_c_identifier,
     is_dns1035_label,
@@ -711,6 +715,70 @@ def test_stateful_set_rules() -> None:
     assert validate(new, sts) == []
     new.spec.service_name = "changed"
     assert _fields(validate(new, sts)) == {(ErrorType.FORBIDDEN, "spec")}
+
+
+MANIFESTS = Path(__file__).parent / "manifests"
+
+
+def _manifest(name: str) -> Message:
+    path = MANIFESTS / name
+    (doc,) = load_documents(path.read_text(), str(path))
+    _, obj = from_dict(doc)
+    m.meta(obj).namespace = m.meta(obj).namespace or "default"
+    return _defaulted(obj)
+
+
+def test_canonical_stateful_set_mounts_its_claim_template() -> None:
+    # The Kubernetes docs' StatefulSet "web": volumeMounts name "www", a volumeClaimTemplate.
+    sts = _manifest("statefulset.yaml")
+    assert isinstance(sts, v1.StatefulSet)
+    assert validate(sts) == []
+    mount = sts.spec.template.spec.containers[0].volume_mounts[0]
+    mount.name = "wwww"  # neither a volume nor a claim template
+    err = _find(validate(sts), "spec.template.spec.containers[0].volumeMounts[0].name")
+    assert err.type is ErrorType.NOT_FOUND
+    # A claim template counts only in a StatefulSet: its pod template alone is refused.
+    mount.name = "www"
+    d = make_deployment()
+    d.spec.template.CopyFrom(sts.spec.template)
+    d.spec.selector.CopyFrom(sts.spec.selector)
+    assert _fields(validate(d)) == {
+        (ErrorType.NOT_FOUND, "spec.template.spec.containers[0].volumeMounts[0].name")}
+
+
+def _pvc_volume(spec: v1.PodSpec) -> None:
+    spec.volumes.add(name="data").persistent_volume_claim.claim_name = "data"
+    spec.containers[0].volume_mounts.add(name="data", mount_path="/data")
+
+
+def test_persistent_volume_claim_volumes_are_unsupported() -> None:
+    pod = make_pod(lambda p: _pvc_volume(p.spec))
+    err = _find(validate(pod), "spec.volumes[0].persistentVolumeClaim")
+    assert err.type is ErrorType.NOT_SUPPORTED
+    assert str(err).startswith("spec.volumes[0].persistentVolumeClaim: Unsupported value:"
+                               " persistentVolumeClaim volumes are not supported")
+    d = make_deployment()
+    _pvc_volume(d.spec.template.spec)
+    assert _fields(validate(d)) == {
+        (ErrorType.NOT_SUPPORTED, "spec.template.spec.volumes[0].persistentVolumeClaim")}
+    cj = v1.CronJob()
+    cj.metadata.name, cj.metadata.namespace = "nightly", "default"
+    cj.spec.schedule = "0 0 * * *"
+    _template(cj.spec.job_template.spec.template, "Never")
+    _pvc_volume(cj.spec.job_template.spec.template.spec)
+    apply_defaults(cj)
+    assert _fields(validate(cj)) == {(
+        ErrorType.NOT_SUPPORTED,
+        "spec.jobTemplate.spec.template.spec.volumes[0].persistentVolumeClaim")}
+
+
+def test_stored_persistent_volume_claim_volumes_stay_updatable() -> None:
+    # An object stored before the rule keeps its volume through updates (status, labels).
+    old = make_pod(lambda p: _pvc_volume(p.spec))
+    new = v1.Pod()
+    new.CopyFrom(old)
+    new.metadata.labels["touched"] = "yes"
+    assert validate(new, old) == []
 
 
 def _job() -> v1.Job:

@@ -1,0 +1,146 @@
+"""Manifests from the Kubernetes docs through klctl and a real API server: what kubelite runs,
+and what it refuses with a clear message and nothing written (storage it does not serve yet,
+volume types it lacks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from apiserver.etcd import prefix_end
+from apiserver.server import ApiServer
+from kubelite.client.client import ApiClient
+from protos.v1 import objects_pb2 as v1
+from tests.integration.test_klctl import Klctl, klctl, write  # noqa: F401
+
+MANIFESTS = Path(__file__).parents[1] / "unit" / "manifests"
+
+# https://kubernetes.io/docs/concepts/storage/persistent-volumes/ (the claim and the volume).
+PVC = """
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: myclaim
+spec:
+  accessModes:
+    - ReadWriteOnce
+  volumeMode: Filesystem
+  resources:
+    requests:
+      storage: 8Gi
+  storageClassName: slow
+"""
+
+PV = """
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: pv0003
+spec:
+  capacity:
+    storage: 5Gi
+  volumeMode: Filesystem
+  accessModes:
+    - ReadWriteOnce
+  persistentVolumeReclaimPolicy: Recycle
+  storageClassName: slow
+  hostPath:
+    path: /tmp/pv0003
+"""
+
+POD_WITH_CLAIM = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: mypod
+spec:
+  containers:
+    - name: myfrontend
+      image: nginx
+      volumeMounts:
+      - mountPath: "/var/www/html"
+        name: mypd
+  volumes:
+    - name: mypd
+      persistentVolumeClaim:
+        claimName: myclaim
+"""
+
+# https://kubernetes.io/docs/tasks/configure-pod-container/configure-projected-volume-storage/
+PROJECTED = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: test-projected-volume
+spec:
+  containers:
+  - name: test-projected-volume
+    image: busybox:1.28
+    args:
+    - sleep
+    - "86400"
+    volumeMounts:
+    - name: all-in-one
+      mountPath: "/projected-volume"
+      readOnly: true
+  volumes:
+  - name: all-in-one
+    projected:
+      sources:
+      - secret:
+          name: user
+      - secret:
+          name: pass
+"""
+
+
+async def stored_keys(api_server: ApiServer, part: str) -> list[str]:
+    prefix = f"{api_server.settings.api.storage_prefix}/".encode()
+    response = await api_server.etcd.range(prefix, prefix_end(prefix))
+    return [kv.key.decode() for kv in response.kvs if part in kv.key.decode()]
+
+
+async def test_persistent_volume_claims_and_volumes_are_refused(
+    klctl: Klctl, api_server: ApiServer, tmp_path: Path  # noqa: F811
+) -> None:
+    claim = await klctl("apply", "-f", write(tmp_path, "pvc.yaml", PVC))
+    assert claim.code != 0
+    assert 'error validating "' in claim.err
+    assert 'PersistentVolumeClaims are not supported' in claim.err, claim.err
+    volume = await klctl("create", "-f", write(tmp_path, "pv.yaml", PV))
+    assert volume.code != 0
+    assert "PersistentVolumes are not supported" in volume.err, volume.err
+    listed = await klctl("get", "pvc")
+    assert listed.code != 0
+    assert 'the server doesn\'t have a resource type "pvc"' in listed.err, listed.err
+    assert await stored_keys(api_server, "persistentvolume") == []
+
+
+async def test_pod_with_a_claim_volume_is_refused(
+    klctl: Klctl, client: ApiClient, tmp_path: Path  # noqa: F811
+) -> None:
+    result = await klctl("apply", "-f", write(tmp_path, "pod.yaml", POD_WITH_CLAIM))
+    assert result.code != 0
+    assert ('spec.volumes[0].persistentVolumeClaim: Unsupported value: persistentVolumeClaim'
+            ' volumes are not supported') in result.err, result.err
+    assert (await client.list(v1.Pod, "default")).items == []
+
+
+async def test_projected_volume_is_unsupported(
+    klctl: Klctl, client: ApiClient, tmp_path: Path  # noqa: F811
+) -> None:
+    result = await klctl("apply", "-f", write(tmp_path, "projected.yaml", PROJECTED))
+    assert result.code != 0
+    assert ("spec.volumes[0].projected: Unsupported value: projected volumes are not"
+            " supported") in result.err, result.err
+    assert "Unknown field" not in result.err
+    assert (await client.list(v1.Pod, "default")).items == []
+
+
+async def test_canonical_stateful_set_is_accepted(
+    klctl: Klctl, client: ApiClient  # noqa: F811
+) -> None:
+    result = await klctl("apply", "-f", str(MANIFESTS / "statefulset.yaml"))
+    assert result.code == 0, result.err
+    assert result.out.strip() == "statefulset.apps/web created"
+    sts = await client.get(v1.StatefulSet, "web", "default")
+    assert [c.metadata.name for c in sts.spec.volume_claim_templates] == ["www"]
