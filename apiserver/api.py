@@ -190,9 +190,14 @@ class Api:
                         self._namespaces.pop(m.meta(ns).name, None)
                     else:
                         self._namespaces[m.meta(ns).name] = bool(m.meta(ns).deletion_timestamp)
-            except ApiError as e:
+            except Exception as e:
+                # Never the end of tracking: until the relist, every namespace is unknown
+                # here, so creates ask etcd.
                 self._namespaces = {}
-                log.warning("namespace tracking interrupted; relisting", error=str(e))
+                if isinstance(e, ApiError):
+                    log.warning("namespace tracking interrupted; relisting", error=str(e))
+                else:
+                    log.exception("namespace tracking failed; relisting")
                 await asyncio.sleep(0.5)
 
     async def ensure_system_namespaces(self) -> None:

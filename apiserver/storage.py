@@ -4,6 +4,10 @@ Key: ``<prefix>/<resource>/<namespace>/<name>`` (cluster-scoped kinds omit the n
 resourceVersion is the key's etcd mod_revision; it is not stored in the value but set on every
 object read back, so it can never disagree with etcd. Writes are transactions guarded by the
 mod_revision the caller read, so a stale write is a Conflict and never a silent overwrite.
+
+A value that is not the object its key names (it does not decode, or decodes to another
+object) is corrupt: reading that key is an InternalError naming it, and lists skip it with a
+logged error, so one bad value never takes a whole resource down.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from google.protobuf.message import Message
+import structlog
+from google.protobuf.message import DecodeError, Message
 
 from apiserver.etcd import (
     CompactedError,
@@ -25,8 +30,10 @@ from apiserver.etcd import (
     put_op,
     replace_op,
 )
-from kubelite.api.errors import AlreadyExists, Conflict, Expired, NotFound
+from kubelite.api.errors import AlreadyExists, Conflict, Expired, InternalError, NotFound
 from kubelite.api.registry import ResourceType
+
+log = structlog.get_logger(__name__)
 
 
 def encode(obj: Message) -> bytes:
@@ -64,10 +71,10 @@ def with_resource_version(value: bytes, revision: int) -> bytes:
     return value + b"\x0a" + _varint(len(inner)) + inner
 
 
-def decode(rtype: ResourceType, kv: KeyValue) -> Message:
-    obj = rtype.decode(kv.value)
-    obj.metadata.resource_version = str(kv.mod_revision)  # type: ignore[attr-defined]
-    return obj
+def corrupt_object(key: bytes, problem: str) -> InternalError:
+    return InternalError(
+        f"Internal error occurred: corrupt object: key {key.decode(errors='replace')}: {problem}"
+    )
 
 
 def not_found(rtype: ResourceType, name: str) -> NotFound:
@@ -105,12 +112,33 @@ class Storage:
             return f"{self.prefix}/{rtype.plural}/{namespace}/".encode()
         return f"{self.prefix}/{rtype.plural}/".encode()
 
+    def decode_value(self, rtype: ResourceType, key: bytes, value: bytes) -> Message:
+        """The object stored under ``key``; InternalError naming the key when it is corrupt."""
+        try:
+            obj = rtype.decode(value)
+        except DecodeError as e:
+            raise corrupt_object(key, f"cannot decode it as a {rtype.kind}: {e}") from e
+        meta = obj.metadata  # type: ignore[attr-defined]
+        if self.key(rtype, meta.namespace, meta.name) != key:
+            where = f"{meta.namespace}/{meta.name}" if rtype.namespaced else meta.name
+            raise corrupt_object(
+                key, f'it holds {rtype.kind} "{where}", not the object its key names'
+            )
+        return obj
+
+    def decode(self, rtype: ResourceType, kv: KeyValue) -> Message:
+        """The object in ``kv`` with its resourceVersion; InternalError when it is corrupt."""
+        obj = self.decode_value(rtype, kv.key, kv.value)
+        obj.metadata.resource_version = str(kv.mod_revision)  # type: ignore[attr-defined]
+        return obj
+
     async def get(self, rtype: ResourceType, namespace: str, name: str) -> Message:
-        return decode(rtype, await self._get_kv(rtype, namespace, name))
+        return self.decode(rtype, await self._get_kv(rtype, namespace, name))
 
     async def get_raw(self, rtype: ResourceType, namespace: str, name: str) -> bytes:
-        """The serialized object with its resourceVersion, never decoded (the read path)."""
+        """The serialized object with its resourceVersion (checked, sent as stored)."""
         kv = await self._get_kv(rtype, namespace, name)
+        self.decode_value(rtype, kv.key, kv.value)
         return with_resource_version(kv.value, kv.mod_revision)
 
     async def _get_kv(self, rtype: ResourceType, namespace: str, name: str) -> KeyValue:
@@ -138,7 +166,12 @@ class Storage:
                 "The provided continue parameter is too old to display a consistent list"
                 " result. You can start a new list without the continue parameter."
             ) from e
-        items = [decode(rtype, kv) for kv in response.kvs]
+        items = []
+        for kv in response.kvs:
+            try:
+                items.append(self.decode(rtype, kv))
+            except InternalError as e:
+                log.error("list skips a corrupt object", resource=rtype.plural, error=str(e))
         next_key = None
         if response.more and response.kvs:
             next_key = response.kvs[-1].key + b"\0"

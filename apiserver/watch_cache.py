@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import structlog
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from apiserver.etcd import CompactedError, Etcd, Event, prefix_end
 from apiserver.storage import Storage, with_resource_version
-from kubelite.api.errors import Expired, Unavailable
+from kubelite.api.errors import Expired, InternalError, Unavailable
 from kubelite.api.registry import ResourceType
 
 log = structlog.get_logger(__name__)
@@ -83,8 +83,16 @@ class CachedEvent:
         if self.deleted:
             return self.obj
         if self._prev is None and self._prev_value is not None:
-            self._prev = self._rtype.decode(self._prev_value)
+            try:
+                self._prev = self._rtype.decode(self._prev_value)
+            except DecodeError:
+                # It replaced a corrupt value, which no watcher ever got: there was no before.
+                return None
         return self._prev
+
+    def keep_decoded(self, obj: Message) -> None:
+        """The object as already decoded, for the selectors of the watchers it goes to."""
+        self._obj = obj
 
     def release(self) -> None:
         """Drops the decoded objects; they are made again if a later watcher needs them."""
@@ -275,6 +283,8 @@ class ResourceWatchCache:
     def _apply(self, events: list[Event]) -> None:
         for event in events:
             cached = self._cached(event)
+            if cached is None:
+                continue
             self._events.append(cached)
             self._latest[cached.key] = cached
             self._bytes += cached.size
@@ -291,18 +301,36 @@ class ResourceWatchCache:
                 del self._latest[oldest.key]
             self.start_revision = oldest.revision
 
-    def _cached(self, event: Event) -> CachedEvent:
+    def _cached(self, event: Event) -> CachedEvent | None:
+        """The event as watchers get it; None (logged) when its object is corrupt."""
         kv = event.kv
         namespace = ""
         if self.rtype.namespaced:
             namespace = kv.key[len(self.prefix):].split(b"/", 1)[0].decode()
-        if event.type == Event.DELETE:
-            # The last state, at the delete's revision (etcd sent it as prev_kv).
-            last = event.prev_kv.value if event.HasField("prev_kv") else b""
-            return CachedEvent(
-                self.rtype, kv.mod_revision, with_resource_version(last, kv.mod_revision),
-                namespace, deleted=True, created=False, prev_value=None, key=kv.key,
-            )
+        try:
+            if event.type == Event.DELETE:
+                # The last state, at the delete's revision (etcd sent it as prev_kv; without
+                # it, the object's identity from its key).
+                if event.HasField("prev_kv"):
+                    last = event.prev_kv.value
+                    obj = self.storage.decode_value(self.rtype, kv.key, last)
+                else:
+                    obj = self._tombstone(kv.key)
+                    last = obj.SerializeToString()
+                obj.metadata.resource_version = str(kv.mod_revision)  # type: ignore[attr-defined]
+                cached = CachedEvent(
+                    self.rtype, kv.mod_revision, with_resource_version(last, kv.mod_revision),
+                    namespace, deleted=True, created=False, prev_value=None, key=kv.key,
+                )
+                cached.keep_decoded(obj)
+                return cached
+            obj = self.storage.decode_value(self.rtype, kv.key, kv.value)
+        except InternalError as e:
+            # Watchers never saw it in a list either: skipping keeps them consistent.
+            log.error("watch skips a corrupt object", resource=self.rtype.plural,
+                      revision=kv.mod_revision, error=str(e))
+            return None
+        obj.metadata.resource_version = str(kv.mod_revision)  # type: ignore[attr-defined]
         prev_value = None
         if event.HasField("prev_kv"):
             before = self._latest.get(kv.key)
@@ -313,11 +341,21 @@ class ResourceWatchCache:
                 prev_value = with_resource_version(
                     event.prev_kv.value, event.prev_kv.mod_revision
                 )
-        return CachedEvent(
+        cached = CachedEvent(
             self.rtype, kv.mod_revision, with_resource_version(kv.value, kv.mod_revision),
             namespace, deleted=False, created=kv.create_revision == kv.mod_revision,
             prev_value=prev_value, key=kv.key,
         )
+        cached.keep_decoded(obj)
+        return cached
+
+    def _tombstone(self, key: bytes) -> Message:
+        """An object with only the name and namespace its key gives."""
+        obj = self.rtype.new()
+        namespace, _, name = key[len(self.prefix):].decode().rpartition("/")
+        obj.metadata.name = name  # type: ignore[attr-defined]
+        obj.metadata.namespace = namespace  # type: ignore[attr-defined]
+        return obj
 
     async def wait_for_revision(self, revision: int, timeout: float = 10.0) -> None:
         """Returns once every event up to ``revision`` is in the window."""
@@ -393,6 +431,8 @@ class ResourceWatchCache:
                     continue
                 for event in events:
                     cached = self._cached(event)
+                    if cached is None:
+                        continue
                     kind = classify(cached, namespace, matches)
                     if kind is not None:
                         yield WatchItem(kind, cached.revision, cached.data)

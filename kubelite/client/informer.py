@@ -2,7 +2,8 @@
 
 As client-go's reflector: list, then watch from the list's resourceVersion; on a broken stream
 resume from the last version seen (bookmarks included) after a jittered backoff; on Expired
-relist and reconcile the store with what the list returned. Cached objects are shared: copy
+relist and reconcile the store with what the list returned; on anything unexpected, log it and
+relist after the backoff (an informer ends only when stopped). Cached objects are shared: copy
 before changing (kubelite.api.meta.copy).
 
 ``Informer.healthy`` says whether the copy is current: set right after a successful (re)list
@@ -252,6 +253,13 @@ class Informer(Generic[T]):
                     error=str(e),
                     retry_in=round(delay, 2),
                 )
+            except Exception:
+                # Not an API answer (say, an object that does not decode): never the end of
+                # the informer. Start over from a fresh list after the backoff.
+                self._healthy = False
+                log.exception("list or watch failed unexpectedly; relisting",
+                              resource=self.rtype.plural, retry_in=round(delay, 2))
+                need_list = True
             self._healthy = False
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.settings.backoff_max)

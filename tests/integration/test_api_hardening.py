@@ -7,9 +7,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+import pytest
+
 from apiserver.server import ApiServer, ApiServerSettings
 from kubelite.api import errors
 from kubelite.client.client import ApiClient
+from kubelite.client.informer import Informer, InformerSettings
 from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
 from kubelite.testing.wait import eventually
@@ -72,3 +75,72 @@ async def test_watch_cache_holds_at_most_its_byte_bound_and_watches_still_resume
         await eventually(lambda: gone.error is not None, message="Expired")
         await gone.close()
         assert isinstance(gone.error, errors.Expired)
+
+
+# ------------------------------------------------------------ corrupt values in etcd
+
+
+async def test_corrupt_values_in_etcd_are_skipped_named_and_stop_nothing(
+    api_server: ApiServer, client: ApiClient
+) -> None:
+    prefix = api_server.settings.api.storage_prefix
+    cache = api_server.api.caches["configmaps"]
+    fast = InformerSettings(backoff_initial=0.05, backoff_max=0.2)
+    namespaces = Informer(client, v1.Namespace, settings=fast)
+    labelled = Informer(client, v1.ConfigMap, "default", label_selector="app=web", settings=fast)
+    # Known to the server (and its namespace tracker) before anything goes bad.
+    await client.create(v1.Namespace(metadata=v1.ObjectMeta(name="doomed")))
+    start = await client.list(v1.ConfigMap, "default")
+    plain = Collector(client.watch(v1.ConfigMap, "default",
+                                   resource_version=start.resource_version))
+    try:
+        namespaces.start()
+        labelled.start()
+        await namespaces.wait_for_sync(5)
+        await labelled.wait_for_sync(5)
+
+        await api_server.etcd.put(f"{prefix}/namespaces/evil".encode(), b"garbage")
+        await api_server.etcd.put(f"{prefix}/configmaps/default/evil".encode(), b"garbage")
+        # A value that decodes, but to another object than its key names.
+        impostor = configmap("someone-else").SerializeToString()
+        await api_server.etcd.put(f"{prefix}/configmaps/default/impostor".encode(), impostor)
+
+        # Everything after the bad values still flows, to plain and to selector watchers.
+        await client.create(v1.Namespace(metadata=v1.ObjectMeta(name="later")))
+        web = configmap("web")
+        web.metadata.labels["app"] = "web"
+        await client.create(web)
+        await eventually(lambda: [e.object.metadata.name for e in plain.changes] == ["web"],
+                         message="the plain watch past the bad values")
+        await eventually(lambda: namespaces.store.get("later") and labelled.store.get(
+            "default/web"), message="informers past the bad values")
+        assert namespaces.healthy and labelled.healthy
+        assert namespaces.store.get("evil") is None
+
+        # Lists skip them; a Get names the key and what is wrong with it.
+        names = {n.metadata.name for n in (await client.list(v1.Namespace)).items}
+        assert {"doomed", "later"} <= names and "evil" not in names
+        listed = await client.list(v1.ConfigMap, "default", page_size=1)
+        assert [c.metadata.name for c in listed.items] == ["web"]
+        with pytest.raises(errors.InternalError, match=f"{prefix}/namespaces/evil"):
+            await client.get(v1.Namespace, "evil")
+        with pytest.raises(errors.InternalError, match="someone-else"):
+            await client.get(v1.ConfigMap, "impostor")
+
+        # The server's own namespace tracking survived: a terminating namespace takes nothing.
+        await client.delete(v1.Namespace, "doomed")
+        with pytest.raises(errors.Forbidden, match="being terminated"):
+            await client.create(configmap("late"), "doomed")
+
+        # A watch from before the bad values, served by a private etcd watch, skips them too.
+        cache.start_revision = 10**12
+        replay = Collector(client.watch(v1.ConfigMap, "default",
+                                        resource_version=start.resource_version))
+        await eventually(lambda: replay.changes, message="the replay")
+        await replay.close()
+        assert [e.object.metadata.name for e in replay.changes] == ["web"]
+        assert replay.error is None
+    finally:
+        await plain.close()
+        await namespaces.stop()
+        await labelled.stop()

@@ -152,3 +152,33 @@ def test_slow_watcher_is_closed_when_its_backlog_passes_the_byte_bound() -> None
         watcher.offer(event(revision, {"pad": "x" * 1_000}))
     assert watcher.closed_reason == "watcher fell too far behind"
     assert watcher.pending_bytes <= 5_000
+
+
+def test_corrupt_values_are_skipped_and_the_window_goes_on() -> None:
+    c = cache()
+    web = _Watcher("", lambda o: o.metadata.labels.get("app") == "web", 10, after=0)
+    everything = _Watcher("", None, 10, after=0)
+    c._watchers.update((web, everything))
+    good = stored("a", 10, {"app": "web"})
+    c._apply([
+        etcd_event("/registry/configmaps/default/bad", b"garbage", 2, created=2),
+        etcd_event("/registry/configmaps/default/other", stored("a"), 3, created=3),
+        etcd_event("/registry/configmaps/default/a", good, 4, created=4),
+        etcd_event("/registry/configmaps/default/bad", b"", 5, created=0,
+                   prev=(b"garbage", 2), delete=True),
+    ])
+    assert c.revision == 5
+    assert [e.revision for e in c._events] == [4]
+    assert [(i.type, i.revision) for i in web.pending] == [(ADDED, 4)]
+    assert [(i.type, i.revision) for i in everything.pending] == [(ADDED, 4)]
+
+
+def test_delete_without_its_last_state_names_the_object_from_its_key() -> None:
+    c = cache()
+    watcher = _Watcher("", None, 10, after=0)
+    c._watchers.add(watcher)
+    c._apply([etcd_event("/registry/configmaps/default/gone", b"", 9, created=0, delete=True)])
+    (item,) = watcher.pending
+    obj = v1.ConfigMap.FromString(item.data)
+    assert (item.type, obj.metadata.namespace, obj.metadata.name) == (DELETED, "default", "gone")
+    assert obj.metadata.resource_version == "9"
