@@ -37,6 +37,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, ProxySettings, str]:
                    help="idle time after which a UDP client association is dropped")
     p.add_argument("--no-splice", action="store_true",
                    help="copy bulk TCP data through user space instead of os.splice")
+    p.add_argument("--takeover-interval", type=seconds, default=0.5,
+                   help="how often to try again to bind an address another process on this"
+                        " host holds (another node's proxy): one proxy per host owns each"
+                        " ClusterIP, and another takes it over within this time when it stops")
     p.add_argument("--health-address", default=None,
                    help="host:port of the gRPC health service (readiness; empty: none;"
                         " default: NODE_IP:10256)")
@@ -50,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, ProxySettings, str]:
         node_ip=a.node_ip,
         tcp=TcpSettings(dial_timeouts=DIAL_TIMEOUTS, splice=not a.no_splice),
         udp=UdpSettings(idle_timeout=a.udp_timeout),
+        takeover_interval=a.takeover_interval,
         health_address=health_address,
     )
     return a.server, settings, a.log_level

@@ -11,11 +11,22 @@ Informer handlers only mark the ``namespace/name`` key dirty; one callback sched
 loop then re-reads the Service and its Endpoints from the caches and makes listeners and
 balancers match (level-triggered), so an Endpoints change reaches new connections as soon as
 its watch event arrives. A listener that cannot bind is retried later.
+
+One proxy per host owns each address. Listeners bind without SO_REUSEPORT, so where several
+nodes' proxies share one host (``kubelite up``: every node on its own loopback address, the
+ClusterIPs shared), the first proxy to bind a ClusterIP:port serves it alone and one balancer
+sees every connection to it: round robin is exact from any client. The others find the address
+in use (EADDRINUSE) and stand by, trying again every ``takeover_interval``; when the owner
+stops (or closes the listener), one of them takes the address over. Connections the owner
+had relayed end with it; new ones are refused until the takeover, at most one interval. Hosts
+with their own network namespace (one node per host, docker-compose, the multi-host harness)
+each have their own loopback, so every host's proxy owns its ClusterIPs there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -56,7 +67,11 @@ class ProxySettings:
     """Serve a new endpoint set in a random order (upstream's), so that many proxies do not
     all start on the same endpoint; False keeps the Endpoints object's order."""
     bind_retry_interval: float = 1.0
-    """Seconds before retrying a listener that could not bind."""
+    """Seconds before retrying a listener that could not bind (other than EADDRINUSE)."""
+    takeover_interval: float = 0.5
+    """Seconds between attempts to bind an address that another process on this host holds
+    (another node's proxy, when several nodes share a host): when that proxy stops, this one
+    takes the address over within this time."""
     affinity_cleanup_interval: float = 60.0
     """Seconds between sweeps of expired ClientIP affinity records."""
     informer: InformerSettings = field(default_factory=InformerSettings)
@@ -133,6 +148,10 @@ class Proxier:
         self._dirty: set[str] = set()
         self._flush_scheduled = False
         self._retry: dict[str, asyncio.TimerHandle] = {}
+        self._standby: dict[tuple[str, str, int], ServicePortName] = {}
+        """Addresses another process holds, by (protocol, ip, port): tried every
+        takeover_interval."""
+        self._takeover: asyncio.TimerHandle | None = None
         self._cleanup: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tcp: TcpContext | None = None
@@ -174,14 +193,16 @@ class Proxier:
         if self._factory is not None:
             await self._factory.stop()
             self._factory = None
-        for handle in [*self._retry.values(), self._cleanup]:
+        for handle in [*self._retry.values(), self._cleanup, self._takeover]:
             if handle is not None:
                 handle.cancel()
         self._retry.clear()
         self._cleanup = None
+        self._takeover = None
         for name in list(self.ports):
             self._remove_port(name)
         self._by_service.clear()
+        self._standby.clear()
         if self._tcp is not None:
             self._tcp.close()
             self._tcp = None
@@ -247,7 +268,7 @@ class Proxier:
             entry = self.ports.get(svc_port)
             if entry is not None and entry.spec != spec:
                 if entry.spec.addresses() != spec.addresses():  # not just affinity
-                    self._close_listeners(entry)
+                    self._close_listeners(svc_port, entry)
                     entry.listeners = []
                 entry.spec = spec
             if entry is None:
@@ -263,7 +284,7 @@ class Proxier:
             if entry.balancer:
                 failed |= not self._open_listeners(svc_port, entry)
             else:
-                self._close_listeners(entry)
+                self._close_listeners(svc_port, entry)
         if current:
             self._by_service[key] = current
         else:
@@ -278,7 +299,8 @@ class Proxier:
         return addresses
 
     def _open_listeners(self, svc_port: ServicePortName, entry: _ServicePort) -> bool:
-        """Opens whatever is not open yet; False when some address could not be bound."""
+        """Opens whatever is not open yet; False when some address could not be bound for
+        another reason than another process holding it (those stand by)."""
         assert self._loop is not None and self._tcp is not None
         if not entry.listeners:
             for address in self._addresses(entry.spec):
@@ -301,26 +323,66 @@ class Proxier:
                             service=str(svc_port), other=str(owner), address=listener.address)
                 ok = False
                 continue
+            where = f"{listener.address[0]}:{listener.address[1]}"
             try:
                 listener.open()
             except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    self._stand_by(bound_key, svc_port)
+                    continue
                 log.warning("cannot listen", service=str(svc_port), protocol=entry.spec.protocol,
-                            address=f"{listener.address[0]}:{listener.address[1]}", error=str(e))
+                            address=where, error=str(e))
                 ok = False
                 continue
             self._bound[bound_key] = svc_port
+            if self._standby.pop(bound_key, None) is not None:
+                log.info("took the address over", service=str(svc_port),
+                         protocol=entry.spec.protocol, address=where)
         return ok
 
-    def _close_listeners(self, entry: _ServicePort) -> None:
+    def _stand_by(self, bound_key: tuple[str, str, int], svc_port: ServicePortName) -> None:
+        """Another process (another node's proxy on this host) holds the address: try again
+        every takeover_interval, so that this proxy serves it once that one stops."""
+        if self._standby.get(bound_key) != svc_port:
+            log.info("address held by another process on this host (another node's proxy?);"
+                     " standing by to take it over", service=str(svc_port),
+                     protocol=bound_key[0], address=f"{bound_key[1]}:{bound_key[2]}")
+            self._standby[bound_key] = svc_port
+        if self._takeover is None and self._loop is not None:
+            self._takeover = self._loop.call_later(
+                self.settings.takeover_interval, self._take_over
+            )
+
+    def _take_over(self) -> None:
+        """Tries the addresses standing by again (only their binds, not whole syncs)."""
+        self._takeover = None
+        for svc_port in sorted(set(self._standby.values())):
+            entry = self.ports.get(svc_port)
+            if entry is None or not entry.balancer:  # closed since: nothing to take over
+                for key in [k for k, p in self._standby.items() if p == svc_port]:
+                    del self._standby[key]
+                continue
+            try:
+                ok = self._open_listeners(svc_port, entry)
+            except Exception:
+                log.exception("takeover failed", service=str(svc_port))
+                ok = False
+            if not ok:
+                self._retry_later(f"{svc_port.namespace}/{svc_port.name}")
+
+    def _close_listeners(self, svc_port: ServicePortName, entry: _ServicePort) -> None:
         for listener in entry.listeners:
+            bound_key = (entry.spec.protocol, *listener.address)
+            if self._standby.get(bound_key) == svc_port:
+                del self._standby[bound_key]
             if listener.is_open:
                 listener.close()
-                self._bound.pop((entry.spec.protocol, *listener.address), None)
+                self._bound.pop(bound_key, None)
 
     def _remove_port(self, svc_port: ServicePortName) -> None:
         entry = self.ports.pop(svc_port, None)
         if entry is not None:
-            self._close_listeners(entry)
+            self._close_listeners(svc_port, entry)
             log.info("service port removed", service=str(svc_port))
         self.lb.delete_service(svc_port)
 

@@ -149,12 +149,16 @@ class TcpListener:
         self.sock: socket.socket | None = None
 
     def open(self) -> None:
-        """Binds with SO_REUSEADDR and SO_REUSEPORT (several proxies may share the port)."""
+        """Binds and listens; raises OSError (EADDRINUSE while another socket listens there).
+
+        SO_REUSEADDR lets it bind over connections of an earlier owner (TIME_WAIT, relays
+        still running); there is no SO_REUSEPORT: one listener per address and host, so that
+        one balancer sees every connection to it (exact round robin from any client).
+        """
         family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if self.ctx.settings.nodelay:  # accepted sockets inherit it (Linux)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind(self.address)

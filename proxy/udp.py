@@ -54,11 +54,14 @@ class UdpListener:
         self.clients: dict[Address, _Association] = {}
 
     def open(self) -> None:
+        """Binds; raises OSError (EADDRINUSE while another socket is bound there).
+
+        Neither SO_REUSEADDR nor SO_REUSEPORT (for UDP, Linux lets either share the address):
+        one socket per address and host, so one balancer sees every client.
+        """
         family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(self.address)
             sock.setblocking(False)
         except OSError:

@@ -17,6 +17,7 @@ import pytest
 
 from kubelite.testing.cluster import NodeSpec, TestCluster
 from kubelite.testing.etcd import EtcdProcess
+from tests.e2e.conftest import E2EReport
 
 pytestmark = [
     pytest.mark.e2e,
@@ -98,7 +99,8 @@ def service(cluster: TestCluster) -> tuple[str, int]:
 
 def ask(host: str, port: int, path: str = "/hostname", timeout: float = 5) -> str:
     with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as response:
-        return response.read().decode().strip()
+        text: str = response.read().decode()
+    return text.strip()
 
 
 def names_through(host: str, port: int, count: int) -> collections.Counter[str]:
@@ -114,13 +116,42 @@ def test_node_ports_round_robin_over_every_pod_on_every_node(cluster: TestCluste
         assert set(counts.values()) == {10}, (node.name, counts)
 
 
-def test_cluster_ip_reaches_every_pod(cluster: TestCluster) -> None:
+def exact(counts: collections.Counter[str], pods: list[str]) -> bool:
+    return sorted(counts) == pods and set(counts.values()) == {30 // len(pods)}
+
+
+def test_cluster_ip_round_robin_is_exact_and_survives_its_owner_stopping(
+    cluster: TestCluster, e2e_report: E2EReport
+) -> None:
     cluster_ip, _ = service(cluster)
     assert cluster_ip.startswith("127.96.")
-    # Every node's proxy serves the ClusterIP (SO_REUSEPORT on one host): each proxy rotates
-    # on its own, so over many connections every pod answers, none is skipped.
-    counts = names_through(cluster_ip, 80, 60)
-    assert sorted(counts) == ready_endpoints(cluster), counts
+    pods = ready_endpoints(cluster)
+    # Five proxies on one host: one owns the ClusterIP listener and balances every connection.
+    rounds = [names_through(cluster_ip, 80, 30) for _ in range(5)]
+    assert all(exact(c, pods) for c in rounds), rounds
+    standing_by = [n for n in NODES
+                   if f"{cluster_ip}:80" in standby_lines(cluster, f"proxy-{n.name}")]
+    owners = [n for n in NODES if n not in standing_by]
+    assert len(owners) == 1, [n.name for n in owners]
+    # Stop the owner: another proxy takes the address over and is exact again.
+    cluster.processes[f"proxy-{owners[0].name}"].stop()
+    stopped = time.monotonic()
+    try:
+        cluster.wait_for(lambda: _answers(cluster_ip, 80), "the ClusterIP served again",
+                         timeout=5, interval=0.02)
+        took = time.monotonic() - stopped
+        after = [names_through(cluster_ip, 80, 30) for _ in range(5)]
+        assert all(exact(c, pods) for c in after), after
+    finally:
+        cluster.start_proxy(owners[0])
+    e2e_report.add(f"ClusterIP from one host, 5 proxies: 5 rounds of 30 exact; owner stopped,"
+                   f" served again after {took:.2f}s, exact again")
+    assert took < 2.0
+
+
+def standby_lines(cluster: TestCluster, name: str) -> str:
+    log = cluster.workdir / "logs" / f"{name}.log"
+    return "\n".join(line for line in log.read_text().splitlines() if "standing by" in line)
 
 
 def test_not_ready_pod_leaves_rotation_and_returns(cluster: TestCluster) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 import random
@@ -24,8 +25,10 @@ from kubelite.client.client import ApiClient
 from kubelite.client.informer import InformerSettings
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
+from proxy.loadbalancer import Balancer, ServicePortName
 from proxy.proxier import Proxier, ProxySettings
-from proxy.udp import UdpSettings
+from proxy.tcp import TcpContext, TcpListener, TcpSettings
+from proxy.udp import UdpListener, UdpSettings
 
 NS = "default"
 
@@ -445,28 +448,87 @@ async def test_udp_echo(client: ApiClient, backends: Backends) -> None:
 
 
 def _idle(p: Proxier) -> bool:
-    from proxy.udp import UdpListener
-
     return all(
         not lst.clients
         for entry in p.ports.values() for lst in entry.listeners if isinstance(lst, UdpListener)
     )
 
 
-async def test_two_proxies_share_a_cluster_ip(
-    client: ApiClient, proxier: Proxier, backends: Backends
+def spread(rounds: Sequence[Counter[str]]) -> str:
+    return " | ".join(",".join(str(c[n]) for n in sorted(c)) for c in rounds)
+
+
+async def exact_rounds(ip: str, rounds: int = 5) -> list[Counter[str]]:
+    """``rounds`` rounds of 30 connections from one client to ip:80."""
+    return [await names(ip, 80, 30) for _ in range(rounds)]
+
+
+async def test_three_proxies_on_one_host_round_robin_exactly_and_take_over(
+    client: ApiClient, backends: Backends
 ) -> None:
-    svc, _ = await web(client, backends)
-    second = Proxier(settings(node_name="node-2"), client)
-    await second.start()
+    """Three nodes' proxies on one host, as `kubelite up` runs them: one of them owns the
+    ClusterIP listener, so 30 connections from one client over 3 endpoints give exactly 10
+    each, every round; when the owner stops, another proxy takes the address over promptly
+    and is exact again."""
+    takeover = 0.2
+    proxies = [
+        Proxier(settings(node_name=f"node-{i}", node_ip=f"127.2.{NODE_IP.split('.')[3]}.{i}",
+                         takeover_interval=takeover), client)
+        for i in range(1, 4)
+    ]
+    for p in proxies:
+        await p.start()
     try:
-        await second.wait_for_sync(10)
-        assert second.listening() == proxier.listening() == {
-            "default/web:main": [f"TCP {svc.spec.cluster_ip}:80"]
-        }
-        assert set(await names(svc.spec.cluster_ip, 80, 12)) == {"a", "b", "c"}
+        for p in proxies:
+            await p.wait_for_sync(10)
+        svc, _ = await web(client, backends)
+        ip = svc.spec.cluster_ip
+        port = ServicePortName(NS, "web", "main")
+        await eventually(lambda: all(p.lb.has_endpoints(port) for p in proxies), timeout=10,
+                         message="every proxy has the endpoints")
+        before = await exact_rounds(ip)
+        print(f"3 proxies, 5 rounds of 30: {spread(before)}")
+        assert all(c == {"a": 10, "b": 10, "c": 10} for c in before), spread(before)
+        owners = [p for p in proxies if p.listening()[str(port)]]
+        assert len(owners) == 1, [p.listening() for p in proxies]
+        assert owners[0].listening()[str(port)] == [f"TCP {ip}:80"]
+
+        owner = owners[0]
+        await owner.stop()
+        proxies.remove(owner)
+        stopped = time.monotonic()
+        await serving(ip, 80)
+        took = time.monotonic() - stopped
+        after = await exact_rounds(ip)
+        print(f"after the owner stopped ({took:.2f}s to serve again): {spread(after)}")
+        assert took < takeover + 1.0, f"{took:.2f}s to take the ClusterIP over"
+        assert all(c == {"a": 10, "b": 10, "c": 10} for c in after), spread(after)
+        assert sum(1 for p in proxies if p.listening()[str(port)]) == 1
     finally:
-        await second.stop()
+        for p in proxies:
+            await p.stop()
+
+
+async def test_one_socket_per_address_and_host() -> None:
+    """A second listener on a held address fails with EADDRINUSE, TCP and UDP alike (no
+    SO_REUSEPORT sharing), and binds once the first is closed."""
+    loop = asyncio.get_running_loop()
+    ctx = TcpContext(loop, TcpSettings())
+    balancer = Balancer(time.monotonic)
+    address = (cluster_ip(), node_port())
+    try:
+        for make in (lambda: TcpListener(ctx, address, balancer),
+                     lambda: UdpListener(loop, address, balancer)):
+            first, second = make(), make()
+            first.open()
+            with pytest.raises(OSError) as e:
+                second.open()
+            assert e.value.errno == errno.EADDRINUSE
+            first.close()
+            second.open()
+            second.close()
+    finally:
+        ctx.close()
 
 
 async def test_process_serves_on_uvloop_and_exits_cleanly_on_sigterm(
