@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kubelite.api.errors import ApiError
+from kubelite.api.errors import ApiError, Conflict
 from kubelite.client.client import ApiClient
 from kubelite.client.informer import Informer, InformerSettings
 from kubelite.testing.netns import (
@@ -321,6 +321,20 @@ def violations(history: History) -> list[str]:
     return found
 
 
+async def scale(client: ApiClient, name: str, replicas: int, attempts: int = 20) -> None:
+    """Sets a ReplicaSet's replicas with get -> update, again on Conflict (the new controller
+    manager writes the ReplicaSet's status meanwhile), as client-go's RetryOnConflict."""
+    for _ in range(attempts):
+        rs = await client.get(v1.ReplicaSet, name, "default")
+        rs.spec.replicas = replicas
+        try:
+            await client.update(rs)
+            return
+        except Conflict:
+            continue
+    raise AssertionError(f"ReplicaSet {name} kept changing: {attempts} updates were Conflict")
+
+
 def takeover(history: History, lease: str, holder: str, since: float) -> float | None:
     return next((t - since for t, name, who in history.leases
                  if name == lease and who == holder and t >= since), None)
@@ -379,9 +393,7 @@ async def test_scheduler_and_controller_manager_failover(cluster: MultiHostClust
 
             await eventually(lambda: running(f"app={name}", 3), "the ReplicaSet's 3 pods", 30)
             await eventually(lambda: running(f"bare={name}", 2), "the bare pods running", 30)
-            rs = await client.get(v1.ReplicaSet, name, "default")
-            rs.spec.replicas = 5
-            await client.update(rs)
+            await scale(client, name, 5)
             acked += 1
             await eventually(lambda: running(f"app={name}", 5), "the scaled ReplicaSet", 30)
             settled = time.monotonic() - started
