@@ -30,7 +30,14 @@ from kubelet.runtime.interface import (
     RuntimeError_,
 )
 from kubelet.settings import KubeletSettings
-from kubelet.status import ContainerView, build_status, same_status
+from kubelet.status import (
+    MAX_CONTAINER_MESSAGE_BYTES,
+    MAX_EVENT_MESSAGE_BYTES,
+    ContainerView,
+    build_status,
+    same_status,
+    truncate_message,
+)
 from kubelet.volumes import VolumeManager, container_mounts, read_only_volumes
 from kubelite.api import convert, pods
 from kubelite.api import meta as m
@@ -98,7 +105,10 @@ class PodWorker:
         self._task: asyncio.Task[None] | None = None
         self._probes: dict[tuple[str, ProbeKind], ProbeWorker] = {}
         self._waiting: dict[str, tuple[str, str]] = {}
-        self._pull_failures: dict[str, int] = {}
+        self._create_failures: dict[str, int] = {}
+        """Failed attempts in a row to create each container (image, config, mounts)."""
+        self._create_not_before: dict[str, float] = {}
+        """When each container whose create failed may be tried again (its back-off)."""
         self._timers: list[asyncio.TimerHandle] = []
         self._terminated = False
         self._confirmed = False
@@ -124,6 +134,8 @@ class PodWorker:
 
     def wake_at(self, when: float) -> None:
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._timers = [t for t in self._timers if not t.cancelled() and t.when() > now]
         self._timers.append(loop.call_later(max(0.0, when - time.time()), self.wake))
 
     async def stop(self, kill: bool) -> None:
@@ -204,7 +216,9 @@ class PodWorker:
         """Kubernetes' crash-loop back-off before starting attempt latest.attempt + 1."""
         s = self.ctx.settings
         restarts = latest.attempt + 1
-        if restarts <= 1 or latest.finished_at - latest.started_at >= s.backoff_reset:
+        # A container that never started (a start failure) ran for no time at all.
+        ran = latest.finished_at - latest.started_at if latest.started_at else 0.0
+        if restarts <= 1 or ran >= s.backoff_reset:
             return 0.0
         return float(min(s.backoff_initial * 2 ** (restarts - 2), s.backoff_max))
 
@@ -289,6 +303,9 @@ class PodWorker:
         init: bool,
     ) -> None:
         ctx = self.ctx
+        not_before = self._create_not_before.get(container.name, 0.0)
+        if time.time() < not_before:
+            return  # backing off a failed create; its timer wakes the worker
         # The pod has its IP before its containers start (downward API, KUBELITE_POD_IP).
         pod = m.copy(pod)
         pod.status.pod_ip = pod.status.host_ip = ctx.node_ip
@@ -307,23 +324,25 @@ class PodWorker:
                 labels=_labels(pod, container.name, attempt, init),
             )
             container_id = await ctx.runtime.create_container(self.uid, config)
-            await ctx.runtime.start_container(container_id)
         except (ContainerStartError, RuntimeError_) as e:
-            reason = e.reason
-            failures = self._pull_failures.get(container.name, 0) + 1
-            self._pull_failures[container.name] = failures
-            if reason == "ErrImagePull" and failures > 1:
-                reason = "ImagePullBackOff"
-            if self._waiting.get(container.name, ("",))[0] != reason:
-                event = "Failed" if reason != "ContainerCreating" else "FailedMount"
-                ctx.recorder.record(pod, WARNING, event, e.message)
-            self._waiting[container.name] = (reason, e.message)
-            delay = min(
-                ctx.settings.backoff_initial * 2 ** (failures - 1), ctx.settings.backoff_max
-            )
-            self.wake_at(time.time() + delay)
+            self._create_failed(pod, container, e)
             return
-        self._pull_failures.pop(container.name, None)
+        self._create_failures.pop(container.name, None)
+        self._create_not_before.pop(container.name, None)
+        try:
+            await ctx.runtime.start_container(container_id)
+        except RuntimeError_ as e:
+            # The runtime keeps the container, exited (StartError, 128): the next restart backs
+            # off from its record exactly as after a crash.
+            message = truncate_message(e.message, MAX_CONTAINER_MESSAGE_BYTES)
+            if self._waiting.get(container.name) != (e.reason, message):
+                ctx.recorder.record(
+                    pod, WARNING, "Failed", truncate_message(e.message, MAX_EVENT_MESSAGE_BYTES)
+                )
+            self._waiting[container.name] = (e.reason, message)
+            self.log.info("container failed to start", container=container.name,
+                          attempt=attempt, reason=e.reason)
+            return
         self._waiting.pop(container.name, None)
         ctx.recorder.record(
             pod, NORMAL, "Pulled", f'Container image "{container.image}" already present on machine'
@@ -343,6 +362,33 @@ class PodWorker:
             if not outcome.success:
                 ctx.recorder.record(pod, WARNING, "FailedPostStartHook", outcome.message)
                 await ctx.runtime.stop_container(container_id, 0)
+
+    def _create_failed(
+        self, pod: v1.Pod, container: v1.Container, e: ContainerStartError | RuntimeError_
+    ) -> None:
+        """A container could not be created: wait with its reason, and retry after a back-off
+        (doubling from backoff_initial to backoff_max for image and runtime errors, as image
+        pulls do; a fixed backoff_initial for config errors, as the kubelet's pod worker)."""
+        s = self.ctx.settings
+        reason = e.reason
+        failures = self._create_failures.get(container.name, 0) + 1
+        self._create_failures[container.name] = failures
+        if reason == "ErrImagePull" and failures > 1:
+            reason = "ImagePullBackOff"
+        message = truncate_message(e.message, MAX_CONTAINER_MESSAGE_BYTES)
+        if self._waiting.get(container.name, ("",))[0] != reason:
+            event = "Failed" if reason != "ContainerCreating" else "FailedMount"
+            self.ctx.recorder.record(
+                pod, WARNING, event, truncate_message(e.message, MAX_EVENT_MESSAGE_BYTES)
+            )
+        self._waiting[container.name] = (reason, message)
+        if reason == "CreateContainerConfigError":
+            delay = s.backoff_initial
+        else:
+            delay = min(s.backoff_initial * 2 ** (failures - 1), s.backoff_max)
+        not_before = time.time() + delay
+        self._create_not_before[container.name] = not_before
+        self.wake_at(not_before)
 
     # ------------------------------------------------------------ probes
 
@@ -449,14 +495,12 @@ class PodWorker:
                 ready = started and (
                     not has_readiness or (readiness is not None and readiness.result)
                 )
-            elif (
-                latest is not None
-                and latest.state == ContainerState.EXITED
-                and not reason
-                and self._should_restart(latest, init)
-                and not pods.is_terminal(self.pod)
-            ):
-                reason = "ContainerCreating"
+            elif latest is not None and latest.state == ContainerState.EXITED:
+                if not self._should_restart(latest, init) or pods.is_terminal(self.pod):
+                    # It stays exited (a start failure included): show it terminated.
+                    reason, message = "", ""
+                elif not reason:
+                    reason = "ContainerCreating"
             views[container.name] = ContainerView(latest, previous, reason, message, ready, started)
         return views
 

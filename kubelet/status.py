@@ -16,6 +16,40 @@ from kubelite.api import meta as m
 from kubelite.api import pods
 from protos.v1 import objects_pb2 as v1
 
+MAX_CONTAINER_MESSAGE_BYTES = 4 * 1024
+"""Longest message kept per container state (Kubernetes' MaxContainerTerminationMessageLength)."""
+MAX_POD_MESSAGE_BYTES = 12 * 1024
+"""Longest total of a pod's container messages (Kubernetes' MaxPodTerminationMessageLogLength)."""
+MAX_EVENT_MESSAGE_BYTES = 1024
+"""Longest Event message the kubelet writes (events.k8s.io's limit on a note)."""
+_TRUNCATED = "... [truncated]"
+
+
+def truncate_message(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, saying so when it was cut."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    keep = max(0, limit - len(_TRUNCATED))
+    return data[:keep].decode(errors="ignore") + _TRUNCATED
+
+
+def _bound_messages(statuses: Sequence[v1.ContainerStatus]) -> None:
+    """Cuts the states' messages so each fits MAX_CONTAINER_MESSAGE_BYTES and all of them
+    together MAX_POD_MESSAGE_BYTES (a crash-looping pod must not write megabytes a restart)."""
+    holders = [
+        getattr(state, which)
+        for s in statuses
+        for state in (s.state, s.last_state)
+        for which in ("waiting", "terminated")
+        if state.HasField(which) and getattr(state, which).message
+    ]
+    if not holders:
+        return
+    limit = min(MAX_CONTAINER_MESSAGE_BYTES, MAX_POD_MESSAGE_BYTES // len(holders))
+    for holder in holders:
+        holder.message = truncate_message(holder.message, limit)
+
 
 def _time(t: float) -> str:
     return m.format_time(dt.datetime.fromtimestamp(t, dt.UTC)) if t else ""
@@ -133,6 +167,7 @@ def build_status(
         for c in pod.spec.init_containers
     ]
     regular = [container_status(c, views.get(c.name, ContainerView())) for c in pod.spec.containers]
+    _bound_messages([*init, *regular])
     del status.init_container_statuses[:]
     status.init_container_statuses.extend(init)
     del status.container_statuses[:]

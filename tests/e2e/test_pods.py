@@ -54,7 +54,7 @@ def condition(p: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 def phase_is(cluster: TestCluster, name: str, phase: str) -> bool:
-    return pod(cluster, name)["status"].get("phase") == phase
+    return bool(pod(cluster, name)["status"].get("phase") == phase)
 
 
 def test_two_containers_share_a_host_path_volume(cluster: TestCluster, tmp_path: Path) -> None:
@@ -248,7 +248,7 @@ spec:
         status = container(pod(cluster, "crasher"), "main")
         seen.setdefault(status["restartCount"], time.monotonic())
         reasons.update(s.get("reason", "") for s in status["state"].values())
-        return status["restartCount"] >= 4
+        return bool(status["restartCount"] >= 4)
 
     cluster.wait_for(progressed, "four restarts", timeout=60, interval=0.05)
     assert "CrashLoopBackOff" in reasons
@@ -405,3 +405,95 @@ spec:
     assert result.returncode == 1
     assert path in result.stderr, result.stderr
     assert cluster.klctl("get", "pod", "bad", check=False).returncode == 1
+
+
+def _watch_pod(cluster: TestCluster, name: str, until: float) -> list[dict[str, Any]]:
+    """Every version of pod ``name`` written before ``until`` (time.monotonic()), from a real
+    watch: each one is a write to etcd."""
+    import asyncio
+
+    from kubelite.api import convert
+    from kubelite.client.client import ApiClient
+    from protos.v1 import objects_pb2 as v1
+
+    seen: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        async with ApiClient(cluster.server) as client:
+            async for event in client.watch(v1.Pod, "default",
+                                            field_selector=f"metadata.name={name}"):
+                if event.type in ("ADDED", "MODIFIED") and event.object is not None:
+                    seen.append(convert.message_to_dict(event.object))
+
+    async def run() -> None:
+        task = asyncio.create_task(watch())
+        await asyncio.sleep(max(0.0, until - time.monotonic()))
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(run())
+    return seen
+
+
+def test_a_container_that_cannot_start_backs_off_like_a_crash(cluster: TestCluster) -> None:
+    # The cluster's kubelets back off 1 s, doubling to 8 s.
+    cluster.apply("""
+apiVersion: v1
+kind: Pod
+metadata:
+  name: unstartable
+spec:
+  nodeSelector:
+    kubernetes.io/hostname: node-2
+  containers:
+    - name: main
+      image: busybox
+      command: ["/nonexistent-binary"]
+""")
+    versions = _watch_pod(cluster, "unstartable", time.monotonic() + 9)
+    statuses = [container(p, "main") for p in versions if p["status"].get("containerStatuses")]
+    first_seen: dict[int, int] = {}
+    for i, s in enumerate(statuses):
+        first_seen.setdefault(s["restartCount"], i)
+    restarts = statuses[-1]["restartCount"]
+    # Tries at 0 s, at once, then after 1 s, 2 s and 4 s: at most 5 restarts in 9 s (without
+    # back-off it restarted several times a second).
+    assert 2 <= restarts <= 5, f"{restarts} restarts in 9 s"
+    # Bounded writes: a few per restart, none while nothing changes.
+    assert len(versions) <= 4 * (restarts + 1), f"{len(versions)} writes for {restarts} restarts"
+    reasons = {r.get("reason") for s in statuses for r in s["state"].values()}
+    assert "CrashLoopBackOff" in reasons, reasons
+    last = statuses[-1]["lastState"]["terminated"]
+    assert (last["exitCode"], last["reason"]) == (128, "StartError")
+    assert "/nonexistent-binary" in last["message"]
+    waiting = [s["state"]["waiting"] for s in statuses if "waiting" in s["state"]]
+    assert any(w["reason"] == "CrashLoopBackOff" and "back-off" in w["message"]
+               for w in waiting)
+    assert any(w["reason"] == "RunContainerError" and "/nonexistent-binary" in w["message"]
+               for w in waiting)
+    cluster.klctl("delete", "pod", "unstartable", "--grace-period", "0")
+
+
+def test_args_too_long_to_exec_back_off_without_flooding_the_api(cluster: TestCluster) -> None:
+    # One argument over the kernel's 128 KiB per-string limit: execve fails with E2BIG.
+    long_arg = "x" * 200_000
+    cluster.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata:
+  name: too-long
+spec:
+  nodeSelector:
+    kubernetes.io/hostname: node-2
+  containers:
+    - name: main
+      image: busybox
+      command: ["echo", "{long_arg}"]
+""")
+    versions = _watch_pod(cluster, "too-long", time.monotonic() + 6)
+    statuses = [container(p, "main") for p in versions if p["status"].get("containerStatuses")]
+    assert statuses[-1]["restartCount"] <= 4, statuses[-1]["restartCount"]
+    assert len(versions) <= 16, f"{len(versions)} writes of a {len(long_arg)}-byte pod in 6 s"
+    last = statuses[-1]["lastState"]["terminated"]
+    assert last["reason"] == "StartError" and "Argument list too long" in last["message"]
+    cluster.klctl("delete", "pod", "too-long", "--grace-period", "0")
