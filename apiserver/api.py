@@ -11,6 +11,7 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import posixpath
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -132,17 +133,51 @@ def parse_selectors(rtype: ResourceType, label_selector: str, field_selector: st
     return Selectors(label, field)
 
 
-def _encode_continue(revision: int, key: bytes) -> str:
-    payload = json.dumps({"rv": revision, "start": base64.b64encode(key).decode()})
-    return base64.urlsafe_b64encode(payload.encode()).decode()
+CONTINUE_VERSION = "meta.k8s.io/v1"
+MAX_REVISION = 2**63 - 1
 
 
-def _decode_continue(token: str) -> tuple[int, bytes]:
+def _encode_continue(
+    rtype: ResourceType, namespace: str, revision: int, prefix: bytes, next_key: bytes
+) -> str:
+    """Where the next page starts: the list's revision and its next key relative to the list's
+    prefix, bound to the list's resource and namespace (as Kubernetes keys it: a relative key
+    can only ever continue inside the prefix of the list that gets it)."""
+    payload = {
+        "v": CONTINUE_VERSION, "rv": revision, "start": next_key[len(prefix):].decode(),
+        "resource": rtype.plural, "namespace": namespace,
+    }
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+
+
+def _decode_continue(
+    token: str, rtype: ResourceType, namespace: str, prefix: bytes
+) -> tuple[int, bytes]:
+    """The revision and the absolute start key of a continue token given with this list;
+    BadRequest for a token that is malformed or comes from another list."""
+    def invalid(why: str) -> BadRequest:
+        return BadRequest(f"continue key is not valid: {why}")
+
     try:
         payload = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return int(payload["rv"]), base64.b64decode(payload["start"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise BadRequest(f"continue key is not valid: {e}") from e
+    except ValueError as e:
+        raise invalid(str(e)) from None
+    if not isinstance(payload, dict) or payload.get("v") != CONTINUE_VERSION:
+        raise invalid(f'not a version "{CONTINUE_VERSION}" continue token')
+    revision, start = payload.get("rv"), payload.get("start")
+    if type(revision) is not int or not 0 < revision <= MAX_REVISION:
+        raise invalid(f"incorrect encoded start resourceVersion: {revision!r}")
+    if not isinstance(start, str) or not start:
+        raise invalid("encoded start key empty")
+    if payload.get("resource") != rtype.plural or payload.get("namespace") != namespace:
+        raise invalid(
+            f'it continues a list of {payload.get("resource")!r} in namespace'
+            f' {payload.get("namespace")!r}, not this list of {rtype.plural!r} in namespace'
+            f" {namespace!r}"
+        )
+    if posixpath.normpath("/" + start) != "/" + start:
+        raise invalid(f"start key {start!r} is not a plain key below the list's prefix")
+    return revision, prefix + start.encode()
 
 
 class Api:
@@ -225,17 +260,20 @@ class Api:
         continue_token: str = "",
     ) -> tuple[list[Message], int, str]:
         selectors = parse_selectors(rtype, label_selector, field_selector)
+        namespace = self._namespace_for(rtype, namespace)
+        prefix = self.storage.resource_prefix(rtype, namespace)
         revision, start = (0, None)
         if continue_token:
-            revision, start = _decode_continue(continue_token)
+            revision, start = _decode_continue(continue_token, rtype, namespace, prefix)
         if limit < 0:
             raise BadRequest(f"limit: Invalid value: {limit}: must not be negative")
         result = await self.storage.list(
-            rtype, namespace if rtype.namespaced else "", revision=revision, limit=limit,
-            start_key=start,
+            rtype, namespace, revision=revision, limit=limit, start_key=start
         )
         items = [o for o in result.items if selectors.matches(o)]
-        token = _encode_continue(result.revision, result.next_key) if result.next_key else ""
+        token = ""
+        if result.next_key:
+            token = _encode_continue(rtype, namespace, result.revision, prefix, result.next_key)
         return items, result.revision, token
 
     async def watch(

@@ -3,10 +3,13 @@ crafted continue tokens, oversized requests and out-of-range numbers. Real etcd 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+import grpc
 import pytest
 
 from apiserver.server import ApiServer, ApiServerSettings
@@ -16,6 +19,8 @@ from kubelite.client.informer import Informer, InformerSettings
 from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
 from kubelite.testing.wait import eventually
+from protos.v1 import apiserver_pb2 as pb
+from protos.v1 import apiserver_pb2_grpc as pb_grpc
 from protos.v1 import objects_pb2 as v1
 from tests.integration.test_watch import Collector, configmap
 
@@ -144,3 +149,84 @@ async def test_corrupt_values_in_etcd_are_skipped_named_and_stop_nothing(
         await plain.close()
         await namespaces.stop()
         await labelled.stop()
+
+
+# ------------------------------------------------------------ continue tokens
+
+
+async def list_page(
+    client: ApiClient, resource: str, namespace: str = "", *, limit: int = 0, token: str = ""
+) -> pb.ListResponse:
+    stub = pb_grpc.ApiServerStub(client.channel)  # type: ignore[no-untyped-call]
+    request = pb.ListRequest(resource=resource, namespace=namespace, limit=limit,
+                             continue_token=token)
+    try:
+        return await stub.List(request, timeout=10)
+    except grpc.aio.AioRpcError as e:
+        raise errors.from_rpc_error(e) from e
+
+
+def crafted(payload: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+
+
+async def test_continue_tokens_are_bound_to_their_list(
+    api_server: ApiServer, client: ApiClient
+) -> None:
+    prefix = api_server.settings.api.storage_prefix
+    await client.create(v1.Secret(metadata=v1.ObjectMeta(name="token", namespace="kube-system")))
+    await client.create(v1.Namespace(metadata=v1.ObjectMeta(name="zzz")))
+    await client.create(v1.Lease(metadata=v1.ObjectMeta(name="holder", namespace="default")))
+    revision = int((await client.list(v1.Secret)).resource_version)
+
+    def absolute(key: str) -> str:
+        return base64.b64encode(f"{prefix}/{key}".encode()).decode()
+
+    # Tokens that point somewhere else than the list they come with.
+    for resource, namespace, token in (
+        ("secrets", "zzz", crafted({"rv": revision, "start": absolute("secrets/kube-system/")})),
+        ("namespaces", "", crafted({"rv": revision, "start": absolute("leases/")})),
+        ("secrets", "zzz", crafted({"v": "meta.k8s.io/v1", "rv": revision,
+                                    "start": "../kube-system/", "resource": "secrets",
+                                    "namespace": "zzz"})),
+        ("secrets", "zzz", "not base64 at all!"),
+        ("secrets", "zzz", crafted({"v": "meta.k8s.io/v1", "rv": 2**70, "start": "a",
+                                    "resource": "secrets", "namespace": "zzz"})),
+    ):
+        with pytest.raises(errors.BadRequest, match="continue"):
+            await list_page(client, resource, namespace, limit=10, token=token)
+
+    # A real token works for its own list only.
+    for i in range(3):
+        await client.create(v1.Secret(metadata=v1.ObjectMeta(name=f"s{i}", namespace="zzz")))
+    first = await list_page(client, "secrets", "zzz", limit=2)
+    assert first.continue_token
+    for resource, namespace in (("secrets", "kube-system"), ("secrets", ""),
+                                ("configmaps", "zzz"), ("leases", "zzz")):
+        with pytest.raises(errors.BadRequest, match="continue"):
+            await list_page(client, resource, namespace, limit=2, token=first.continue_token)
+    rest = await list_page(client, "secrets", "zzz", limit=2, token=first.continue_token)
+    names = [v1.Secret.FromString(b).metadata.name for b in [*first.items, *rest.items]]
+    assert names == ["s0", "s1", "s2"] and not rest.continue_token
+    assert rest.resource_version == first.resource_version
+
+    # Across namespaces, the token resumes at the right namespace and name.
+    everywhere = await list_page(client, "secrets", limit=1)
+    seen = [v1.Secret.FromString(everywhere.items[0]).metadata.name]
+    while everywhere.continue_token:
+        everywhere = await list_page(client, "secrets", limit=1,
+                                     token=everywhere.continue_token)
+        seen += [v1.Secret.FromString(b).metadata.name for b in everywhere.items]
+    assert seen == ["token", "s0", "s1", "s2"]
+
+
+async def test_continue_token_from_a_compacted_revision_is_expired(
+    api_server: ApiServer, client: ApiClient
+) -> None:
+    for i in range(3):
+        await client.create(configmap(f"c{i}"))
+    first = await list_page(client, "configmaps", "default", limit=1)
+    await client.create(configmap("later"))
+    await api_server.etcd.compact(await api_server.etcd.current_revision())
+    with pytest.raises(errors.Expired, match="continue"):
+        await list_page(client, "configmaps", "default", limit=1, token=first.continue_token)
