@@ -11,6 +11,14 @@ passed (upstream's pkg/controller/ttlafterfinished, folded in here).
   failure up to 6 min.
 - activeDeadlineSeconds counts from status.startTime; past it the Job fails (DeadlineExceeded).
 - A finished or suspended Job has its running pods deleted.
+- completionMode Indexed (upstream's indexed_job_utils.go): each pod gets a completion index
+  in 0..completions-1, as the annotation and label ``batch.kubernetes.io/job-completion-index``,
+  the env var ``JOB_COMPLETION_INDEX`` (downward API from that annotation) in every container,
+  the hostname ``<job>-<index>`` and a name ``<job>-<index>-<random>``. New pods take the
+  lowest indexes neither succeeded nor running; each index needs one success; a second pod of
+  an index, a pod of a succeeded index and a pod without a valid index are deleted.
+  status.completedIndexes lists the succeeded indexes as intervals (``1,3-5,7``) and
+  status.succeeded counts them; the Job is complete when every index succeeded.
 
 Counts: upstream tracks terminated pods with a finalizer and status.uncountedTerminatedPods;
 kubelite counts terminated pods it can see and never lets succeeded/failed go down, so a
@@ -47,6 +55,118 @@ MAX_POD_CREATE_DELETE_PER_SYNC = 500
 REASON_BACKOFF_LIMIT = "BackoffLimitExceeded"
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_COMPLETIONS = "CompletionsReached"
+
+INDEXED = "Indexed"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+"""Annotation (and label) holding an Indexed Job pod's completion index."""
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
+MAX_GENERATED_NAME_LENGTH = 58
+"""Longest generateName prefix that leaves room for the random suffix (63 - 5)."""
+
+
+def is_indexed(job: v1.Job) -> bool:
+    return job.spec.completion_mode == INDEXED
+
+
+def completion_index(pod: v1.Pod) -> int | None:
+    """The pod's completion index from its annotation (else label); None when missing or not a
+    non-negative integer."""
+    text = pod.metadata.annotations.get(COMPLETION_INDEX_ANNOTATION)
+    if text is None:
+        text = pod.metadata.labels.get(COMPLETION_INDEX_ANNOTATION)
+    if text is None or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
+def format_indexes(indexes: set[int]) -> str:
+    """Indexes as upstream writes status.completedIndexes: in order, three or more consecutive
+    ones as ``first-last`` (``1,3-5,7``; two stay ``0,1``)."""
+    parts: list[str] = []
+    ordered = sorted(indexes)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        if j - i >= 2:
+            parts.append(f"{ordered[i]}-{ordered[j]}")
+        else:
+            parts.extend(str(n) for n in ordered[i : j + 1])
+        i = j + 1
+    return ",".join(parts)
+
+
+def parse_indexes(text: str, completions: int) -> set[int]:
+    """The indexes below ``completions`` in a completedIndexes string; malformed parts are
+    ignored (upstream's parseIndexesFromString)."""
+    result: set[int] = set()
+    for part in text.split(","):
+        first, sep, last = part.partition("-")
+        if not first.isdigit() or (sep and not last.isdigit()):
+            continue
+        lo, hi = int(first), int(last) if sep else int(first)
+        result.update(range(lo, min(hi, completions - 1) + 1))
+    return result
+
+
+def _pod_generate_name(job_name: str, index: int) -> str:
+    """``<job>-<index>-``, the job name cut so the whole fits a generated name."""
+    suffix = f"-{index}-"
+    prefix = job_name + suffix
+    if len(prefix) > MAX_GENERATED_NAME_LENGTH:
+        prefix = job_name[: MAX_GENERATED_NAME_LENGTH - len(suffix)] + suffix
+    return prefix
+
+
+def succeeded_indexes(job: v1.Job, pods: list[v1.Pod]) -> set[int]:
+    """The indexes that succeeded: those status.completedIndexes remembers (their pods may be
+    gone) and those of succeeded pods now."""
+    completions = job.spec.completions
+    done = parse_indexes(job.status.completed_indexes, completions)
+    for pod in pods:
+        index = completion_index(pod)
+        if pod.status.phase == "Succeeded" and index is not None and index < completions:
+            done.add(index)
+    return done
+
+
+def surplus_indexed_pods(job: v1.Job, active: list[v1.Pod], done: set[int]) -> list[v1.Pod]:
+    """Active pods an Indexed Job must delete: without a valid index, of an index that
+    succeeded, or a second pod of one index (the one kept is the furthest along: running,
+    ready, oldest)."""
+    surplus: list[v1.Pod] = []
+    by_index: dict[int, list[v1.Pod]] = {}
+    for pod in active:
+        index = completion_index(pod)
+        if index is None or index >= job.spec.completions or index in done:
+            surplus.append(pod)
+        else:
+            by_index.setdefault(index, []).append(pod)
+    for same in by_index.values():
+        same.sort(key=lambda p: p.metadata.creation_timestamp)
+        same.sort(key=lambda p: (p.status.phase == "Running", podutil.is_ready(p)), reverse=True)
+        surplus.extend(same[1:])
+    return surplus
+
+
+def set_completion_index(pod: v1.Pod, job_name: str, index: int) -> None:
+    """What upstream adds to an Indexed Job's pod: name, annotation, label, env, hostname."""
+    pod.metadata.generate_name = _pod_generate_name(job_name, index)
+    pod.metadata.annotations[COMPLETION_INDEX_ANNOTATION] = str(index)
+    pod.metadata.labels[COMPLETION_INDEX_ANNOTATION] = str(index)
+    for container in (*pod.spec.init_containers, *pod.spec.containers):
+        _add_completion_index_env(container)
+    if not pod.spec.hostname:
+        pod.spec.hostname = f"{job_name}-{index}"
+
+
+def _add_completion_index_env(container: v1.Container) -> None:
+    if any(e.name == COMPLETION_INDEX_ENV for e in container.env):
+        return
+    env = container.env.add(name=COMPLETION_INDEX_ENV)
+    env.value_from.field_ref.field_path = (
+        f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']")
 
 
 def finished_condition(job: v1.Job) -> v1.JobCondition | None:
@@ -148,8 +268,13 @@ class JobController(Controller):
         now_text = m.format_time(now)
         pods = self._pods(job)
         active = [p for p in pods if podutil.is_active(p)]
-        succeeded = max(job.status.succeeded,
-                        sum(1 for p in pods if p.status.phase == "Succeeded"))
+        done: set[int] | None = None
+        if is_indexed(job):
+            done = succeeded_indexes(job, pods)
+            succeeded = len(done)
+        else:
+            succeeded = max(job.status.succeeded,
+                            sum(1 for p in pods if p.status.phase == "Succeeded"))
         failed = max(job.status.failed, sum(1 for p in pods if p.status.phase == "Failed"))
         status = v1.JobStatus()
         status.CopyFrom(job.status)
@@ -194,7 +319,7 @@ class JobController(Controller):
             finished_event = (WARNING, failure[0], failure[1])
         else:
             if self.expectations.satisfied(key):
-                created, wait = await self._manage(key, job, pods, active, succeeded, now)
+                created, wait = await self._manage(key, job, pods, active, succeeded, now, done)
                 if wait is not None:
                     requeue.append(wait)
             if job.spec.HasField("completions"):
@@ -210,6 +335,8 @@ class JobController(Controller):
         status.active = len(active) + created
         status.ready = sum(1 for p in active if podutil.is_ready(p))
         status.succeeded, status.failed = succeeded, failed
+        if done is not None:
+            status.completed_indexes = format_indexes(done)
         written = await write_status(self.client, job, status)
         if written is None:
             return
@@ -231,14 +358,22 @@ class JobController(Controller):
                 if m.is_controlled_by(p, job) and selector.matches(p.metadata.labels)]
 
     async def _manage(self, key: str, job: v1.Job, pods: list[v1.Pod], active: list[v1.Pod],
-                      succeeded: int, now: dt.datetime) -> tuple[int, float | None]:
+                      succeeded: int, now: dt.datetime,
+                      done: set[int] | None) -> tuple[int, float | None]:
         """Create or delete pods toward the wanted number running (``active`` loses the pods
         deleted); returns the pods created and, when pod-failure backoff holds creations, the
-        delay to come back after."""
+        delay to come back after. ``done``: an Indexed Job's succeeded indexes."""
         if job.spec.suspend:
             await self._delete_pods(key, job, active)
             active.clear()
             return 0, None
+        if done is not None:
+            extra = surplus_indexed_pods(job, active, done)
+            if extra:
+                await self._delete_pods(key, job, extra)
+                for pod in extra:
+                    active.remove(pod)
+                return 0, None
         parallelism = job.spec.parallelism
         if job.spec.HasField("completions"):
             want = max(0, min(job.spec.completions - succeeded, parallelism))
@@ -259,8 +394,14 @@ class JobController(Controller):
         if remaining > 0:
             return 0, remaining
         missing = min(want - len(active), MAX_POD_CREATE_DELETE_PER_SYNC)
+        indexes: list[int | None] = [None] * missing
+        if done is not None:
+            running = {completion_index(p) for p in active}
+            pending = (i for i in range(job.spec.completions) if i not in done and i not in running)
+            indexes = [i for i, _ in zip(pending, range(missing), strict=False)]
+            missing = len(indexes)
         self.expectations.expect_creations(key, missing)
-        results = await asyncio.gather(*(self._create_pod(key, job) for _ in range(missing)),
+        results = await asyncio.gather(*(self._create_pod(key, job, i) for i in indexes),
                                        return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -286,7 +427,7 @@ class JobController(Controller):
         ready_at = last_failure + dt.timedelta(seconds=self.timers.backoff(failures))
         return max(0.0, (ready_at - now).total_seconds())
 
-    async def _create_pod(self, key: str, job: v1.Job) -> None:
+    async def _create_pod(self, key: str, job: v1.Job, index: int | None = None) -> None:
         template = job.spec.template
         pod = v1.Pod(metadata=v1.ObjectMeta(
             generate_name=f"{job.metadata.name}-", namespace=job.metadata.namespace,
@@ -295,6 +436,8 @@ class JobController(Controller):
             owner_references=[m.controller_reference(job)],
         ))
         pod.spec.CopyFrom(template.spec)
+        if index is not None:
+            set_completion_index(pod, job.metadata.name, index)
         try:
             created = await self.client.create(pod)
         except ApiError as e:

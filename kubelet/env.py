@@ -68,6 +68,18 @@ def resource_value(
     return str(-((-amount.numerator) // amount.denominator))
 
 
+MAX_HOSTNAME_LENGTH = 63
+
+
+def pod_hostname(pod: v1.Pod) -> str:
+    """The pod's host name as the kubelet gives it (GeneratePodHostNameAndDomain):
+    spec.hostname when set, else the pod's name, cut to 63 characters."""
+    name = pod.spec.hostname or pod.metadata.name
+    if len(name) > MAX_HOSTNAME_LENGTH:
+        name = name[:MAX_HOSTNAME_LENGTH].rstrip("-.")
+    return name
+
+
 class EnvResolver:
     def __init__(self, client: ApiClient, node_allocatable: Mapping[str, str]) -> None:
         self.client = client
@@ -97,7 +109,7 @@ class EnvResolver:
         # other local nodes (the built-in test image does).
         env: dict[str, str] = {
             "PATH": DEFAULT_PATH,
-            "HOSTNAME": pod.metadata.name,
+            "HOSTNAME": pod_hostname(pod),
             "KUBELITE_POD_IP": pod.status.pod_ip,
         }
         env.update(service_env)

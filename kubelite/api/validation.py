@@ -1644,8 +1644,32 @@ def _validate_job_spec_common(spec: v1.JobSpec, path: FieldPath) -> Errors:
         mode = spec.completion_mode
         if mode not in ("NonIndexed", "Indexed"):
             errs.append(path.child("completionMode").not_supported(mode, ["NonIndexed", "Indexed"]))
-        if mode == "Indexed" and not spec.HasField("completions"):
-            errs.append(path.child("completions").required("when completion mode is Indexed"))
+        if mode == "Indexed":
+            errs.extend(_validate_indexed_job_limits(spec, path))
+    return errs
+
+
+MAX_PARALLELISM_FOR_INDEXED_JOB = 100_000
+COMPLETIONS_SOFT_LIMIT = 100_000
+PARALLELISM_LIMIT_FOR_HIGH_COMPLETIONS = 10_000
+
+
+def _validate_indexed_job_limits(spec: v1.JobSpec, path: FieldPath) -> Errors:
+    """Upstream's limits for completionMode Indexed (its status lists every index)."""
+    errs: Errors = []
+    if not spec.HasField("completions"):
+        errs.append(path.child("completions").required("when completion mode is Indexed"))
+    parallelism = spec.parallelism if spec.HasField("parallelism") else 1
+    if parallelism > MAX_PARALLELISM_FOR_INDEXED_JOB:
+        errs.append(path.child("parallelism").invalid(
+            parallelism, f"must be less than or equal to {MAX_PARALLELISM_FOR_INDEXED_JOB}"
+                         " when completion mode is Indexed"))
+    elif (spec.HasField("completions") and spec.completions > COMPLETIONS_SOFT_LIMIT
+          and parallelism > PARALLELISM_LIMIT_FOR_HIGH_COMPLETIONS):
+        errs.append(path.child("parallelism").invalid(
+            parallelism, f"must be less than or equal to {PARALLELISM_LIMIT_FOR_HIGH_COMPLETIONS}"
+                         " when completion mode is Indexed and completions is greater than"
+                         f" {COMPLETIONS_SOFT_LIMIT}"))
     return errs
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-from controller_manager.job import JobController, JobTimers
+from controller_manager.job import JobController, JobTimers, format_indexes, parse_indexes
 from kubelite.api import defaults
 from kubelite.api import meta as m
 from protos.v1 import objects_pb2 as v1
@@ -246,3 +246,125 @@ async def test_ttl_after_finished_deletes_the_job_in_the_background() -> None:
     controller, client, _ = setup(failed, now=NOW)
     await controller.reconcile(KEY)
     assert client.deleted_names("Job") == ["pi"]
+
+
+# ---------------------------------------------------------------- Indexed completion mode
+
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+
+
+def indexed_job(completions: int = 3, parallelism: int = 3, **kwargs: Any) -> v1.Job:
+    j = job(completions=completions, parallelism=parallelism, **kwargs)
+    j.spec.completion_mode = "Indexed"
+    return j
+
+
+def index_pod(j: v1.Job, index: int | None, phase: str = "Running", *, suffix: str = "x",
+              **kwargs: Any) -> v1.Pod:
+    name = f"pi-{index}-{suffix}"
+    pod = job_pod(j, name, phase, **kwargs)
+    if index is not None:
+        pod.metadata.annotations[INDEX_KEY] = str(index)
+        pod.metadata.labels[INDEX_KEY] = str(index)
+    return pod
+
+
+def test_completed_indexes_are_compressed_intervals() -> None:
+    assert format_indexes({1, 3, 4, 5, 7}) == "1,3-5,7"
+    assert format_indexes({0, 1}) == "0,1"  # only three or more are an interval
+    assert format_indexes({0, 1, 2}) == "0-2"
+    assert format_indexes(set()) == ""
+    assert parse_indexes("1,3-5,7", 10) == {1, 3, 4, 5, 7}
+    # Out of range, malformed or reversed parts are ignored, as upstream does.
+    assert parse_indexes("0-2,5,9-12,x,4-3", 10) == {0, 1, 2, 5, 9}
+    assert parse_indexes("", 3) == set()
+
+
+async def test_indexed_job_creates_the_lowest_pending_indexes() -> None:
+    j = indexed_job(completions=5, parallelism=3, started=None)
+    j.spec.template.spec.init_containers.add(name="setup", image="busybox")
+    own = j.spec.template.spec.containers.add(name="side", image="busybox")
+    own.env.add(name="JOB_COMPLETION_INDEX", value="mine")
+    pods = [index_pod(j, 0, "Succeeded", finished=NOW), index_pod(j, 2)]
+    controller, client, _ = setup(j, pods)
+    await controller.reconcile(KEY)
+    created = client.created_of(v1.Pod)
+    assert [p.metadata.annotations[INDEX_KEY] for p in created] == ["1", "3"]
+    for pod, index in zip(created, (1, 3), strict=True):
+        assert pod.metadata.generate_name == f"pi-{index}-"
+        assert pod.metadata.labels[INDEX_KEY] == str(index)
+        assert pod.metadata.labels["job-name"] == "pi"
+        assert pod.spec.hostname == f"pi-{index}"
+        assert pod.spec.subdomain == ""  # the template's, as upstream
+        for ctr in (*pod.spec.init_containers, *pod.spec.containers):
+            found = [e for e in ctr.env if e.name == "JOB_COMPLETION_INDEX"]
+            assert len(found) == 1, ctr.name
+            if ctr.name != "side":
+                assert found[0].value_from.field_ref.field_path == (
+                    f"metadata.annotations['{INDEX_KEY}']")
+        assert [e.value for e in pod.spec.containers[1].env] == ["mine"]  # the user's wins
+    status = last_status(client)
+    assert (status.active, status.succeeded, status.completed_indexes) == (3, 1, "0")
+
+
+async def test_indexed_job_completes_when_every_index_succeeded_once() -> None:
+    j = indexed_job(completions=3, parallelism=2)
+    pods = [index_pod(j, 0, "Succeeded", finished=NOW),
+            index_pod(j, 1, "Succeeded", finished=NOW),
+            index_pod(j, 1, "Succeeded", finished=NOW, suffix="y"),  # a duplicate
+            index_pod(j, 5, "Succeeded", finished=NOW)]  # not an index of this Job
+    controller, client, _ = setup(j, pods)
+    await controller.reconcile(KEY)
+    status = last_status(client)
+    assert (status.succeeded, status.completed_indexes) == (2, "0,1")
+    assert condition(status, "Complete") is None
+    assert [p.metadata.annotations[INDEX_KEY] for p in client.created_of(v1.Pod)] == ["2"]
+
+    pods.append(index_pod(j, 2, "Succeeded", finished=NOW))
+    controller, client, _ = setup(j, pods)
+    await controller.reconcile(KEY)
+    status = last_status(client)
+    assert (status.succeeded, status.completed_indexes) == (3, "0-2")
+    complete = condition(status, "Complete")
+    assert complete is not None and complete.status == "True"
+    assert client.created_of(v1.Pod) == []
+
+
+async def test_indexed_job_removes_duplicate_and_stray_pods() -> None:
+    j = indexed_job(completions=3, parallelism=3)
+    pods = [index_pod(j, 0, "Succeeded", finished=NOW),
+            index_pod(j, 0, suffix="late"),  # its index is done already
+            index_pod(j, 1, suffix="a"), index_pod(j, 1, suffix="b", ready=False),
+            index_pod(j, None, suffix="none"),  # no index at all
+            index_pod(j, 7, suffix="far")]  # out of range
+    controller, client, _ = setup(j, pods)
+    await controller.reconcile(KEY)
+    assert sorted(client.deleted_names()) == ["pi-0-late", "pi-1-b", "pi-7-far", "pi-None-none"]
+    assert client.created_of(v1.Pod) == []  # once they are gone
+    assert last_status(client).active == 1
+    controller, client, _ = setup(j, [pods[0], pods[2]])
+    await controller.reconcile(KEY)
+    assert [p.metadata.annotations[INDEX_KEY] for p in client.created_of(v1.Pod)] == ["2"]
+    assert last_status(client).active == 2
+
+
+async def test_completed_indexes_never_shrink_and_failed_indexes_are_retried() -> None:
+    # The pods of indexes 0 and 2 are gone (garbage-collected), their success is remembered;
+    # index 1 failed long enough ago: it gets a new pod.
+    j = indexed_job(completions=3, parallelism=3)
+    j.status.completed_indexes = "0,2"
+    j.status.succeeded = 2
+    failed = index_pod(j, 1, "Failed", finished=NOW - dt.timedelta(minutes=5))
+    controller, client, _ = setup(j, [failed])
+    await controller.reconcile(KEY)
+    assert [p.metadata.annotations[INDEX_KEY] for p in client.created_of(v1.Pod)] == ["1"]
+    status = last_status(client)
+    assert (status.completed_indexes, status.succeeded, status.failed) == ("0,2", 2, 1)
+
+
+async def test_indexed_job_scales_down_to_parallelism() -> None:
+    j = indexed_job(completions=4, parallelism=1)
+    pods = [index_pod(j, 0, ready=True), index_pod(j, 1, ready=False)]
+    controller, client, _ = setup(j, pods)
+    await controller.reconcile(KEY)
+    assert client.deleted_names() == ["pi-1-x"] and client.created_of(v1.Pod) == []

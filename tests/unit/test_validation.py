@@ -806,6 +806,27 @@ def test_job_rules() -> None:
     )
 
 
+def test_indexed_job_rules() -> None:
+    job = _job()
+    job.spec.completion_mode = "Indexed"
+    job.spec.completions, job.spec.parallelism = 3, 3
+    assert validate(job) == []
+    job.ClearField("spec")
+    job.spec.CopyFrom(_job().spec)
+    job.spec.completion_mode = "Indexed"
+    job.spec.ClearField("completions")
+    assert _find(validate(job), "spec.completions").detail == "when completion mode is Indexed"
+    job.spec.completions, job.spec.parallelism = 10, 100_001
+    err = _find(validate(job), "spec.parallelism")
+    assert err.detail == "must be less than or equal to 100000 when completion mode is Indexed"
+    job.spec.completions, job.spec.parallelism = 100_001, 10_001
+    err = _find(validate(job), "spec.parallelism")
+    assert err.detail == ("must be less than or equal to 10000 when completion mode is Indexed"
+                          " and completions is greater than 100000")
+    job.spec.parallelism = 10_000
+    assert validate(job) == []
+
+
 def test_job_selector_required_and_update() -> None:
     job = _job()
     job.spec.ClearField("selector")
