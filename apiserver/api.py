@@ -29,7 +29,7 @@ from apiserver.watch_cache import (
     WatchCacheSettings,
     WatchItem,
 )
-from kubelite.api import convert, defaults, fields, labels, pods, validation
+from kubelite.api import convert, defaults, fields, labels, patches, pods, validation
 from kubelite.api import meta as m
 from kubelite.api.errors import (
     AlreadyExists,
@@ -542,22 +542,18 @@ class Api:
         patch_type: str = "merge",
         subresource: str = "",
     ) -> Message:
-        if patch_type not in ("merge", "application/merge-patch+json", ""):
-            raise BadRequest(f'patch type "{patch_type}" is not supported; use "merge"')
+        """Applies a strategic merge, JSON merge or JSON patch (kubelite.api.patches) to the
+        live object, re-reading and re-applying it when another write lands in between."""
+        kind = patches.patch_type(patch_type)
         if subresource not in ("", "status"):
             raise BadRequest(f'subresource "{subresource}" is not supported by patch')
-        try:
-            document = json.loads(patch)
-        except ValueError as e:
-            raise BadRequest(f"patch is not valid JSON: {e}") from e
-        if not isinstance(document, dict):
-            raise BadRequest("a merge patch must be a JSON object")
+        document = patches.decode(patch, kind)
         namespace = self._namespace_for(rtype, namespace or "default")
         for _ in range(20):
             current = await self.storage.get(rtype, namespace, name)
-            merged = convert.merge_patch(convert.to_dict(rtype, current), document)
+            patched = document.apply(convert.to_dict(rtype, current), rtype.message)
             try:
-                _, obj = convert.from_dict(merged)
+                _, obj = convert.from_dict(patched)
             except convert.ConversionError as e:
                 raise Invalid.from_field_errors(rtype.qualified_kind, name, e.errors) from e
             requested_rv = m.meta(obj).resource_version
@@ -571,8 +567,9 @@ class Api:
             try:
                 return await self._write_update(rtype, current, updated)
             except Conflict:
-                if "resourceVersion" in document.get("metadata", {}):
-                    raise
+                # Another write landed: the next round patches the new object. A patch that
+                # names a resourceVersion (or tests a value) then fails on its own terms.
+                continue
         raise conflict(rtype, name)
 
     async def delete(

@@ -178,21 +178,29 @@ class ApiClient:
         self,
         kind: type[T],
         name: str,
-        patch: Mapping[str, Any],
+        patch: Mapping[str, Any] | Sequence[Any] | bytes,
         namespace: str = "",
         *,
         subresource: str = "",
+        patch_type: str = "merge",
     ) -> T:
-        """JSON merge patch of the Kubernetes-shaped object (camelCase keys)."""
+        """Patches the Kubernetes-shaped object (camelCase keys).
+
+        ``patch_type``: "merge" (RFC 7386 JSON merge patch: lists are replaced whole),
+        "strategic" (Kubernetes' strategic merge patch: containers, ports, env and the like
+        merge by their keys) or "json" (RFC 6902: a list of operations). ``patch`` is the
+        document, or its JSON text as bytes.
+        """
         rtype = by_message(kind)
+        body = patch if isinstance(patch, bytes) else json.dumps(patch).encode()
         response = await self._unary(
             self._stub.Patch,
             pb.PatchRequest(
                 resource=rtype.plural,
                 namespace=_namespace(rtype, namespace),
                 name=name,
-                patch_type="merge",
-                patch=json.dumps(patch).encode(),
+                patch_type=patch_type,
+                patch=body,
                 subresource=subresource,
             ),
         )
