@@ -28,7 +28,7 @@ import yaml
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kubelite.api import convert, podtemplate
+from kubelite.api import convert, podtemplate, strategic_merge
 from kubelite.api import meta as m
 from kubelite.api.errors import (
     ApiError,
@@ -265,37 +265,6 @@ def write_error(source: str, e: ApiError, ctx: Context) -> str:
 # ---------------------------------------------------------------------------- apply
 
 
-_MISSING: Any = object()
-
-
-def three_way_patch(original: dict[str, Any], modified: dict[str, Any],
-                    current: dict[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch taking ``current`` to ``modified``.
-
-    kubectl's client-side apply reduced to merge-patch semantics: keys that differ from the
-    live object are set, keys the last applied manifest had and the new one drops are set to
-    null, and everything else the live object has (status, fields set by controllers or
-    defaults) is left alone.
-    """
-    patch: dict[str, Any] = {}
-    for key, value in modified.items():
-        live = current.get(key, _MISSING)
-        if isinstance(value, dict) and isinstance(live, dict):
-            before = original.get(key)
-            sub = three_way_patch(before if isinstance(before, dict) else {}, value, live)
-            if sub:
-                patch[key] = sub
-        elif value is None:
-            if live is not _MISSING:
-                patch[key] = None
-        elif value != live:
-            patch[key] = value
-    for key in original:
-        if key not in modified and key in current:
-            patch[key] = None
-    return patch
-
-
 def applied_configuration(
     rtype: ResourceType, doc: dict[str, Any], namespace: str
 ) -> dict[str, Any]:
@@ -355,11 +324,17 @@ async def apply_one(client: ApiClient, ctx: Context, source: str, doc: dict[str,
             original = loaded if isinstance(loaded, dict) else {}
         except ValueError:
             original = {}
-    patch = three_way_patch(original, modified, current)
+    try:
+        # kubectl's three-way strategic merge patch: lists such as containers or env merge
+        # by their keys, so what other writers added to the live object stays.
+        patch = strategic_merge.three_way_patch(original, modified, current, rtype.message)
+    except strategic_merge.PatchError as e:
+        raise _WriteFailed(f'error: when creating the patch for "{source}": {e}') from e
     if not patch:
         return f"{label} unchanged"
     try:
-        updated = await client.patch(rtype.message, meta.name, patch, namespace)
+        updated = await client.patch(rtype.message, meta.name, patch, namespace,
+                                     patch_type="strategic")
     except ApiError as e:
         raise _WriteFailed(write_error(source, e, ctx)) from e
     if not changed(rtype, live, updated):
@@ -943,25 +918,42 @@ async def cmd_metadata_map(args: argparse.Namespace, client: ApiClient, ctx: Con
 # ---------------------------------------------------------------------------- patch
 
 
-def parse_patch(text: str) -> dict[str, Any]:
+PATCH_TYPES = {"strategic": "a strategic merge patch", "merge": "a JSON merge patch",
+               "json": "a JSON patch (--type json)"}
+"""klctl patch --type: strategic (kubectl's default for built-in kinds), merge, json."""
+
+
+def parse_patch(text: str, patch_type: str) -> dict[str, Any] | list[Any]:
+    """The patch document of ``-p``/``--patch-file``: JSON, or YAML as kubectl accepts."""
     try:
-        data = json.loads(text)
-    except ValueError:
         try:
-            data = yaml.safe_load(text)  # kubectl accepts YAML for -p too
-        except yaml.YAMLError as e:
-            raise CliError(f'unable to parse "{text}": {e}') from None
+            data = json.loads(text)
+        except ValueError:
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise CliError(f'unable to parse "{text}": {e}') from None
+    except RecursionError:
+        raise CliError(
+            f"unable to parse the patch: it nests objects and lists more than"
+            f" {strategic_merge.MAX_DEPTH} levels deep"
+        ) from None
+    if patch_type == "json":
+        if not isinstance(data, list):
+            raise CliError(f'unable to parse "{text}": {PATCH_TYPES[patch_type]} must be a list'
+                           ' of operations, such as [{"op": "replace", "path": "/spec/replicas",'
+                           ' "value": 3}]')
+        return data
     if not isinstance(data, dict):
-        raise CliError(f'unable to parse "{text}": a merge patch must be a JSON object')
+        raise CliError(f'unable to parse "{text}": {PATCH_TYPES[patch_type]} must be a JSON'
+                       " object")
     return data
 
 
 async def cmd_patch(args: argparse.Namespace, client: ApiClient, ctx: Context) -> int:
-    if args.type != "merge":
-        raise CliError(
-            f'--type {args.type} is not supported: klctl sends JSON merge patches only'
-            " (use --type merge)"
-        )
+    if args.type not in PATCH_TYPES:
+        raise CliError(f"--type {args.type} is not supported: use one of"
+                       f" {', '.join(PATCH_TYPES)}")
     if args.patch is None and args.patch_file is None:
         raise CliError("must specify -p to patch")
     if args.patch is not None and args.patch_file is not None:
@@ -972,7 +964,7 @@ async def cmd_patch(args: argparse.Namespace, client: ApiClient, ctx: Context) -
             text = await asyncio.to_thread(Path(args.patch_file).read_text, encoding="utf-8")
         except OSError as e:
             raise CliError(f"unable to read patch file: {e.strerror or e}") from None
-    patch = parse_patch(text)
+    patch = parse_patch(text, args.type)
     if args.subresource not in ("", "status"):
         raise CliError(f'invalid subresource value: "{args.subresource}". Must be one of'
                        ' [status]')
@@ -986,7 +978,7 @@ async def cmd_patch(args: argparse.Namespace, client: ApiClient, ctx: Context) -
         try:
             before = await client.get(rtype.message, name, namespace or "default")
             after = await client.patch(rtype.message, name, patch, namespace,
-                                       subresource=args.subresource)
+                                       subresource=args.subresource, patch_type=args.type)
         except ApiError as e:
             if _is_connection_error(e):
                 raise
@@ -1567,12 +1559,15 @@ def _build_commands(sub: _Commands) -> None:
                        help="only update if the object is still at this resourceVersion")
         p.set_defaults(handler=_metadata_handler(field))
 
-    p = sub.add_parser("patch", help="update fields of an object with a JSON merge patch")
+    p = sub.add_parser("patch", help="update fields of an object with a strategic merge patch,"
+                       " a JSON merge patch or a JSON patch")
     p.add_argument("resources", nargs="*", metavar="KIND NAME")
     _add_namespace(p, all_namespaces=False)
     p.add_argument("-p", "--patch", help="the patch, as JSON or YAML")
     p.add_argument("--patch-file", help="a file holding the patch")
-    p.add_argument("--type", default="merge", help="merge (the only supported type)")
+    p.add_argument("--type", default="strategic",
+                   help="strategic (the default: lists such as containers merge by name),"
+                   " merge (RFC 7386: lists are replaced) or json (RFC 6902 operations)")
     p.add_argument("--subresource", default="", help="status to patch the status")
     p.set_defaults(handler=cmd_patch)
 

@@ -127,7 +127,7 @@ class ApiServerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Patch(self, request, context):
-        """JSON merge patch (RFC 7386) of the Kubernetes-shaped JSON form.
+        """Patch of the Kubernetes-shaped JSON form (see PatchRequest.patch_type).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

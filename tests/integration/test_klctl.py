@@ -533,14 +533,177 @@ async def test_patch_merge_and_status(klctl: Klctl, client: ApiClient, tmp_path:
     assert status.code == 0, status.err
     assert (await client.get(v1.Deployment, "web")).status.ready_replicas == 4
 
-    strategic = await klctl("patch", "deploy", "web", "--type", "strategic", "-p", "{}")
-    assert strategic.code == 1
-    assert "--type strategic is not supported" in strategic.err
+    unknown = await klctl("patch", "deploy", "web", "--type", "apply", "-p", "{}")
+    assert unknown.code == 1
+    assert "--type apply is not supported" in unknown.err
 
     invalid = await klctl("patch", "deploy", "web", "-p", '{"spec": {"replicas": -1}}')
     assert invalid.code == 1
     assert "spec.replicas: Invalid value: -1: must be greater than or equal to 0" in invalid.err
     assert (await client.get(v1.Deployment, "web")).spec.replicas == 5
+
+
+WEB_DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: kubelite/agnhost:1.0
+        args: [netexec, --http-port=8080]
+        ports:
+        - {containerPort: 8080, name: http}
+        env:
+        - {name: COLOR, value: blue}
+        - {name: MODE, value: fast}
+        resources:
+          requests: {cpu: 100m, memory: 64Mi}
+        readinessProbe:
+          httpGet: {path: /readyz, port: 8080}
+        livenessProbe:
+          tcpSocket: {port: 8080}
+"""
+
+
+def web_container(d: v1.Deployment) -> v1.Container:
+    (web,) = [c for c in d.spec.template.spec.containers if c.name == "web"]
+    return web
+
+
+async def test_patch_of_one_image_keeps_the_container_as_kubectl_does(
+    klctl: Klctl, client: ApiClient, tmp_path: Path
+) -> None:
+    assert (await klctl("apply", "-f", write(tmp_path, "web.yaml", WEB_DEPLOYMENT))).code == 0
+    before = web_container(await client.get(v1.Deployment, "web"))
+    patched = await klctl("patch", "deploy", "web", "-p", json.dumps(
+        {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "x"}]}}}}))
+    assert (patched.code, patched.out.strip()) == (0, "deployment.apps/web patched"), patched.err
+    after = web_container(await client.get(v1.Deployment, "web"))
+    assert after.image == "x"
+    expected = v1.Container()
+    expected.CopyFrom(before)
+    expected.image = "x"
+    assert after == expected  # args, ports, env, probes and resources all kept
+    assert after.args and after.ports and after.env and after.resources.requests
+    assert after.readiness_probe.http_get.path == "/readyz"
+
+    # --type strategic says the same; --type merge replaces the list as RFC 7386 says.
+    same = await klctl("patch", "deploy", "web", "--type", "strategic", "-p",
+                       '{"spec": {"template": {"spec": {"containers": [{"name": "web",'
+                       ' "image": "x"}]}}}}')
+    assert same.out.strip() == "deployment.apps/web patched (no change)"
+    merge = await klctl("patch", "deploy", "web", "--type", "merge", "-p",
+                        '{"spec": {"template": {"spec": {"containers": [{"name": "web",'
+                        ' "image": "y"}]}}}}')
+    assert merge.code == 0, merge.err
+    replaced = web_container(await client.get(v1.Deployment, "web"))
+    assert replaced.image == "y"
+    assert not replaced.args and not replaced.env and not replaced.ports
+
+
+async def test_patch_type_json(klctl: Klctl, client: ApiClient, tmp_path: Path) -> None:
+    assert (await klctl("apply", "-f", write(tmp_path, "web.yaml", WEB_DEPLOYMENT))).code == 0
+    ops = [
+        {"op": "test", "path": "/spec/replicas", "value": 1},
+        {"op": "replace", "path": "/spec/replicas", "value": 3},
+        {"op": "add", "path": "/spec/template/spec/containers/0/env/-",
+         "value": {"name": "SIZE", "value": "l"}},
+        {"op": "remove", "path": "/spec/template/spec/containers/0/args"},
+    ]
+    patched = await klctl("patch", "deploy", "web", "--type", "json", "-p", json.dumps(ops))
+    assert (patched.code, patched.out.strip()) == (0, "deployment.apps/web patched"), patched.err
+    d = await client.get(v1.Deployment, "web")
+    assert d.spec.replicas == 3
+    assert [e.name for e in web_container(d).env] == ["COLOR", "MODE", "SIZE"]
+    assert not web_container(d).args
+
+    failed = await klctl("patch", "deploy", "web", "--type", "json", "-p",
+                         '[{"op": "test", "path": "/spec/replicas", "value": 1},'
+                         ' {"op": "replace", "path": "/spec/replicas", "value": 9}]')
+    assert failed.code == 1
+    assert failed.err.startswith("Error from server (Invalid):")
+    assert "operation 0 (test /spec/replicas)" in failed.err
+    assert (await client.get(v1.Deployment, "web")).spec.replicas == 3
+
+    not_a_list = await klctl("patch", "deploy", "web", "--type", "json", "-p",
+                             '{"spec": {"replicas": 2}}')
+    assert not_a_list.code == 1
+    assert "a JSON patch (--type json) must be a list of operations" in not_a_list.err
+    not_an_object = await klctl("patch", "deploy", "web", "-p", '[{"op": "remove"}]')
+    assert not_an_object.code == 1
+    assert "a strategic merge patch must be a JSON object" in not_an_object.err
+    bad_op = await klctl("patch", "deploy", "web", "--type", "json", "-p",
+                         '[{"op": "frobnicate", "path": "/spec"}]')
+    assert bad_op.code == 1
+    assert bad_op.err.startswith("Error from server (BadRequest):")
+    assert (await client.get(v1.Deployment, "web")).spec.replicas == 3
+
+
+async def test_patch_too_deep_or_malformed_is_an_error_line(
+    klctl: Klctl, client: ApiClient, tmp_path: Path
+) -> None:
+    assert (await klctl("apply", "-f", write(tmp_path, "web.yaml", WEB_DEPLOYMENT))).code == 0
+    before = await client.get(v1.Deployment, "web")
+    deep = '{"spec":' * 100_000 + "{}" + "}" * 100_000
+    result = await klctl("patch", "deploy", "web", "-p", deep)
+    assert result.code == 1
+    assert "nests objects and lists more than" in result.err
+    assert "Traceback" not in result.err
+    nested = '{"spec":' * 200 + "{}" + "}" * 200  # parses, but too deep for the server
+    result = await klctl("patch", "deploy", "web", "-p", nested)
+    assert result.code == 1
+    assert result.err.startswith("Error from server (BadRequest):")
+    missing_key = await klctl("patch", "deploy", "web", "-p", json.dumps(
+        {"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}}))
+    assert missing_key.code == 1
+    assert 'spec.template.spec.containers[0]: the element has no merge key "name"' in \
+        missing_key.err
+    assert await client.get(v1.Deployment, "web") == before
+
+
+async def test_apply_keeps_what_others_added_to_a_container_and_drops_what_the_manifest_did(
+    klctl: Klctl, client: ApiClient, tmp_path: Path
+) -> None:
+    path = write(tmp_path, "web.yaml", WEB_DEPLOYMENT)
+    assert (await klctl("apply", "-f", path)).code == 0
+    # Another writer: one more env var and a field of its own on the container, and a sidecar.
+    other = {"spec": {"template": {"spec": {"containers": [
+        {"name": "web", "terminationMessagePath": "/tmp/why",
+         "env": [{"name": "INJECTED", "value": "1"}]},
+        {"name": "proxy", "image": "busybox", "command": ["sleep", "3600"]},
+    ]}}}}
+    await client.patch(v1.Deployment, "web", other, patch_type="strategic")
+
+    # The manifest drops MODE and the args and changes the image.
+    Path(path).write_text(
+        Path(path).read_text()
+        .replace("        - {name: MODE, value: fast}\n", "")
+        .replace("        args: [netexec, --http-port=8080]\n", "")
+        .replace("image: kubelite/agnhost:1.0", "image: kubelite/agnhost:2.0")
+    )
+    result = await klctl("apply", "-f", path)
+    assert (result.code, result.out.strip()) == (0, "deployment.apps/web configured"), result.err
+    d = await client.get(v1.Deployment, "web")
+    assert sorted(c.name for c in d.spec.template.spec.containers) == ["proxy", "web"]
+    web = web_container(d)
+    assert web.image == "kubelite/agnhost:2.0"
+    assert not web.args
+    assert sorted(e.name for e in web.env) == ["COLOR", "INJECTED"]
+    assert web.termination_message_path == "/tmp/why"
+    assert [p.container_port for p in web.ports] == [8080]
+    assert web.readiness_probe.http_get.path == "/readyz"
+
+    again = await klctl("apply", "-f", path)
+    assert again.out.strip() == "deployment.apps/web unchanged"
 
 
 # ---------------------------------------------------------------- version / api-resources
