@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 
 from apiserver.allocator import IPRange, PortRange
 from apiserver.api import ApiSettings
+from apiserver.bootstrap import BootstrapSettings
 from apiserver.etcd import EtcdSettings
+from apiserver.inflight import InflightSettings
 from apiserver.server import ApiServer, ApiServerSettings
 from apiserver.watch_cache import WatchCacheSettings
 from kubelite import daemon, logs
@@ -15,6 +18,9 @@ from kubelite import daemon, logs
 def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
     p = argparse.ArgumentParser(prog="kubelite-apiserver", description=__doc__)
     p.add_argument("--listen", default="127.0.0.1:6443", help="host:port to serve gRPC on")
+    p.add_argument("--advertise-address", default="",
+                   help="IP address published in the kubernetes Service's Endpoints (default:"
+                        " the --listen host; this host's address when that is 0.0.0.0)")
     p.add_argument(
         "--etcd-servers", default="127.0.0.1:2379", help="comma-separated etcd host:port list"
     )
@@ -37,8 +43,44 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
                         " proxies bind them without privileges)")
     p.add_argument("--service-node-port-range", default="30000-32767",
                    help="port range to allocate NodePort Services' nodePorts from")
+    limits = InflightSettings()
+    p.add_argument("--max-requests-inflight", type=int, default=limits.max_requests_inflight,
+                   help="reads (get, list) served at once; more are answered TooManyRequests"
+                        " (0: no limit)")
+    p.add_argument("--max-mutating-requests-inflight", type=int,
+                   default=limits.max_mutating_requests_inflight,
+                   help="writes (create, update, patch, delete, bind) served at once; more are"
+                        " answered TooManyRequests (0: no limit)")
+    p.add_argument("--max-long-running-requests", type=int,
+                   default=limits.max_long_running_requests,
+                   help="watches and log/exec streams open at once, beside the limits above"
+                        " (0: no limit)")
+    p.add_argument("--max-uncached-watches", type=int, default=limits.max_uncached_watches,
+                   help="of those, watches from before the watch cache's window, each with an"
+                        " etcd watch of its own (0: no limit)")
+    p.add_argument("--retry-after-seconds", type=int, default=limits.retry_after_seconds,
+                   help="seconds a request refused with TooManyRequests is told to wait")
+    p.add_argument("--max-pending-calls", type=int, default=limits.max_pending_calls,
+                   help="calls gRPC holds before the server takes them up (past it gRPC"
+                        " cancels calls)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
+    if a.advertise_address:
+        try:
+            ipaddress.ip_address(a.advertise_address)
+        except ValueError:
+            p.error(f"--advertise-address: {a.advertise_address!r} is not an IP address")
+    try:
+        inflight = InflightSettings(
+            max_requests_inflight=a.max_requests_inflight,
+            max_mutating_requests_inflight=a.max_mutating_requests_inflight,
+            max_long_running_requests=a.max_long_running_requests,
+            max_uncached_watches=a.max_uncached_watches,
+            retry_after_seconds=a.retry_after_seconds,
+            max_pending_calls=a.max_pending_calls,
+        )
+    except ValueError as e:
+        p.error(str(e))
     if a.watch_cache_max_bytes < 0:
         p.error(f"--watch-cache-max-bytes: must not be negative, got {a.watch_cache_max_bytes}")
     try:
@@ -60,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
             default_toleration_seconds=a.default_toleration_seconds,
             event_ttl=a.event_ttl,
         ),
+        inflight=inflight,
+        bootstrap=BootstrapSettings(advertise_address=a.advertise_address),
         compaction_interval=a.compaction_interval,
     )
     return settings, a.log_level

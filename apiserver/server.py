@@ -11,10 +11,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from apiserver.api import Api, ApiSettings
+from apiserver.bootstrap import BootstrapSettings, KubernetesService
 from apiserver.etcd import Etcd, EtcdSettings, put_op, version_is
+from apiserver.inflight import InflightSettings, RequestAdmission
 from apiserver.servicer import ApiServicer
 from apiserver.storage import Storage
 from kubelite.api.errors import ApiError
+from kubelite.api.registry import UnknownResource, by_plural
+from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
 
 log = structlog.get_logger(__name__)
@@ -28,6 +32,10 @@ class ApiServerSettings:
     """host:port to serve gRPC on; port 0 picks a free port."""
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
+    """The advertised address and timers of the ``kubernetes`` Service's upkeep."""
+    inflight: InflightSettings = field(default_factory=InflightSettings)
+    """How many requests of each class are served at once (request admission)."""
     compaction_interval: float = 300.0
     """Seconds between etcd compactions; each keeps one interval of history (0: never)."""
     health_interval: float = 2.0
@@ -42,15 +50,23 @@ class ApiServer:
         self.etcd = Etcd(settings.etcd)
         self.storage = Storage(self.etcd, settings.api.storage_prefix)
         self.api = Api(self.storage, settings.api)
+        self.bootstrap = KubernetesService(self.api, settings.bootstrap)
         self.health = HealthServicer()
+        self.admission = RequestAdmission(settings.inflight, self._watch_needs_etcd)
+        pending = settings.inflight.max_pending_calls
         self._server = grpc.aio.server(
+            interceptors=[self.admission],
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 256 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-            ]
+                # Calls wait here until the server's loop takes them up; past this backlog
+                # gRPC cancels them (CANCELLED) before admission could answer TooManyRequests.
+                ("grpc.server.max_pending_requests", pending),
+                ("grpc.server.max_pending_requests_hard_limit", pending),
+            ],
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.servicer: ApiServicer | None = None
@@ -73,6 +89,7 @@ class ApiServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.listen}")
         await self._server.start()
+        await self.bootstrap.start(self.settings.listen.rpartition(":")[0], self.port)
         await self._set_health(True)
         self._tasks.append(asyncio.create_task(self._watch_etcd_health(), name="etcd-health"))
         if self.settings.compaction_interval > 0:
@@ -82,6 +99,7 @@ class ApiServer:
 
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()
+        await self.bootstrap.stop(self.settings.shutdown_grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -94,6 +112,18 @@ class ApiServer:
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
+
+    def _watch_needs_etcd(self, request: pb.WatchRequest) -> bool:
+        """Whether a watch starts before its watch cache's window, so that it is served from
+        an etcd watch of its own (a request the API will refuse counts as no)."""
+        if request.resource_version in ("", "0"):
+            return False
+        try:
+            revision = int(request.resource_version)
+            cache = self.api.caches[by_plural(request.resource).plural]
+        except (ValueError, UnknownResource, KeyError):
+            return False
+        return revision < cache.start_revision
 
     async def _wait_for_etcd(self) -> None:
         delay = 0.1

@@ -45,10 +45,16 @@ class ApiError(KubeliteError):
     reason: ClassVar[str] = "InternalError"
     http_status: ClassVar[int] = 500
 
-    def __init__(self, message: str, causes: Sequence[dict[str, str]] = ()) -> None:
+    def __init__(
+        self, message: str, causes: Sequence[dict[str, str]] = (), *,
+        retry_after_seconds: int = 0,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.causes: list[dict[str, str]] = list(causes)
+        self.retry_after_seconds = retry_after_seconds
+        """Seconds after which the same request may succeed (Kubernetes' Status
+        details.retryAfterSeconds, the Retry-After of a 429); 0: no such advice."""
 
     def __str__(self) -> str:
         return self.message
@@ -162,7 +168,9 @@ _BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
 
 def status_metadata(error: ApiError) -> tuple[tuple[str, str], ...]:
     """Trailing metadata that lets the client rebuild the exact error class and causes."""
-    payload = {"reason": error.reason, "causes": error.causes}
+    payload: dict[str, Any] = {"reason": error.reason, "causes": error.causes}
+    if error.retry_after_seconds:
+        payload["retryAfterSeconds"] = error.retry_after_seconds
     return ((STATUS_METADATA_KEY, json.dumps(payload)),)
 
 
@@ -172,12 +180,14 @@ def from_rpc_error(error: grpc.RpcError) -> ApiError:
     details: str = error.details() or code.name
     cls: type[ApiError] = _BY_CODE.get(code, InternalError)
     causes: list[dict[str, str]] = []
+    retry_after = 0
     trailing: Any = error.trailing_metadata()
     for key, value in trailing or ():
         if key == STATUS_METADATA_KEY:
             payload = json.loads(value)
             cls = _BY_REASON.get(payload.get("reason", ""), cls)
             causes = payload.get("causes", [])
+            retry_after = int(payload.get("retryAfterSeconds", 0))
     if code == grpc.StatusCode.UNAVAILABLE and not details.startswith("etcd"):
         details = f"API server unavailable: {details}"
-    return cls(details, causes)
+    return cls(details, causes, retry_after_seconds=retry_after)

@@ -3,19 +3,25 @@
 Calls take and return typed messages (``await client.get(v1.Pod, "web-0", "default")``);
 errors arrive as kubelite.api.errors classes (NotFound, Conflict, Invalid, Expired, ...)
 with the gRPC error chained as their cause.
+
+A request the server refused with TooManyRequests and a retry-after was not executed: every
+verb sends it again after that many seconds, a bounded number of times (RetrySettings); a
+watch, log or exec stream refused so is opened again the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from kubelite.api.errors import Unavailable, from_rpc_error
+from kubelite.api.errors import ApiError, TooManyRequests, Unavailable, from_rpc_error
 from kubelite.api.registry import ResourceType, by_message
 from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
@@ -40,6 +46,60 @@ class ObjectList(Generic[T]):
     """The revision the list was read at: watch from here to miss nothing."""
 
 
+@dataclass(frozen=True)
+class RetrySettings:
+    """How the client sends again a request refused with TooManyRequests and a retry-after."""
+
+    max_retries: int = 10
+    """Times one request is sent again (client-go's default is 10); 0: never."""
+    max_wait: float = 60.0
+    """Seconds one request may spend waiting between such attempts in all; the refusal that
+    would need more is raised."""
+    backoff_factor: float = 2.0
+    """Each further refusal of the same request multiplies its wait by this (1: always the
+    retry-after), so that many refused callers thin out rather than return in waves."""
+    max_delay: float = 10.0
+    """Cap on one wait, seconds (never below the retry-after itself)."""
+    jitter: float = 0.5
+    """Each wait is stretched by 0 to ``jitter`` of itself, at random, so that callers refused
+    together do not all come back in the same instant."""
+
+
+@dataclass
+class ClientStats:
+    too_many_requests_retries: int = 0
+    """Requests sent again after a TooManyRequests answer."""
+
+
+class _Retries:
+    """The retry budget of one request."""
+
+    def __init__(self, settings: RetrySettings, stats: ClientStats) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.attempts = 0
+        self.waited = 0.0
+
+    def delay(self, error: ApiError) -> float | None:
+        """Seconds to wait before sending the request again, or None to raise ``error``."""
+        if not isinstance(error, TooManyRequests) or error.retry_after_seconds <= 0:
+            return None
+        settings = self.settings
+        base = max(
+            error.retry_after_seconds,
+            min(error.retry_after_seconds * settings.backoff_factor**self.attempts,
+                settings.max_delay),
+        )
+        delay = base * (1 + settings.jitter * random.random())
+        if (self.attempts >= self.settings.max_retries
+                or self.waited + delay > self.settings.max_wait):
+            return None
+        self.attempts += 1
+        self.waited += delay
+        self.stats.too_many_requests_retries += 1
+        return delay
+
+
 def _namespace(rtype: ResourceType, namespace: str, obj: Message | None = None) -> str:
     if not rtype.namespaced:
         return ""
@@ -50,13 +110,17 @@ def _namespace(rtype: ResourceType, namespace: str, obj: Message | None = None) 
 
 class ApiClient:
     def __init__(
-        self, address: str, *, timeout: float = 30.0, wait_for_ready: bool = True
+        self, address: str, *, timeout: float = 30.0, wait_for_ready: bool = True,
+        retry: RetrySettings = RetrySettings(),
     ) -> None:
         """``wait_for_ready``: while the server is unreachable, calls wait for it (up to
-        ``timeout``) instead of failing at once, so daemons ride out an API server restart."""
+        ``timeout``) instead of failing at once, so daemons ride out an API server restart.
+        ``timeout`` bounds each attempt; ``retry``, the attempts after TooManyRequests."""
         self.address = address
         self.timeout = timeout
         self.wait_for_ready = wait_for_ready
+        self.retry = retry
+        self.stats = ClientStats()
         self._channel = grpc.aio.insecure_channel(
             address,
             options=[
@@ -85,12 +149,39 @@ class ApiClient:
         return self._channel
 
     async def _unary(self, method: Any, request: Message) -> Any:
-        try:
-            return await method(
-                request, timeout=self.timeout, wait_for_ready=self.wait_for_ready
-            )
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e) from e
+        retries = _Retries(self.retry, self.stats)
+        while True:
+            try:
+                return await method(
+                    request, timeout=self.timeout, wait_for_ready=self.wait_for_ready
+                )
+            except grpc.aio.AioRpcError as e:
+                error = from_rpc_error(e)
+                delay = retries.delay(error)
+                if delay is None:
+                    raise error from e
+            await asyncio.sleep(delay)
+
+    async def _stream(self, start: Callable[[], Any]) -> AsyncIterator[Any]:
+        """The messages of the server stream ``start()`` opens; one refused with
+        TooManyRequests before its first message is opened again after the retry-after."""
+        retries = _Retries(self.retry, self.stats)
+        while True:
+            call = start()
+            started = False
+            try:
+                async for message in call:
+                    started = True
+                    yield message
+                return
+            except grpc.aio.AioRpcError as e:
+                error = from_rpc_error(e)
+                delay = None if started else retries.delay(error)
+                if delay is None:
+                    raise error from e
+            finally:
+                call.cancel()
+            await asyncio.sleep(delay)
 
     # ------------------------------------------------------------ typed verbs
 
@@ -245,39 +336,26 @@ class ApiClient:
         previous: bool = False, tail_lines: int = -1,
     ) -> AsyncIterator[bytes]:
         """A container's output, relayed by the API server from the pod's kubelet."""
-        call = self._stub.PodLogs(
-            pb.PodLogsRequest(namespace=namespace or "default", name=name, container=container,
-                              follow=follow, previous=previous, tail_lines=tail_lines),
-            timeout=None if follow else self.timeout,
-        )
-        try:
-            async for chunk in call:
-                yield chunk.data
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e) from e
-        finally:
-            call.cancel()
+        request = pb.PodLogsRequest(namespace=namespace or "default", name=name,
+                                    container=container, follow=follow, previous=previous,
+                                    tail_lines=tail_lines)
+        timeout = None if follow else self.timeout
+        async for chunk in self._stream(lambda: self._stub.PodLogs(request, timeout=timeout)):
+            yield chunk.data
 
     async def pod_exec(
         self, namespace: str, name: str, command: Sequence[str], container: str = "", *,
         stdin: bytes = b"", timeout: float | None = None,
     ) -> AsyncIterator[tuple[int, bytes]]:
         """(fd, data) pairs of the command's output; the last pair is (-1, exit code)."""
-        call = self._stub.PodExec(
-            pb.PodExecRequest(namespace=namespace or "default", name=name, container=container,
-                              command=command, stdin=stdin, timeout_seconds=timeout or 0),
-            timeout=timeout,
-        )
-        try:
-            async for chunk in call:
-                if chunk.fd == -1:
-                    yield -1, str(chunk.exit_code).encode()
-                else:
-                    yield chunk.fd, chunk.data
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e) from e
-        finally:
-            call.cancel()
+        request = pb.PodExecRequest(namespace=namespace or "default", name=name,
+                                    container=container, command=command, stdin=stdin,
+                                    timeout_seconds=timeout or 0)
+        async for chunk in self._stream(lambda: self._stub.PodExec(request, timeout=timeout)):
+            if chunk.fd == -1:
+                yield -1, str(chunk.exit_code).encode()
+            else:
+                yield chunk.fd, chunk.data
 
     async def watch(
         self,
@@ -295,24 +373,18 @@ class ApiClient:
         stream broke (resume from the last version seen).
         """
         rtype = by_message(kind)
-        call = self._stub.Watch(
-            pb.WatchRequest(
-                resource=rtype.plural,
-                namespace=namespace if rtype.namespaced else "",
-                label_selector=label_selector,
-                field_selector=field_selector,
-                resource_version=resource_version,
-                allow_watch_bookmarks=allow_bookmarks,
-            ),
-            wait_for_ready=self.wait_for_ready,
+        request = pb.WatchRequest(
+            resource=rtype.plural,
+            namespace=namespace if rtype.namespaced else "",
+            label_selector=label_selector,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            allow_watch_bookmarks=allow_bookmarks,
         )
-        try:
-            async for event in call:
-                obj = rtype.decode(event.object) if event.type != "BOOKMARK" else None
-                yield WatchEvent(event.type, obj, event.resource_version)  # type: ignore[arg-type]
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e) from e
-        finally:
-            call.cancel()
+        async for event in self._stream(
+            lambda: self._stub.Watch(request, wait_for_ready=self.wait_for_ready)
+        ):
+            obj = rtype.decode(event.object) if event.type != "BOOKMARK" else None
+            yield WatchEvent(event.type, obj, event.resource_version)  # type: ignore[arg-type]
         # The server ended the stream without an error: the caller resumes.
         raise Unavailable("watch stream closed by the server")

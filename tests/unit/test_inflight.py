@@ -1,0 +1,214 @@
+"""Request admission's settings, counting and refusals, and the client's retry budget."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from apiserver.__main__ import parse_args
+from apiserver.inflight import (
+    LONG_RUNNING,
+    MUTATING,
+    READONLY,
+    UNCACHED_WATCH,
+    InflightSettings,
+    RequestAdmission,
+)
+from kubelite.api import errors
+from kubelite.client.client import ClientStats, RetrySettings, _Retries
+from protos.v1 import apiserver_pb2 as pb
+
+
+def test_defaults_are_kube_apiservers() -> None:
+    settings = InflightSettings()
+    assert settings.max_requests_inflight == 400
+    assert settings.max_mutating_requests_inflight == 200
+    assert settings.retry_after_seconds == 1
+    assert parse_args([])[0].inflight == settings
+
+
+def test_flags_set_the_limits() -> None:
+    settings, _ = parse_args([
+        "--max-requests-inflight", "7", "--max-mutating-requests-inflight", "0",
+        "--max-long-running-requests", "9", "--max-uncached-watches", "3",
+        "--retry-after-seconds", "2", "--max-pending-calls", "500",
+    ])
+    assert settings.inflight == InflightSettings(
+        max_requests_inflight=7, max_mutating_requests_inflight=0,
+        max_long_running_requests=9, max_uncached_watches=3, retry_after_seconds=2,
+        max_pending_calls=500,
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "rule"),
+    [
+        ("--max-requests-inflight", "-1", "must be a non-negative integer (0: no limit)"),
+        ("--max-uncached-watches", "-5", "must be a non-negative integer (0: no limit)"),
+        ("--retry-after-seconds", "0", "must be a positive integer"),
+        ("--max-pending-calls", "0", "must be a positive integer"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_flag(
+    flag: str, value: str, rule: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args([flag, value])
+    assert f"{flag}: {rule}, got {value}" in capsys.readouterr().err
+
+
+def test_too_many_requests_carries_its_retry_after_through_grpc() -> None:
+    sent = errors.TooManyRequests("slow down", retry_after_seconds=3)
+    rpc_error = grpc.aio.AioRpcError(
+        sent.code, grpc.aio.Metadata(),
+        grpc.aio.Metadata(*errors.status_metadata(sent)), sent.message, "",
+    )
+    received = errors.from_rpc_error(rpc_error)
+    assert isinstance(received, errors.TooManyRequests)
+    assert received.retry_after_seconds == 3
+    assert received.message == "slow down"
+    assert errors.from_rpc_error(grpc.aio.AioRpcError(
+        grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(),
+        grpc.aio.Metadata(*errors.status_metadata(errors.NotFound("x"))), "x", "",
+    )).retry_after_seconds == 0
+
+
+def test_retry_budget_follows_the_retry_after_and_ends() -> None:
+    stats = ClientStats()
+    retries = _Retries(
+        RetrySettings(max_retries=3, max_wait=100, backoff_factor=1, jitter=0.5), stats
+    )
+    refused = errors.TooManyRequests("busy", retry_after_seconds=2)
+    delays = [retries.delay(refused) for _ in range(4)]
+    assert all(d is not None and 2 <= d <= 3 for d in delays[:3])
+    assert delays[3] is None, "three retries, then the refusal is raised"
+    assert stats.too_many_requests_retries == 3
+    # Without a retry-after, or for other errors, nothing is sent again.
+    fresh = _Retries(RetrySettings(), stats)
+    assert fresh.delay(errors.TooManyRequests("quota")) is None
+    assert fresh.delay(errors.Unavailable("down", retry_after_seconds=1)) is None
+    # The total wait is bounded too.
+    short = _Retries(RetrySettings(max_retries=10, max_wait=2.5, jitter=0), stats)
+    assert short.delay(refused) == 2
+    assert short.delay(refused) is None
+
+
+def test_repeated_refusals_of_one_request_back_off_up_to_a_cap() -> None:
+    retries = _Retries(
+        RetrySettings(max_retries=10, max_wait=1000, backoff_factor=2, max_delay=10, jitter=0),
+        ClientStats(),
+    )
+    refused = errors.TooManyRequests("busy", retry_after_seconds=1)
+    assert [retries.delay(refused) for _ in range(6)] == [1, 2, 4, 8, 10, 10]
+    # Never shorter than the server asked for.
+    long = _Retries(RetrySettings(max_delay=1, jitter=0), ClientStats())
+    assert long.delay(errors.TooManyRequests("busy", retry_after_seconds=5)) == 5
+
+
+class FakeContext:
+    def __init__(self) -> None:
+        self.trailing: tuple[tuple[str, str], ...] = ()
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.trailing = metadata
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise grpc.aio.AbortError()
+
+
+class Details:
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
+
+
+async def handler_for(admission: RequestAdmission, method: str, handler: Any) -> Any:
+    async def continuation(details: Any) -> Any:
+        return handler
+
+    return await admission.intercept_service(continuation, Details(method))  # type: ignore[arg-type]
+
+
+async def test_slots_are_taken_released_and_refused_per_class() -> None:
+    admission = RequestAdmission(
+        InflightSettings(max_requests_inflight=1, max_mutating_requests_inflight=1),
+        lambda request: False,
+    )
+    release = asyncio.Event()
+
+    async def get(request: Any, context: Any) -> str:
+        await release.wait()
+        return "got"
+
+    async def create(request: Any, context: Any) -> str:
+        raise RuntimeError("failed")
+
+    get_handler = await handler_for(
+        admission, "/kubelite.v1.ApiServer/Get", grpc.unary_unary_rpc_method_handler(get)
+    )
+    create_handler = await handler_for(
+        admission, "/kubelite.v1.ApiServer/Create", grpc.unary_unary_rpc_method_handler(create)
+    )
+    first = asyncio.create_task(get_handler.unary_unary(None, FakeContext()))
+    await asyncio.sleep(0)
+    assert admission.in_flight[READONLY] == 1
+
+    refused = FakeContext()
+    with pytest.raises(grpc.aio.AbortError):
+        await get_handler.unary_unary(None, refused)
+    assert refused.aborted is not None
+    assert refused.aborted[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max-requests-inflight" in refused.aborted[1]
+    payload = json.loads(dict(refused.trailing)[errors.STATUS_METADATA_KEY])
+    assert payload["reason"] == "TooManyRequests"
+    assert payload["retryAfterSeconds"] == 1
+    assert admission.rejected[READONLY] == 1
+    assert admission.in_flight[READONLY] == 1, "a refused request takes no slot"
+
+    # Writes have their own limit; a write that fails gives its slot back.
+    with pytest.raises(RuntimeError):
+        await create_handler.unary_unary(None, FakeContext())
+    assert admission.in_flight[MUTATING] == 0
+    release.set()
+    assert await first == "got"
+    assert admission.in_flight[READONLY] == 0
+
+
+async def test_uncached_watches_count_twice_and_health_is_not_limited() -> None:
+    admission = RequestAdmission(
+        InflightSettings(max_long_running_requests=5, max_uncached_watches=1),
+        lambda request: request.resource_version == "1",
+    )
+    stop = asyncio.Event()
+
+    async def watch(request: Any, context: Any) -> AsyncIterator[str]:
+        yield "event"
+        await stop.wait()
+
+    handler = await handler_for(
+        admission, "/kubelite.v1.ApiServer/Watch", grpc.unary_stream_rpc_method_handler(watch)
+    )
+    old = handler.unary_stream(pb.WatchRequest(resource_version="1"), FakeContext())
+    assert await anext(old) == "event"
+    assert admission.in_flight == {READONLY: 0, MUTATING: 0, LONG_RUNNING: 1, UNCACHED_WATCH: 1}
+
+    refused = FakeContext()
+    with pytest.raises(grpc.aio.AbortError):
+        await anext(handler.unary_stream(pb.WatchRequest(resource_version="1"), refused))
+    assert refused.aborted is not None and "--max-uncached-watches" in refused.aborted[1]
+    recent = handler.unary_stream(pb.WatchRequest(resource_version="9"), FakeContext())
+    assert await anext(recent) == "event"
+    assert admission.in_flight[LONG_RUNNING] == 2
+    await old.aclose()
+    await recent.aclose()
+    assert admission.in_flight == dict.fromkeys(admission.in_flight, 0)
+
+    health = grpc.unary_unary_rpc_method_handler(watch)
+    assert await handler_for(admission, "/grpc.health.v1.Health/Check", health) is health
