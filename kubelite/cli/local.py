@@ -1,43 +1,69 @@
 """`kubelite`: run a whole cluster on this machine as separate processes.
 
-    kubelite up [--nodes N] [--data-dir D]   start everything; Ctrl-C (or `kubelite down`) stops it
-    kubelite status [--data-dir D]           each component's process and health
-    kubelite down [--data-dir D]             stop a cluster started by `kubelite up`
+    kubelite up [--nodes N] [--data-dir D] ...  start everything; Ctrl-C (or `kubelite down`)
+                                                stops it (`kubelite up --help`: every option)
+    kubelite status [--data-dir D]              each component's process and health
+    kubelite down [--data-dir D]                stop a cluster started by `kubelite up`
 
 Components: etcd, the API server, the scheduler, the controller manager, and per node a
 kubelet and a proxy on its own loopback address (127.0.0.2, 127.0.0.3, ...). Every
 component's log is ``<data-dir>/logs/<component>.log``; etcd keeps its data in
-``<data-dir>/etcd``, so `up` again on the same data dir keeps the cluster's objects.
+``<data-dir>/etcd``, so `up` again on the same data dir keeps the cluster's objects. The data
+dir (~/.kubelite unless given) is how `status` and `down` find the cluster.
+
+Several clusters can run on one machine side by side when each has its own data dir, its own
+ports, its own node addresses and its own ClusterIP range (--service-cluster-ip-range: one
+proxy per machine owns each ClusterIP).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import ipaddress
 import json
 import os
 import signal
+import socket
 import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from kubelite.processes import ManagedProcess
 from kubelite.testing.etcd import find_etcd
 
 STATE_FILE = "cluster.json"
+CONTROL_PLANE_ADDRESS = "127.0.0.1"
+"""Where etcd, the API server, the scheduler and the controller manager listen."""
+LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".kubelite"
 
 
 @dataclass(frozen=True)
 class LocalClusterSettings:
-    data_dir: Path = Path(".kubelite")
-    """Where etcd's data, the nodes' pods, the logs and the cluster's state file live."""
+    """A local cluster; ``__post_init__`` checks every field (ValueError naming its option)."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    """Where etcd's data, the nodes' pods, the logs and the cluster's state file live (made
+    absolute: `status` and `down` find the cluster through it)."""
     nodes: int = 3
-    """Nodes to start, each a kubelet + proxy on 127.0.0.2, 127.0.0.3, ..."""
+    """Nodes to start, each a kubelet + proxy on its own address from node_address_base."""
+    node_address_base: str = "127.0.0.2"
+    """The first node's address; node i gets this address + i - 1 (a loopback address: every
+    one of 127.0.0.0/8 is this machine's without configuration)."""
+    service_cluster_ip_range: str = "127.96.0.0/16"
+    """The API server's range for ClusterIPs (loopback, so proxies bind them without root)."""
     etcd_port: int = 2479
     """etcd client port on 127.0.0.1 (not 2379, so a system etcd can run beside it)."""
+    etcd_peer_port: int = 2480
+    """etcd peer port on 127.0.0.1 (not 2380, so a system etcd can run beside it)."""
     api_port: int = 6443
     """API server port on 127.0.0.1."""
     kubelet_port: int = 10250
@@ -52,6 +78,106 @@ class LocalClusterSettings:
     """Proxy's gRPC health port on each node's address (kube-proxy's healthz port)."""
     ready_timeout: float = 60.0
     """Seconds each component gets to become healthy."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
+        if self.nodes < 1:
+            raise SettingError("nodes", self.nodes, "must be at least 1")
+        if not self.ready_timeout > 0:
+            raise SettingError("ready_timeout", self.ready_timeout, "must be more than 0")
+        seen: dict[int, str] = {}
+        for name in PORT_FIELDS:
+            port = getattr(self, name)
+            if not 1 <= port <= 65535:
+                raise SettingError(name, port, "must be a port from 1 to 65535")
+            if port in seen:
+                raise SettingError(name, port, f"{option(seen[port])} uses it; every port must"
+                                   " differ")
+            seen[port] = name
+        self._check_node_addresses()
+        self._check_service_range()
+
+    def _check_node_addresses(self) -> None:
+        base = self.node_address_base
+        try:
+            first = ipaddress.IPv4Address(base)
+        except ValueError:
+            raise SettingError("node_address_base", base, "must be an IPv4 loopback address"
+                               " (127.0.0.0/8), such as 127.0.0.2") from None
+        if first not in LOOPBACK:
+            raise SettingError("node_address_base", base, "must be an IPv4 loopback address"
+                               " (127.0.0.0/8), such as 127.0.0.2")
+        last = int(first) + self.nodes - 1
+        if last >= int(LOOPBACK.broadcast_address) or first == LOOPBACK.network_address:
+            raise SettingError("node_address_base", base, f"the {self.nodes} node addresses from"
+                               " there must lie within 127.0.0.1-127.255.255.254")
+        if int(first) <= int(ipaddress.IPv4Address(CONTROL_PLANE_ADDRESS)) <= last:
+            raise SettingError("node_address_base", base, "the node addresses must not include"
+                               f" {CONTROL_PLANE_ADDRESS} (the control plane's)")
+
+    def _check_service_range(self) -> None:
+        text = self.service_cluster_ip_range
+        try:
+            network = ipaddress.IPv4Network(text)
+        except ValueError:
+            raise SettingError("service_cluster_ip_range", text, "must be a CIDR such as"
+                               " 127.96.0.0/16") from None
+        if not network.subnet_of(LOOPBACK):
+            raise SettingError("service_cluster_ip_range", text, "must be inside 127.0.0.0/8"
+                               " (proxies bind ClusterIPs on loopback)")
+        addresses = [ipaddress.IPv4Address(a) for a in self.node_addresses()]
+        if any(a in network for a in addresses):
+            raise SettingError("service_cluster_ip_range", text, "overlaps the node addresses"
+                               f" {addresses[0]}-{addresses[-1]}")
+        if ipaddress.IPv4Address(CONTROL_PLANE_ADDRESS) in network:
+            raise SettingError("service_cluster_ip_range", text, "must not include"
+                               f" {CONTROL_PLANE_ADDRESS} (the control plane's)")
+
+    def node_addresses(self) -> list[str]:
+        """Each node's address, node-1 first."""
+        first = int(ipaddress.IPv4Address(self.node_address_base))
+        return [str(ipaddress.IPv4Address(first + i)) for i in range(self.nodes)]
+
+    def bound_ports(self) -> list[tuple[str, int, str]]:
+        """(address, port, field) of every port the cluster listens on."""
+        result = [(CONTROL_PLANE_ADDRESS, getattr(self, name), name)
+                  for name in PORT_FIELDS if name not in NODE_PORT_FIELDS]
+        for address in self.node_addresses():
+            result.extend((address, getattr(self, name), name) for name in NODE_PORT_FIELDS)
+        return result
+
+
+NODE_PORT_FIELDS = ("kubelet_port", "kubelet_health_port", "proxy_health_port")
+"""Ports every node listens on at its own address."""
+PORT_FIELDS = ("api_port", "etcd_port", "etcd_peer_port", "scheduler_health_port",
+               "controller_manager_health_port", *NODE_PORT_FIELDS)
+
+
+def option(name: str) -> str:
+    """The command-line option of a LocalClusterSettings field."""
+    return "--" + name.replace("_", "-")
+
+
+class SettingError(ValueError):
+    """A LocalClusterSettings value breaks a rule; the message names its option."""
+
+    def __init__(self, name: str, value: object, rule: str) -> None:
+        super().__init__(f"{option(name)}: invalid value {value}: {rule}")
+        self.field = name
+
+
+def ports_in_use(settings: LocalClusterSettings) -> list[str]:
+    """One line per port of the cluster that something on this machine already holds."""
+    problems = []
+    for address, port, name in settings.bound_ports():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((address, port))
+            except OSError as e:
+                why = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be bound: {e}"
+                problems.append(f"port {port} on {address} ({option(name)}) {why}")
+    return problems
 
 
 @dataclass
@@ -73,13 +199,14 @@ def _script(name: str) -> str:
 
 
 def _components(s: LocalClusterSettings) -> list[Component]:
-    data = s.data_dir.resolve()
+    data = s.data_dir
     logs = data / "logs"
-    etcd_client = f"http://127.0.0.1:{s.etcd_port}"
-    etcd_peer = f"http://127.0.0.1:{s.etcd_port + 1}"
-    api = f"127.0.0.1:{s.api_port}"
-    scheduler_health = f"127.0.0.1:{s.scheduler_health_port}"
-    cm_health = f"127.0.0.1:{s.controller_manager_health_port}"
+    host = CONTROL_PLANE_ADDRESS
+    etcd_client = f"http://{host}:{s.etcd_port}"
+    etcd_peer = f"http://{host}:{s.etcd_peer_port}"
+    api = f"{host}:{s.api_port}"
+    scheduler_health = f"{host}:{s.scheduler_health_port}"
+    cm_health = f"{host}:{s.controller_manager_health_port}"
 
     def managed(name: str, argv: list[str]) -> ManagedProcess:
         return ManagedProcess(name, argv, logs / f"{name}.log",
@@ -94,7 +221,8 @@ def _components(s: LocalClusterSettings) -> list[Component]:
             "--logger", "zap"]), f"{etcd_client}/health"),
         Component(managed("apiserver", [
             _script("kubelite-apiserver"), "--listen", api, "--etcd-servers",
-            f"127.0.0.1:{s.etcd_port}"]), f"grpc://{api}"),
+            f"{host}:{s.etcd_port}", "--service-cluster-ip-range",
+            s.service_cluster_ip_range]), f"grpc://{api}"),
         Component(managed("scheduler", [
             _script("kubelite-scheduler"), "--server", api,
             "--health-address", scheduler_health]), f"grpc://{scheduler_health}"),
@@ -102,8 +230,8 @@ def _components(s: LocalClusterSettings) -> list[Component]:
             _script("kubelite-controller-manager"), "--server", api,
             "--health-address", cm_health]), f"grpc://{cm_health}"),
     ]
-    for i in range(1, s.nodes + 1):
-        name, address = f"node-{i}", f"127.0.0.{i + 1}"
+    for i, address in enumerate(s.node_addresses(), start=1):
+        name = f"node-{i}"
         kubelet_health = f"{address}:{s.kubelet_health_port}"
         proxy_health = f"{address}:{s.proxy_health_port}"
         components.append(Component(managed(f"kubelet-{name}", [
@@ -177,8 +305,8 @@ class LocalCluster:
     def __init__(self, settings: LocalClusterSettings) -> None:
         self.settings = settings
         self.components = _components(settings)
-        self.server = f"127.0.0.1:{settings.api_port}"
-        self.logs = settings.data_dir.resolve() / "logs"
+        self.server = f"{CONTROL_PLANE_ADDRESS}:{settings.api_port}"
+        self.logs = settings.data_dir / "logs"
 
     def start(self) -> None:
         # Control plane one by one (each needs the previous); nodes together, then wait.
@@ -248,12 +376,16 @@ class LocalCluster:
         return 0
 
 
-def _write_klctl_config(server: str) -> Path:
+def _write_klctl_config(server: str, data_dir: Path) -> tuple[Path, Path]:
+    """Writes klctl's config: the default one (the cluster started last is klctl's) and
+    ``<data-dir>/config`` (this cluster's, for $KUBELITE_CONFIG); returns both paths."""
     from kubelite.cli.config import default_config_path, write_config
 
-    path = default_config_path()
-    write_config(path, server)
-    return path
+    default, own = default_config_path(), data_dir / "config"
+    write_config(default, server)
+    if own.resolve() != default.resolve():
+        write_config(own, server)
+    return default, own
 
 
 def _alive(pid: int) -> bool:
@@ -285,21 +417,34 @@ def up(settings: LocalClusterSettings) -> int:
         print(f"a cluster is already running from {settings.data_dir} (pid {pid})",
               file=sys.stderr)
         return 1
+    busy = ports_in_use(settings)
+    if busy:
+        print("error: " + "\n  ".join(busy) + "\n(another cluster? give this one other"
+              " ports with the options named; `kubelite up --help` lists them)", file=sys.stderr)
+        return 1
+    try:
+        cluster = LocalCluster(settings)
+    except FileNotFoundError as e:  # no etcd
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    cluster = LocalCluster(settings)
-    _say(f"Starting kubelite ({settings.nodes} nodes) in {settings.data_dir.resolve()}")
+    _say(f"Starting kubelite ({settings.nodes} nodes on {settings.node_addresses()[0]}..."
+         f"{settings.node_addresses()[-1]}) in {settings.data_dir}")
     started = time.monotonic()
     try:
         cluster.start()
-        config = _write_klctl_config(cluster.server)
+        config, own = _write_klctl_config(cluster.server, settings.data_dir)
+        also = f" (this cluster's alone: KUBELITE_CONFIG={own})" if own != config else ""
+        where = ("" if settings.data_dir == default_data_dir()
+                 else f" --data-dir {settings.data_dir}")
         _say(
             f"\nkubelite is ready in {time.monotonic() - started:.1f}s."
             f" API server: {cluster.server}\n"
-            f"klctl is configured through {config}; try:\n"
+            f"klctl is configured through {config}{also}; try:\n"
             f"  klctl get nodes\n"
             f"  klctl apply -f deploy/examples/\n"
             f"  klctl get pods -o wide\n"
-            f"Logs: {cluster.logs}/. Stop with Ctrl-C or `kubelite down`.\n"
+            f"Logs: {cluster.logs}/. Stop with Ctrl-C or `kubelite down{where}`.\n"
         )
         code = cluster.supervise()
     except (RuntimeError, TimeoutError, FileNotFoundError) as e:
@@ -346,29 +491,79 @@ def status(settings: LocalClusterSettings) -> int:
     return 0 if all_ok else 1
 
 
-def main(argv: list[str] | None = None) -> None:
+UP_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
+    ("nodes", int, "N", "how many nodes to start, each a kubelet and a proxy on its own"
+                        " address"),
+    ("node_address_base", str, "ADDRESS", "the first node's address (a loopback address);"
+                                          " node N gets this address + N - 1"),
+    ("service_cluster_ip_range", str, "CIDR", "the range the API server allocates ClusterIPs"
+                                              " from (inside 127.0.0.0/8); two clusters on one"
+                                              " machine need ranges that do not overlap"),
+    ("api_port", int, "PORT", "API server port on 127.0.0.1 (klctl's server)"),
+    ("etcd_port", int, "PORT", "etcd client port on 127.0.0.1"),
+    ("etcd_peer_port", int, "PORT", "etcd peer port on 127.0.0.1"),
+    ("scheduler_health_port", int, "PORT", "scheduler's gRPC health port on 127.0.0.1"),
+    ("controller_manager_health_port", int, "PORT", "controller manager's gRPC health port on"
+                                                    " 127.0.0.1"),
+    ("kubelet_port", int, "PORT", "kubelet API port (logs, exec) on each node's address"),
+    ("kubelet_health_port", int, "PORT", "kubelet's gRPC health port on each node's address"),
+    ("proxy_health_port", int, "PORT", "proxy's gRPC health port on each node's address"),
+    ("ready_timeout", float, "SECONDS", "seconds each component gets to become healthy"),
+)
+"""`kubelite up`'s options besides --data-dir: (settings field, type, metavar, help)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kubelite", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     probe = sub.add_parser("health", help="exit 0 when a component's gRPC health is SERVING")
     probe.add_argument("address", help="host:port of the component's health service")
-    for name in ("up", "down", "status"):
-        s = sub.add_parser(name)
-        s.add_argument("--data-dir", type=Path, default=Path(".kubelite"))
+    defaults = LocalClusterSettings()
+    summaries = {
+        "up": "start a local cluster (Ctrl-C or `kubelite down` stops it)",
+        "down": "stop the cluster started by `kubelite up` from the data dir",
+        "status": "each component's process and health, for the cluster of the data dir",
+    }
+    for name, summary in summaries.items():
+        s = sub.add_parser(name, help=summary, description=summary,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        s.set_defaults(parser=s)
+        s.add_argument("--data-dir", type=Path, default=defaults.data_dir, metavar="DIR",
+                       help="where etcd's data, the pods, the logs and the cluster's state"
+                            " live; `status` and `down` find the cluster by it")
         if name == "up":
-            s.add_argument("--nodes", type=int, default=3)
-            s.add_argument("--api-port", type=int, default=6443)
-            s.add_argument("--etcd-port", type=int, default=2479)
-            s.add_argument("--kubelet-port", type=int, default=10250)
+            for field_name, kind, metavar, text in UP_OPTIONS:
+                s.add_argument(option(field_name), type=kind, metavar=metavar,
+                               default=getattr(defaults, field_name), help=text)
+    return p
+
+
+def settings_from(a: argparse.Namespace) -> LocalClusterSettings:
+    """The settings of parsed options; a bad value exits with its subcommand's usage."""
+    given = {f.name: getattr(a, f.name) for f in fields(LocalClusterSettings)
+             if hasattr(a, f.name)}
+    try:
+        return LocalClusterSettings(**given)
+    except SettingError as e:
+        parser: argparse.ArgumentParser = a.parser
+        parser.error(str(e))
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[str, LocalClusterSettings]:
+    """The command (up, down or status) and its settings; bad input exits with usage (2)."""
+    p = build_parser()
     a = p.parse_args(argv)
+    if a.command == "health":
+        p.error("health takes a component's address, not cluster options")
+    return a.command, settings_from(a)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
     if a.command == "health":
         serving = _grpc_healthy(a.address)
         print("SERVING" if serving else "NOT_SERVING")
         raise SystemExit(0 if serving else 1)
-    if a.command == "up":
-        settings = LocalClusterSettings(a.data_dir, a.nodes, a.etcd_port, a.api_port,
-                                        a.kubelet_port)
-    else:
-        settings = LocalClusterSettings(a.data_dir)
-    code = {"up": up, "down": down, "status": status}[a.command](settings)
+    code = {"up": up, "down": down, "status": status}[a.command](settings_from(a))
     raise SystemExit(code)
