@@ -3,6 +3,10 @@
 In order: the ``--server`` flag, ``$KUBELITE_SERVER``, the config file (``$KUBELITE_CONFIG``
 or ``~/.kubelite/config``, a small YAML/JSON mapping ``{"server": "127.0.0.1:6443"}`` that
 ``kubelite up`` writes with :func:`write_config`), then 127.0.0.1:6443.
+
+``kubelite up`` writes that file (the cluster started last is klctl's) and also
+``<data-dir>/config`` for its own cluster, so with several local clusters
+``KUBELITE_CONFIG=<data-dir>/config`` picks one.
 """
 
 from __future__ import annotations
