@@ -102,9 +102,8 @@ class LocalClusterSettings:
         try:
             first = ipaddress.IPv4Address(base)
         except ValueError:
-            raise SettingError("node_address_base", base, "must be an IPv4 loopback address"
-                               " (127.0.0.0/8), such as 127.0.0.2") from None
-        if first not in LOOPBACK:
+            first = None
+        if first is None or first not in LOOPBACK:
             raise SettingError("node_address_base", base, "must be an IPv4 loopback address"
                                " (127.0.0.0/8), such as 127.0.0.2")
         last = int(first) + self.nodes - 1
