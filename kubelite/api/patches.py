@@ -71,8 +71,7 @@ class Patch:
 
     kind: PatchType
     document: Any
-    """The patch object for the merge patches; for a JSON patch, its operations, each
-    checked and ready as a one-operation ``jsonpatch.JsonPatch``."""
+    """The patch object for the merge patches; for a JSON patch, its checked operations."""
 
     def apply(self, original: Mapping[str, Any], message: type[Message]) -> dict[str, Any]:
         """``original`` (Kubernetes-shaped, of type ``message``) patched; pure."""
@@ -106,7 +105,9 @@ def decode(data: bytes, kind: PatchType) -> Patch:
         if len(document) > MAX_JSON_PATCH_OPERATIONS:
             raise BadRequest(f"the JSON patch has {len(document)} operations: at most"
                              f" {MAX_JSON_PATCH_OPERATIONS} are allowed")
-        return Patch(kind, [_operation(i, op) for i, op in enumerate(document)])
+        for index, op in enumerate(document):
+            _operation(index, op)
+        return Patch(kind, document)
     if not isinstance(document, dict):
         raise BadRequest(f"a {kind.value} must be a JSON object")
     return Patch(kind, document)
@@ -129,11 +130,13 @@ def _operation(index: int, op: Any) -> jsonpatch.JsonPatch:
         raise BadRequest(f"{_describe(index, op)}: {e}") from None
 
 
-def _apply_operations(original: Mapping[str, Any],
-                      operations: list[jsonpatch.JsonPatch]) -> dict[str, Any]:
+def _apply_operations(original: Mapping[str, Any], operations: list[Any]) -> dict[str, Any]:
     document: Any = copy.deepcopy(dict(original))
-    for index, operation in enumerate(operations):
-        described = _describe(index, next(iter(operation)))
+    for index, op in enumerate(operations):
+        described = _describe(index, op)
+        # A copy per application: the values an operation adds must not be shared with the
+        # object, which later operations change, nor with the next retry's application.
+        operation = _operation(index, copy.deepcopy(op))
         try:
             document = operation.apply(document, in_place=True)
         except jsonpatch.InvalidJsonPatch as e:

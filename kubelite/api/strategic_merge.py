@@ -171,8 +171,10 @@ def _identity(value: Any) -> Hashable:
     """What makes two JSON values the same element (1 and 1.0 are; 1 and true are not)."""
     if isinstance(value, bool) or value is None:
         return ("b", value)
-    if isinstance(value, int | float):
-        return ("n", int(value) if float(value).is_integer() else value)
+    if isinstance(value, int):
+        return ("n", value)
+    if isinstance(value, float):
+        return ("n", int(value) if value.is_integer() else value)
     if isinstance(value, str):
         return ("s", value)
     return ("j", json.dumps(value, sort_keys=True))

@@ -322,7 +322,7 @@ async def apply_one(client: ApiClient, ctx: Context, source: str, doc: dict[str,
         try:
             loaded = json.loads(recorded_before)
             original = loaded if isinstance(loaded, dict) else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # unreadable: as if there were none
             original = {}
     try:
         # kubectl's three-way strategic merge patch: lists such as containers or env merge

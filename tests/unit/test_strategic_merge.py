@@ -221,6 +221,18 @@ def test_service_ports_merge_by_port_and_pod_conditions_by_type() -> None:
                                                {"type": "PodScheduled", "status": "True"}]
 
 
+def test_merge_keys_compare_as_json_values() -> None:
+    pod = {"spec": {"containers": [{"name": "web", "ports": [
+        {"containerPort": 8080, "name": "a"}, {"containerPort": 10**400, "name": "big"}]}]}}
+    patch = {"spec": {"containers": [{"name": "web", "ports": [
+        {"containerPort": 8080.0, "protocol": "TCP"}, {"containerPort": 10**400, "name": "b"},
+        {"containerPort": True, "name": "odd"}]}]}}
+    ports = smp.apply_patch(pod, patch, POD)["spec"]["containers"][0]["ports"]
+    # Every element is named by the patch, so the patch's order holds.
+    assert [p.get("name") for p in ports] == ["a", "b", "odd"]
+    assert ports[0]["protocol"] == "TCP"
+
+
 def test_apply_patch_is_pure() -> None:
     doc = deployment(web_container(), SIDECAR)
     patch = pod_spec_patch(containers=[{"name": "sidecar", "$patch": "delete"},
@@ -384,6 +396,15 @@ def test_json_patch_operations() -> None:
     assert "args" not in container
     assert [e["name"] for e in container["env"]] == ["A", "B", "C"]
     assert doc == deployment()
+
+
+def test_json_patch_applies_alike_every_time() -> None:
+    patch = json_patch([{"op": "add", "path": "/metadata/labels", "value": {"a": "1"}},
+                        {"op": "add", "path": "/metadata/labels/b", "value": "2"}])
+    first = patch.apply({"metadata": {}}, v1.ConfigMap)
+    assert patch.apply({"metadata": {}}, v1.ConfigMap) == first == {
+        "metadata": {"labels": {"a": "1", "b": "2"}}}
+    assert patch.document[0]["value"] == {"a": "1"}
 
 
 @pytest.mark.parametrize(("ops", "words"), [
