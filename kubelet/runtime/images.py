@@ -1,9 +1,10 @@
 """The process runtime's image catalogue: which images it can run, and as which command.
 
 The process runtime has no image store: an image is a name for a program on the node. A few
-images are known (busybox is the node's shell and coreutils, kubelite/agnhost is the built-in
-test server, kubelite/pause sleeps); any other image runs only when the container names its
-own command, which is then looked up on the node's PATH as busybox's would be.
+images are known (busybox is a real busybox, the node's static one, whose applets are the
+container's /bin; kubelite/agnhost is the built-in test server, kubelite/pause sleeps); any
+other image runs only when the container names its own command, which is then looked up on
+the node's PATH.
 
 Command and args follow Kubernetes: ``command`` replaces the image's entrypoint and drops its
 default args, ``args`` replaces the default args. ``$(VAR)`` references in the container's
@@ -22,6 +23,11 @@ from kubelet.runtime.interface import RuntimeError_
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """PATH of a container whose spec sets none, as in most images."""
 
+BUSYBOX_BIN = "/bin"
+"""Where the busybox image's applets are in the container (as in the real image)."""
+BUSYBOX_PATH = f"{BUSYBOX_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin"
+"""PATH of busybox containers: its applets first, so ``sh`` is busybox's and not the node's."""
+
 # The directory holding the ``kubelet`` package, so agnhost imports wherever the kubelet runs.
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,11 +44,14 @@ class Image:
     """The image's CMD: default args (or the default command without an entrypoint)."""
     env: tuple[tuple[str, str], ...] = ()
     """The image's ENV, overridden by the container's own env."""
+    busybox: bool = False
+    """Runs the node's busybox: the runtime makes its applets the container's BUSYBOX_BIN."""
 
 
 def _catalogue() -> dict[str, Image]:
     return {
-        "busybox": Image("busybox", entrypoint=(), cmd=("sh",)),
+        "busybox": Image("busybox", entrypoint=(), cmd=("sh",),
+                         env=(("PATH", BUSYBOX_PATH),), busybox=True),
         "kubelite/agnhost": Image(
             "kubelite/agnhost",
             entrypoint=(sys.executable, "-m", "kubelet.images.agnhost"),
@@ -63,6 +72,8 @@ _ALIASES = {
     "docker.io/library/busybox": "busybox",
     "docker.io/busybox": "busybox",
     "library/busybox": "busybox",
+    "registry.k8s.io/busybox": "busybox",
+    "gcr.io/google-containers/busybox": "busybox",
     "registry.k8s.io/e2e-test-images/agnhost": "kubelite/agnhost",
     "docker.io/kubelite/agnhost": "kubelite/agnhost",
     "docker.io/kubelite/pause": "kubelite/pause",

@@ -8,7 +8,9 @@ memory once the container runs. Modes:
     Starts the container described by DIR/config.json: a new session (the container's process
     group), then, with isolation, a mount namespace whose root is an overlay of the node's ``/``
     (writes land in DIR/upper), the node's other mounts read-only, /dev /proc /sys, a private
-    /tmp and the container's volumes at their mountPath; chroot, chdir, exec. DIR/started.json
+    /tmp, the image's own files (busybox's applets as /bin; the built-in images' interpreter
+    and package where the private /tmp would hide them) and the container's volumes at their
+    mountPath; chroot, chdir, exec. DIR/started.json
     records the pid and its start time just before the exec; a failure is written to DIR/error
     (exit code 128, as runc's). fd 3, when open, is closed by the exec: its reader learns the
     container started (or failed) when it sees EOF.
@@ -274,11 +276,32 @@ def _overlay_per_directory(rootfs: str, upper: str, work: str, host_mounts: list
                f"lowerdir={source},upperdir={layer_upper},workdir={layer_work},userxattr")
 
 
+def _bind_image_path(target: str, fd: int) -> None:
+    """Binds an image's directory (fd) read-only at ``target`` in the container's root; a
+    symlink there (``/bin`` -> ``usr/bin``) is replaced by a directory in the container only."""
+    if os.path.islink(target):
+        try:
+            os.unlink(target)
+            os.mkdir(target, 0o755)
+        except OSError as e:
+            raise LaunchError(f"cannot replace the link {target} with the image's directory: "
+                              f"{e.strerror}") from e
+    else:
+        _make_mount_point(target, stat.S_ISDIR(os.fstat(fd).st_mode))
+    _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
+    _remount_read_only(target)
+
+
 def setup_root(
     rootfs: str, upper: str, work: str, tmp: str, root_dir: str,
     mounts: Sequence[Mapping[str, Any]], user_namespace: bool,
+    image_binds: Sequence[Mapping[str, Any]] = (),
 ) -> None:
-    """Gives this process its own mount namespace and root (see the module docstring)."""
+    """Gives this process its own mount namespace and root (see the module docstring).
+
+    ``image_binds`` ({host_path, container_path}) are the image's own files, bound read-only
+    after the private /tmp, so that they show even where /tmp or the runtime's directory would
+    hide them."""
     if user_namespace:
         _enter_user_namespace()
     else:
@@ -288,6 +311,7 @@ def setup_root(
     # Opened in the new namespace (a bind source must be one of its mounts) and before the
     # chroot hides them.
     sources = [(m, _open_path(m["host_path"])) for m in mounts]
+    image_sources = [(b, _open_path(b["host_path"])) for b in image_binds]
     tmp_fd = _open_path(tmp)
     host_mounts = [p for p in mount_points()
                    if p != "/" and not _under(p, root_dir) and not p.endswith("(deleted)")]
@@ -297,12 +321,16 @@ def setup_root(
         _overlay_whole_root(rootfs, upper, work, host_mounts)
     os.chroot(rootfs)
     os.chdir("/")
+    _mount(f"/proc/self/fd/{tmp_fd}", "/tmp", None, MS_BIND)
+    os.close(tmp_fd)
+    for bind, fd in sorted(image_sources,
+                           key=lambda s: os.path.normpath(s[0]["container_path"]).count("/")):
+        _bind_image_path(os.path.normpath(bind["container_path"]), fd)
+        os.close(fd)
     # The runtime's own directory (containers' layers, other pods' volumes) stays hidden.
     if os.path.isdir(root_dir):
         _mount("tmpfs", root_dir, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                "size=4k,mode=755")
-    _mount(f"/proc/self/fd/{tmp_fd}", "/tmp", None, MS_BIND)
-    os.close(tmp_fd)
     # Parents before children, so a volume at /a/b is not hidden by one at /a.
     for mount, fd in sorted(sources, key=lambda s: os.path.normpath(s[0]["container_path"])
                             .count("/")):
@@ -341,6 +369,7 @@ def launch(directory: str) -> int:
             setup_root(
                 config["rootfs"], config["upper"], config["work"], config["tmp"],
                 config["root_dir"], config["mounts"], isolation == "user-namespace",
+                config.get("image_binds", ()),
             )
             _chdir(config["working_dir"], create=True)
         else:

@@ -120,6 +120,9 @@ class ProcessRuntimeSettings:
     """Seconds to wait for a container to be gone after SIGKILL before reporting an error."""
     python: str = sys.executable
     """Interpreter that runs the launcher (which needs only the standard library)."""
+    busybox: str = "busybox"
+    """The busybox binary the busybox image runs: a path, or a name looked up on the node's
+    PATH (Debian's busybox-static installs /bin/busybox)."""
 
     def __post_init__(self) -> None:
         if self.isolation not in ISOLATIONS:
@@ -277,7 +280,8 @@ class ProcessRuntime:
         self._pods = os.path.join(self.root_dir, "pods")
         self._containers = os.path.join(self.root_dir, "containers")
         self._logs = os.path.join(self.root_dir, "logs")
-        for path in (self._pods, self._containers, self._logs):
+        self._images = os.path.join(self.root_dir, "images")
+        for path in (self._pods, self._containers, self._logs, self._images):
             os.makedirs(path, exist_ok=True)
         # Shims this process started, so it can reap them when they exit.
         self._shims: dict[str, subprocess.Popen[bytes]] = {}
@@ -391,6 +395,14 @@ class ProcessRuntime:
                                 f"pod sandbox {pod_uid} does not exist (run_pod_sandbox first)")
         _safe("container name", config.name)
         env = images.image_env(config.image)
+        image_binds: list[dict[str, str]] = []
+        known = images.lookup(config.image)
+        if known is not None and known.busybox:
+            applets = self._busybox_applets(config.image)
+            if self.isolation in _NAMESPACED:
+                image_binds.append({"host_path": applets, "container_path": images.BUSYBOX_BIN})
+            else:
+                env["PATH"] = f"{applets}:{images.DEFAULT_PATH}"
         env.setdefault("HOME", self._home())
         env.update(config.env)
         # command and args are expanded from the container's env, as the kubelet does.
@@ -427,9 +439,53 @@ class ProcessRuntime:
             "attempt": config.attempt, "labels": labels, "log_path": log_path,
             "created_at": time.time(), "argv": argv, "env": env,
             "working_dir": config.working_dir, "mounts": mounts, "isolation": self.isolation,
-            "root_dir": self.root_dir, **layer,
+            "image_binds": image_binds, "root_dir": self.root_dir, **layer,
         })
         return container_id
+
+    def _busybox_applets(self, image: str) -> str:
+        """A directory of the runtime's holding the node's busybox and a link per applet (made
+        once per busybox binary). ErrImagePull when the node has no busybox that runs."""
+        wanted = self.settings.busybox
+        found = wanted if "/" in wanted else shutil.which(wanted, path=images.DEFAULT_PATH)
+        hint = "install Debian's busybox-static (apt-get install busybox-static)"
+        if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+            raise RuntimeError_(
+                "ErrImagePull",
+                f'image "{image}" runs the node\'s busybox, but there is no {wanted!r} on this '
+                f"node: {hint}",
+            )
+        st = os.stat(found)
+        target = os.path.join(
+            self._images, f"busybox-{st.st_dev:x}-{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}")
+        if os.path.isdir(target):
+            return target
+        try:
+            listed = subprocess.run([found, "--list"], capture_output=True, timeout=30,
+                                    check=True)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise RuntimeError_(
+                "ErrImagePull", f'image "{image}": {found} does not run as busybox ({e}): {hint}'
+            ) from e
+        applets = [a for a in listed.stdout.decode(errors="replace").split()
+                   if "/" not in a and a not in (".", "..", "busybox")]
+        if "sh" not in applets:
+            raise RuntimeError_(
+                "ErrImagePull", f'image "{image}": {found} has no sh applet: {hint}')
+        build = f"{target}.{secrets.token_hex(4)}.tmp"
+        os.makedirs(build)
+        try:
+            shutil.copy2(found, os.path.join(build, "busybox"))
+            for applet in applets:
+                os.symlink("busybox", os.path.join(build, applet))
+            os.rename(build, target)
+        except OSError:
+            if not os.path.isdir(target):  # not made meanwhile by another runtime on this root
+                raise
+        finally:
+            _rmtree(build)
+        log.info("busybox image ready", busybox=found, applets=len(applets), path=target)
+        return target
 
     def _home(self) -> str:
         try:

@@ -328,6 +328,40 @@ async def test_unrunnable_image_and_missing_binary(runtime: ProcessRuntime) -> N
                                                               "StartError")
 
 
+async def test_busybox_is_a_real_busybox_with_its_applets(runtime: ProcessRuntime) -> None:
+    script = ("[[ 1 == 1 ]] && /bin/sh -c '[[ a == a ]]' && busybox | head -n 1 && "
+              "which sh wget nslookup sleep && "
+              "echo ready && exec sleep 1000")
+    for image in ("busybox", "registry.k8s.io/busybox:1.28", "docker.io/library/busybox:1.36"):
+        cid = await _run(runtime, f"bb-{secrets.token_hex(3)}", ["sh", "-c", script],
+                         image=image)
+        await _logged(runtime, cid, b"ready")
+        out = (await _logs(runtime, cid)).decode()
+        assert out.startswith("BusyBox v"), out
+        assert out.split("\n")[1:5] == ["/bin/sh", "/bin/wget", "/bin/nslookup", "/bin/sleep"]
+        result = await runtime.exec_sync(cid, ["sh", "-c", "[[ x == x ]] && echo yes"],
+                                         timeout=10)
+        assert (result.exit_code, result.stdout) == (0, b"yes\n"), result
+        await runtime.stop_container(cid, timeout=5)
+
+
+async def test_busybox_missing_from_the_node_is_err_image_pull(tmp_path: Path) -> None:
+    rt = ProcessRuntime(_settings(tmp_path / "no-busybox",
+                                  busybox=str(tmp_path / "not-there" / "busybox")))
+    await rt.run_pod_sandbox(PodSandboxConfig(uid=POD_UID, name=POD_NAME, namespace="default"))
+    try:
+        config = ContainerConfig(name="c", image="busybox:1.36", command=["sh"], args=[],
+                                 env={})
+        with pytest.raises(RuntimeError_) as missing:
+            await rt.create_container(POD_UID, config)
+        assert missing.value.reason == "ErrImagePull"
+        assert '"busybox:1.36"' in missing.value.message
+        assert "busybox-static" in missing.value.message
+        assert await rt.list_containers(POD_UID) == []
+    finally:
+        await _clean_up(rt)
+
+
 async def test_without_a_mount_namespace_volumes_are_refused(tmp_path: Path) -> None:
     rt = ProcessRuntime(_settings(tmp_path / "plain", isolation="none"))
     await rt.run_pod_sandbox(PodSandboxConfig(uid=POD_UID, name=POD_NAME, namespace="default"))

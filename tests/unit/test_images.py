@@ -62,8 +62,24 @@ def test_registry_port_is_not_a_tag() -> None:
     assert images.lookup("localhost:5000/busybox") is None
 
 
+@pytest.mark.parametrize("image", [
+    "busybox", "busybox:1.36", "registry.k8s.io/busybox", "registry.k8s.io/busybox:1.28",
+    "docker.io/library/busybox:latest", "library/busybox", "docker.io/busybox:1.36.1",
+])
+def test_busybox_spellings_are_the_real_busybox(image: str) -> None:
+    known = images.lookup(image)
+    assert known is not None and known.name == "busybox" and known.busybox
+
+
+def test_only_busybox_is_run_by_busybox() -> None:
+    assert not any(images.lookup(name).busybox  # type: ignore[union-attr]
+                   for name in images.catalogue_names() if name != "busybox")
+
+
 def test_image_env() -> None:
-    assert images.image_env("busybox")["PATH"] == images.DEFAULT_PATH
+    # busybox's applets come first, so "sh" is busybox's sh and not the node's.
+    assert images.image_env("busybox")["PATH"].split(":")[0] == images.BUSYBOX_BIN
+    assert images.image_env("nginx")["PATH"] == images.DEFAULT_PATH
     assert "PYTHONPATH" in images.image_env("kubelite/agnhost:1")
 
 
