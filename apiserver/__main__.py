@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
                    help="events kept per resource for resuming watches")
     p.add_argument("--watch-cache-max-bytes", type=int, default=32 * 1024 * 1024,
                    help="bytes of objects kept per resource for resuming watches")
+    p.add_argument("--max-request-bytes", type=int, default=ApiSettings.max_request_bytes,
+                   help="largest request taken; larger ones are RequestEntityTooLarge (keep it"
+                        " about twice etcd's --max-request-bytes)")
     p.add_argument("--watch-progress-interval", type=float, default=1.0,
                    help="seconds between bookmarks/progress checks on quiet watches")
     p.add_argument("--event-ttl", type=int, default=3600,
@@ -83,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
         p.error(str(e))
     if a.watch_cache_max_bytes < 0:
         p.error(f"--watch-cache-max-bytes: must not be negative, got {a.watch_cache_max_bytes}")
+    if a.max_request_bytes <= 0:
+        p.error(f"--max-request-bytes: must be greater than 0, got {a.max_request_bytes}")
     try:
         IPRange.parse(a.service_cluster_ip_range)
         PortRange.parse(a.service_node_port_range)
@@ -93,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
         etcd=EtcdSettings(endpoints=tuple(s.strip() for s in a.etcd_servers.split(",") if s)),
         api=ApiSettings(
             storage_prefix=a.etcd_prefix,
+            max_request_bytes=a.max_request_bytes,
             service_cluster_ip_range=a.service_cluster_ip_range,
             service_node_port_range=a.service_node_port_range,
             watch_cache=WatchCacheSettings(

@@ -52,6 +52,8 @@ FOREGROUND_FINALIZER = "foregroundDeletion"
 ORPHAN_FINALIZER = "orphan"
 NAMESPACE_FINALIZER = "kubernetes"
 GENERATE_NAME_ATTEMPTS = 8
+MAX_GRACE_PERIOD_SECONDS = 2**32 - 1
+"""The longest grace period a deletion takes (136 years: its deadline stays a date)."""
 NAMESPACES = by_kind("Namespace")
 PODS = by_kind("Pod")
 
@@ -62,6 +64,9 @@ class ApiSettings:
     """Key prefix of every object in etcd."""
     watch_cache: WatchCacheSettings = WatchCacheSettings()
     """Window size and timers of the per-resource watch caches."""
+    max_request_bytes: int = 3 * 1024 * 1024
+    """Largest request the API takes (Kubernetes' MaxRequestBodyBytes, 3 MiB: twice etcd's
+    1.5 MiB request limit); a larger one is RequestEntityTooLarge and changes nothing."""
     default_pod_grace_seconds: int = 30
     """Grace period of a pod deletion when neither the request nor the pod names one."""
     service_cluster_ip_range: str = "127.96.0.0/16"
@@ -221,10 +226,14 @@ class Api:
                     if item.type == BOOKMARK:
                         continue
                     ns = NAMESPACES.decode(item.data)
+                    name = m.meta(ns).name
                     if item.type == DELETED:
-                        self._namespaces.pop(m.meta(ns).name, None)
+                        self._namespaces.pop(name, None)
                     else:
-                        self._namespaces[m.meta(ns).name] = bool(m.meta(ns).deletion_timestamp)
+                        # Terminating is for good (this server's delete may have said so
+                        # before the watch did): an older event does not undo it.
+                        terminating = bool(m.meta(ns).deletion_timestamp)
+                        self._namespaces[name] = self._namespaces.get(name, False) or terminating
             except Exception as e:
                 # Never the end of tracking: until the relist, every namespace is unknown
                 # here, so creates ask etcd.
@@ -587,6 +596,12 @@ class Api:
                 f'propagationPolicy: Unsupported value: "{propagation_policy}": supported'
                 ' values: "Background", "Foreground", "Orphan"'
             )
+        if grace_period_seconds is not None and grace_period_seconds > MAX_GRACE_PERIOD_SECONDS:
+            raise Invalid.from_field_errors("DeleteOptions.meta.k8s.io", "", [
+                FieldPath("gracePeriodSeconds").invalid(
+                    grace_period_seconds, f"must be no more than {MAX_GRACE_PERIOD_SECONDS}"
+                )
+            ])
         if grace_period_seconds is not None and grace_period_seconds < 0:
             grace_period_seconds = 0
         namespace = self._namespace_for(rtype, namespace or "default")
@@ -614,7 +629,12 @@ class Api:
                     return current
                 if updated.SerializeToString() == current.SerializeToString():
                     return current
-                return await self.storage.update(rtype, updated, revision)
+                stored = await self.storage.update(rtype, updated, revision)
+                if rtype is NAMESPACES:
+                    # Terminating from now on for this server's creates, before the watch
+                    # brings the change round.
+                    self._namespaces[name] = True
+                return stored
             except Conflict:
                 if precondition_resource_version:
                     raise
@@ -657,7 +677,8 @@ class Api:
         if requested is not None:
             return requested
         if pod.spec.HasField("termination_grace_period_seconds"):
-            return int(pod.spec.termination_grace_period_seconds)
+            # Any larger is as good as forever, and beyond what a deletionTimestamp can say.
+            return min(int(pod.spec.termination_grace_period_seconds), MAX_GRACE_PERIOD_SECONDS)
         return self.settings.default_pod_grace_seconds
 
     async def bind(self, namespace: str, name: str, node_name: str, pod_uid: str = "") -> Message:

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from aetcd.rpc import kv_pb2, rpc_pb2, rpc_pb2_grpc
 
-from kubelite.api.errors import Unavailable
+from kubelite.api.errors import RequestEntityTooLarge, Unavailable
 
 KeyValue = kv_pb2.KeyValue
 Event = kv_pb2.Event
@@ -38,6 +38,10 @@ class CompactedError(Exception):
     def __init__(self, compact_revision: int) -> None:
         super().__init__(f"required revision has been compacted (compacted at {compact_revision})")
         self.compact_revision = compact_revision
+
+
+class FutureRevisionError(Exception):
+    """The requested revision is beyond etcd's current one."""
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,18 @@ class Etcd:
         try:
             return await method(request, timeout=self.settings.request_timeout)
         except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (e.details() or ""):
+            details = e.details() or ""
+            if e.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
                 raise CompactedError(0) from e
-            raise Unavailable(f"etcd request failed: {e.code().name}: {e.details()}") from e
+            if e.code() == grpc.StatusCode.OUT_OF_RANGE and "future revision" in details:
+                raise FutureRevisionError(details) from e
+            if (e.code() == grpc.StatusCode.INVALID_ARGUMENT and "too large" in details) or (
+                e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
+            ):
+                # Over etcd's --max-request-bytes (1.5 MiB by default), or over its gRPC
+                # message limit a little above that: no retry can help.
+                raise RequestEntityTooLarge(f"Request entity too large: etcd: {details}") from e
+            raise Unavailable(f"etcd request failed: {e.code().name}: {details}") from e
 
     async def range(
         self,

@@ -9,11 +9,18 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from apiserver.api import Api
 from apiserver.kubelet_proxy import KubeletProxy
 from apiserver.watch_cache import BOOKMARK
-from kubelite.api.errors import ApiError, BadRequest, InternalError, status_metadata
+from kubelite.api.errors import (
+    ApiError,
+    BadRequest,
+    InternalError,
+    RequestEntityTooLarge,
+    status_metadata,
+)
 from kubelite.api.registry import ResourceType, UnknownResource, by_plural
 from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
@@ -30,13 +37,17 @@ async def _abort(context: Context, error: ApiError) -> None:
 
 
 def _api_call(
-    method: Callable[[Any, Any, Context], Awaitable[R]],
-) -> Callable[[Any, Any, Context], Awaitable[R]]:
-    """Turns ApiErrors into gRPC statuses; anything else is a logged internal error."""
+    method: Callable[[ApiServicer, Any, Context], Awaitable[R]],
+) -> Callable[[ApiServicer, Any, Context], Awaitable[R]]:
+    """Refuses requests over the size limit; turns ApiErrors into gRPC statuses; anything
+    else is a logged internal error."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: Context) -> R:
+    async def wrapper(self: ApiServicer, request: Any, context: Context) -> R:
         try:
+            limit = self.api.settings.max_request_bytes
+            if request.ByteSize() > limit:
+                raise RequestEntityTooLarge(f"Request entity too large: limit is {limit}")
             return await method(self, request, context)
         except ApiError as e:
             await _abort(context, e)
@@ -53,10 +64,40 @@ def _api_call(
 
 
 def _decode(rtype: ResourceType, data: bytes) -> Message:
+    """The object in a request; BadRequest when it does not decode or carries fields this
+    server does not know (they would be stored unseen, past every validation)."""
     try:
-        return rtype.decode(data)
+        obj = rtype.decode(data)
     except DecodeError as e:
         raise BadRequest(f"object is not a valid serialized {rtype.kind}: {e}") from e
+    size = obj.ByteSize()
+    obj.DiscardUnknownFields()
+    if obj.ByteSize() != size:
+        places = ", ".join(_unknown_fields(rtype.decode(data), rtype.kind))
+        raise BadRequest(f"{rtype.kind} is not valid: strict decoding error: {places}")
+    return obj
+
+
+def _unknown_fields(msg: Message, path: str) -> list[str]:
+    """Where ``msg`` holds fields its type does not declare, by JSON path and field number."""
+    unknown = UnknownFieldSet(msg)
+    found = [
+        f"unknown field number {unknown[i].field_number} in {path}" for i in range(len(unknown))
+    ]
+    for fd, value in msg.ListFields():
+        if fd.message_type is None:
+            continue
+        child = f"{path}.{fd.json_name}"
+        if fd.message_type.GetOptions().map_entry:
+            if fd.message_type.fields_by_name["value"].message_type is not None:
+                for key, item in value.items():
+                    found += _unknown_fields(item, f"{child}[{key}]")
+        elif fd.is_repeated:
+            for i, item in enumerate(value):
+                found += _unknown_fields(item, f"{child}[{i}]")
+        else:
+            found += _unknown_fields(value, child)
+    return found
 
 
 def _encode(obj: Message) -> pb.ObjectResponse:

@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError, Message
 from apiserver.etcd import (
     CompactedError,
     Etcd,
+    FutureRevisionError,
     KeyValue,
     absent,
     delete_op,
@@ -30,7 +31,14 @@ from apiserver.etcd import (
     put_op,
     replace_op,
 )
-from kubelite.api.errors import AlreadyExists, Conflict, Expired, InternalError, NotFound
+from kubelite.api.errors import (
+    AlreadyExists,
+    Conflict,
+    Expired,
+    InternalError,
+    NotFound,
+    TooLargeResourceVersion,
+)
 from kubelite.api.registry import ResourceType
 
 log = structlog.get_logger(__name__)
@@ -166,6 +174,9 @@ class Storage:
                 "The provided continue parameter is too old to display a consistent list"
                 " result. You can start a new list without the continue parameter."
             ) from e
+        except FutureRevisionError as e:
+            current = await self.etcd.current_revision()
+            raise TooLargeResourceVersion.of(revision, current) from e
         items = []
         for kv in response.kvs:
             try:

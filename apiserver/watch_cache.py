@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import structlog
 from google.protobuf.message import DecodeError, Message
 
-from apiserver.etcd import CompactedError, Etcd, Event, prefix_end
+from apiserver.etcd import CompactedError, Etcd, EtcdWatch, Event, prefix_end
 from apiserver.storage import Storage, with_resource_version
-from kubelite.api.errors import Expired, InternalError, Unavailable
+from kubelite.api.errors import Expired, InternalError, TooLargeResourceVersion, Unavailable
 from kubelite.api.registry import ResourceType
 
 log = structlog.get_logger(__name__)
@@ -179,6 +179,10 @@ class WatchCacheSettings:
     """A watcher this many events behind is closed; its client resumes from its last version."""
     progress_interval: float = 1.0
     """How often to ask etcd how far the stream has come when it is quiet, seconds."""
+    too_large_resource_version_wait: float = 3.0
+    """How long a watch from a resourceVersion the cache has not reached waits for it, seconds;
+    then it fails with "Too large resource version" (a Timeout; retry after 1 s), as
+    Kubernetes' watch cache does after 3 s."""
     retry_max: float = 5.0
     """Cap on the backoff between attempts to re-open a broken etcd watch, seconds."""
 
@@ -201,7 +205,7 @@ class ResourceWatchCache:
         self._progressed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._etcd_watch_started = asyncio.Event()
-        self._watch: object | None = None
+        self._watch: EtcdWatch | None = None
         self.etcd_watches_opened = 0
         self.healthy = False
 
@@ -230,6 +234,7 @@ class ResourceWatchCache:
         delay = 0.1
         while True:
             watch = self.etcd.watch(self.prefix, prefix_end(self.prefix), self.revision + 1)
+            self._watch = watch
             self.etcd_watches_opened += 1
             progress = asyncio.create_task(self._ask_progress(watch))
             try:
@@ -357,18 +362,25 @@ class ResourceWatchCache:
         obj.metadata.namespace = namespace  # type: ignore[attr-defined]
         return obj
 
-    async def wait_for_revision(self, revision: int, timeout: float = 10.0) -> None:
-        """Returns once every event up to ``revision`` is in the window."""
+    async def wait_for_revision(self, revision: int, timeout: float | None = None) -> None:
+        """Returns once every event up to ``revision`` is in the window; raises
+        TooLargeResourceVersion when that takes longer than ``timeout`` (by default
+        ``too_large_resource_version_wait``) seconds."""
+        if self.revision >= revision:
+            return
+        if self._watch is not None:
+            self._watch.request_progress()  # a quiet resource need not wait for the next tick
+
         async def reached() -> None:
             async with self._progressed:
                 await self._progressed.wait_for(lambda: self.revision >= revision)
 
+        if timeout is None:
+            timeout = self.settings.too_large_resource_version_wait
         try:
             await asyncio.wait_for(reached(), timeout)
         except TimeoutError:
-            raise Unavailable(
-                f"watch cache for {self.rtype.plural} did not reach revision {revision}"
-            ) from None
+            raise TooLargeResourceVersion.of(revision, self.revision) from None
 
     # ------------------------------------------------------------ the client side
 
@@ -379,8 +391,10 @@ class ResourceWatchCache:
 
         Yields BOOKMARK items (revision only) whenever the stream is idle and has progressed,
         so clients can resume from a recent version. Raises Expired when ``after`` has been
-        compacted away, Unavailable when the stream must be re-established.
+        compacted away, TooLargeResourceVersion when the cache does not reach ``after`` within
+        ``too_large_resource_version_wait``, Unavailable when the stream must be re-established.
         """
+        await self.wait_for_revision(after)
         if after < self.start_revision:
             async for item in self._direct(after, namespace, matches):
                 yield item

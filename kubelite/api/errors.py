@@ -11,12 +11,14 @@ either side catches ``NotFound`` or ``Conflict`` rather than inspecting status c
 | Conflict       | ABORTED             | 409         |
 | Invalid        | INVALID_ARGUMENT    | 422         |
 | BadRequest     | INVALID_ARGUMENT    | 400         |
+| RequestEntityTooLarge | INVALID_ARGUMENT | 413      |
 | Expired        | OUT_OF_RANGE        | 410 Gone    |
 | Unauthorized   | UNAUTHENTICATED     | 401         |
 | Forbidden      | PERMISSION_DENIED   | 403         |
 | TooManyRequests| RESOURCE_EXHAUSTED  | 429 / quota |
 | Unavailable    | UNAVAILABLE         | 503         |
 | Timeout        | DEADLINE_EXCEEDED   | 504         |
+| TooLargeResourceVersion | DEADLINE_EXCEEDED | 504 (a Timeout) |
 | InternalError  | INTERNAL / UNKNOWN  | 500         |
 """
 
@@ -144,11 +146,38 @@ class InternalError(ApiError):
     http_status = 500
 
 
+class RequestEntityTooLarge(ApiError):
+    """The request, or the object it would store, is larger than the server or etcd takes.
+    Sending it again cannot succeed (a code clients do not retry)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "RequestEntityTooLarge"
+    http_status = 413
+
+
+class TooLargeResourceVersion(Timeout):
+    """A resourceVersion this server has not reached (yet): retry after retry_after_seconds.
+
+    As Kubernetes: a Timeout whose cause is ResourceVersionTooLarge.
+    """
+
+    CAUSE: ClassVar[str] = "ResourceVersionTooLarge"
+
+    @classmethod
+    def of(cls, requested: int, current: int, retry_after_seconds: int = 1
+           ) -> TooLargeResourceVersion:
+        return cls(
+            f"Too large resource version: {requested}, current: {current}",
+            [{"reason": cls.CAUSE, "message": "Too large resource version"}],
+            retry_after_seconds=retry_after_seconds,
+        )
+
+
 _BY_REASON: dict[str, type[ApiError]] = {
     c.reason: c
     for c in (
         BadRequest, Invalid, NotFound, AlreadyExists, Conflict, Expired, Unauthorized,
-        Forbidden, TooManyRequests, Unavailable, Timeout, InternalError,
+        Forbidden, TooManyRequests, Unavailable, Timeout, InternalError, RequestEntityTooLarge,
     )
 }
 _BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
@@ -190,4 +219,8 @@ def from_rpc_error(error: grpc.RpcError) -> ApiError:
             retry_after = int(payload.get("retryAfterSeconds", 0))
     if code == grpc.StatusCode.UNAVAILABLE and not details.startswith("etcd"):
         details = f"API server unavailable: {details}"
+    if cls is Timeout and any(c.get("reason") == TooLargeResourceVersion.CAUSE for c in causes):
+        cls = TooLargeResourceVersion
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "message larger than max" in details:
+        cls = RequestEntityTooLarge  # gRPC's own size limit, on either side
     return cls(details, causes, retry_after_seconds=retry_after)

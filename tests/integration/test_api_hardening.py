@@ -230,3 +230,139 @@ async def test_continue_token_from_a_compacted_revision_is_expired(
     await api_server.etcd.compact(await api_server.etcd.current_revision())
     with pytest.raises(errors.Expired, match="continue"):
         await list_page(client, "configmaps", "default", limit=1, token=first.continue_token)
+
+
+# ------------------------------------------------------------ sizes and bad numbers
+
+
+def big_pod(name: str, arg_bytes: int) -> v1.Pod:
+    pod = v1.Pod(metadata=v1.ObjectMeta(name=name))
+    pod.spec.containers.add(name="c", image="busybox", args=["x" * arg_bytes])
+    return pod
+
+
+async def test_object_over_etcds_request_limit_is_request_entity_too_large(
+    api_server: ApiServer, client: ApiClient
+) -> None:
+    # Under the API's 3 MiB request limit, over etcd's 1.5 MiB: etcd refuses the write (with
+    # its own error, or a little further up with its gRPC message limit).
+    for name, size, says in (("huge", 1700 * 1024, "request is too large"),
+                             ("huger", 2 * 1024 * 1024, "larger than max")):
+        with pytest.raises(errors.RequestEntityTooLarge) as refused:
+            await client.create(big_pod(name, size))
+        assert not isinstance(refused.value, (errors.Unavailable, errors.TooManyRequests))
+        assert "Request entity too large" in str(refused.value)
+        assert says in str(refused.value)
+        with pytest.raises(errors.NotFound):
+            await client.get(v1.Pod, name)
+    # An update that grows an object past the limit is refused the same way.
+    pod = await client.create(big_pod("grows", 1024 * 1024))
+    pod.spec.containers[0].image = "busybox:" + "y" * (600 * 1024)  # a field that may change
+    with pytest.raises(errors.RequestEntityTooLarge):
+        await client.update(pod)
+    assert (await client.get(v1.Pod, "grows")).spec.containers[0].image == "busybox"
+
+
+async def test_requests_over_the_max_request_size_are_refused(etcd: EtcdProcess) -> None:
+    async with serving(server_settings(etcd.endpoint)) as (server, client):
+        assert server.settings.api.max_request_bytes == 3 * 1024 * 1024
+        with pytest.raises(errors.RequestEntityTooLarge, match="limit is 3145728"):
+            await client.create(big_pod("over-3mib", 3 * 1024 * 1024 + 1))
+    settings = server_settings(etcd.endpoint)
+    settings = replace(settings, api=replace(settings.api, max_request_bytes=64 * 1024))
+    async with serving(settings) as (_, client):
+        await client.create(configmap("small", v="x" * 60_000))
+        with pytest.raises(errors.RequestEntityTooLarge, match="limit is 65536"):
+            await client.create(configmap("large", v="x" * 70_000))
+        with pytest.raises(errors.RequestEntityTooLarge, match="limit is 65536"):
+            await client.patch(v1.ConfigMap, "small", {"data": {"w": "x" * 70_000}})
+        with pytest.raises(errors.NotFound):
+            await client.get(v1.ConfigMap, "large")
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes([*out, n])
+
+
+async def test_unknown_protobuf_fields_are_refused_with_their_place(client: ApiClient) -> None:
+    stub = pb_grpc.ApiServerStub(client.channel)  # type: ignore[no-untyped-call]
+    hidden = b"\xa2\x06" + varint(1_400_000) + b"h" * 1_400_000  # field 100: 1.4 MB of bytes
+    top = configmap("smuggler", v="1").SerializeToString() + hidden
+    meta = v1.ObjectMeta(name="nested").SerializeToString() + b"\xf8\x07\x01"  # field 127
+    nested = b"\x0a" + bytes([len(meta)]) + meta
+    for data, place in ((top, "ConfigMap"), (nested, "metadata")):
+        request = pb.CreateRequest(resource="configmaps", namespace="default", object=data)
+        with pytest.raises(errors.BadRequest, match=place) as refused:
+            try:
+                await stub.Create(request, timeout=10)
+            except grpc.aio.AioRpcError as e:
+                raise errors.from_rpc_error(e) from e
+        assert "unknown field" in str(refused.value)
+    with pytest.raises(errors.NotFound):
+        await client.get(v1.ConfigMap, "smuggler")
+    # Updates are held to the same rule.
+    cm = await client.create(configmap("plain", v="1"))
+    request = pb.UpdateRequest(resource="configmaps", namespace="default",
+                               object=cm.SerializeToString() + b"\xa0\x06\x01")
+    with pytest.raises(grpc.aio.AioRpcError) as raw:
+        await stub.Update(request, timeout=10)
+    assert isinstance(errors.from_rpc_error(raw.value), errors.BadRequest)
+
+
+async def test_grace_period_out_of_range_is_invalid(client: ApiClient) -> None:
+    pod = big_pod("graceful", 1)
+    pod.spec.node_name = "node-a"
+    await client.create(pod)
+    with pytest.raises(errors.Invalid, match="gracePeriodSeconds") as refused:
+        await client.delete(v1.Pod, "graceful", grace_period_seconds=2**62)
+    assert refused.value.causes[0]["field"] == "gracePeriodSeconds"
+    assert not (await client.get(v1.Pod, "graceful")).metadata.deletion_timestamp
+    await client.create(configmap("cm"))
+    with pytest.raises(errors.Invalid, match="gracePeriodSeconds"):
+        await client.delete(v1.ConfigMap, "cm", grace_period_seconds=2**62)
+    await client.get(v1.ConfigMap, "cm")
+    # A pod's own terminationGracePeriodSeconds, however large, does not break its deletion.
+    pod = big_pod("patient", 1)
+    pod.spec.node_name = "node-a"
+    pod.spec.termination_grace_period_seconds = 2**62
+    await client.create(pod)
+    deleted = await client.delete(v1.Pod, "patient")
+    assert deleted.metadata.deletion_timestamp
+
+
+async def test_watch_from_a_future_resource_version_is_too_large_after_a_bounded_wait(
+    etcd: EtcdProcess,
+) -> None:
+    settings = server_settings(etcd.endpoint)
+    settings = replace(settings, api=replace(settings.api, watch_cache=replace(
+        settings.api.watch_cache, too_large_resource_version_wait=0.5)))
+    async with serving(settings) as (_, client):
+        current = int((await client.list(v1.ConfigMap, "default")).resource_version)
+        future = current + 1000
+        far = Collector(client.watch(v1.ConfigMap, "default", resource_version=str(future)))
+        await eventually(lambda: far.error is not None, timeout=5, message="an answer")
+        await far.close()
+        assert isinstance(far.error, errors.TooLargeResourceVersion)
+        assert isinstance(far.error, errors.Timeout)
+        assert far.error.retry_after_seconds == 1
+        assert f"Too large resource version: {future}, current: " in str(far.error)
+
+        # A version the server reaches within the wait is an ordinary watch.
+        soon = Collector(client.watch(v1.ConfigMap, "default",
+                                      resource_version=str(current + 1)))
+        await client.create(configmap("first"))
+        await client.create(configmap("second"))
+        await eventually(lambda: soon.changes, message="the change after the version")
+        await soon.close()
+        assert soon.error is None
+        assert [e.object.metadata.name for e in soon.changes] == ["second"]
+
+        # So is a continue token from a revision etcd has not reached.
+        token = crafted({"v": "meta.k8s.io/v1", "rv": future, "start": "a",
+                         "resource": "configmaps", "namespace": "default"})
+        with pytest.raises(errors.TooLargeResourceVersion):
+            await list_page(client, "configmaps", "default", limit=1, token=token)
