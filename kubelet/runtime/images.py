@@ -28,8 +28,33 @@ BUSYBOX_BIN = "/bin"
 BUSYBOX_PATH = f"{BUSYBOX_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin"
 """PATH of busybox containers: its applets first, so ``sh`` is busybox's and not the node's."""
 
-# The directory holding the ``kubelet`` package, so agnhost imports wherever the kubelet runs.
-_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+"""The directory holding the ``kubelet`` package, so agnhost imports wherever the kubelet runs."""
+
+
+@dataclass(frozen=True)
+class Builtins:
+    """Where the built-in Python images (kubelite/agnhost, kubelite/pause) come from."""
+
+    python: str = sys.executable
+    """The interpreter they run with (it needs only the standard library)."""
+    source_root: str = SOURCE_ROOT
+    """The directory holding the ``kubelet`` package they run (``kubelet.images.agnhost``)."""
+
+    def node_paths(self) -> tuple[str, ...]:
+        """Directories of the node these images need inside the container: the interpreter's
+        prefix (a venv, or the installation the interpreter links to) and the package's."""
+        paths = []
+        for python in (os.path.abspath(self.python), os.path.realpath(self.python)):
+            directory = os.path.dirname(python)
+            prefix = os.path.dirname(directory) if os.path.basename(directory) == "bin" else (
+                directory)
+            paths.append(prefix)
+        paths.append(os.path.abspath(self.source_root))
+        return tuple(dict.fromkeys(paths))
+
+
+BUILTINS = Builtins()
 
 
 @dataclass(frozen=True)
@@ -46,23 +71,30 @@ class Image:
     """The image's ENV, overridden by the container's own env."""
     busybox: bool = False
     """Runs the node's busybox: the runtime makes its applets the container's BUSYBOX_BIN."""
+    node_paths: tuple[str, ...] = ()
+    """Directories of the node its program needs, seen in the container at the same path
+    even where the container's private /tmp would hide them."""
 
 
-def _catalogue() -> dict[str, Image]:
+def _catalogue(builtins: Builtins = BUILTINS) -> dict[str, Image]:
+    python, env, needs = (builtins.python, (("PYTHONPATH", builtins.source_root),),
+                          builtins.node_paths())
     return {
         "busybox": Image("busybox", entrypoint=(), cmd=("sh",),
                          env=(("PATH", BUSYBOX_PATH),), busybox=True),
         "kubelite/agnhost": Image(
             "kubelite/agnhost",
-            entrypoint=(sys.executable, "-m", "kubelet.images.agnhost"),
+            entrypoint=(python, "-m", "kubelet.images.agnhost"),
             cmd=("serve-hostname",),
-            env=(("PYTHONPATH", _SOURCE_ROOT),),
+            env=env,
+            node_paths=needs,
         ),
         "kubelite/pause": Image(
             "kubelite/pause",
-            entrypoint=(sys.executable, "-m", "kubelet.images.agnhost", "pause"),
+            entrypoint=(python, "-m", "kubelet.images.agnhost", "pause"),
             cmd=(),
-            env=(("PYTHONPATH", _SOURCE_ROOT),),
+            env=env,
+            node_paths=needs,
         ),
     }
 
@@ -91,23 +123,25 @@ def repository(image: str) -> str:
     return name
 
 
-def lookup(image: str) -> Image | None:
+def lookup(image: str, builtins: Builtins = BUILTINS) -> Image | None:
     """The catalogued image ``image`` names (any tag), or None."""
     repo = repository(image.strip())
-    return _catalogue().get(_ALIASES.get(repo, repo))
+    return _catalogue(builtins).get(_ALIASES.get(repo, repo))
 
 
 def catalogue_names() -> list[str]:
     return list(_catalogue())
 
 
-def resolve(image: str, command: Sequence[str], args: Sequence[str]) -> list[str]:
+def resolve(
+    image: str, command: Sequence[str], args: Sequence[str], builtins: Builtins = BUILTINS
+) -> list[str]:
     """The argv a container runs, by Kubernetes' rules for command and args.
 
     Raises RuntimeError_("ErrImagePull") when the image is not catalogued and the container
     gives no command, since there is then nothing on the node to run.
     """
-    known = lookup(image)
+    known = lookup(image, builtins)
     if known is None:
         if not command:
             raise RuntimeError_(
@@ -126,10 +160,10 @@ def resolve(image: str, command: Sequence[str], args: Sequence[str]) -> list[str
     return argv
 
 
-def image_env(image: str) -> dict[str, str]:
+def image_env(image: str, builtins: Builtins = BUILTINS) -> dict[str, str]:
     """The image's ENV (PATH for every image); the container's env goes on top."""
     env = {"PATH": DEFAULT_PATH}
-    known = lookup(image)
+    known = lookup(image, builtins)
     if known is not None:
         env.update(known.env)
     return env

@@ -120,6 +120,10 @@ class ProcessRuntimeSettings:
     """Seconds to wait for a container to be gone after SIGKILL before reporting an error."""
     python: str = sys.executable
     """Interpreter that runs the launcher (which needs only the standard library)."""
+    image_python: str = sys.executable
+    """Interpreter of the built-in Python images (kubelite/agnhost, kubelite/pause)."""
+    image_source_root: str = images.SOURCE_ROOT
+    """Directory holding the ``kubelet`` package those images run."""
     busybox: str = "busybox"
     """The busybox binary the busybox image runs: a path, or a name looked up on the node's
     PATH (Debian's busybox-static installs /bin/busybox)."""
@@ -244,6 +248,10 @@ def _rmtree(path: str) -> None:
                                                                               info[1]))
 
 
+def _is_under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
 def _tail_offset(f: IO[bytes], lines: int) -> int:
     """Offset of the start of the last ``lines`` lines of the open binary file ``f``."""
     end = f.seek(0, os.SEEK_END)
@@ -285,6 +293,7 @@ class ProcessRuntime:
             os.makedirs(path, exist_ok=True)
         # Shims this process started, so it can reap them when they exit.
         self._shims: dict[str, subprocess.Popen[bytes]] = {}
+        self._builtins = images.Builtins(settings.image_python, settings.image_source_root)
         self.isolation: str = self._choose_isolation()
         """The isolation in effect: mount-namespace, user-namespace or none."""
 
@@ -394,9 +403,12 @@ class ProcessRuntime:
             raise RuntimeError_("CreateContainerError",
                                 f"pod sandbox {pod_uid} does not exist (run_pod_sandbox first)")
         _safe("container name", config.name)
-        env = images.image_env(config.image)
+        env = images.image_env(config.image, self._builtins)
         image_binds: list[dict[str, str]] = []
-        known = images.lookup(config.image)
+        known = images.lookup(config.image, self._builtins)
+        if known is not None and self.isolation in _NAMESPACED:
+            image_binds.extend({"host_path": path, "container_path": path}
+                               for path in self._hidden_in_containers(known.node_paths))
         if known is not None and known.busybox:
             applets = self._busybox_applets(config.image)
             if self.isolation in _NAMESPACED:
@@ -410,6 +422,7 @@ class ProcessRuntime:
             config.image,
             [images.expand(c, config.env) for c in config.command],
             [images.expand(a, config.env) for a in config.args],
+            self._builtins,
         )
         mounts = self._check_mounts(config)
         container_id = secrets.token_hex(32)
@@ -442,6 +455,18 @@ class ProcessRuntime:
             "image_binds": image_binds, "root_dir": self.root_dir, **layer,
         })
         return container_id
+
+    def _hidden_in_containers(self, paths: Sequence[str]) -> list[str]:
+        """Those of ``paths`` a container would not see (under its private /tmp or under the
+        runtime's hidden directory), outermost only; they are bound in read-only."""
+        hidden = sorted({os.path.abspath(p) for p in paths
+                         if _is_under(os.path.abspath(p), "/tmp")
+                         or _is_under(os.path.abspath(p), self.root_dir)}, key=len)
+        outermost: list[str] = []
+        for path in hidden:
+            if not any(_is_under(path, outer) for outer in outermost) and os.path.isdir(path):
+                outermost.append(path)
+        return outermost
 
     def _busybox_applets(self, image: str) -> str:
         """A directory of the runtime's holding the node's busybox and a link per applet (made

@@ -6,6 +6,9 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -136,6 +139,18 @@ async def _logged(rt: ProcessRuntime, container_id: str, text: bytes) -> None:
         return text in await _logs(rt, container_id)
 
     await eventually(check, timeout=10, message=f"{text!r} in the log")
+
+
+async def _answer(port: int) -> str:
+    """What the server on 127.0.0.1:``port`` answers to GET /, once it answers."""
+
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+            return str(response.read().decode())
+
+    answer: str = await eventually(lambda: asyncio.to_thread(get), timeout=10,
+                                   message=f"an answer on port {port}")
+    return answer
 
 
 def _unused_host_path(wanted: str) -> str:
@@ -303,14 +318,58 @@ async def test_agnhost_serve_hostname_answers_the_pod_name(runtime: ProcessRunti
                      args=["serve-hostname", "--port", str(port), "--host", "127.0.0.1"],
                      env={"HOSTNAME": POD_NAME})
 
-    def get() -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-            return str(response.read().decode())
-
-    assert await eventually(lambda: asyncio.to_thread(get), timeout=10,
-                            message="agnhost to answer") == POD_NAME
+    assert await _answer(port) == POD_NAME
     await runtime.stop_container(cid, timeout=5)
     assert (await runtime.container_status(cid)).exit_code == 0  # SIGTERM: a clean exit
+
+
+def _checkout_under_tmp(tmp_path: Path) -> tuple[Path, Path]:
+    """A venv and a copy of the agnhost package under /tmp (pytest's tmp_path is there), as
+    after a `git clone` into /tmp: (the venv's python, the copy's source root)."""
+    assert str(tmp_path).startswith("/tmp/"), "the test needs its files under /tmp"
+    venv = tmp_path / "venv"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv",
+                    "--without-pip", str(venv)], check=True, capture_output=True, timeout=60)
+    source = tmp_path / "checkout"
+    package = Path(__file__).resolve().parents[2] / "kubelet"
+    for name in ("__init__.py", "images/__init__.py", "images/agnhost.py"):
+        (source / "kubelet" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(package / name, source / "kubelet" / name)
+    return venv / "bin" / "python", source
+
+
+async def test_built_in_images_run_from_an_interpreter_and_package_under_tmp(
+    tmp_path: Path,
+) -> None:
+    python, source = _checkout_under_tmp(tmp_path)
+    rt = ProcessRuntime(_settings(tmp_path / "kubelet", image_python=str(python),
+                                  image_source_root=str(source)))
+    if rt.isolation != "mount-namespace":
+        pytest.skip(f"mount namespaces with overlayfs are unavailable here (got {rt.isolation})")
+    await rt.run_pod_sandbox(PodSandboxConfig(uid=POD_UID, name=POD_NAME, namespace="default"))
+    try:
+        port = free_port()
+        cid = await _run(rt, "agnhost", [], image="kubelite/agnhost",
+                         args=["serve-hostname", "--port", str(port), "--host", "127.0.0.1"],
+                         env={"HOSTNAME": POD_NAME})
+
+        assert await _answer(port) == POD_NAME
+        # /tmp is still the container's own; the interpreter and package show read-only.
+        view = await rt.exec_sync(cid, [
+            "sh", "-c", f"test -x {python} && test -f {source}/kubelet/images/agnhost.py && "
+            f"! touch {source}/new 2>/dev/null && touch /tmp/mine && ls -A {tmp_path}"],
+            timeout=10)
+        assert view.exit_code == 0, view
+        # Only what the image needs: not the runtime's directory (tmp_path/kubelet).
+        assert view.stdout.decode().split() == ["checkout", "venv"]
+        assert not (source / "new").exists() and not Path("/tmp/mine").exists()
+
+        pause = await _run(rt, "pause", [], image="kubelite/pause:3.9")
+        await _logged(rt, pause, b"paused")
+        await rt.stop_container(pause, timeout=5)
+        assert (await rt.container_status(pause)).exit_code == 0  # ran, and ended on SIGTERM
+    finally:
+        await _clean_up(rt)
 
 
 async def test_unrunnable_image_and_missing_binary(runtime: ProcessRuntime) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +105,19 @@ def test_image_env() -> None:
 def test_expand_as_kubernetes(text: str, expected: str) -> None:
     env = {"A": "a", "B": "b", "EMPTY": "", "WEIRD.NAME-1": "w"}
     assert images.expand(text, env) == expected
+
+
+def test_built_in_images_name_the_node_paths_they_need(tmp_path: Path) -> None:
+    venv_python = tmp_path / "checkout" / ".venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.symlink_to(sys.executable)
+    builtins = images.Builtins(str(venv_python), str(tmp_path / "checkout"))
+    agnhost = images.lookup("kubelite/agnhost", builtins)
+    assert agnhost is not None and agnhost.entrypoint[0] == str(venv_python)
+    assert dict(agnhost.env)["PYTHONPATH"] == str(tmp_path / "checkout")
+    paths = agnhost.node_paths
+    assert str(tmp_path / "checkout" / ".venv") in paths and str(tmp_path / "checkout") in paths
+    # and the installation the venv's interpreter links to
+    real = os.path.realpath(sys.executable)
+    assert os.path.dirname(os.path.dirname(real)) in paths
+    assert images.resolve("kubelite/pause", [], [], builtins)[0] == str(venv_python)
