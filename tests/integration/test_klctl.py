@@ -293,7 +293,8 @@ async def test_get_output_json_yaml_and_name(klctl: Klctl, tmp_path: Path) -> No
     assert doc["kind"] == "ConfigMap" and doc["data"] == {"mode": "fast"}
 
     names = await klctl("get", "deploy,svc,cm", "-o", "name")
-    assert names.out.splitlines() == ["deployment.apps/web", "service/web", "configmap/settings"]
+    assert names.out.splitlines() == [
+        "deployment.apps/web", "service/kubernetes", "service/web", "configmap/settings"]
 
     bad = await klctl("get", "pods", "-o", "xml")
     assert bad.code == 1 and "xml" in bad.err
