@@ -151,6 +151,8 @@ class Proxier:
         self._standby: dict[tuple[str, str, int], ServicePortName] = {}
         """Addresses another process holds, by (protocol, ip, port): tried every
         takeover_interval."""
+        self._bind_errors: dict[tuple[str, str, int], int | None] = {}
+        """Addresses that failed to bind, with the errno last reported (each said once)."""
         self._takeover: asyncio.TimerHandle | None = None
         self._cleanup: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -330,10 +332,15 @@ class Proxier:
                 if e.errno == errno.EADDRINUSE:
                     self._stand_by(bound_key, svc_port)
                     continue
-                log.warning("cannot listen", service=str(svc_port), protocol=entry.spec.protocol,
-                            address=where, error=str(e))
+                if self._bind_errors.get(bound_key, -1) != e.errno:
+                    self._bind_errors[bound_key] = e.errno
+                    log.warning("cannot listen; retrying quietly", service=str(svc_port),
+                                protocol=entry.spec.protocol, address=where, error=str(e),
+                                retry_interval=self.settings.bind_retry_interval)
                 ok = False
                 continue
+            if self._bind_errors.pop(bound_key, -1) != -1:
+                log.info("listening after all", service=str(svc_port), address=where)
             self._bound[bound_key] = svc_port
             if self._standby.pop(bound_key, None) is not None:
                 log.info("took the address over", service=str(svc_port),
@@ -375,6 +382,7 @@ class Proxier:
             bound_key = (entry.spec.protocol, *listener.address)
             if self._standby.get(bound_key) == svc_port:
                 del self._standby[bound_key]
+            self._bind_errors.pop(bound_key, None)
             if listener.is_open:
                 listener.close()
                 self._bound.pop(bound_key, None)

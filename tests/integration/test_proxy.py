@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import pytest
+from structlog.testing import capture_logs
 
 from kubelite.api.errors import NotFound
 from kubelite.client.client import ApiClient
@@ -285,6 +286,34 @@ async def test_cluster_ip_round_robin(
     svc, _ = await web(client, backends)
     assert await names(svc.spec.cluster_ip, 80, 30) == {"a": 10, "b": 10, "c": 10}
     assert own_listeners(proxier) == {"default/web:main": [f"TCP {svc.spec.cluster_ip}:80"]}
+
+
+async def test_an_address_it_may_not_bind_is_reported_once(
+    client: ApiClient, proxier: Proxier, backends: Backends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a proxy without root meets the kubernetes Service's port 443: it keeps retrying, but
+    # says so once, not once a second; once it may bind, it serves.
+    ip = cluster_ip()
+    attempts: list[float] = []
+    real_open = TcpListener.open
+
+    def refuse(self: TcpListener) -> None:
+        if self.address == (ip, 80):
+            attempts.append(time.monotonic())
+            raise PermissionError(errno.EACCES, "Permission denied")
+        real_open(self)
+
+    monkeypatch.setattr(TcpListener, "open", refuse)
+    with capture_logs() as logs:
+        started = await backends.start(["a"])
+        await create_service(client, "web", ip=ip)
+        await put_endpoints(client, "web", started)
+        await eventually(lambda: len(attempts) >= 4, message="four bind attempts")
+    refused = [e for e in logs if e["event"].startswith("cannot listen")]
+    assert len(refused) == 1, refused
+    assert "Permission denied" in refused[0]["error"]
+    monkeypatch.setattr(TcpListener, "open", real_open)
+    await serving(ip, 80)
 
 
 async def test_node_port_round_robin(
