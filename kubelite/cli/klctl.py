@@ -43,9 +43,12 @@ from kubelite.api.errors import (
 )
 from kubelite.api.manifests import ManifestError, load_paths
 from kubelite.api.registry import RESOURCES, ResourceType, UnknownResource, by_kind, by_name
-from kubelite.cli import printers
 from kubelite.cli.config import ConfigError, resolve_server
-from kubelite.cli.printers import LAST_APPLIED, Table, resource_name
+from kubelite.cli.printers.describe import describe
+from kubelite.cli.printers.formats import LAST_APPLIED, resource_name
+from kubelite.cli.printers.serialize import list_object, to_json, to_yaml
+from kubelite.cli.printers.tables import Table
+from kubelite.cli.printers.tabwriter import render_table
 from kubelite.client.client import ApiClient
 from protos.v1 import objects_pb2 as v1
 
@@ -103,40 +106,6 @@ def _is_connection_error(e: ApiError) -> bool:
     return (isinstance(e, Unavailable) and e.message.startswith("API server unavailable")) or (
         isinstance(e, Timeout) and e.message == "Deadline Exceeded"
     )
-
-
-def to_yaml(data: Any) -> str:
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=True, default_flow_style=False,
-                     allow_unicode=True)
-
-
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    # Multi-line strings as literal blocks, as kubectl prints scripts and config files.
-    # Strings that would read back as something else are double-quoted, as go-yaml does.
-    style: str | None = None
-    if "\n" in value:
-        style = "|"
-    else:
-        implicit = dumper.resolve(  # type: ignore[no-untyped-call]
-            yaml.ScalarNode, value, (True, False)
-        )
-        if implicit != _STR_TAG:
-            style = '"'
-    return dumper.represent_scalar(_STR_TAG, value, style=style)
-
-
-_STR_TAG = "tag:yaml.org,2002:str"
-
-
-_Dumper.add_representer(str, _str_representer)
-
-
-def to_json(data: Any) -> str:
-    return json.dumps(data, indent=4, ensure_ascii=False)
 
 
 def parse_duration(text: str, flag: str) -> float:
@@ -418,10 +387,6 @@ async def cmd_create(args: argparse.Namespace, client: ApiClient, ctx: Context) 
 # ---------------------------------------------------------------------------- get
 
 
-def list_object(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}}
-
-
 def no_resources(namespace: str, all_namespaces: bool, targets: Sequence[Target]) -> str:
     if all_namespaces or not any(t.rtype.namespaced for t in targets):
         return "No resources found"
@@ -634,7 +599,7 @@ async def cmd_describe(args: argparse.Namespace, client: ApiClient, ctx: Context
         failed |= missing
         for obj in objects:
             events = await events_for(client, target.rtype, obj) if args.show_events else None
-            texts.append(printers.describe(target.rtype, obj, events))
+            texts.append(describe(target.rtype, obj, events))
     if texts:
         sys.stdout.write("\n\n".join(texts))
         sys.stdout.flush()
@@ -1065,7 +1030,7 @@ async def cmd_api_resources(args: argparse.Namespace, client: ApiClient | None,
     table = [["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]]
     table += [[r.plural, ",".join(r.short_names), r.api_version,
                "true" if r.namespaced else "false", r.kind] for r in rows]
-    for line in printers.render_table(table[1:] if args.no_headers else table):
+    for line in render_table(table[1:] if args.no_headers else table):
         out(line)
     return 0
 

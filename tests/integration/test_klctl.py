@@ -19,7 +19,8 @@ import pytest
 from apiserver.server import ApiServer
 from kubelite.api import errors, meta
 from kubelite.cli.klctl import main
-from kubelite.cli.printers import LAST_APPLIED, human_duration, pod_status
+from kubelite.cli.printers.formats import LAST_APPLIED, human_duration
+from kubelite.cli.printers.tables import pod_status
 from kubelite.client.client import ApiClient
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
