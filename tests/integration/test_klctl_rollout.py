@@ -18,7 +18,8 @@ import pytest
 
 from apiserver.server import ApiServer
 from kubelite.api import podtemplate
-from kubelite.cli.klctl import main, rollout_status_line
+from kubelite.cli.klctl import main
+from kubelite.cli.klctl.rollout import rollout_status_line
 from kubelite.client.client import ApiClient
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1

@@ -1,0 +1,168 @@
+"""``apply`` (three-way strategic merge, as kubectl) and ``create``."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from kubelite.api import convert, strategic_merge
+from kubelite.api import meta as m
+from kubelite.api.errors import ApiError, NotFound
+from kubelite.api.registry import ResourceType
+from kubelite.cli.klctl.context import Context
+from kubelite.cli.klctl.errors import CliError, WriteFailed, api_error_text, is_connection_error
+from kubelite.cli.klctl.flags import Commands, add_files, add_namespace
+from kubelite.cli.klctl.manifests import decode, load, manifest_namespace, write_error
+from kubelite.cli.klctl.output import err, out
+from kubelite.cli.klctl.resources import changed
+from kubelite.cli.printers.formats import LAST_APPLIED, resource_name
+from kubelite.client.client import ApiClient
+
+
+def applied_configuration(
+    rtype: ResourceType, doc: dict[str, Any], namespace: str
+) -> dict[str, Any]:
+    """The manifest as kubectl records it: namespace filled in, without its own annotation."""
+    applied = copy.deepcopy(doc)
+    metadata = applied.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
+        applied["metadata"] = metadata
+    if rtype.namespaced:
+        metadata["namespace"] = namespace
+    annotations = metadata.get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(LAST_APPLIED, None)
+        if not annotations:
+            del metadata["annotations"]
+    return applied
+
+
+async def apply_one(client: ApiClient, ctx: Context, source: str, doc: dict[str, Any],
+                    flag_namespace: str | None) -> str:
+    rtype, obj = decode(source, doc)
+    meta = m.meta(obj)
+    if not meta.name:
+        if meta.generate_name:
+            raise CliError(f"from {source}: cannot use generate name with apply")
+        raise CliError(
+            f'error validating "{source}": {rtype.qualified_kind} "" is invalid: metadata.name:'
+            " Required value: name or generateName is required"
+        )
+    namespace = manifest_namespace(rtype, obj, flag_namespace)
+    applied = applied_configuration(rtype, doc, namespace)
+    recorded = json.dumps(applied, sort_keys=True, separators=(",", ":")) + "\n"
+    modified = copy.deepcopy(applied)
+    modified["metadata"].setdefault("annotations", {})[LAST_APPLIED] = recorded
+    label = resource_name(rtype, meta.name)
+    try:
+        live = await client.get(rtype.message, meta.name, namespace)
+    except NotFound:
+        _, new = decode(source, modified)
+        try:
+            await client.create(new, namespace)
+        except ApiError as e:
+            raise WriteFailed(write_error(source, e, ctx)) from e
+        return f"{label} created"
+    current = convert.to_dict(rtype, live)
+    original: dict[str, Any] = {}
+    recorded_before = m.meta(live).annotations.get(LAST_APPLIED)
+    if recorded_before is None:
+        err(f"Warning: resource {rtype.plural}/{meta.name} is missing the {LAST_APPLIED}"
+            " annotation which is required by klctl apply. klctl apply should only be used on"
+            " resources created declaratively by either klctl create --save-config or klctl"
+            " apply. The missing annotation will be patched automatically.")
+    else:
+        try:
+            loaded = json.loads(recorded_before)
+            original = loaded if isinstance(loaded, dict) else {}
+        except (ValueError, RecursionError):  # unreadable: as if there were none
+            original = {}
+    try:
+        # kubectl's three-way strategic merge patch: lists such as containers or env merge
+        # by their keys, so what other writers added to the live object stays.
+        patch = strategic_merge.three_way_patch(original, modified, current, rtype.message)
+    except strategic_merge.PatchError as e:
+        raise WriteFailed(f'error: when creating the patch for "{source}": {e}') from e
+    if not patch:
+        return f"{label} unchanged"
+    try:
+        updated = await client.patch(rtype.message, meta.name, patch, namespace,
+                                     patch_type="strategic")
+    except ApiError as e:
+        raise WriteFailed(write_error(source, e, ctx)) from e
+    if not changed(rtype, live, updated):
+        return f"{label} unchanged"
+    return f"{label} configured"
+
+
+async def cmd_apply(args: argparse.Namespace, client: ApiClient, ctx: Context) -> int:
+    docs = load(args)  # a file that does not parse stops everything before any write
+    if not docs:
+        raise CliError("no objects passed to apply")
+    failed = False
+    for source, doc in docs:
+        try:
+            out(await apply_one(client, ctx, source, doc, args.namespace))
+        except WriteFailed as e:
+            err(str(e))
+            failed = True
+        except CliError as e:
+            err(f"error: {e}")
+            failed = True
+        except ApiError as e:
+            if is_connection_error(e):
+                raise
+            err(api_error_text(e, ctx))
+            failed = True
+    return 1 if failed else 0
+
+
+def generated_documents(what: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``create namespace NAME``: the manifest kubectl's generator would build."""
+    if len(what) != 2 or what[0] not in ("namespace", "ns"):
+        raise CliError('unknown create form: use "klctl create -f FILE" or'
+                       ' "klctl create namespace NAME"')
+    doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": what[1]}}
+    return [("namespace", doc)]
+
+
+async def cmd_create(args: argparse.Namespace, client: ApiClient, ctx: Context) -> int:
+    if args.what and args.filename:
+        raise CliError("cannot give both -f and a kind to create")
+    docs = generated_documents(args.what) if args.what else load(args)
+    if not docs:
+        raise CliError("no objects passed to create")
+    failed = False
+    for source, doc in docs:
+        try:
+            rtype, obj = decode(source, doc)
+            namespace = manifest_namespace(rtype, obj, args.namespace)
+            created = await client.create(obj, namespace)
+            out(f"{resource_name(rtype, m.meta(created).name)} created")
+        except CliError as e:
+            err(f"error: {e}")
+            failed = True
+        except ApiError as e:
+            if is_connection_error(e):
+                raise
+            err(write_error(source, e, ctx))
+            failed = True
+    return 1 if failed else 0
+
+
+def register(commands: Commands) -> None:
+    p = commands.add_parser("apply", help="apply a configuration to objects by file name or stdin")
+    add_files(p)
+    add_namespace(p, all_namespaces=False)
+    p.set_defaults(handler=cmd_apply)
+
+    p = commands.add_parser("create", help="create objects from a file or stdin")
+    p.add_argument("what", nargs="*", metavar="namespace NAME",
+                   help="create a namespace without a manifest")
+    add_files(p)
+    add_namespace(p, all_namespaces=False)
+    p.set_defaults(handler=cmd_create)
