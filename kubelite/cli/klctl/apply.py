@@ -12,11 +12,12 @@ from kubelite.api import convert, strategic_merge
 from kubelite.api import meta as m
 from kubelite.api.errors import ApiError, NotFound
 from kubelite.api.registry import ResourceType
+from kubelite.cli.klctl.batch import for_each_object
 from kubelite.cli.klctl.context import Context
-from kubelite.cli.klctl.errors import CliError, WriteFailed, api_error_text, is_connection_error
+from kubelite.cli.klctl.errors import CliError, ObjectFailed
 from kubelite.cli.klctl.flags import Commands, add_files, add_namespace
 from kubelite.cli.klctl.manifests import decode, load, manifest_namespace, write_error
-from kubelite.cli.klctl.output import err, out
+from kubelite.cli.klctl.output import err
 from kubelite.cli.klctl.resources import changed
 from kubelite.cli.printers.formats import LAST_APPLIED, resource_name
 from kubelite.client.client import ApiClient
@@ -65,7 +66,7 @@ async def apply_one(client: ApiClient, ctx: Context, source: str, doc: dict[str,
         try:
             await client.create(new, namespace)
         except ApiError as e:
-            raise WriteFailed(write_error(source, e, ctx)) from e
+            raise ObjectFailed(write_error(source, e, ctx)) from e
         return f"{label} created"
     current = convert.to_dict(rtype, live)
     original: dict[str, Any] = {}
@@ -86,14 +87,14 @@ async def apply_one(client: ApiClient, ctx: Context, source: str, doc: dict[str,
         # by their keys, so what other writers added to the live object stays.
         patch = strategic_merge.three_way_patch(original, modified, current, rtype.message)
     except strategic_merge.PatchError as e:
-        raise WriteFailed(f'error: when creating the patch for "{source}": {e}') from e
+        raise ObjectFailed(f'error: when creating the patch for "{source}": {e}') from e
     if not patch:
         return f"{label} unchanged"
     try:
         updated = await client.patch(rtype.message, meta.name, patch, namespace,
                                      patch_type="strategic")
     except ApiError as e:
-        raise WriteFailed(write_error(source, e, ctx)) from e
+        raise ObjectFailed(write_error(source, e, ctx)) from e
     if not changed(rtype, live, updated):
         return f"{label} unchanged"
     return f"{label} configured"
@@ -103,22 +104,12 @@ async def cmd_apply(args: argparse.Namespace, client: ApiClient, ctx: Context) -
     docs = load(args)  # a file that does not parse stops everything before any write
     if not docs:
         raise CliError("no objects passed to apply")
-    failed = False
-    for source, doc in docs:
-        try:
-            out(await apply_one(client, ctx, source, doc, args.namespace))
-        except WriteFailed as e:
-            err(str(e))
-            failed = True
-        except CliError as e:
-            err(f"error: {e}")
-            failed = True
-        except ApiError as e:
-            if is_connection_error(e):
-                raise
-            err(api_error_text(e, ctx))
-            failed = True
-    return 1 if failed else 0
+
+    async def apply(item: tuple[str, dict[str, Any]]) -> str:
+        source, doc = item
+        return await apply_one(client, ctx, source, doc, args.namespace)
+
+    return await for_each_object(docs, ctx, apply, report_cli_errors=True)
 
 
 def generated_documents(what: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -136,22 +127,16 @@ async def cmd_create(args: argparse.Namespace, client: ApiClient, ctx: Context) 
     docs = generated_documents(args.what) if args.what else load(args)
     if not docs:
         raise CliError("no objects passed to create")
-    failed = False
-    for source, doc in docs:
-        try:
-            rtype, obj = decode(source, doc)
-            namespace = manifest_namespace(rtype, obj, args.namespace)
-            created = await client.create(obj, namespace)
-            out(f"{resource_name(rtype, m.meta(created).name)} created")
-        except CliError as e:
-            err(f"error: {e}")
-            failed = True
-        except ApiError as e:
-            if is_connection_error(e):
-                raise
-            err(write_error(source, e, ctx))
-            failed = True
-    return 1 if failed else 0
+
+    async def create(item: tuple[str, dict[str, Any]]) -> str:
+        source, doc = item
+        rtype, obj = decode(source, doc)
+        namespace = manifest_namespace(rtype, obj, args.namespace)
+        created = await client.create(obj, namespace)
+        return f"{resource_name(rtype, m.meta(created).name)} created"
+
+    return await for_each_object(docs, ctx, create, report_cli_errors=True,
+                                 error_text=lambda item, e: write_error(item[0], e, ctx))
 
 
 def register(commands: Commands) -> None:

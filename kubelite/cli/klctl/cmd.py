@@ -19,7 +19,7 @@ from kubelite.api.registry import UnknownResource
 from kubelite.cli.config import ConfigError, resolve_server
 from kubelite.cli.klctl import apply, delete, describe, get, logs, patch, rollout, scale, version
 from kubelite.cli.klctl.context import DEFAULT_REQUEST_TIMEOUT, NO_TIMEOUT, Context, Handler
-from kubelite.cli.klctl.errors import CliError, UsageError, WriteFailed, api_error_text
+from kubelite.cli.klctl.errors import CliError, ObjectFailed, UsageError, api_error_text
 from kubelite.cli.klctl.flags import Commands, Parser, add_globals, parse_duration
 from kubelite.cli.klctl.output import err
 from kubelite.client.client import ApiClient
@@ -99,7 +99,7 @@ def run(argv: Sequence[str]) -> int:
         err(f"error: {e}")
     except ManifestError as e:
         err(f"error: {e}")
-    except WriteFailed as e:
+    except ObjectFailed as e:
         err(str(e))
     except ApiError as e:
         err(api_error_text(e, ctx))

@@ -8,13 +8,14 @@ import time
 from dataclasses import dataclass
 
 from kubelite.api import meta as m
-from kubelite.api.errors import ApiError, NotFound
+from kubelite.api.errors import NotFound
 from kubelite.api.registry import ResourceType, UnknownResource, by_kind
+from kubelite.cli.klctl.batch import for_each_object
 from kubelite.cli.klctl.context import Context
-from kubelite.cli.klctl.errors import CliError, api_error_text, is_connection_error
+from kubelite.cli.klctl.errors import CliError
 from kubelite.cli.klctl.flags import Commands, add_files, add_namespace, parse_bool, parse_duration
 from kubelite.cli.klctl.manifests import load
-from kubelite.cli.klctl.output import err, out
+from kubelite.cli.klctl.output import err
 from kubelite.cli.klctl.resources import (
     namespace_of,
     no_resources,
@@ -142,32 +143,29 @@ async def cmd_delete(args: argparse.Namespace, client: ApiClient, ctx: Context) 
             " resource has been terminated. The resource may continue to run on the cluster"
             " indefinitely.")
     found, failed = await delete_targets(client, args, ctx)
+    verb = "force deleted" if args.force and grace == 0 else "deleted"
     pending: list[Deleted] = []
-    for rtype, name, namespace in found:
+
+    async def delete(item: tuple[ResourceType, str, str]) -> str | None:
+        rtype, name, namespace = item
         try:
             obj = await client.delete(
                 rtype.message, name, namespace,
                 grace_period_seconds=grace, propagation_policy=policy,
             )
-        except NotFound as e:
-            if not args.ignore_not_found:
-                err(api_error_text(e, ctx))
-                failed = True
-            continue
-        except ApiError as e:
-            if is_connection_error(e):
-                raise
-            err(api_error_text(e, ctx))
-            failed = True
-            continue
-        verb = "force deleted" if args.force and grace == 0 else "deleted"
-        out(f'{qualified_singular(rtype)} "{name}" {verb}')
+        except NotFound:
+            if args.ignore_not_found:
+                return None
+            raise
         pending.append(Deleted(rtype, name, namespace, m.meta(obj).uid))
+        return f'{qualified_singular(rtype)} "{name}" {verb}'
+
+    code = max(int(failed), await for_each_object(found, ctx, delete))
     if wait and pending:
         for d in await wait_gone(client, pending, timeout):
             err(f"error: timed out waiting for the condition on {d.rtype.plural}/{d.name}")
-            failed = True
-    return 1 if failed else 0
+            code = 1
+    return code
 
 
 def register(commands: Commands) -> None:

@@ -14,8 +14,8 @@ class UsageError(Exception):
     """A command line the parser refused; its error lines are already printed."""
 
 
-class WriteFailed(KubeliteError):
-    """A write failed; the message is already the complete line to print."""
+class ObjectFailed(KubeliteError):
+    """One object failed (a write, a check); the message is already the complete line to print."""
 
 
 def api_error_text(e: ApiError, ctx: Context) -> str:

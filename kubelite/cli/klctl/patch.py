@@ -13,10 +13,10 @@ import yaml
 
 from kubelite.api import meta as m
 from kubelite.api import strategic_merge
-from kubelite.api.errors import ApiError, NotFound
 from kubelite.api.registry import ResourceType
+from kubelite.cli.klctl.batch import for_each_object
 from kubelite.cli.klctl.context import Context, Handler
-from kubelite.cli.klctl.errors import CliError, api_error_text, is_connection_error
+from kubelite.cli.klctl.errors import CliError, ObjectFailed
 from kubelite.cli.klctl.flags import Commands, add_namespace
 from kubelite.cli.klctl.manifests import decode, load, manifest_namespace
 from kubelite.cli.klctl.output import err, out
@@ -88,27 +88,21 @@ async def cmd_metadata_map(args: argparse.Namespace, client: ApiClient, ctx: Con
                            for o in listed.items)
     if not changes and not removals and not args.list:
         raise CliError(f"at least one {noun} update is required")
-    failed = False
-    for rtype, name, namespace in objects:
-        try:
-            current = await client.get(rtype.message, name, namespace or "default")
-        except NotFound as e:
-            err(api_error_text(e, ctx))
-            failed = True
-            continue
+
+    async def update(item: tuple[ResourceType, str, str]) -> str | None:
+        rtype, name, namespace = item
+        current = await client.get(rtype.message, name, namespace or "default")
         existing = dict(getattr(m.meta(current), field))
         if args.list:
             for key in sorted(existing):
                 out(f"{key}={existing[key]}")
-            continue
+            return None
         if not args.overwrite:
             clashes = [k for k, v in changes.items() if k in existing and existing[k] != v]
             if clashes:
-                err("error: " + "\n".join(
+                raise ObjectFailed("error: " + "\n".join(
                     f"'{k}' already has a value ({existing[k]}), and --overwrite is false"
                     for k in clashes))
-                failed = True
-                continue
         patch_values: dict[str, str | None] = {
             k: v for k, v in changes.items() if existing.get(k) != v
         }
@@ -119,21 +113,14 @@ async def cmd_metadata_map(args: argparse.Namespace, client: ApiClient, ctx: Con
                 err(f'{noun} "{key}" not found.')
         label = resource_name(rtype, name)
         if not patch_values:
-            out(f"{label} not {verb}")
-            continue
+            return f"{label} not {verb}"
         patch: dict[str, Any] = {"metadata": {field: patch_values}}
         if args.resource_version:
             patch["metadata"]["resourceVersion"] = args.resource_version
-        try:
-            await client.patch(rtype.message, name, patch, namespace)
-        except ApiError as e:
-            if is_connection_error(e):
-                raise
-            err(api_error_text(e, ctx))
-            failed = True
-            continue
-        out(f"{label} {verb}")
-    return 1 if failed else 0
+        await client.patch(rtype.message, name, patch, namespace)
+        return f"{label} {verb}"
+
+    return await for_each_object(objects, ctx, update)
 
 
 def _metadata_handler(field: str) -> Handler:
@@ -197,22 +184,19 @@ async def cmd_patch(args: argparse.Namespace, client: ApiClient, ctx: Context) -
     names = [(t.rtype, n) for t in targets for n in t.names]
     if not names:
         raise CliError("resource(s) were provided, but no name was specified")
-    failed = False
-    for rtype, name in names:
+
+    async def patch_one(item: tuple[ResourceType, str]) -> str:
+        rtype, name = item
         namespace = namespace_of(args) if rtype.namespaced else ""
-        try:
-            before = await client.get(rtype.message, name, namespace or "default")
-            after = await client.patch(rtype.message, name, patch, namespace,
-                                       subresource=args.subresource, patch_type=args.type)
-        except ApiError as e:
-            if is_connection_error(e):
-                raise
-            err(api_error_text(e, ctx))
-            failed = True
-            continue
+        before = await client.get(rtype.message, name, namespace or "default")
+        after = await client.patch(rtype.message, name, patch, namespace,
+                                   subresource=args.subresource, patch_type=args.type)
         label = resource_name(rtype, name)
-        out(f"{label} patched" if changed(rtype, before, after) else f"{label} patched (no change)")
-    return 1 if failed else 0
+        if changed(rtype, before, after):
+            return f"{label} patched"
+        return f"{label} patched (no change)"
+
+    return await for_each_object(names, ctx, patch_one)
 
 
 def register(commands: Commands) -> None:

@@ -8,11 +8,11 @@ from typing import Any
 from google.protobuf.message import Message
 
 from kubelite.api import meta as m
-from kubelite.api.errors import ApiError, Conflict
+from kubelite.api.errors import Conflict
+from kubelite.cli.klctl.batch import for_each_object
 from kubelite.cli.klctl.context import Context
-from kubelite.cli.klctl.errors import CliError, api_error_text, is_connection_error
+from kubelite.cli.klctl.errors import CliError
 from kubelite.cli.klctl.flags import Commands, add_namespace
-from kubelite.cli.klctl.output import err, out
 from kubelite.cli.klctl.resources import namespace_of, one_target
 from kubelite.cli.printers.formats import resource_name
 from kubelite.client.client import ApiClient
@@ -32,25 +32,19 @@ async def cmd_scale(args: argparse.Namespace, client: ApiClient, ctx: Context) -
         raise CliError(f"cannot scale {rtype.plural}: only deployments, replicasets and"
                        " statefulsets have a scale")
     namespace = namespace_of(args)
-    failed = False
-    for name in names:
+
+    async def scale(name: str) -> str:
         patch: dict[str, Any] = {"spec": {"replicas": args.replicas}}
-        try:
-            if args.current_replicas is not None:
-                current = await client.get(rtype.message, name, namespace)
-                have = current.spec.replicas  # type: ignore[attr-defined]
-                if have != args.current_replicas:
-                    raise CliError(f"Expected replicas to be {args.current_replicas}, was {have}")
-                patch["metadata"] = {"resourceVersion": m.meta(current).resource_version}
-            await client.patch(rtype.message, name, patch, namespace)
-        except ApiError as e:
-            if is_connection_error(e):
-                raise
-            err(api_error_text(e, ctx))
-            failed = True
-            continue
-        out(f"{resource_name(rtype, name)} scaled")
-    return 1 if failed else 0
+        if args.current_replicas is not None:
+            current = await client.get(rtype.message, name, namespace)
+            have = current.spec.replicas  # type: ignore[attr-defined]
+            if have != args.current_replicas:
+                raise CliError(f"Expected replicas to be {args.current_replicas}, was {have}")
+            patch["metadata"] = {"resourceVersion": m.meta(current).resource_version}
+        await client.patch(rtype.message, name, patch, namespace)
+        return f"{resource_name(rtype, name)} scaled"
+
+    return await for_each_object(names, ctx, scale)
 
 
 def _pod_spec_of(obj: Message) -> v1.PodSpec | None:
@@ -95,33 +89,24 @@ async def cmd_set(args: argparse.Namespace, client: ApiClient, ctx: Context) -> 
         raise CliError("at least one image update is required")
     rtype, names = one_target(resources, "set image")
     namespace = namespace_of(args)
-    failed = False
-    for name in names:
-        try:
-            for _ in range(5):
-                obj = await client.get(rtype.message, name, namespace)
-                spec = _pod_spec_of(obj)
-                if spec is None:
-                    raise CliError(f"{rtype.plural} have no pod template to set an image in")
-                missing = set_images(spec, images)
-                if missing:
-                    raise CliError(f'unable to find container named "{missing[0]}"')
-                try:
-                    await client.update(obj)
-                    break
-                except Conflict:
-                    continue
-            else:
-                raise CliError(f"could not update {resource_name(rtype, name)}: it kept"
-                               " changing")
-        except ApiError as e:
-            if is_connection_error(e):
-                raise
-            err(api_error_text(e, ctx))
-            failed = True
-            continue
-        out(f"{resource_name(rtype, name)} image updated")
-    return 1 if failed else 0
+
+    async def set_image(name: str) -> str:
+        for _ in range(5):
+            obj = await client.get(rtype.message, name, namespace)
+            spec = _pod_spec_of(obj)
+            if spec is None:
+                raise CliError(f"{rtype.plural} have no pod template to set an image in")
+            missing = set_images(spec, images)
+            if missing:
+                raise CliError(f'unable to find container named "{missing[0]}"')
+            try:
+                await client.update(obj)
+            except Conflict:
+                continue
+            return f"{resource_name(rtype, name)} image updated"
+        raise CliError(f"could not update {resource_name(rtype, name)}: it kept changing")
+
+    return await for_each_object(names, ctx, set_image)
 
 
 def register(commands: Commands) -> None:
