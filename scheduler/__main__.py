@@ -4,32 +4,26 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
 import uuid
 
 from kubelite import daemon, logs
 from kubelite.client.client import ApiClient
 from kubelite.client.leaderelection import LeaderElectionSettings
+from kubelite.durations import parse_duration
 from kubelite.health import maybe_health_server
 from scheduler.queue import QueueSettings
 from scheduler.scheduler import Scheduler, SchedulerSettings
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 def duration(text: str) -> float:
     """Seconds from a Go duration (``15s``, ``1m30s``, ``500ms``) or a plain number."""
-    text = text.strip()
     try:
-        return float(text)
+        return parse_duration(text)
     except ValueError:
-        pass
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 15s, 500ms, 1m30s)")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text.strip()!r} (e.g. 15s, 500ms, 1m30s)"
+        ) from None
 
 
 def boolean(text: str) -> bool:

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any, NoReturn
 
+from kubelite import durations
 from kubelite.cli.klctl.errors import CliError, UsageError
 from kubelite.cli.klctl.output import err
 
 
 def parse_duration(text: str, flag: str) -> float:
-    """Go-style durations (``5s``, ``1m30s``, ``250ms``); a bare number is seconds."""
-    value = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", value)
-    if not parts or "".join(n + u for n, u in parts) != value:
-        raise CliError(f'invalid argument "{text}" for "{flag}" flag: time: invalid duration'
-                       f' "{text}"')
-    return sum(float(n) * units[u] for n, u in parts)
+    """A Go duration (``5s``, ``1m30s``, ``250ms``; a bare number is seconds) given to ``flag``."""
+    try:
+        return durations.parse_duration(text)
+    except ValueError as e:
+        raise CliError(f'invalid argument "{text}" for "{flag}" flag: {e}') from None
 
 
 def parse_bool(value: str | bool, flag: str) -> bool:
