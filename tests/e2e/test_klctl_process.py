@@ -126,8 +126,11 @@ def test_klctl_console_script_against_apiserver_process(
     deleted = run_klctl(address, tmp_path, "delete", "-f", str(EXAMPLES))
     assert deleted.returncode == 0, deleted.stderr
     assert 'deployment.apps "web" deleted' in deleted.stdout
-    empty = run_klctl(address, tmp_path, "get", "deploy,svc")
-    assert empty.returncode == 0 and empty.stderr.strip() == (
+    empty = run_klctl(address, tmp_path, "get", "deploy,svc", "-o", "name")
+    # Only the API server's own kubernetes Service is left.
+    assert empty.returncode == 0 and empty.stdout.splitlines() == ["service/kubernetes"]
+    none = run_klctl(address, tmp_path, "get", "deploy")
+    assert none.returncode == 0 and none.stderr.strip() == (
         "No resources found in default namespace.")
 
     process.send_signal(signal.SIGTERM)
