@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 
 _NUMBER = r"(?:\d+\.?\d*|\.\d+)"
@@ -26,3 +27,13 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != value:
         raise ValueError(f'time: invalid duration "{text}"')
     return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def duration_flag(text: str) -> float:
+    """An argparse ``type=`` for daemons' duration flags: seconds, or a usage error."""
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text.strip()!r} (e.g. 15s, 500ms, 1m30s)"
+        ) from None

@@ -8,22 +8,11 @@ import resource
 
 from kubelite import daemon, logs
 from kubelite.client.client import ApiClient
+from kubelite.durations import duration_flag
 from kubelite.health import join_host_port, maybe_health_server
 from proxy.proxier import Proxier, ProxySettings
 from proxy.tcp import DIAL_TIMEOUTS, TcpSettings
 from proxy.udp import UdpSettings
-
-
-def seconds(text: str) -> float:
-    """Seconds from a Go-style duration (``250ms``, ``1s``, ``2m``) or a plain number."""
-    text = text.strip()
-    for suffix, scale in (("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
-            return float(text[: -len(suffix)]) * scale
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 250ms, 1s)") from None
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[str, ProxySettings, str]:
@@ -33,11 +22,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, ProxySettings, str]:
     p.add_argument("--node-ip", required=True, help="address NodePort listeners bind")
     p.add_argument("--server", default=os.environ.get("KUBELITE_SERVER", "127.0.0.1:6443"),
                    help="API server host:port (default: $KUBELITE_SERVER or 127.0.0.1:6443)")
-    p.add_argument("--udp-timeout", type=seconds, default=0.25,
+    p.add_argument("--udp-timeout", type=duration_flag, default=0.25,
                    help="idle time after which a UDP client association is dropped")
     p.add_argument("--no-splice", action="store_true",
                    help="copy bulk TCP data through user space instead of os.splice")
-    p.add_argument("--takeover-interval", type=seconds, default=0.5,
+    p.add_argument("--takeover-interval", type=duration_flag, default=0.5,
                    help="how often to try again to bind an address another process on this"
                         " host holds (another node's proxy): one proxy per host owns each"
                         " ClusterIP, and another takes it over within this time when it stops")

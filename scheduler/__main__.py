@@ -10,20 +10,10 @@ import uuid
 from kubelite import daemon, logs
 from kubelite.client.client import ApiClient
 from kubelite.client.leaderelection import LeaderElectionSettings
-from kubelite.durations import parse_duration
+from kubelite.durations import duration_flag
 from kubelite.health import maybe_health_server
 from scheduler.queue import QueueSettings
 from scheduler.scheduler import Scheduler, SchedulerSettings
-
-
-def duration(text: str) -> float:
-    """Seconds from a Go duration (``15s``, ``1m30s``, ``500ms``) or a plain number."""
-    try:
-        return parse_duration(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid duration {text.strip()!r} (e.g. 15s, 500ms, 1m30s)"
-        ) from None
 
 
 def boolean(text: str) -> bool:
@@ -42,16 +32,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, SchedulerSettings, s
                    help="API server host:port (default: $KUBELITE_SERVER or 127.0.0.1:6443)")
     p.add_argument("--leader-elect", type=boolean, nargs="?", const=True, default=True,
                    help="run only while holding the kube-system/kube-scheduler Lease")
-    p.add_argument("--leader-elect-lease-duration", type=duration, default=15.0)
-    p.add_argument("--leader-elect-renew-deadline", type=duration, default=10.0)
-    p.add_argument("--leader-elect-retry-period", type=duration, default=2.0)
+    p.add_argument("--leader-elect-lease-duration", type=duration_flag, default=15.0)
+    p.add_argument("--leader-elect-renew-deadline", type=duration_flag, default=10.0)
+    p.add_argument("--leader-elect-retry-period", type=duration_flag, default=2.0)
     p.add_argument("--leader-elect-resource-namespace", default="kube-system")
     p.add_argument("--leader-elect-resource-name", default="kube-scheduler")
     p.add_argument("--scheduler-name", default="default-scheduler",
                    help="schedule pods whose spec.schedulerName is this")
-    p.add_argument("--pod-initial-backoff", type=duration, default=1.0)
-    p.add_argument("--pod-max-backoff", type=duration, default=10.0)
-    p.add_argument("--pod-max-in-unschedulable", type=duration, default=300.0,
+    p.add_argument("--pod-initial-backoff", type=duration_flag, default=1.0)
+    p.add_argument("--pod-max-backoff", type=duration_flag, default=10.0)
+    p.add_argument("--pod-max-in-unschedulable", type=duration_flag, default=300.0,
                    help="retry an unschedulable pod after this long even without events")
     p.add_argument("--percentage-of-nodes-to-score", type=int, default=0,
                    help="0: adaptive, as kube-scheduler")
