@@ -6,6 +6,7 @@ import argparse
 import os
 
 from kubelet.kubelet import Kubelet
+from kubelet.pod_ips import parse_pod_cidr
 from kubelet.settings import KubeletSettings
 from kubelite import daemon, logs
 from kubelite.health import join_host_port, maybe_health_server
@@ -26,6 +27,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
         "--address",
         default="127.0.0.1",
         help="node IP: InternalIP, pod IP and where the kubelet API listens",
+    )
+    p.add_argument(
+        "--pod-cidr",
+        default="",
+        help="loopback block (e.g. 127.244.1.0/24) giving each pod its own IP; empty: pods"
+        " share the node's IP",
     )
     p.add_argument("--server", default=os.environ.get("KUBELITE_SERVER", "127.0.0.1:6443"))
     p.add_argument("--root-dir", default="/var/lib/kubelite/kubelet")
@@ -56,12 +63,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
                         " default: ADDRESS:10248)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
+    if a.pod_cidr:
+        try:
+            parse_pod_cidr(a.pod_cidr)
+        except ValueError as e:
+            p.error(f"--pod-cidr: {e}")
     health_address = a.health_address
     if health_address is None:
         health_address = join_host_port(a.address, 10248)
     settings = KubeletSettings(
         node_name=a.node_name,
         address=a.address,
+        pod_cidr=a.pod_cidr,
         server=a.server,
         root_dir=a.root_dir,
         port=a.port,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import structlog
 
 from kubelet.env import EnvResolver
 from kubelet.node import NodeAgent
+from kubelet.pod_ips import PodIPAllocator
 from kubelet.pod_worker import NodeContext, PodWorker
 from kubelet.runtime.interface import Runtime
 from kubelet.server import KubeletServer
@@ -54,6 +56,11 @@ class Kubelet:
             settings=InformerSettings(backoff_initial=0.2, backoff_max=2.0),
         )
         self.services = ServiceEnv(self.client)
+        self.pod_ips = (
+            PodIPAllocator(settings.pod_cidr, os.path.join(settings.root_dir, "pod-ips"),
+                           reserved=(settings.address,))
+            if settings.pod_cidr else None
+        )
         self.workers: dict[str, PodWorker] = {}
         self._ctx: NodeContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -70,6 +77,7 @@ class Kubelet:
             env=EnvResolver(self.client, allocatable),
             volumes=VolumeManager(self.client, self.runtime, allocatable),  # type: ignore[arg-type]
             service_env=self.services.for_pod,
+            pod_ips=self.pod_ips,
         )
         self.recorder.start()
         self.node.start()
@@ -89,6 +97,7 @@ class Kubelet:
             "kubelet running",
             node=self.settings.node_name,
             address=self.settings.address,
+            pod_cidr=self.settings.pod_cidr or None,
             api_port=self.server.port,
         )
 
@@ -151,6 +160,8 @@ class Kubelet:
                 await self.runtime.stop_container(cid, 0)
                 await self.runtime.remove_container(cid)
             await self.runtime.remove_pod_sandbox(uid)
+        if self.pod_ips is not None:
+            self.pod_ips.release_all_but(known)
 
     async def _resync_forever(self) -> None:
         while True:

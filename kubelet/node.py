@@ -96,6 +96,9 @@ class NodeAgent:
             }
         )
         node.spec.taints.extend(parse_taint(t) for t in s.taints)
+        if s.pod_cidr:
+            node.spec.pod_cidr = s.pod_cidr
+            node.spec.pod_cidrs.append(s.pod_cidr)
         self._fill_status(node.status)
         return node
 
@@ -173,6 +176,13 @@ class NodeAgent:
             if (taint.key, taint.effect) not in have:
                 current.spec.taints.append(taint)
                 changed = True
+        if list(current.spec.pod_cidrs) != list(desired.spec.pod_cidrs) or (
+            current.spec.pod_cidr != desired.spec.pod_cidr
+        ):
+            current.spec.pod_cidr = desired.spec.pod_cidr
+            del current.spec.pod_cidrs[:]
+            current.spec.pod_cidrs.extend(desired.spec.pod_cidrs)
+            changed = True
         if changed:
             current = await self.client.update(current)
         return await self.update_status()

@@ -20,6 +20,7 @@ import structlog
 
 from kubelet.env import EnvResolver
 from kubelet.errors import ContainerStartError
+from kubelet.pod_ips import PodIPAllocator, PodIPsExhausted
 from kubelet.prober import ProbeKind, ProbeWorker, run_handler
 from kubelet.runtime.interface import (
     ContainerConfig,
@@ -67,6 +68,8 @@ class NodeContext:
     volumes: VolumeManager
     service_env: Callable[[v1.Pod], Mapping[str, str]] = field(default=lambda pod: {})
     """Service environment variables for a pod (empty when enableServiceLinks is false)."""
+    pod_ips: PodIPAllocator | None = None
+    """Each pod's own IP from the node's podCIDR; None: pods share the node's IP."""
 
     @property
     def node_ip(self) -> str:
@@ -114,6 +117,8 @@ class PodWorker:
         self._confirmed = False
         self._start_time = ""
         self._last_status: v1.PodStatus | None = None
+        self._ip = ""
+        """The pod's own IP once known (from the node's podCIDR)."""
         self.log = log.bind(pod=f"{pod.metadata.namespace}/{pod.metadata.name}", uid=self.uid)
 
     # ------------------------------------------------------------ lifecycle
@@ -182,9 +187,11 @@ class PodWorker:
             return
         instances = by_container(await self.ctx.runtime.list_containers(self.uid))
         if pods.is_terminal(pod):
-            # Finished pods keep their exited containers (for logs) and run nothing.
+            # Finished pods keep their exited containers (for logs) and run nothing; their
+            # IP goes back to the node's block (the status keeps showing it, as Kubernetes').
             await self._stop_running(instances, grace=0)
             await self._stop_probes()
+            self._release_ip()
             return
         if self._active_deadline_exceeded(pod):
             await self._fail_for_deadline(pod, instances)
@@ -196,6 +203,8 @@ class PodWorker:
         )
         if not self._start_time:
             self._start_time = pod.status.start_time or m.now_rfc3339()
+        if not await self._allocate_ip(pod, instances):
+            return
         try:
             volume_paths = await self.ctx.volumes.prepare(pod)
         except ContainerStartError as e:
@@ -211,6 +220,35 @@ class PodWorker:
         await self._kill_unhealthy(pod, instances)
         await self._write_status(pod, instances)
         await self._collect_garbage(instances)
+
+    @property
+    def pod_ip(self) -> str:
+        """The pod's IP: its own from the node's podCIDR, else the node's."""
+        if self.ctx.pod_ips is None:
+            return self.ctx.node_ip
+        return self._ip or self.ctx.pod_ips.ip_of(self.uid) or self.pod.status.pod_ip
+
+    async def _allocate_ip(
+        self, pod: v1.Pod, instances: dict[str, list[ContainerStatus]]
+    ) -> bool:
+        """Gives the pod its own IP (kept across kubelet restarts); False, with the pod
+        waiting and an event, when the node's block is full."""
+        if self.ctx.pod_ips is None or self._ip:
+            return True
+        try:
+            self._ip = self.ctx.pod_ips.allocate(self.uid)
+        except PodIPsExhausted as e:
+            message = f"Failed to create pod sandbox: {e}"
+            if self._waiting.get(pod.spec.containers[0].name, ("", ""))[1] != message:
+                self.ctx.recorder.record(pod, WARNING, "FailedCreatePodSandBox", message)
+            self._set_waiting_all(pod, "ContainerCreating", message)
+            await self._write_status(pod, instances)
+            return False
+        return True
+
+    def _release_ip(self) -> None:
+        if self.ctx.pod_ips is not None:
+            self.ctx.pod_ips.release(self.uid)
 
     def _restart_delay(self, latest: ContainerStatus) -> float:
         """Kubernetes' crash-loop back-off before starting attempt latest.attempt + 1."""
@@ -308,7 +346,10 @@ class PodWorker:
             return  # backing off a failed create; its timer wakes the worker
         # The pod has its IP before its containers start (downward API, KUBELITE_POD_IP).
         pod = m.copy(pod)
-        pod.status.pod_ip = pod.status.host_ip = ctx.node_ip
+        pod.status.host_ip = ctx.node_ip
+        pod.status.pod_ip = self.pod_ip
+        del pod.status.pod_ips[:]
+        pod.status.pod_ips.add(ip=self.pod_ip)
         try:
             env = await ctx.env.resolve(pod, container, ctx.service_env(pod))
             mounts = container_mounts(container, volume_paths, read_only_volumes(pod))
@@ -356,7 +397,7 @@ class PodWorker:
                 container,
                 container_id,
                 ctx.runtime,
-                ctx.node_ip,
+                self.pod_ip,
                 timeout=30,
             )
             if not outcome.success:
@@ -415,7 +456,7 @@ class PodWorker:
                         container,
                         cid,
                         self.ctx.runtime,
-                        self.ctx.node_ip,
+                        self.pod_ip,
                         self.wake,
                         gate=self._startup_gate(cid, kind),
                     )
@@ -511,6 +552,7 @@ class PodWorker:
             self._views(list(pod.spec.containers), instances),
             self.ctx.node_ip,
             self._start_time or m.now_rfc3339(),
+            self.pod_ip,
         )
         if same_status(status, pod.status) or (
             self._last_status is not None
@@ -597,7 +639,7 @@ class PodWorker:
                         spec,
                         container_id,
                         self.ctx.runtime,
-                        self.ctx.node_ip,
+                        self.pod_ip,
                         timeout=grace,
                     ),
                     grace,
@@ -626,6 +668,7 @@ class PodWorker:
         for status in await self.ctx.runtime.list_containers(self.uid):
             await self.ctx.runtime.remove_container(status.id)
         await self.ctx.runtime.remove_pod_sandbox(self.uid)
+        self._release_ip()
         self.log.info("pod cleaned up")
 
     async def _collect_garbage(self, instances: dict[str, list[ContainerStatus]]) -> None:
@@ -655,6 +698,7 @@ class PodWorker:
             self._views(list(pod.spec.containers), instances),
             self.ctx.node_ip,
             self._start_time,
+            self.pod_ip,
         )
         status.phase = "Failed"
         status.reason = "DeadlineExceeded"

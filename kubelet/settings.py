@@ -10,8 +10,13 @@ class KubeletSettings:
     node_name: str
     """Name of this node's Node object."""
     address: str = "127.0.0.1"
-    """The node's IP: its InternalIP, the pods' IP (pods share the node's network) and where
-    the kubelet API listens."""
+    """The node's IP: its InternalIP and where the kubelet API listens; also the pods' IP
+    when there is no pod_cidr (pods share the node's network)."""
+    pod_cidr: str = ""
+    """The node's podCIDR, a block of the loopback range (127.0.0.0/8): each pod gets an
+    address of its own from it, so containerPorts of different pods do not collide. Empty:
+    pods share the node's IP and containerPorts act as host ports (nodes on separate hosts,
+    which cannot reach each other's loopback addresses)."""
     server: str = "127.0.0.1:6443"
     """API server address."""
     root_dir: str = "/var/lib/kubelite/kubelet"

@@ -159,7 +159,10 @@ def build_status(
     views: Mapping[str, ContainerView],
     node_ip: str,
     start_time: str,
+    pod_ip: str | None = None,
 ) -> v1.PodStatus:
+    """The pod's status; its IP is ``pod_ip`` (its own; "" while it has none yet), or the
+    node's when None (pods sharing the node's network)."""
     status = v1.PodStatus()
     status.CopyFrom(pod.status)
     init = [
@@ -174,9 +177,10 @@ def build_status(
     status.container_statuses.extend(regular)
     status.phase = phase(pod, init, regular)
     status.host_ip = node_ip
-    status.pod_ip = node_ip
+    status.pod_ip = node_ip if pod_ip is None else pod_ip
     del status.pod_ips[:]
-    status.pod_ips.add(ip=node_ip)
+    if status.pod_ip:
+        status.pod_ips.add(ip=status.pod_ip)
     status.start_time = status.start_time or start_time
     if not status.qos_class:
         status.qos_class = pods.qos_class(pod)

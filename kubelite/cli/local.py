@@ -78,6 +78,10 @@ class LocalClusterSettings:
     """Proxy's gRPC health port on each node's address (kube-proxy's healthz port)."""
     ready_timeout: float = 60.0
     """Seconds each component gets to become healthy."""
+    pod_network: str = "127.244.0.0/16"
+    """Loopback block the nodes' podCIDRs are cut from: node N gets its N-th /24
+    (127.244.1.0/24, ...) and each of its pods an address of its own there, so pods on one
+    node can listen on the same containerPort. Empty: pods share their node's address."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -96,6 +100,7 @@ class LocalClusterSettings:
             seen[port] = name
         self._check_node_addresses()
         self._check_service_range()
+        self.node_pod_cidrs()
 
     def _check_node_addresses(self) -> None:
         base = self.node_address_base
@@ -131,6 +136,32 @@ class LocalClusterSettings:
         if ipaddress.IPv4Address(CONTROL_PLANE_ADDRESS) in network:
             raise SettingError("service_cluster_ip_range", text, "must not include"
                                f" {CONTROL_PLANE_ADDRESS} (the control plane's)")
+
+    def node_pod_cidrs(self) -> list[str]:
+        """Each node's podCIDR, node-1 first ("" each without a pod_network)."""
+        text = self.pod_network
+        if not text:
+            return [""] * self.nodes
+        try:
+            network = ipaddress.IPv4Network(text)
+        except ValueError:
+            raise SettingError("pod_network", text,
+                               "must be a CIDR such as 127.244.0.0/16") from None
+        if not network.subnet_of(LOOPBACK) or network.prefixlen > 24:
+            raise SettingError("pod_network", text, "must be a block of 127.0.0.0/8 of /24 or"
+                               " more (pods bind their loopback addresses)")
+        blocks = [str(b) for _, b in zip(range(self.nodes + 1), network.subnets(new_prefix=24),
+                                         strict=False)][1:]
+        if len(blocks) < self.nodes:
+            raise SettingError("pod_network", text, f"has no room for {self.nodes} nodes' /24"
+                               " blocks (node N gets the N-th)")
+        taken = [ipaddress.IPv4Address(a) for a in
+                 (*self.node_addresses(), CONTROL_PLANE_ADDRESS)]
+        if any(a in network for a in taken) or network.overlaps(
+                ipaddress.IPv4Network(self.service_cluster_ip_range)):
+            raise SettingError("pod_network", text, "overlaps the node addresses, the control"
+                               " plane's or the service ClusterIP range")
+        return blocks
 
     def node_addresses(self) -> list[str]:
         """Each node's address, node-1 first."""
@@ -229,15 +260,17 @@ def _components(s: LocalClusterSettings) -> list[Component]:
             _script("kubelite-controller-manager"), "--server", api,
             "--health-address", cm_health]), f"grpc://{cm_health}"),
     ]
+    pod_cidrs = s.node_pod_cidrs()
     for i, address in enumerate(s.node_addresses(), start=1):
         name = f"node-{i}"
+        pod_cidr = ["--pod-cidr", pod_cidrs[i - 1]] if pod_cidrs[i - 1] else []
         kubelet_health = f"{address}:{s.kubelet_health_port}"
         proxy_health = f"{address}:{s.proxy_health_port}"
         components.append(Component(managed(f"kubelet-{name}", [
             _script("kubelite-kubelet"), "--node-name", name, "--address", address,
             "--server", api, "--root-dir", str(data / "nodes" / name),
             "--port", str(s.kubelet_port), "--health-address", kubelet_health,
-            "--stop-pods-on-exit"]), f"grpc://{kubelet_health} node:{name}"))
+            "--stop-pods-on-exit", *pod_cidr]), f"grpc://{kubelet_health} node:{name}"))
         if Path(_script("kubelite-proxy")).exists():
             components.append(Component(managed(f"proxy-{name}", [
                 _script("kubelite-proxy"), "--node-name", name, "--node-ip", address,
@@ -508,6 +541,9 @@ UP_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
     ("kubelet_health_port", int, "PORT", "kubelet's gRPC health port on each node's address"),
     ("proxy_health_port", int, "PORT", "proxy's gRPC health port on each node's address"),
     ("ready_timeout", float, "SECONDS", "seconds each component gets to become healthy"),
+    ("pod_network", str, "CIDR", "loopback block node N's podCIDR is the N-th /24 of (each pod"
+                                 " its own address); empty: pods share their node's address;"
+                                 " two clusters on one machine need blocks that do not overlap"),
 )
 """`kubelite up`'s options besides --data-dir: (settings field, type, metavar, help)."""
 

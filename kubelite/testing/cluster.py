@@ -36,6 +36,8 @@ class NodeSpec:
     memory: str = "8Gi"
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[str, ...] = ()
+    pod_cidr: str = ""
+    """The kubelet's --pod-cidr (each pod its own loopback IP); empty: pods use the node's."""
 
 
 @dataclass
@@ -192,6 +194,8 @@ class TestCluster:
             argv += ["--node-labels", labels]
         if node.taints:
             argv += ["--register-with-taints", ",".join(node.taints)]
+        if node.pod_cidr:
+            argv += ["--pod-cidr", node.pod_cidr]
         return self._start(f"kubelet-{node.name}", argv)
 
     def _node_ready(self, name: str) -> bool:

@@ -48,10 +48,13 @@ class Options:
     node_base: str = field(default_factory=lambda: f"127.0.{random.randint(100, 250)}.10")
     service_range: str = field(
         default_factory=lambda: f"127.{random.randint(97, 127)}.0.0/16")
+    pod_network: str = field(
+        default_factory=lambda: f"127.{random.randint(200, 250)}.0.0/16")
 
     def argv(self) -> list[str]:
         args = ["--nodes", str(self.nodes), "--node-address-base", self.node_base,
-                "--service-cluster-ip-range", self.service_range]
+                "--service-cluster-ip-range", self.service_range,
+                "--pod-network", self.pod_network]
         for option, port in self.ports.items():
             args += [option, str(port)]
         return args
@@ -175,8 +178,10 @@ def test_two_clusters_side_by_side(tmp_path: Path) -> None:
     serve, each `status` and `down` finds its own, and each klctl config reaches its own."""
     home = tmp_path / "home"
     home.mkdir()
-    first = Options(nodes=1, node_base="127.0.91.10", service_range="127.91.0.0/16")
-    second = Options(nodes=1, node_base="127.0.92.10", service_range="127.92.0.0/16")
+    first = Options(nodes=1, node_base="127.0.91.10", service_range="127.91.0.0/16",
+                    pod_network="127.191.0.0/16")
+    second = Options(nodes=1, node_base="127.0.92.10", service_range="127.92.0.0/16",
+                     pod_network="127.192.0.0/16")
     # The first takes every default location: $HOME/.kubelite and $HOME/.kubelite/config.
     env_first = {k: v for k, v in os.environ.items() if k != "KUBELITE_CONFIG"}
     env_first["HOME"] = str(home)

@@ -17,7 +17,7 @@ UP_OPTIONS = {
     "--data-dir", "--nodes", "--node-address-base", "--api-port", "--etcd-port",
     "--etcd-peer-port", "--kubelet-port", "--kubelet-health-port", "--proxy-health-port",
     "--scheduler-health-port", "--controller-manager-health-port",
-    "--service-cluster-ip-range", "--ready-timeout",
+    "--service-cluster-ip-range", "--ready-timeout", "--pod-network",
 }
 
 

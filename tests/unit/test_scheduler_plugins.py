@@ -416,6 +416,26 @@ def test_container_ports_count_as_host_ports() -> None:
     assert plugin.filter(b, isolated).is_success()
 
 
+def test_on_a_node_with_a_pod_cidr_only_host_ports_are_host_ports() -> None:
+    """Pods there get their own IPs (one loopback address each), as with a pod network:
+    containerPorts do not collide, hostPorts still do (as in Kubernetes)."""
+    plugin = NodePorts()
+    with_cidr = make_node()
+    with_cidr.spec.pod_cidr = "127.244.1.0/24"
+    with_cidr.spec.pod_cidrs.append("127.244.1.0/24")
+    node = node_info(with_cidr, make_pod("a", ports=[port(8080)]),
+                     make_pod("h", ports=[port(80, 9090)]))
+    assert plugin.filter(pi(make_pod("b", ports=[port(8080)])), node).is_success()
+    assert plugin.filter(pi(make_pod("b", ports=[port(9090)])), node).is_success()
+    clash = plugin.filter(pi(make_pod("b", ports=[port(81, 9090)])), node)
+    assert clash.code == Code.UNSCHEDULABLE
+    assert clash.reasons == ("node(s) didn't have free ports for the requested pod ports",)
+    assert plugin.filter(pi(make_pod("b", ports=[port(81, 9091)])), node).is_success()
+    # Without a podCIDR pods share the node's IP: containerPorts still collide there.
+    shared = node_info(make_node(), make_pod("a", ports=[port(8080)]))
+    assert not plugin.filter(pi(make_pod("b", ports=[port(8080)])), shared).is_success()
+
+
 # ------------------------------------------------------------------ framework
 
 
