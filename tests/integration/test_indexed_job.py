@@ -20,6 +20,7 @@ from kubelite.client.client import ApiClient
 from kubelite.testing.hollow import HollowCluster
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
+from tests.e2e.test_manifest_features import INDEXED_JOB
 from tests.integration.test_workload_controllers import finish
 
 SETTINGS = ControllerManagerSettings(
@@ -28,24 +29,6 @@ SETTINGS = ControllerManagerSettings(
 )
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 
-# The shape of the Kubernetes docs' indexed Job (tasks/job/indexed-parallel-processing-static).
-JOB = """
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: indexed-job
-spec:
-  completions: 3
-  parallelism: 2
-  completionMode: Indexed
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-      - name: worker
-        image: busybox
-        command: ["sh", "-c", "echo item $JOB_COMPLETION_INDEX"]
-"""
 
 
 @pytest.fixture
@@ -62,7 +45,7 @@ async def manager(client: ApiClient) -> AsyncIterator[ControllerManager]:
 async def active_by_index(client: ApiClient, count: int) -> dict[int, v1.Pod] | None:
     """The Job's active pods by index, once there are ``count`` and all run (the hollow node
     has reported them, so finishing one is not overwritten)."""
-    pods = (await client.list(v1.Pod, "default", label_selector="job-name=indexed-job")).items
+    pods = (await client.list(v1.Pod, "default", label_selector="job-name=indexed")).items
     active = {int(p.metadata.annotations[INDEX_KEY]): p for p in pods if podutil.is_active(p)}
     running = all(p.status.phase == "Running" for p in active.values())
     return active if len(active) == count and running else None
@@ -70,7 +53,7 @@ async def active_by_index(client: ApiClient, count: int) -> dict[int, v1.Pod] | 
 
 async def test_indexed_job_runs_each_index_once(client: ApiClient,
                                                 manager: ControllerManager) -> None:
-    _, job = convert.from_dict(yaml.safe_load(JOB))
+    _, job = convert.from_dict(yaml.safe_load(INDEXED_JOB))
     await client.create(job)
     resolver = EnvResolver(client, {})
     seen: dict[int, str] = {}
@@ -80,11 +63,11 @@ async def test_indexed_job_runs_each_index_once(client: ApiClient,
         first = await eventually(lambda: active_by_index(client, 2), message="two pods")
         assert sorted(first) == [0, 1]  # parallelism 2, the lowest indexes first
         for index, pod in first.items():
-            assert pod.metadata.name.startswith(f"indexed-job-{index}-")
+            assert pod.metadata.name.startswith(f"indexed-{index}-")
             assert pod.metadata.labels[INDEX_KEY] == str(index)
             env = await resolver.resolve(pod, pod.spec.containers[0])
             assert (env["JOB_COMPLETION_INDEX"], env["HOSTNAME"]) == (
-                str(index), f"indexed-job-{index}")
+                str(index), f"indexed-{index}")
             seen[index] = env["JOB_COMPLETION_INDEX"]
         await finish(client, first[0], "Succeeded")
         await finish(client, first[1], "Failed")  # index 1 must run again
@@ -102,7 +85,7 @@ async def test_indexed_job_runs_each_index_once(client: ApiClient,
             await finish(client, pod, "Succeeded")
 
         async def complete() -> v1.Job | None:
-            current = await client.get(v1.Job, "indexed-job", "default")
+            current = await client.get(v1.Job, "indexed", "default")
             done = any(c.type == "Complete" and c.status == "True"
                        for c in current.status.conditions)
             return current if done else None
