@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kubelet.errors import config_error
-from kubelet.runtime.images import DEFAULT_PATH, expand
+from kubelet.runtime.images import expand
 from kubelite.api.errors import NotFound
 from kubelite.api.names import is_env_var_name
 from kubelite.api.quantity import parse_quantity
@@ -105,10 +105,10 @@ class EnvResolver:
         self, pod: v1.Pod, container: v1.Container, service_env: Mapping[str, str] = {}
     ) -> dict[str, str]:
         namespace = pod.metadata.namespace
-        # KUBELITE_POD_IP: where a pod should bind when it shares the node's network with
-        # other local nodes (the built-in test image does).
+        # KUBELITE_POD_IP: where a pod should bind, since pods share the host's network
+        # namespace: its own address from the node's podCIDR, or the node's (the built-in test
+        # image binds it). PATH is the image's, as in Kubernetes (the runtime sets it).
         env: dict[str, str] = {
-            "PATH": DEFAULT_PATH,
             "HOSTNAME": pod_hostname(pod),
             "KUBELITE_POD_IP": pod.status.pod_ip,
         }

@@ -497,3 +497,26 @@ spec:
     last = statuses[-1]["lastState"]["terminated"]
     assert last["reason"] == "StartError" and "Argument list too long" in last["message"]
     cluster.klctl("delete", "pod", "too-long", "--grace-period", "0")
+
+
+def test_busybox_pods_run_busybox_sh_and_applets(cluster: TestCluster) -> None:
+    cluster.apply("""
+apiVersion: v1
+kind: Pod
+metadata:
+  name: real-busybox
+spec:
+  containers:
+    - name: main
+      image: registry.k8s.io/busybox:1.28
+      # "$$$$" is the shell's "$$" ("$$" is an escaped "$" in Kubernetes commands).
+      command: ["sh", "-c", "[[ 1 == 1 ]] && readlink /proc/$$$$/exe && which wget nslookup && echo ready && exec sleep 3600"]
+""")
+    cluster.wait_for(lambda: "ready" in cluster.klctl("logs", "real-busybox").stdout,
+                     "real-busybox ready")
+    assert cluster.klctl("logs", "real-busybox").stdout.split() == [
+        "/bin/busybox", "/bin/wget", "/bin/nslookup", "ready"]
+    shell = cluster.klctl("exec", "real-busybox", "--", "sh", "-c",
+                          "[[ a == a ]] && readlink /proc/$$/exe")
+    assert shell.stdout.strip() == "/bin/busybox"
+    cluster.klctl("delete", "pod", "real-busybox", "--grace-period", "0")
