@@ -49,7 +49,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
     p.add_argument(
         "--backoff-initial", type=float, default=10.0, help="first crash-loop back-off, seconds"
     )
-    p.add_argument("--backoff-max", type=float, default=300.0)
+    p.add_argument("--backoff-max", type=float, default=300.0,
+                   help="cap on the crash-loop back-off, seconds")
+    p.add_argument("--backoff-reset", type=float, default=600.0,
+                   help="a container that ran this long starts again from --backoff-initial")
     p.add_argument(
         "--stop-pods-on-exit",
         action="store_true",
@@ -89,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
         housekeeping_interval=a.housekeeping_interval,
         backoff_initial=a.backoff_initial,
         backoff_max=a.backoff_max,
+        backoff_reset=a.backoff_reset,
         stop_pods_on_exit=a.stop_pods_on_exit,
         isolation=a.isolation,
         health_address=health_address,
