@@ -59,8 +59,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
                    help="watches and log/exec streams open at once, beside the limits above"
                         " (0: no limit)")
     p.add_argument("--max-uncached-watches", type=int, default=limits.max_uncached_watches,
-                   help="of those, watches from before the watch cache's window, each with an"
-                        " etcd watch of its own (0: no limit)")
+                   help="of those, watches from before the watch cache's window while they"
+                        " replay from an etcd watch of their own, until they reach it"
+                        " (0: no limit)")
     p.add_argument("--retry-after-seconds", type=int, default=limits.retry_after_seconds,
                    help="seconds a request refused with TooManyRequests is told to wait")
     p.add_argument("--max-pending-calls", type=int, default=limits.max_pending_calls,

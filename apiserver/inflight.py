@@ -5,9 +5,11 @@ UpdateStatus, Patch, Delete, Bind) each have a limit on how many are served at o
 its limit is answered at once with TooManyRequests (gRPC RESOURCE_EXHAUSTED, Kubernetes' 429)
 and a retry-after in the trailing status metadata, and was not executed, so clients send it
 again after that many seconds. Long-running requests (Watch, PodLogs, PodExec) do not count
-against those limits; they have their own, and a watch from a resourceVersion older than its
-watch cache's window, which the API server serves from a private etcd watch, is bounded again
-on its own. Health checks are never limited.
+against those limits; they have their own. A watch from a resourceVersion older than its watch
+cache's window replays the history from a private etcd watch until it reaches the window; those
+replays are bounded again on their own: the watch cache takes a slot (``take_uncached_watch``)
+when it opens such an etcd watch and gives it back when the watch has caught up and the cache
+serves it, or ends. Health checks are never limited.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 
 from kubelite.api.errors import TooManyRequests, status_metadata
-from protos.v1 import apiserver_pb2 as pb
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ UNCACHED_WATCH = "uncached-watch"
 CLASSES = (READONLY, MUTATING, LONG_RUNNING, UNCACHED_WATCH)
 
 _SERVICE = "/kubelite.v1.ApiServer/"
-WATCH_METHOD = _SERVICE + "Watch"
 METHOD_CLASSES: dict[str, str] = {
     **{_SERVICE + m: READONLY for m in ("Get", "List")},
     **{
@@ -59,9 +59,9 @@ class InflightSettings:
     """Watches and log and exec streams open at once, which the two limits above leave out;
     more are answered TooManyRequests (``--max-long-running-requests``). 0: no limit."""
     max_uncached_watches: int = 200
-    """Of those, watches from a resourceVersion older than the watch cache's window, each of
-    which needs an etcd watch of its own and a replay of the history since that version
-    (``--max-uncached-watches``). 0: no limit."""
+    """Of those, watches from a resourceVersion older than the watch cache's window while
+    they replay the history since that version, each from an etcd watch of its own (until it
+    reaches the window; ``--max-uncached-watches``). 0: no limit."""
     retry_after_seconds: int = 1
     """Seconds a refused request is told to wait before sending again (Kubernetes'
     Retry-After: 1; ``--retry-after-seconds``)."""
@@ -98,20 +98,31 @@ _WHAT = {
     READONLY: "read requests",
     MUTATING: "mutating requests",
     LONG_RUNNING: "watches and streams",
-    UNCACHED_WATCH: "watches from before the watch cache (each with its own etcd watch)",
+    UNCACHED_WATCH: "watches replaying history from before the watch cache (each with its own"
+    " etcd watch)",
 }
+
+
+class Slot:
+    """The places one request holds in some classes; ``release`` gives them back, once."""
+
+    __slots__ = ("_admission", "_kinds")
+
+    def __init__(self, admission: RequestAdmission, kinds: tuple[str, ...]) -> None:
+        self._admission = admission
+        self._kinds = kinds
+
+    def release(self) -> None:
+        kinds, self._kinds = self._kinds, ()
+        self._admission._release(kinds)
 
 
 class RequestAdmission(_Interceptor):
     """The gRPC server interceptor that counts requests in flight per class and refuses those
     past their limit with TooManyRequests."""
 
-    def __init__(
-        self, settings: InflightSettings, uncached_watch: Callable[[pb.WatchRequest], bool]
-    ) -> None:
-        """``uncached_watch(request)`` says whether a Watch will need its own etcd watch."""
+    def __init__(self, settings: InflightSettings) -> None:
         self.settings = settings
-        self._uncached_watch = uncached_watch
         self._limits = {kind: settings.limit(kind) for kind in CLASSES}
         self.in_flight: dict[str, int] = dict.fromkeys(CLASSES, 0)
         """Requests being served now, per class."""
@@ -157,6 +168,19 @@ class RequestAdmission(_Interceptor):
         for kind in kinds:
             self.in_flight[kind] -= 1
 
+    def take(self, *kinds: str) -> Slot:
+        """A place in every class of ``kinds``; TooManyRequests (counted as rejected) naming
+        the class that is full, and no place taken, when there is none."""
+        refusal = self._admit(kinds)
+        if refusal is not None:
+            raise refusal
+        return Slot(self, kinds)
+
+    def take_uncached_watch(self) -> Callable[[], None]:
+        """For the watch caches: a place for one private etcd watch of a watch that replays
+        history from before the window, and the function that gives it back."""
+        return self.take(UNCACHED_WATCH).release
+
     @staticmethod
     async def _refuse(context: grpc.aio.ServicerContext[Any, Any], error: TooManyRequests) -> None:
         context.set_trailing_metadata(status_metadata(error))
@@ -175,7 +199,7 @@ class RequestAdmission(_Interceptor):
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(method == WATCH_METHOD, handler.unary_stream),  # type: ignore[arg-type]
+                self._stream(kind, handler.unary_stream),  # type: ignore[arg-type]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -198,14 +222,13 @@ class RequestAdmission(_Interceptor):
         return admitted
 
     def _stream(
-        self, is_watch: bool, behavior: Callable[[Any, Any], AsyncIterator[Any]]
+        self, kind: str, behavior: Callable[[Any, Any], AsyncIterator[Any]]
     ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
+        kinds = (kind,)
+
         async def admitted(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            kinds: tuple[str, ...] = (LONG_RUNNING,)
-            if is_watch and self._uncached_watch(request):
-                kinds = (LONG_RUNNING, UNCACHED_WATCH)
             refusal = self._admit(kinds)
             if refusal is not None:
                 await self._refuse(context, refusal)

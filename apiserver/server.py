@@ -17,8 +17,6 @@ from apiserver.inflight import InflightSettings, RequestAdmission
 from apiserver.servicer import ApiServicer
 from apiserver.storage import Storage
 from kubelite.api.errors import ApiError
-from kubelite.api.registry import UnknownResource, by_plural
-from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
 
 log = structlog.get_logger(__name__)
@@ -52,7 +50,11 @@ class ApiServer:
         self.api = Api(self.storage, settings.api)
         self.bootstrap = KubernetesService(self.api, settings.bootstrap)
         self.health = HealthServicer()
-        self.admission = RequestAdmission(settings.inflight, self._watch_needs_etcd)
+        self.admission = RequestAdmission(settings.inflight)
+        for cache in self.api.caches.values():
+            # Watches from before a cache's window hold an uncached-watch slot while they
+            # replay from etcd, and give it back once the cache serves them.
+            cache.take_private_watch_slot = self.admission.take_uncached_watch
         pending = settings.inflight.max_pending_calls
         self._server = grpc.aio.server(
             interceptors=[self.admission],
@@ -112,18 +114,6 @@ class ApiServer:
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
-
-    def _watch_needs_etcd(self, request: pb.WatchRequest) -> bool:
-        """Whether a watch starts before its watch cache's window, so that it is served from
-        an etcd watch of its own (a request the API will refuse counts as no)."""
-        if request.resource_version in ("", "0"):
-            return False
-        try:
-            revision = int(request.resource_version)
-            cache = self.api.caches[by_plural(request.resource).plural]
-        except (ValueError, UnknownResource, KeyError):
-            return False
-        return revision < cache.start_revision
 
     async def _wait_for_etcd(self) -> None:
         delay = 0.1

@@ -2,21 +2,35 @@
 
 The cache keeps a window of recent events (the last ``capacity`` of them and at most
 ``max_bytes`` of serialized objects, contiguous in revision). A client watch from a
-resourceVersion inside the window is served from it and then live; one from before the window
-gets a private etcd watch from that revision (etcd says if it was compacted, which becomes
-Expired). The window holds bytes only: objects decoded for selectors are dropped once every
+resourceVersion inside the window is served from it and then live. One from before the window
+(every informer's after an API server restart: the window starts empty there) replays the
+history since that version from a private etcd watch (etcd says if it was compacted, which
+becomes Expired) only until it reaches the window, then the cache serves it like any other:
+its etcd watch and its admission slot are given back at that moment, so resuming from any
+version costs one etcd watch per resource again once the replay is done. The window holds
+bytes only: objects decoded for selectors are dropped once every
 watcher had the event, a change's previous state shares the bytes of the event that wrote it,
 and a delete keeps one copy of the last state. Selectors are applied here, per watcher, with
 Kubernetes' rule for objects that move in or out of a selector: entering is ADDED, leaving is
 DELETED.
+
+Where the replay meets the window is known from events alone, in etcd's order (a progress
+notification on a watch that is still replaying may name a revision whose events have not been
+sent yet, as etcd before 3.4.24 and 3.5.8 does). A replay of a resource that has had no change
+since the window began would wait forever for one, so the cache then writes a marker key just
+past the resource's range, which replays watch too (one write for all of them).
+
+Bookmarks: one timer per resource asks etcd how far its stream has come; the answer wakes only
+the idle watchers it moves past their last revision, each of which then sends one BOOKMARK.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -24,7 +38,13 @@ from google.protobuf.message import DecodeError, Message
 
 from apiserver.etcd import CompactedError, Etcd, EtcdWatch, Event, prefix_end
 from apiserver.storage import Storage, with_resource_version
-from kubelite.api.errors import Expired, InternalError, TooLargeResourceVersion, Unavailable
+from kubelite.api.errors import (
+    ApiError,
+    Expired,
+    InternalError,
+    TooLargeResourceVersion,
+    Unavailable,
+)
 from kubelite.api.registry import ResourceType
 
 log = structlog.get_logger(__name__)
@@ -32,6 +52,9 @@ log = structlog.get_logger(__name__)
 ADDED, MODIFIED, DELETED, BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMARK"
 
 Predicate = Callable[[Message], bool]
+TakeSlot = Callable[[], Callable[[], None]]
+"""Takes a place for one private etcd watch and returns the function that gives it back;
+raises TooManyRequests when none is free."""
 
 
 class CachedEvent:
@@ -135,10 +158,15 @@ class _Watcher:
     """Events up to this revision are not for this watcher: its client already has them (a
     List read etcd at a revision the cache may not have caught up with yet)."""
     max_pending_bytes: int = 2**63
+    sent: int = field(init=False)
+    """The revision of the last item its client was given (``after`` until then)."""
     pending: deque[WatchItem] = field(default_factory=deque)
     pending_bytes: int = 0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     closed_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        self.sent = self.after
 
     def offer(self, event: CachedEvent) -> None:
         if event.revision <= self.after or self.closed_reason is not None:
@@ -167,6 +195,17 @@ class _Watcher:
         self.wakeup.set()
 
 
+@dataclass(eq=False)
+class _Replay:
+    after: int
+    """The revision the client watches from."""
+    position: int = field(init=False)
+    """Every event up to this revision has been through the replay."""
+
+    def __post_init__(self) -> None:
+        self.position = self.after
+
+
 @dataclass(frozen=True)
 class WatchCacheSettings:
     capacity: int = 10_000
@@ -178,7 +217,8 @@ class WatchCacheSettings:
     max_pending_per_watcher: int = 10_000
     """A watcher this many events behind is closed; its client resumes from its last version."""
     progress_interval: float = 1.0
-    """How often to ask etcd how far the stream has come when it is quiet, seconds."""
+    """How often to ask etcd how far the stream has come when it is quiet, seconds; an idle
+    watcher gets a BOOKMARK when the answer moves it on."""
     too_large_resource_version_wait: float = 3.0
     """How long a watch from a resourceVersion the cache has not reached waits for it, seconds;
     then it fails with "Too large resource version" (a Timeout; retry after 1 s), as
@@ -208,6 +248,19 @@ class ResourceWatchCache:
         self._watch: EtcdWatch | None = None
         self.etcd_watches_opened = 0
         self.healthy = False
+        self.take_private_watch_slot: TakeSlot | None = None
+        """Bounds the private etcd watches of replays (the API server's admission sets it to
+        its ``--max-uncached-watches`` slots); None: no bound."""
+        self.private_watches = 0
+        """Replays open now, each with an etcd watch of its own."""
+        self.handovers = 0
+        """Replays that caught up with the window and went on from the cache."""
+        self.fence_key = self.prefix.rstrip(b"/") + b":progress"
+        """The marker a replay that finds no event to meet the window with waits for: just
+        past the resource's range, so no list and not the cache's own watch ever see it."""
+        self._fence = 0
+        """The revision the fence key was last written at by this cache."""
+        self._fence_task: asyncio.Task[None] | None = None
 
     @property
     def etcd(self) -> Etcd:
@@ -221,12 +274,11 @@ class ResourceWatchCache:
     async def stop(self) -> None:
         for watcher in list(self._watchers):
             watcher.close("API server shutting down")
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        tasks = [t for t in (self._task, self._fence_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        # Both log their own failures; what is left here is their cancellation.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # ------------------------------------------------------------ the etcd side
 
@@ -244,7 +296,7 @@ class ResourceWatchCache:
                     if events:
                         self._apply(events)
                     else:
-                        self.revision = max(self.revision, watch.revision)
+                        self._progress(watch.revision)
                     async with self._progressed:
                         self._progressed.notify_all()
             except CompactedError as e:
@@ -271,6 +323,14 @@ class ResourceWatchCache:
             await asyncio.sleep(self.settings.progress_interval)
             watch.request_progress()  # type: ignore[attr-defined]
 
+    def _progress(self, revision: int) -> None:
+        """etcd's stream is complete up to ``revision``: idle watchers it moves on wake up
+        to send a BOOKMARK (the others are busy, or would have nothing new to say)."""
+        self.revision = max(self.revision, revision)
+        for watcher in self._watchers:
+            if not watcher.pending and watcher.sent < self.revision:
+                watcher.wakeup.set()
+
     async def _reset(self) -> None:
         for watcher in list(self._watchers):
             watcher.close("watch cache reset after etcd compaction")
@@ -279,6 +339,7 @@ class ResourceWatchCache:
         self._latest.clear()
         self._bytes = 0
         self.start_revision = self.revision = await self.etcd.current_revision()
+        self._fence_if_needed()  # replays under way now meet an empty window
 
     @property
     def held_bytes(self) -> int:
@@ -390,15 +451,27 @@ class ResourceWatchCache:
         """Events after revision ``after``, in order, then live ones until cancelled.
 
         Yields BOOKMARK items (revision only) whenever the stream is idle and has progressed,
-        so clients can resume from a recent version. Raises Expired when ``after`` has been
-        compacted away, TooLargeResourceVersion when the cache does not reach ``after`` within
-        ``too_large_resource_version_wait``, Unavailable when the stream must be re-established.
+        so clients can resume from a recent version. From before the window, the history comes
+        from a private etcd watch until it meets the window (taking a place from
+        ``take_private_watch_slot`` for that long), then from the cache. Raises Expired when
+        ``after`` has been compacted away, TooManyRequests when no private etcd watch may be
+        opened now, TooLargeResourceVersion when the cache does not reach ``after`` within
+        ``too_large_resource_version_wait``, Unavailable when the stream must be
+        re-established.
         """
         await self.wait_for_revision(after)
         if after < self.start_revision:
-            async for item in self._direct(after, namespace, matches):
-                yield item
-            return
+            replay = _Replay(after)
+            # Closed with this stream, whenever its client goes: the etcd watch and the slot
+            # are given back at once.
+            async with contextlib.aclosing(self._replay(replay, namespace, matches)) as items:
+                async for item in items:
+                    yield item
+            # Caught up: the window has every event after this revision. Nothing suspends
+            # from the replay's last check until the watcher is registered (closing a
+            # finished generator does not), so no event slips in between.
+            after = replay.position
+            self.handovers += 1
         watcher = _Watcher(
             namespace, matches, self.settings.max_pending_per_watcher, after,
             max_pending_bytes=self.settings.max_bytes,
@@ -408,55 +481,107 @@ class ResourceWatchCache:
             event.release()
         self._watchers.add(watcher)
         try:
-            last = after
             while True:
                 if not watcher.pending and watcher.closed_reason is None:
+                    # Woken by an event for it, a progress that moves it on, or its closing.
                     watcher.wakeup.clear()
-                    try:
-                        await asyncio.wait_for(
-                            watcher.wakeup.wait(), self.settings.progress_interval
-                        )
-                    except TimeoutError:
-                        pass
+                    await watcher.wakeup.wait()
                 while watcher.pending:
                     item = watcher.take()
-                    last = item.revision
+                    watcher.sent = item.revision
                     yield item
                 if watcher.closed_reason is not None:
                     raise Unavailable(watcher.closed_reason)
-                if self.revision > last:
-                    last = self.revision
-                    yield WatchItem(BOOKMARK, last, b"")
+                if self.revision > watcher.sent:
+                    watcher.sent = self.revision
+                    yield WatchItem(BOOKMARK, watcher.sent, b"")
         finally:
             self._watchers.discard(watcher)
 
-    async def _direct(
-        self, after: int, namespace: str, matches: Predicate | None
-    ) -> AsyncIterator[WatchItem]:
-        """A private etcd watch for a client resuming from before the window."""
-        prefix = self.storage.resource_prefix(self.rtype, namespace)
-        watch = self.etcd.watch(prefix, prefix_end(prefix), after + 1)
-        self.etcd_watches_opened += 1
-        progress = asyncio.create_task(self._ask_progress(watch))
+    async def _replay(
+        self, replay: _Replay, namespace: str, matches: Predicate | None
+    ) -> AsyncGenerator[WatchItem, None]:
+        """The history after ``replay.position`` from an etcd watch of this client's own,
+        until that position is inside the window; then it returns (the caller goes on from
+        the cache) with the etcd watch closed and its slot given back.
+
+        The etcd watch covers the whole resource and the fence key, whatever the namespace, so
+        that every event of the window (or the fence) can end it; events of other namespaces
+        only move the position on, without being decoded.
+        """
+        release = self.take_private_watch_slot() if self.take_private_watch_slot else None
+        self.private_watches += 1
+        watch: EtcdWatch | None = None
         try:
+            watch = self.etcd.watch(self.prefix, self.fence_key + b"\0", replay.position + 1)
+            self.etcd_watches_opened += 1
+            self._fence_if_needed()
+            mine = self.storage.resource_prefix(self.rtype, namespace)
+            sent = replay.position
+            # Only events say how far the replay has come: a progress notification may run
+            # ahead of events still to be sent while etcd replays history.
             async for events in watch:
-                if not events:
-                    yield WatchItem(BOOKMARK, watch.revision, b"")
-                    continue
                 for event in events:
+                    if not event.kv.key.startswith(mine):
+                        continue  # another namespace, or the fence
                     cached = self._cached(event)
                     if cached is None:
                         continue
                     kind = classify(cached, namespace, matches)
                     if kind is not None:
+                        sent = cached.revision
                         yield WatchItem(kind, cached.revision, cached.data)
+                if not events:
+                    continue
+                # A batch ends at a revision boundary: every event up to here has been seen.
+                replay.position = max(replay.position, events[-1].kv.mod_revision)
+                if replay.position >= self.start_revision:
+                    return
+                if replay.position > sent:
+                    sent = replay.position
+                    yield WatchItem(BOOKMARK, sent, b"")
         except CompactedError as e:
             raise Expired(
-                f"too old resource version: {after} ({e.compact_revision})"
+                f"too old resource version: {replay.after} ({e.compact_revision})"
             ) from e
         finally:
-            progress.cancel()
-            watch.cancel()
+            if watch is not None:
+                watch.cancel()
+            self.private_watches -= 1
+            if release is not None:
+                release()
+
+    def _fence_if_needed(self) -> None:
+        """Writes the fence key, unless a replay is sure to see an event of the window (there
+        is one) or a fence inside it (one is there, or being written)."""
+        if not self.private_watches or self._events or self._fence >= self.start_revision:
+            return
+        if self._fence_task is None or self._fence_task.done():
+            self._fence_task = asyncio.create_task(
+                self._write_fence(), name=f"watch-cache-fence-{self.rtype.plural}"
+            )
+
+    async def _write_fence(self) -> None:
+        while True:
+            window = self.start_revision
+            try:
+                response = await self.etcd.put(self.fence_key, b"")
+            except ApiError as e:
+                # Replays wait for the next event of the resource (or re-watch, if etcd is
+                # gone: their own watches break too, and the next replay writes again).
+                log.warning("cannot write the watch cache's fence", resource=self.rtype.plural,
+                            error=str(e))
+                return
+            except Exception:
+                log.exception("writing the watch cache's fence failed",
+                              resource=self.rtype.plural)
+                return
+            self._fence = max(self._fence, int(response.header.revision))
+            # Again only if the window was reset past it meanwhile (replays wait on it).
+            if self.start_revision == window or self._fence >= self.start_revision:
+                return
+            if self._events or not self.private_watches:
+                return
 
     @property
     def watcher_count(self) -> int:

@@ -243,30 +243,54 @@ async def test_watches_beyond_the_limit_are_refused_and_reads_go_on(etcd: EtcdPr
         assert server.admission.rejected["long-running"] >= 2
 
 
-async def test_watches_that_need_their_own_etcd_watch_are_bounded(etcd: EtcdProcess) -> None:
+async def test_watches_replaying_from_etcd_are_bounded_until_they_reach_the_cache(
+    own_etcd: EtcdProcess,
+) -> None:
     prefix = f"/test-inflight-{time.monotonic_ns()}"
-    first = await start_limited(etcd, prefix=prefix)
+    first = await start_limited(own_etcd, prefix=prefix)
     async with ApiClient(first.address) as writer:
         old = await writer.create(configmap("old"))
     await first.stop()
-    # A second server's watch cache starts after "old": watching from before it needs etcd.
-    async with limited_server(etcd, prefix, max_uncached_watches=1) as limited:
+    # A second server's watch cache starts after "old": watching from before it replays
+    # from an etcd watch of its own until it reaches the cache's window.
+    async with limited_server(own_etcd, prefix, max_uncached_watches=1) as limited:
         server, client = limited.server, limited.client
+        cache = server.api.caches["configmaps"]
         before = str(int(old.metadata.resource_version) - 1)
-        assert int(before) < server.api.caches["configmaps"].start_revision
-        replayed = limited.watch(before)
-        await eventually(lambda: replayed.names == ["old"], message="replay from etcd")
-        assert server.admission.in_flight["uncached-watch"] == 1
-
-        assert_too_many_requests(await refused_watch(limited.stub, before))
-        # Watches the cache serves are not bounded by it.
+        assert int(before) < cache.start_revision
         current = (await client.list(v1.ConfigMap, "default")).resource_version
-        cached = limited.watch(current)
-        await eventually(lambda: server.admission.in_flight["long-running"] == 2,
-                         message="a cached watch admitted")
+        await cache.wait_for_revision(int(current))
+        paused = Paused(own_etcd)
+        try:
+            # Its etcd watch waits on the paused etcd: the replay holds the one slot.
+            replayed = limited.watch(before)
+            await eventually(lambda: server.admission.in_flight["uncached-watch"] == 1,
+                             message="a replay holds the slot")
+            assert_too_many_requests(await refused_watch(limited.stub, before))
+            # Watches the cache serves are not bounded by it.
+            cached = limited.watch(current)
+            await eventually(lambda: server.admission.in_flight["long-running"] == 2,
+                             message="a cached watch admitted")
+        finally:
+            paused.resume()
+        await eventually(lambda: replayed.names == ["old"], message="replay from etcd")
+        # Caught up, the cache serves it: its slot (and etcd watch) are given back while it
+        # goes on, so the next watch from before the window is admitted.
+        await eventually(lambda: server.admission.in_flight["uncached-watch"] == 0,
+                         message="the slot given back")
+        assert (cache.handovers, cache.private_watches) == (1, 0)
+        again = limited.watch(before)
+        await eventually(lambda: again.names == ["old"], message="the next replay")
         await client.create(configmap("new"))
-        await eventually(lambda: cached.names == ["new"], message="cached watch delivers")
+        await eventually(
+            lambda: (cached.names, replayed.names, again.names)
+            == (["new"], ["old", "new"], ["old", "new"]),
+            message="every watch delivers",
+        )
         assert server.admission.rejected["uncached-watch"] == 1
+        assert server.admission.in_flight == {
+            "readonly": 0, "mutating": 0, "long-running": 3, "uncached-watch": 0,
+        }
 
 
 async def test_a_burst_of_two_thousand_creates_all_succeed(etcd: EtcdProcess) -> None:

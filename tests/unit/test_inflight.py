@@ -138,8 +138,7 @@ async def handler_for(admission: RequestAdmission, method: str, handler: Any) ->
 
 async def test_slots_are_taken_released_and_refused_per_class() -> None:
     admission = RequestAdmission(
-        InflightSettings(max_requests_inflight=1, max_mutating_requests_inflight=1),
-        lambda request: False,
+        InflightSettings(max_requests_inflight=1, max_mutating_requests_inflight=1)
     )
     release = asyncio.Event()
 
@@ -181,10 +180,11 @@ async def test_slots_are_taken_released_and_refused_per_class() -> None:
     assert admission.in_flight[READONLY] == 0
 
 
-async def test_uncached_watches_count_twice_and_health_is_not_limited() -> None:
+async def test_uncached_watch_slots_are_bounded_and_given_back_once() -> None:
+    """Watches are long-running; the watch cache takes an uncached-watch slot for a replay
+    from etcd on top, and gives it back when the replay reaches the cache."""
     admission = RequestAdmission(
-        InflightSettings(max_long_running_requests=5, max_uncached_watches=1),
-        lambda request: request.resource_version == "1",
+        InflightSettings(max_long_running_requests=5, max_uncached_watches=1)
     )
     stop = asyncio.Event()
 
@@ -197,17 +197,18 @@ async def test_uncached_watches_count_twice_and_health_is_not_limited() -> None:
     )
     old = handler.unary_stream(pb.WatchRequest(resource_version="1"), FakeContext())
     assert await anext(old) == "event"
+    give_back = admission.take_uncached_watch()
     assert admission.in_flight == {READONLY: 0, MUTATING: 0, LONG_RUNNING: 1, UNCACHED_WATCH: 1}
 
-    refused = FakeContext()
-    with pytest.raises(grpc.aio.AbortError):
-        await anext(handler.unary_stream(pb.WatchRequest(resource_version="1"), refused))
-    assert refused.aborted is not None and "--max-uncached-watches" in refused.aborted[1]
-    recent = handler.unary_stream(pb.WatchRequest(resource_version="9"), FakeContext())
-    assert await anext(recent) == "event"
-    assert admission.in_flight[LONG_RUNNING] == 2
+    with pytest.raises(errors.TooManyRequests, match="--max-uncached-watches") as refused:
+        admission.take_uncached_watch()
+    assert refused.value.retry_after_seconds == 1
+    assert admission.rejected[UNCACHED_WATCH] == 1
+    give_back()
+    give_back()  # once only
+    assert admission.in_flight[UNCACHED_WATCH] == 0
+    admission.take_uncached_watch()()
     await old.aclose()
-    await recent.aclose()
     assert admission.in_flight == dict.fromkeys(admission.in_flight, 0)
 
     health = grpc.unary_unary_rpc_method_handler(watch)
