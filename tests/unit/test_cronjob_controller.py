@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
-from typing import cast
 
 from controller_manager.cronjob import (
     SCHEDULED_TIMESTAMP_ANNOTATION,
@@ -18,7 +17,14 @@ from controller_manager.cronjob import (
 from kubelite.api import cron
 from kubelite.api import meta as m
 from protos.v1 import objects_pb2 as v1
-from tests.unit.test_daemonset_controller import NOW, FakeClient, FakeRecorder, make_context, stored
+from tests.unit.fakes import (
+    NOW,
+    FakeClient,
+    FakeRecorder,
+    fill_cache,
+    stored,
+    workload_context,
+)
 
 KEY = "default/tick"
 T = NOW  # 12:00:00 UTC
@@ -81,18 +87,14 @@ def active_ref(j: v1.Job) -> v1.ObjectReference:
 
 def setup(cj: v1.CronJob, jobs: list[v1.Job] = (), now: dt.datetime = T,  # type: ignore[assignment]
           ) -> tuple[CronJobController, FakeClient, FakeRecorder]:
-    ctx, client, recorder = make_context()
+    ctx, client, recorder = workload_context()
     controller = CronJobController(ctx, FakeClock(now))
-    controller.cronjobs.store.put(cj)
-    for j in jobs:
-        controller.jobs.store.put(j)
-        client.objects[("jobs", "default", j.metadata.name)] = j
+    fill_cache(ctx, cj, *jobs)
     return controller, client, recorder
 
 
 def last_status(client: FakeClient) -> v1.CronJobStatus:
-    assert client.statuses, "no status written"
-    return cast(v1.CronJob, client.statuses[-1]).status
+    return client.last_status_write(v1.CronJob).status
 
 
 async def test_creates_the_due_job() -> None:
@@ -138,7 +140,7 @@ async def test_forbid_skips_while_a_job_runs() -> None:
     await controller.reconcile(KEY)
     assert client.created == []
     assert "JobAlreadyActive" in recorder.reasons()
-    assert client.statuses == []  # lastScheduleTime stays: the time is still due
+    assert client.status_updates == []  # lastScheduleTime stays: the time is still due
     await controller.stop()
 
 
@@ -148,7 +150,7 @@ async def test_replace_deletes_the_running_job_first() -> None:
     cj.status.active.append(active_ref(running))
     controller, client, _ = setup(cj, [running], now=T + dt.timedelta(seconds=5))
     await controller.reconcile(KEY)
-    [(kind, name, options)] = client.deleted
+    [(kind, _, name, options)] = client.deletes
     assert (kind, name, options["propagation_policy"]) == ("Job", running.metadata.name,
                                                            "Background")
     [new] = client.created_of(v1.Job)
@@ -162,7 +164,7 @@ async def test_allow_runs_concurrently() -> None:
     cj.status.active.append(active_ref(running))
     controller, client, _ = setup(cj, [running], now=T + dt.timedelta(seconds=5))
     await controller.reconcile(KEY)
-    assert len(client.created_of(v1.Job)) == 1 and client.deleted == []
+    assert len(client.created_of(v1.Job)) == 1 and client.deletes == []
     assert len(last_status(client).active) == 2
     await controller.stop()
 

@@ -1,140 +1,24 @@
 """The DaemonSet controller's decisions: reconcile(key) on filled informer stores with a fake
-client that records writes. The fakes at the top are shared by the workload controller unit
-tests (statefulset, job, cronjob)."""
+client that records writes."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any
 
-from google.protobuf.message import Message
-
-from controller_manager.context import ControllerContext
 from controller_manager.daemonset import DaemonSetController, node_should_run_daemon_pod
-from controller_manager.settings import ControllerManagerSettings
 from controller_manager.workload import REVISION_HASH_LABEL, template_hash
-from kubelite.api import defaults
-from kubelite.api import meta as m
-from kubelite.api.errors import AlreadyExists, NotFound
-from kubelite.api.registry import by_message
-from kubelite.client.client import ApiClient
-from kubelite.client.events import EventRecorder
 from kubelite.client.expectations import ControllerExpectations
-from kubelite.client.informer import InformerFactory
 from protos.v1 import objects_pb2 as v1
-
-# ---------------------------------------------------------------- fakes for the unit tests
-
-T = TypeVar("T", bound=Message)
-NOW = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
-
-
-@dataclass
-class FakeClient:
-    """Creates get names and uids; every write is recorded; get reads ``objects``."""
-
-    objects: dict[tuple[str, str, str], Message] = field(default_factory=dict)
-    created: list[Message] = field(default_factory=list)
-    deleted: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    statuses: list[Message] = field(default_factory=list)
-
-    def _key(self, kind: type[Message], name: str, namespace: str) -> tuple[str, str, str]:
-        rtype = by_message(kind)
-        return rtype.plural, namespace if rtype.namespaced else "", name
-
-    async def create(self, obj: T, namespace: str = "") -> T:
-        obj = m.copy(obj)
-        meta = m.meta(obj)
-        if not meta.name:
-            meta.name = m.generated_name(meta.generate_name)
-        key = self._key(type(obj), meta.name, meta.namespace)
-        if key in self.objects:
-            raise AlreadyExists(f"{meta.name} already exists")
-        meta.uid = m.new_uid()
-        meta.creation_timestamp = m.format_time(NOW)
-        self.objects[key] = obj
-        self.created.append(obj)
-        return obj
-
-    async def get(self, kind: type[T], name: str, namespace: str = "") -> T:
-        obj = self.objects.get(self._key(kind, name, namespace))
-        if obj is None:
-            raise NotFound(f"{name} not found")
-        return cast(T, m.copy(obj))
-
-    async def delete(self, kind: type[T], name: str, namespace: str = "", **options: Any) -> T:
-        self.deleted.append((by_message(kind).kind, name, options))
-        obj = self.objects.pop(self._key(kind, name, namespace), None)
-        return cast(T, obj if obj is not None else kind())
-
-    async def update_status(self, obj: T) -> T:
-        self.statuses.append(m.copy(obj))
-        return obj
-
-    def created_of(self, kind: type[T]) -> list[T]:
-        return [o for o in self.created if isinstance(o, kind)]
-
-    def deleted_names(self, kind: str = "Pod") -> list[str]:
-        return [name for k, name, _ in self.deleted if k == kind]
-
-
-class FakeRecorder(EventRecorder):
-    def __init__(self) -> None:
-        super().__init__(cast(ApiClient, None), "test")
-        self.events: list[tuple[str, str, str]] = []
-
-    def record(self, obj: Message, type_: str, reason: str, message: str) -> None:
-        self.events.append((type_, reason, message))
-
-    def reasons(self) -> list[str]:
-        return [reason for _, reason, _ in self.events]
-
-
-def make_context(**settings: Any) -> tuple[ControllerContext, FakeClient, FakeRecorder]:
-    client = FakeClient()
-    recorder = FakeRecorder()
-    ctx = ControllerContext(
-        client=cast(ApiClient, client),
-        informers=InformerFactory(cast(ApiClient, client)),
-        recorder=recorder,
-        settings=ControllerManagerSettings(leader_elect=False, **settings),
-    )
-    return ctx, client, recorder
-
-
-def stored(obj: T, name: str, namespace: str = "default") -> T:
-    """``obj`` as the API server would hand it out: defaulted, with uid and timestamps."""
-    meta = m.meta(obj)
-    meta.name = name
-    if by_message(type(obj)).namespaced:
-        meta.namespace = namespace
-    meta.uid = meta.uid or f"uid-{name}"
-    meta.generation = meta.generation or 1
-    meta.resource_version = meta.resource_version or "1"
-    meta.creation_timestamp = meta.creation_timestamp or m.format_time(NOW)
-    defaults.apply_defaults(obj)
-    return obj
-
-
-def owned_pod(owner: Message, kind: str, name: str, *, node: str = "", phase: str = "Running",
-              ready: bool = True, labels: dict[str, str] | None = None,
-              created: dt.datetime = NOW, ready_since: dt.datetime = NOW) -> v1.Pod:
-    meta = m.meta(owner)
-    pod = v1.Pod(metadata=v1.ObjectMeta(
-        name=name, namespace=meta.namespace, uid=f"uid-{name}", labels=labels or {},
-        creation_timestamp=m.format_time(created),
-        owner_references=[v1.OwnerReference(kind=kind, name=meta.name, uid=meta.uid,
-                                            controller=True)],
-    ))
-    pod.spec.containers.add(name="app", image="busybox")
-    pod.spec.node_name = node
-    pod.status.phase = phase
-    if phase == "Running":
-        pod.status.conditions.add(type="Ready", status="True" if ready else "False",
-                                  last_transition_time=m.format_time(ready_since))
-    return pod
-
+from tests.unit.fakes import (
+    NOW,
+    FakeClient,
+    FakeRecorder,
+    fill_cache,
+    owned_pod,
+    stored,
+    workload_context,
+)
 
 # ---------------------------------------------------------------- DaemonSet helpers
 
@@ -167,14 +51,10 @@ def daemon_set(name: str = "agent", *, image: str = "agent:1",
 
 def setup(ds: v1.DaemonSet, nodes: list[v1.Node], pods: list[v1.Pod] = ()  # type: ignore[assignment]
           ) -> tuple[DaemonSetController, FakeClient, FakeRecorder]:
-    ctx, client, recorder = make_context()
+    ctx, client, recorder = workload_context()
     controller = DaemonSetController(ctx)
     controller.clock = lambda: NOW + dt.timedelta(minutes=5)
-    controller.daemonsets.store.put(ds)
-    for n in nodes:
-        controller.nodes.store.put(n)
-    for p in pods:
-        controller.pods.store.put(p)
+    fill_cache(ctx, ds, *nodes, *pods)
     return controller, client, recorder
 
 
@@ -186,8 +66,7 @@ def ds_pod(ds: v1.DaemonSet, name: str, node_name: str, *, current: bool = True,
 
 
 def last_status(client: FakeClient) -> v1.DaemonSetStatus:
-    assert client.statuses, "no status written"
-    return cast(v1.DaemonSet, client.statuses[-1]).status
+    return client.last_status_write(v1.DaemonSet).status
 
 
 # ---------------------------------------------------------------- tests
@@ -251,7 +130,7 @@ async def test_pods_leave_nodes_that_no_longer_fit() -> None:
     assert client.created_of(v1.Pod) == []
     # A NoSchedule taint keeps new daemon pods out but lets the running one stay.
     assert sorted(client.deleted_names()) == ["agent-gone", "agent-noexec", "agent-relabelled"]
-    options = {name: opts for _, name, opts in client.deleted}
+    options = {name: opts for _, _, name, opts in client.deletes}
     assert options["agent-gone"]["grace_period_seconds"] == 0  # no kubelet to confirm
     assert options["agent-relabelled"]["grace_period_seconds"] is None
     status = last_status(client)

@@ -18,13 +18,7 @@ from controller_manager.deployment import DeploymentController
 from kubelite.api import defaults, podtemplate
 from kubelite.api import meta as m
 from protos.v1 import objects_pb2 as v1
-from tests.unit.test_replicaset_controller import (
-    NS,
-    FakeClient,
-    FakeRecorder,
-    make_context,
-    stamp,
-)
+from tests.unit.fakes import NS, FakeClient, FakeRecorder, ago, make_context
 
 KEY = f"{NS}/web"
 
@@ -39,7 +33,7 @@ def deployment(replicas: int = 3, image: str = "nginx:1", *, strategy: str = "Ro
                deadline: int = 600) -> v1.Deployment:
     d = v1.Deployment(metadata=v1.ObjectMeta(name="web", namespace=NS, uid="uid-deploy",
                                              generation=1, resource_version="1",
-                                             creation_timestamp=stamp(1000)))
+                                             creation_timestamp=ago(1000)))
     d.spec.replicas = replicas
     d.spec.selector.match_labels["app"] = "web"
     d.spec.template.metadata.labels["app"] = "web"
@@ -122,11 +116,8 @@ class World:
 
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
-    client = FakeClient()
-    client.write_through = True
+    client = FakeClient(from_cache=True, write_through=True)
     controller = DeploymentController(make_context(client))
-    client.stores = {v1.Deployment: controller.d_store, v1.ReplicaSet: controller.rs_store,
-                     v1.Pod: controller.pod_store}
     yield World(controller, client)
     await controller.queue.shut_down()
 
@@ -199,8 +190,9 @@ async def test_new_deployment_gets_a_hashed_replica_set(world: World) -> None:
     assert world.d.metadata.annotations[du.REVISION_ANNOTATION] == "1"
     assert condition(world.d, du.PROGRESSING).reason == du.NEW_RS_CREATED
     assert ("web", "Normal", "ScalingReplicaSet",
-            f"Scaled up replica set web-{h} to 3") in cast(
-                FakeRecorder, world.controller.recorder).events
+            f"Scaled up replica set web-{h} to 3") in [
+                (e.name, e.type, e.reason, e.message)
+                for e in cast(FakeRecorder, world.controller.recorder).events]
 
     await world.run_to_completion()
     d = world.d
@@ -302,7 +294,7 @@ async def test_recreate_scales_old_to_zero_and_waits_for_their_pods(world: World
     world.settle()
     for i in range(3):  # terminating, but still there
         pod = m.copy(world.controller.pod_store.get(f"{NS}/old-{i}") or v1.Pod())
-        pod.metadata.deletion_timestamp = stamp(0)
+        pod.metadata.deletion_timestamp = ago(0)
         world.controller.pod_store.put(pod)
     await world.sync()
     assert len(world.rss()) == 1
@@ -344,7 +336,7 @@ async def test_history_limit_deletes_the_oldest_unused_replica_sets(world: World
         await world.run_to_completion()
     names = {du.revision(rs): rs.metadata.name for rs in world.rss()}
     assert sorted(names) == [4, 5, 6]
-    deleted = world.client.deleted
+    deleted = [d.name for d in world.client.deletes]
     assert len(deleted) == 3 and not set(deleted) & set(names.values())
 
 
@@ -353,7 +345,7 @@ async def test_history_limit_keeps_sets_that_still_have_pods(world: World) -> No
     await world.run_to_completion()
     world.change(image="v2")
     await world.sync()  # v1 still has its pod while v2 surges
-    assert world.client.deleted == []
+    assert world.client.deletes == []
     await world.run_to_completion()
     assert [rs.spec.template.spec.containers[0].image for rs in world.rss()] == ["v2"]
 
@@ -370,7 +362,7 @@ async def test_resize_mid_rollout_is_proportional(world: World) -> None:
     def rs(name: str, template: v1.PodTemplateSpec, replicas: int, rev: int,
            age: float) -> v1.ReplicaSet:
         r = v1.ReplicaSet(metadata=v1.ObjectMeta(name=name, namespace=NS, uid=f"uid-{name}",
-                                                 creation_timestamp=stamp(age),
+                                                 creation_timestamp=ago(age),
                                                  resource_version="1", generation=1))
         r.metadata.owner_references.append(v1.OwnerReference(
             api_version="apps/v1", kind="Deployment", name="web", uid="uid-deploy",
@@ -425,7 +417,7 @@ async def test_progress_deadline_exceeded(world: World) -> None:
     d = m.copy(world.d)
     c = condition(d, du.PROGRESSING)
     assert c.reason == du.RS_UPDATED
-    c.last_update_time = stamp(60)
+    c.last_update_time = ago(60)
     world.put(d)
     await world.sync()
     c = condition(world.d, du.PROGRESSING)

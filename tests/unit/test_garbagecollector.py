@@ -3,117 +3,15 @@ fake client that records writes (no server)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 from google.protobuf.message import Message
 
 from controller_manager.context import ControllerContext
 from controller_manager.garbagecollector import GarbageCollector, Graph, GraphNode
-from controller_manager.settings import ControllerManagerSettings
 from kubelite.api import meta as m
-from kubelite.api.errors import Conflict, NotFound
-from kubelite.api.registry import by_message
-from kubelite.client.client import ApiClient, ObjectList
-from kubelite.client.events import EventRecorder
-from kubelite.client.informer import InformerFactory
 from protos.v1 import objects_pb2 as v1
-
-# ---------------------------------------------------------------- fakes shared by unit tests
-
-
-@dataclass
-class FakeClient:
-    """Objects by (resource, namespace, name); records every write."""
-
-    objects: dict[tuple[str, str, str], Message] = field(default_factory=dict)
-    deletes: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
-    updates: list[Message] = field(default_factory=list)
-    status_updates: list[Message] = field(default_factory=list)
-    gets: list[tuple[str, str]] = field(default_factory=list)
-    _revision: int = 1
-
-    def put(self, obj: Message) -> Message:
-        meta = m.meta(obj)
-        self._revision += 1
-        meta.resource_version = str(self._revision)
-        self.objects[(by_message(type(obj)).plural, meta.namespace, meta.name)] = m.copy(obj)
-        return obj
-
-    def _key(self, kind: type[Message], name: str, namespace: str) -> tuple[str, str, str]:
-        rtype = by_message(kind)
-        return rtype.plural, namespace if rtype.namespaced else "", name
-
-    async def get(self, kind: type[Message], name: str, namespace: str = "") -> Message:
-        self.gets.append((kind.__name__, name))
-        obj = self.objects.get(self._key(kind, name, namespace))
-        if obj is None:
-            raise NotFound(f"{name} not found")
-        return m.copy(obj)
-
-    async def list(self, kind: type[Message], namespace: str = "") -> ObjectList[Message]:
-        plural = by_message(kind).plural
-        items = [m.copy(o) for (p, ns, _), o in self.objects.items()
-                 if p == plural and (not namespace or ns == namespace)]
-        return ObjectList(items, str(self._revision))
-
-    async def update(self, obj: Message) -> Message:
-        key = self._key(type(obj), m.meta(obj).name, m.meta(obj).namespace)
-        current = self.objects.get(key)
-        if current is None:
-            raise NotFound("gone")
-        if m.meta(current).resource_version != m.meta(obj).resource_version:
-            raise Conflict("stale")
-        self.updates.append(m.copy(obj))
-        meta = m.meta(obj)
-        if meta.deletion_timestamp and not meta.finalizers:
-            del self.objects[key]
-            return obj
-        return self.put(m.copy(obj))
-
-    async def update_status(self, obj: Message) -> Message:
-        self.status_updates.append(m.copy(obj))
-        return self.put(m.copy(obj))
-
-    async def delete(self, kind: type[Message], name: str, namespace: str = "",
-                     **options: Any) -> Message:
-        key = self._key(kind, name, namespace)
-        self.deletes.append((kind.__name__, namespace, name, options))
-        current = self.objects.get(key)
-        if current is None:
-            raise NotFound("gone")
-        if options.get("uid") and options["uid"] != m.meta(current).uid:
-            raise Conflict("uid precondition")
-        policy = options.get("propagation_policy", "")
-        finalizer = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}.get(policy)
-        if finalizer:
-            m.meta(current).finalizers.append(finalizer)
-            m.meta(current).deletion_timestamp = m.now_rfc3339()
-            return current
-        del self.objects[key]
-        return current
-
-
-@dataclass
-class FakeRecorder:
-    events: list[tuple[str, str, str, str]] = field(default_factory=list)
-
-    def record(self, obj: Message, type_: str, reason: str, message: str) -> None:
-        self.events.append((m.key_of(obj), type_, reason, message))
-
-
-def fake_context(client: FakeClient, **settings: Any) -> ControllerContext:
-    api = cast(ApiClient, client)
-    return ControllerContext(
-        client=api, informers=InformerFactory(api),
-        recorder=cast(EventRecorder, FakeRecorder()),
-        settings=ControllerManagerSettings(leader_elect=False, workers=1, **settings),
-    )
-
-
-def deliver(ctx: ControllerContext, obj: Message, kind: str = "ADDED") -> None:
-    """As if the informer of the object's kind received this watch event."""
-    ctx.informers.informer(type(obj))._apply(kind, obj, m.meta(obj).resource_version or "1")
+from tests.unit.fakes import FakeClient, deliver, make_context
 
 
 def queued(controller: GarbageCollector) -> set[str]:
@@ -141,7 +39,7 @@ def ref(name: str, uid: str, *, block: bool = True, kind: str = "ConfigMap") -> 
 
 def setup(*objects: Message) -> tuple[FakeClient, ControllerContext, GarbageCollector]:
     client = FakeClient()
-    ctx = fake_context(client)
+    ctx = make_context(client)
     gc = GarbageCollector(ctx)
     for obj in objects:
         client.put(obj)

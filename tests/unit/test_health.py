@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
 from structlog.testing import capture_logs
 
 from kubelite.api.errors import Expired, Unavailable
-from kubelite.client.client import ApiClient, ObjectList, WatchEvent
+from kubelite.client.client import ApiClient, WatchEvent
 from kubelite.client.informer import Informer, InformerSettings
 from kubelite.health import (
     HealthServer,
@@ -26,6 +24,7 @@ from kubelite.testing.etcd import EtcdProcess
 from kubelite.testing.ports import free_port
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
+from tests.unit.fakes import FakeClient
 
 FAST = HealthSettings("127.0.0.1:0", "widget", interval=0.05, check_timeout=0.2)
 
@@ -102,32 +101,6 @@ async def test_a_taken_address_fails_to_start() -> None:
 # --------------------------------------------------------------------- informer: fake client
 
 
-@dataclass
-class FakeClient:
-    """list() answers at once; each watch() call streams what the test puts in its queue
-    (an exception ends it by raising)."""
-
-    events: asyncio.Queue[WatchEvent[v1.ConfigMap] | Exception] = field(
-        default_factory=asyncio.Queue
-    )
-    lists: int = 0
-    watches: int = 0
-
-    async def list(self, kind: type[Any], namespace: str = "", **_: Any
-                   ) -> ObjectList[v1.ConfigMap]:
-        self.lists += 1
-        return ObjectList([], str(10 * self.lists))
-
-    async def watch(self, kind: type[Any], namespace: str = "", **_: Any
-                    ) -> AsyncIterator[WatchEvent[v1.ConfigMap]]:
-        self.watches += 1
-        while True:
-            item = await self.events.get()
-            if isinstance(item, Exception):
-                raise item
-            yield item
-
-
 async def test_informer_healthy_follows_list_watch_and_backoff() -> None:
     fake = FakeClient()
     informer: Informer[v1.ConfigMap] = Informer(
@@ -139,16 +112,16 @@ async def test_informer_healthy_follows_list_watch_and_backoff() -> None:
         await eventually(lambda: informer.healthy, message="healthy right after the list")
         assert informers_readiness([informer]) == (True, "1 informers watching")
 
-        await fake.events.put(Unavailable("stream broke"))
+        await fake.watch_events.put(Unavailable("stream broke"))
         await eventually(lambda: fake.watches == 2, message="resumed watch")
         assert not informer.healthy, "a resumed watch is not healthy before it delivers"
         ok, reason = informers_readiness([informer])
         assert not ok and reason == "informers not watching: configmaps"
-        await fake.events.put(WatchEvent("BOOKMARK", None, "11"))
+        await fake.watch_events.put(WatchEvent("BOOKMARK", None, "11"))
         await eventually(lambda: informer.healthy, message="healthy on the first bookmark")
         assert fake.lists == 1
 
-        await fake.events.put(Expired("too old"))
+        await fake.watch_events.put(Expired("too old"))
         await eventually(lambda: fake.lists == 2, message="relisted")
         await eventually(lambda: informer.healthy, message="healthy right after the relist")
     finally:

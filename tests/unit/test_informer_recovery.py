@@ -10,7 +10,7 @@ from kubelite.client.client import ApiClient
 from kubelite.client.informer import Informer, InformerSettings
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
-from tests.unit.test_health import FakeClient
+from tests.unit.fakes import FakeClient
 
 
 async def test_unexpected_error_in_the_stream_relists_instead_of_ending_the_informer() -> None:
@@ -21,7 +21,7 @@ async def test_unexpected_error_in_the_stream_relists_instead_of_ending_the_info
     informer.start()
     try:
         await eventually(lambda: informer.healthy, message="synced")
-        await fake.events.put(DecodeError("Error parsing message: Wire format was corrupt"))
+        await fake.watch_events.put(DecodeError("Error parsing message: Wire format was corrupt"))
         await eventually(lambda: fake.lists == 2, message="a relist after the unexpected error")
         await eventually(lambda: informer.healthy and fake.watches == 2,
                          message="watching again")

@@ -4,19 +4,20 @@ filled informer stores with a fake client that records writes."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, cast
+from typing import Any
 
 from controller_manager.job import JobController, JobTimers, format_indexes, parse_indexes
 from kubelite.api import defaults
 from kubelite.api import meta as m
 from protos.v1 import objects_pb2 as v1
-from tests.unit.test_daemonset_controller import (
+from tests.unit.fakes import (
     NOW,
     FakeClient,
     FakeRecorder,
-    make_context,
+    fill_cache,
     owned_pod,
     stored,
+    workload_context,
 )
 
 KEY = "default/pi"
@@ -58,19 +59,16 @@ def job_pod(j: v1.Job, name: str, phase: str = "Running", *, finished: dt.dateti
 
 def setup(j: v1.Job, pods: list[v1.Pod] = (), now: dt.datetime = NOW,  # type: ignore[assignment]
           ) -> tuple[JobController, FakeClient, FakeRecorder]:
-    ctx, client, recorder = make_context()
+    ctx, client, recorder = workload_context()
     controller = JobController(ctx, JobTimers(pod_failure_backoff=10.0,
                                               max_pod_failure_backoff=360.0))
     controller.clock = lambda: now
-    controller.jobs.store.put(j)
-    for pod in pods:
-        controller.pods.store.put(pod)
+    fill_cache(ctx, j, *pods)
     return controller, client, recorder
 
 
 def last_status(client: FakeClient) -> v1.JobStatus:
-    assert client.statuses, "no status written"
-    return cast(v1.Job, client.statuses[-1]).status
+    return client.last_status_write(v1.Job).status
 
 
 def condition(status: v1.JobStatus, type_: str) -> v1.JobCondition | None:
@@ -150,7 +148,7 @@ async def test_backoff_limit_exceeded_with_restart_policy_never() -> None:
     assert failed.message == "Job has reached the specified backoff limit"
     assert client.deleted_names() == ["pi-c"]  # the running pod is stopped
     assert status.failed == 3 and status.active == 0
-    assert ("Warning", "BackoffLimitExceeded") in [(t, r) for t, r, _ in recorder.events]
+    assert ("Warning", "BackoffLimitExceeded") in [(e.type, e.reason) for e in recorder.events]
 
 
 async def test_restart_policy_on_failure_counts_container_restarts() -> None:
@@ -230,13 +228,13 @@ async def test_ttl_after_finished_deletes_the_job_in_the_background() -> None:
     j.status.conditions.add(type="Complete", status="True")
     controller, client, _ = setup(j, now=NOW + dt.timedelta(seconds=10))
     await controller.reconcile(KEY)
-    assert client.deleted == []
+    assert client.deletes == []
     assert KEY in controller.queue._delayed
     await controller.stop()
 
     controller, client, _ = setup(j, now=NOW + dt.timedelta(seconds=31))
     await controller.reconcile(KEY)
-    [(kind, name, options)] = client.deleted
+    [(kind, _, name, options)] = client.deletes
     assert (kind, name, options["propagation_policy"]) == ("Job", "pi", "Background")
 
     # Failed jobs expire from their Failed condition.

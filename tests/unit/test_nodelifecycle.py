@@ -22,14 +22,9 @@ from kubelite.api import meta as m
 from kubelite.api import pods as podutil
 from kubelite.api.scheduling import tolerates
 from protos.v1 import objects_pb2 as v1
-from tests.unit.test_garbagecollector import FakeClient, FakeRecorder, deliver, fake_context
+from tests.unit.fakes import FakeClient, FakeRecorder, ago, deliver, make_context
 
 NOW = dt.datetime(2030, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
-
-
-def ago(seconds: float, *, micro: bool = False) -> str:
-    t = m.now() - dt.timedelta(seconds=seconds)
-    return m.format_micro_time(t) if micro else m.format_time(t)
 
 
 def node(name: str, ready: str = "True", heartbeat: str = "",
@@ -176,7 +171,7 @@ def test_terminated_pods_over_the_threshold_oldest_first() -> None:
 
 async def test_silent_node_is_marked_unknown_tainted_and_its_pods_not_ready() -> None:
     client = FakeClient()
-    ctx = fake_context(client, node_monitor_grace_period=40.0)
+    ctx = make_context(client, node_monitor_grace_period=40.0)
     controller = NodeLifecycleController(ctx)
     controller.watching_since = m.now() - dt.timedelta(hours=1)
     stale = node("n1", heartbeat=ago(100))
@@ -203,7 +198,7 @@ async def test_silent_node_is_marked_unknown_tainted_and_its_pods_not_ready() ->
 
 async def test_no_eviction_taints_when_no_node_is_ready() -> None:
     client = FakeClient()
-    ctx = fake_context(client, node_monitor_grace_period=40.0)
+    ctx = make_context(client, node_monitor_grace_period=40.0)
     controller = NodeLifecycleController(ctx)
     controller.watching_since = m.now() - dt.timedelta(hours=1)
     for obj in (node("n1", heartbeat=ago(100)), node("n2", "False")):
@@ -219,7 +214,7 @@ async def test_no_eviction_taints_when_no_node_is_ready() -> None:
 
 async def test_a_controller_that_just_started_gives_nodes_a_grace_period() -> None:
     client = FakeClient()
-    ctx = fake_context(client, node_monitor_grace_period=40.0)
+    ctx = make_context(client, node_monitor_grace_period=40.0)
     controller = NodeLifecycleController(ctx)
     stale = node("n1", heartbeat=ago(100))
     client.put(stale)
@@ -230,7 +225,7 @@ async def test_a_controller_that_just_started_gives_nodes_a_grace_period() -> No
 
 async def test_fresh_lease_keeps_a_node_as_it_is() -> None:
     client = FakeClient()
-    ctx = fake_context(client, node_monitor_grace_period=40.0)
+    ctx = make_context(client, node_monitor_grace_period=40.0)
     controller = NodeLifecycleController(ctx)
     # The Ready heartbeat is old, but the lease was renewed: the kubelet is alive.
     for obj in (node("n1", heartbeat=ago(300)), lease("n1", ago(1, micro=True))):
@@ -242,7 +237,7 @@ async def test_fresh_lease_keeps_a_node_as_it_is() -> None:
 
 async def test_taint_eviction_deletes_at_once_or_requeues_for_the_deadline() -> None:
     client = FakeClient()
-    ctx = fake_context(client)
+    ctx = make_context(client)
     controller = TaintEvictionController(ctx)
     taint = v1.Taint(key=TAINT_UNREACHABLE, effect="NoExecute", time_added=ago(0))
     objects = (node("n1", "Unknown", taints=(taint,)), pod("intolerant"),
@@ -263,7 +258,7 @@ async def test_taint_eviction_deletes_at_once_or_requeues_for_the_deadline() -> 
 
 async def test_pod_gc_force_deletes_pods_of_missing_nodes_after_quarantine() -> None:
     client = FakeClient()
-    ctx = fake_context(client, node_monitor_grace_period=0.0)
+    ctx = make_context(client, node_monitor_grace_period=0.0)
     controller = PodGCController(ctx)
     unscheduled = pod("unscheduled", "")
     unscheduled.metadata.deletion_timestamp = m.now_rfc3339()
@@ -279,7 +274,7 @@ async def test_pod_gc_force_deletes_pods_of_missing_nodes_after_quarantine() -> 
 
 async def test_pod_gc_waits_out_the_quarantine_for_a_node_not_yet_seen() -> None:
     client = FakeClient()
-    ctx = fake_context(client, node_monitor_grace_period=40.0)
+    ctx = make_context(client, node_monitor_grace_period=40.0)
     controller = PodGCController(ctx)
     stranded = pod("stranded", "new-node")
     client.put(stranded)

@@ -14,21 +14,14 @@ from proxy.loadbalancer import (
     endpoints_for_port,
 )
 from proxy.proxier import port_specs
+from tests.unit.fakes import ManualClock
 
 SVC = ServicePortName("default", "web", "http")
 A, B, C, D = ("10.0.0.1", 80), ("10.0.0.2", 80), ("10.0.0.3", 80), ("10.0.0.4", 80)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def balancer(clock: Clock | None = None) -> LoadBalancerRR:
-    return LoadBalancerRR(clock=clock or Clock(), shuffle=None)
+def balancer(clock: ManualClock | None = None) -> LoadBalancerRR:
+    return LoadBalancerRR(clock=clock or ManualClock(), shuffle=None)
 
 
 def take(lb: LoadBalancerRR, n: int, client: str = "1.2.3.4") -> list[tuple[str, int]]:
@@ -89,7 +82,7 @@ def test_client_ip_affinity_pins_a_client() -> None:
 
 
 def test_affinity_expires_after_idle_timeout() -> None:
-    clock = Clock()
+    clock = ManualClock()
     lb = balancer(clock)
     lb.new_service(SVC, client_ip_affinity=True, ttl_seconds=10)
     lb.set_endpoints(SVC, [A, B, C])
@@ -104,7 +97,7 @@ def test_affinity_expires_after_idle_timeout() -> None:
 
 
 def test_cleanup_forgets_idle_clients() -> None:
-    clock = Clock()
+    clock = ManualClock()
     lb = balancer(clock)
     state = lb.new_service(SVC, client_ip_affinity=True, ttl_seconds=10)
     lb.set_endpoints(SVC, [A, B])

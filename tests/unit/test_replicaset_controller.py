@@ -1,158 +1,28 @@
 """ReplicaSetController.reconcile on filled stores with a fake client that records writes.
 
-The stores are not updated by the fake client unless ``write_through`` is set: that is the
-lagging cache the expectations exist for.
+The stores are the fake API server's state, updated by its writes only when ``write_through``
+is set: otherwise they are the lagging cache the expectations exist for.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import itertools
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from google.protobuf.message import Message
 
-from controller_manager.context import ControllerContext
 from controller_manager.replicaset import (
     ReplicaSetController,
     deletion_order,
     slow_start_batch,
 )
-from controller_manager.settings import ControllerManagerSettings
-from kubelite.api import convert
-from kubelite.api import meta as m
-from kubelite.api.errors import Forbidden, NotFound
-from kubelite.api.registry import by_message
-from kubelite.client.client import ApiClient
-from kubelite.client.events import EventRecorder
+from kubelite.api.errors import Forbidden
 from kubelite.client.expectations import ControllerExpectations
-from kubelite.client.informer import InformerFactory, Store
 from protos.v1 import objects_pb2 as v1
-
-NS = "default"
-
-
-class FakeClient:
-    """Records every write; reads come from the stores given (as a fresh GET would)."""
-
-    def __init__(self) -> None:
-        self.stores: dict[type[Message], Store[Any]] = {}
-        self.write_through = False
-        self.calls: list[tuple[str, str, str]] = []
-        self.created: list[Message] = []
-        self.deleted: list[str] = []
-        self.patches: list[tuple[str, dict[str, Any]]] = []
-        self.updates: list[Message] = []
-        self.status_updates: list[Message] = []
-        self.fail_creates_from: int | None = None
-        """Creates fail from this (0-based) create call on."""
-        self._creates = 0
-        self._ids = itertools.count(1)
-        self._rv = itertools.count(1000)
-
-    def _store(self, kind: type[Message]) -> Store[Any] | None:
-        return self.stores.get(kind)
-
-    def _put(self, obj: Message) -> None:
-        store = self._store(type(obj))
-        if self.write_through and store is not None:
-            store.put(obj)
-
-    async def create(self, obj: Message, namespace: str = "") -> Message:
-        kind = by_message(type(obj)).kind
-        index = self._creates
-        self._creates += 1
-        self.calls.append(("create", kind, m.meta(obj).name or m.meta(obj).generate_name))
-        if self.fail_creates_from is not None and index >= self.fail_creates_from:
-            raise Forbidden("exceeded quota")
-        created = m.copy(obj)
-        meta = m.meta(created)
-        n = next(self._ids)
-        if not meta.name:
-            meta.name = f"{meta.generate_name}{n:05d}"
-        meta.uid = f"uid-{meta.name}-{n}"
-        meta.creation_timestamp = meta.creation_timestamp or m.now_rfc3339()
-        meta.resource_version = str(next(self._rv))
-        meta.generation = 1
-        self.created.append(created)
-        self._put(created)
-        return created
-
-    async def get(self, kind: type[Message], name: str, namespace: str = "") -> Message:
-        store = self._store(kind)
-        obj = store.get_by_name(namespace or NS, name) if store is not None else None
-        if obj is None:
-            raise NotFound(f'{kind.__name__} "{name}" not found')
-        return cast(Message, obj)
-
-    async def update(self, obj: Message) -> Message:
-        updated = m.copy(obj)
-        meta = m.meta(updated)
-        self.calls.append(("update", by_message(type(obj)).kind, meta.name))
-        store = self._store(type(obj))
-        current = store.get(m.key_of(obj)) if store is not None else None
-        if current is not None and m.meta(current).generation and (
-            getattr(current, "spec", None) != getattr(updated, "spec", None)
-        ):
-            meta.generation = m.meta(current).generation + 1
-        meta.resource_version = str(next(self._rv))
-        self.updates.append(updated)
-        self._put(updated)
-        return updated
-
-    async def update_status(self, obj: Message) -> Message:
-        updated = m.copy(obj)
-        m.meta(updated).resource_version = str(next(self._rv))
-        self.calls.append(("update_status", by_message(type(obj)).kind, m.meta(obj).name))
-        self.status_updates.append(updated)
-        self._put(updated)
-        return updated
-
-    async def patch(self, kind: type[Message], name: str, patch: dict[str, Any],
-                    namespace: str = "", *, subresource: str = "") -> Message:
-        current = await self.get(kind, name, namespace)
-        rtype = by_message(kind)
-        merged = convert.merge_patch(convert.to_dict(rtype, current), patch)
-        _, obj = convert.from_dict(merged)
-        m.meta(obj).resource_version = str(next(self._rv))
-        self.calls.append(("patch", rtype.kind, name))
-        self.patches.append((name, patch))
-        self._put(obj)
-        return obj
-
-    async def delete(self, kind: type[Message], name: str, namespace: str = "", *,
-                     uid: str = "", **_: Any) -> Message:
-        self.calls.append(("delete", by_message(kind).kind, name))
-        self.deleted.append(name)
-        current = await self.get(kind, name, namespace)
-        store = self._store(kind)
-        if self.write_through and store is not None:
-            store.remove(m.key_of(current))
-        return current
-
-
-class FakeRecorder(EventRecorder):
-    def __init__(self) -> None:
-        super().__init__(cast(ApiClient, None), "test")
-        self.events: list[tuple[str, str, str, str]] = []
-
-    def record(self, obj: Message, type_: str, reason: str, message: str) -> None:
-        self.events.append((m.meta(obj).name, type_, reason, message))
-
-
-def make_context(client: FakeClient) -> ControllerContext:
-    api = cast(ApiClient, client)
-    settings = ControllerManagerSettings(leader_elect=False, workers=1)
-    return ControllerContext(api, InformerFactory(api), FakeRecorder(), settings)
-
+from tests.unit.fakes import NS, FakeClient, FakeRecorder, ago, make_context
 
 # ---------------------------------------------------------------- object builders
-
-
-def stamp(seconds_ago: float) -> str:
-    return m.format_time(m.now() - dt.timedelta(seconds=seconds_ago))
 
 
 def replica_set(name: str = "web", replicas: int = 3, labels: dict[str, str] | None = None,
@@ -160,7 +30,7 @@ def replica_set(name: str = "web", replicas: int = 3, labels: dict[str, str] | N
     labels = labels or {"app": "web"}
     rs = v1.ReplicaSet(metadata=v1.ObjectMeta(name=name, namespace=NS, uid=f"uid-{name}",
                                               generation=1, resource_version="1",
-                                              creation_timestamp=stamp(100)))
+                                              creation_timestamp=ago(100)))
     rs.spec.replicas = replicas
     rs.spec.min_ready_seconds = min_ready
     rs.spec.selector.match_labels.update(labels)
@@ -179,17 +49,17 @@ def pod(name: str, owner: v1.ReplicaSet | None = None, *, labels: dict[str, str]
         ready_for: float = 100.0, age: float = 200.0, restarts: int = 0,
         deleting: bool = False) -> v1.Pod:
     p = v1.Pod(metadata=v1.ObjectMeta(name=name, namespace=NS, uid=f"uid-{name}",
-                                      resource_version="5", creation_timestamp=stamp(age)))
+                                      resource_version="5", creation_timestamp=ago(age)))
     p.metadata.labels.update(labels if labels is not None else {"app": "web"})
     if owner is not None:
         p.metadata.owner_references.append(owner_ref(owner))
     if deleting:
-        p.metadata.deletion_timestamp = stamp(0)
+        p.metadata.deletion_timestamp = ago(0)
     p.spec.node_name = node
     p.spec.containers.add(name="main", image="nginx")
     p.status.phase = phase
     p.status.conditions.add(type="Ready", status="True" if ready else "False",
-                            last_transition_time=stamp(ready_for))
+                            last_transition_time=ago(ready_for))
     p.status.container_statuses.add(name="main", restart_count=restarts, ready=ready)
     return p
 
@@ -199,15 +69,15 @@ def pod(name: str, owner: v1.ReplicaSet | None = None, *, labels: dict[str, str]
 
 @pytest.fixture
 async def env() -> AsyncIterator[tuple[ReplicaSetController, FakeClient]]:
-    client = FakeClient()
+    client = FakeClient(from_cache=True)
     controller = ReplicaSetController(make_context(client))
-    client.stores = {v1.ReplicaSet: controller.rs_store, v1.Pod: controller.pod_store}
     yield controller, client
     await controller.queue.shut_down()
 
 
 def events(controller: ReplicaSetController) -> list[tuple[str, str, str, str]]:
-    return cast(FakeRecorder, controller.recorder).events
+    recorder = cast(FakeRecorder, controller.recorder)
+    return [(e.name, e.type, e.reason, e.message) for e in recorder.events]
 
 
 def add(controller: ReplicaSetController, *objs: Message) -> None:
@@ -261,7 +131,7 @@ async def test_expectations_stop_a_lagging_cache_from_creating_twice(
     assert controller.expectations.satisfied("default/web")
     await controller.reconcile("default/web")
     assert len(creates(client)) == 3
-    assert client.deleted == []
+    assert client.deletes == []
 
 
 async def test_expectations_stop_a_lagging_cache_from_deleting_twice(
@@ -270,11 +140,11 @@ async def test_expectations_stop_a_lagging_cache_from_deleting_twice(
     rs = replica_set(replicas=1)
     add(controller, rs, *(pod(f"web-{i}", rs, age=100 + i) for i in range(3)))
     await controller.reconcile("default/web")
-    assert len(client.deleted) == 2
+    assert len(client.deleted_names()) == 2
     await controller.reconcile("default/web")
-    assert len(client.deleted) == 2
+    assert len(client.deleted_names()) == 2
     # Seeing one deletion twice (marked, then gone) counts once.
-    gone = controller.pod_store.get(f"default/{client.deleted[0]}")
+    gone = controller.pod_store.get(f"default/{client.deleted_names()[0]}")
     assert gone is not None
     controller._on_pod_delete(gone)
     controller._on_pod_delete(gone)
@@ -369,7 +239,7 @@ async def test_scale_down_deletes_least_valuable_pods(
         pod("pending", rs, phase="Pending", ready=False),
         pod("unscheduled", rs, node="", phase="Pending", ready=False))
     await controller.reconcile("default/web")
-    assert sorted(client.deleted) == ["pending", "unscheduled"]
+    assert sorted(client.deleted_names()) == ["pending", "unscheduled"]
     assert sorted(e[3] for e in events(controller)) == ["Deleted pod: pending",
                                                          "Deleted pod: unscheduled"]
 
@@ -395,14 +265,14 @@ async def test_adopts_matching_orphans_and_releases_mismatched_pods(
     assert patched["relabelled"]["metadata"]["ownerReferences"] == []
     assert "foreign" not in patched and "owned" not in patched
     # orphan + owned make 2: nothing to create or delete.
-    assert creates(client) == [] and client.deleted == []
+    assert creates(client) == [] and client.deletes == []
 
 
 async def test_does_not_adopt_while_being_deleted(
         env: tuple[ReplicaSetController, FakeClient]) -> None:
     controller, client = env
     rs = replica_set(replicas=2)
-    rs.metadata.deletion_timestamp = stamp(0)
+    rs.metadata.deletion_timestamp = ago(0)
     add(controller, rs, pod("orphan", None), pod("relabelled", rs, labels={"app": "x"}))
     await controller.reconcile("default/web")
     assert client.patches == []

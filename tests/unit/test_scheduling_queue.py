@@ -18,14 +18,7 @@ from scheduler.queue import (
     QueueSettings,
     SchedulingQueue,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.fakes import ManualClock
 
 
 def make_pod(name: str, priority: int | None = None, rv: str = "1") -> v1.Pod:
@@ -37,7 +30,7 @@ def make_pod(name: str, priority: int | None = None, rv: str = "1") -> v1.Pod:
     return pod
 
 
-def queue(clock: Clock, **events: frozenset[str]) -> SchedulingQueue:
+def queue(clock: ManualClock, **events: frozenset[str]) -> SchedulingQueue:
     return SchedulingQueue(
         QueueSettings(pod_initial_backoff=1.0, pod_max_backoff=10.0, max_in_unschedulable=300.0),
         clock=clock,
@@ -46,7 +39,7 @@ def queue(clock: Clock, **events: frozenset[str]) -> SchedulingQueue:
 
 
 async def test_priority_then_fifo() -> None:
-    clock = Clock()
+    clock = ManualClock()
     q = queue(clock)
     for name, prio in (("a", None), ("b", 10), ("c", None), ("d", 10)):
         q.add(make_pod(name, prio))
@@ -56,7 +49,7 @@ async def test_priority_then_fifo() -> None:
 
 
 async def test_backoff_doubles_and_is_capped() -> None:
-    clock = Clock()
+    clock = ManualClock()
     q = queue(clock)
     q.add(make_pod("a"))
     durations = []
@@ -76,7 +69,7 @@ async def test_backoff_doubles_and_is_capped() -> None:
 
 
 async def test_unschedulable_pod_parks_until_a_relevant_event() -> None:
-    clock = Clock()
+    clock = ManualClock()
     q = queue(
         clock,
         NodeAdd=frozenset({"NodeResourcesFit", "TaintToleration"}),
@@ -101,7 +94,7 @@ async def test_unschedulable_pod_parks_until_a_relevant_event() -> None:
 
 
 async def test_moved_pod_still_backing_off_goes_to_backoff_queue() -> None:
-    clock = Clock()
+    clock = ManualClock()
     q = queue(clock)
     q.add(make_pod("a"))
     info = await q.pop()
@@ -117,7 +110,7 @@ async def test_moved_pod_still_backing_off_goes_to_backoff_queue() -> None:
 
 async def test_event_during_attempt_sends_pod_to_backoff_not_parking() -> None:
     """A node added while the pod was being tried must not be missed."""
-    clock = Clock()
+    clock = ManualClock()
     q = queue(clock)
     q.add(make_pod("a"))
     info = await q.pop()
@@ -127,7 +120,7 @@ async def test_event_during_attempt_sends_pod_to_backoff_not_parking() -> None:
 
 
 async def test_unschedulable_leftover_flush() -> None:
-    clock = Clock()
+    clock = ManualClock()
     q = queue(clock)
     q.add(make_pod("a"))
     info = await q.pop()
@@ -141,7 +134,7 @@ async def test_unschedulable_leftover_flush() -> None:
 
 
 async def test_no_double_pop_while_in_flight() -> None:
-    clock = Clock()
+    clock = ManualClock()
     q = queue(clock)
     pod = make_pod("a")
     q.add(pod)
@@ -163,7 +156,7 @@ async def test_no_double_pop_while_in_flight() -> None:
 
 
 async def test_status_only_update_keeps_pod_parked_but_spec_change_moves_it() -> None:
-    clock = Clock()
+    clock = ManualClock()
     q = queue(clock)
     old = make_pod("a")
     q.add(old)
@@ -182,7 +175,7 @@ async def test_status_only_update_keeps_pod_parked_but_spec_change_moves_it() ->
 
 
 async def test_deleted_pods_leave_and_are_not_requeued() -> None:
-    clock = Clock()
+    clock = ManualClock()
     q = queue(clock)
     a, b = make_pod("a"), make_pod("b")
     q.add(a)

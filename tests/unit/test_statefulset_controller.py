@@ -14,13 +14,14 @@ from controller_manager.statefulset import (
 )
 from controller_manager.workload import REVISION_HASH_LABEL, template_hash
 from protos.v1 import objects_pb2 as v1
-from tests.unit.test_daemonset_controller import (
+from tests.unit.fakes import (
     NOW,
     FakeClient,
     FakeRecorder,
-    make_context,
+    fill_cache,
     owned_pod,
     stored,
+    workload_context,
 )
 
 KEY = "default/web"
@@ -62,12 +63,10 @@ def member(sts: v1.StatefulSet, ordinal: int, *, rev: str | None = None,
 
 def setup(sts: v1.StatefulSet, pods: list[v1.Pod] = ()  # type: ignore[assignment]
           ) -> tuple[StatefulSetController, FakeClient, FakeRecorder]:
-    ctx, client, recorder = make_context()
+    ctx, client, recorder = workload_context()
     controller = StatefulSetController(ctx)
     controller.clock = lambda: NOW + dt.timedelta(minutes=5)
-    controller.sets.store.put(sts)
-    for pod in pods:
-        controller.pods.store.put(pod)
+    fill_cache(ctx, sts, *pods)
     return controller, client, recorder
 
 
@@ -184,7 +183,7 @@ async def test_partition_keeps_lower_ordinals_at_the_current_revision() -> None:
     controller, client, _ = setup(new, pods)
     await controller.reconcile(KEY)
     assert client.deleted_names() == []
-    status = cast(v1.StatefulSet, client.statuses[-1]).status
+    status = cast(v1.StatefulSet, client.status_updates[-1]).status
     # Even without the old template in memory (a restart), the current revision stays.
     assert (status.current_replicas, status.updated_replicas) == (2, 1)
     assert (status.current_revision, status.update_revision) == (revision(old), revision(new))
@@ -220,8 +219,9 @@ async def test_missing_service_name_is_reported_not_acted_on() -> None:
     controller, client, recorder = setup(sts)
     await controller.reconcile(KEY)
     assert client.created == []
-    assert recorder.events[0][:2] == ("Warning", "FailedCreate")
-    assert "serviceName" in recorder.events[0][2]
+    event = recorder.events[0]
+    assert (event.type, event.reason) == ("Warning", "FailedCreate")
+    assert "serviceName" in event.message
 
 
 async def test_status() -> None:
@@ -229,7 +229,7 @@ async def test_status() -> None:
     pods = [member(sts, 0), member(sts, 1, ready=False)]
     controller, client, _ = setup(sts, pods)
     await controller.reconcile(KEY)
-    status = cast(v1.StatefulSet, client.statuses[-1]).status
+    status = cast(v1.StatefulSet, client.status_updates[-1]).status
     assert (status.replicas, status.ready_replicas, status.available_replicas,
             status.current_replicas, status.updated_replicas,
             status.observed_generation) == (2, 1, 1, 2, 2, 1)
