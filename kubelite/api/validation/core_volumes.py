@@ -1,0 +1,271 @@
+"""A pod's volumes (core/v1 ValidateVolumes): one source each, hostPath, emptyDir, configMap,
+secret, downwardAPI and persistentVolumeClaim sources, item paths and file modes, and the
+field references downwardAPI items and env vars share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from google.protobuf.message import Message
+
+from kubelite.api.field_errors import ErrorType, FieldError, FieldPath
+from kubelite.api.labels import (
+    is_qualified_name,
+)
+from kubelite.api.quantity import parse_quantity
+from kubelite.api.validation.meta import Errors, dns_label, dns_subdomain
+from protos.v1 import objects_pb2 as v1
+
+FILE_MODE_ERROR = "must be a number between 0 and 0777 (octal), both inclusive"
+
+
+_HOST_PATH_TYPES = (
+    "",
+    "DirectoryOrCreate",
+    "Directory",
+    "FileOrCreate",
+    "File",
+    "Socket",
+    "CharDevice",
+    "BlockDevice",
+)
+
+
+_VOLUME_FIELD_PATHS = (
+    "metadata.annotations",
+    "metadata.labels",
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+)
+
+
+_RESOURCE_FIELD_REFS = (
+    "limits.cpu",
+    "limits.ephemeral-storage",
+    "limits.memory",
+    "requests.cpu",
+    "requests.ephemeral-storage",
+    "requests.memory",
+)
+
+
+_SUBSCRIPT_RE = re.compile(r"(metadata\.(?:labels|annotations))\['([^']*)'\]")
+
+
+def validate_local_descending_path(target: str, path: FieldPath) -> Errors:
+    errs: Errors = []
+    if target.startswith("/"):
+        errs.append(path.invalid(target, "must be a relative path"))
+    if ".." in target.replace("\\", "/").split("/"):
+        errs.append(path.invalid(target, "must not contain '..'"))
+    return errs
+
+
+def _validate_local_non_reserved_path(target: str, path: FieldPath) -> Errors:
+    errs = validate_local_descending_path(target, path)
+    if target.startswith("..") and not target.startswith("../"):
+        errs.append(path.invalid(target, "must not start with '..'"))
+    return errs
+
+
+def _validate_key_to_paths(items: Iterable[v1.KeyToPath], path: FieldPath) -> Errors:
+    errs: Errors = []
+    for i, item in enumerate(items):
+        p = path.index(i)
+        if not item.key:
+            errs.append(p.child("key").required())
+        if not item.path:
+            errs.append(p.child("path").required())
+        errs.extend(_validate_local_non_reserved_path(item.path, p.child("path")))
+        if item.HasField("mode") and not 0 <= item.mode <= 0o777:
+            errs.append(p.child("mode").invalid(item.mode, FILE_MODE_ERROR))
+    return errs
+
+
+def _validate_mode(msg: Message, field: str, path: FieldPath) -> Errors:
+    if msg.HasField(field):
+        mode = int(getattr(msg, field))
+        if not 0 <= mode <= 0o777:
+            return [path.invalid(mode, FILE_MODE_ERROR)]
+    return []
+
+
+def validate_field_ref(
+    ref: v1.ObjectFieldSelector, allowed: Sequence[str], path: FieldPath
+) -> Errors:
+    errs: Errors = []
+    if not ref.api_version:
+        errs.append(path.child("apiVersion").required())
+    if not ref.field_path:
+        errs.append(path.child("fieldPath").required())
+        return errs
+    m = _SUBSCRIPT_RE.fullmatch(ref.field_path)
+    if m is not None:
+        base, key = m.group(1), m.group(2)
+        if base in allowed or base in _VOLUME_FIELD_PATHS:
+            errs.extend(
+                path.child("fieldPath").invalid(ref.field_path, msg)
+                for msg in is_qualified_name(key.lower())
+            )
+            return errs
+    if ref.field_path not in allowed:
+        errs.append(path.child("fieldPath").not_supported(ref.field_path, list(allowed)))
+    return errs
+
+
+def validate_resource_field_ref(
+    ref: v1.ResourceFieldSelector, path: FieldPath, require_container: bool
+) -> Errors:
+    errs: Errors = []
+    if require_container and not ref.container_name:
+        errs.append(path.child("containerName").required())
+    if not ref.resource:
+        errs.append(path.child("resource").required())
+    elif ref.resource not in _RESOURCE_FIELD_REFS and not ref.resource.startswith(
+        ("limits.hugepages-", "requests.hugepages-")
+    ):
+        errs.append(path.child("resource").not_supported(ref.resource, list(_RESOURCE_FIELD_REFS)))
+    if ref.divisor:
+        try:
+            parse_quantity(ref.divisor)
+        except ValueError as e:
+            errs.append(path.child("divisor").invalid(ref.divisor, str(e)))
+    return errs
+
+
+def validate_volumes(volumes: Sequence[v1.Volume], path: FieldPath) -> tuple[set[str], Errors]:
+    errs: Errors = []
+    names: set[str] = set()
+    for i, vol in enumerate(volumes):
+        p = path.index(i)
+        name_path = p.child("name")
+        errs.extend(_validate_volume_source(vol, p))
+        if not vol.name:
+            errs.append(name_path.required())
+        else:
+            errs.extend(dns_label(vol.name, name_path))
+        if vol.name in names:
+            errs.append(name_path.duplicate(vol.name))
+        names.add(vol.name)
+    return names, errs
+
+
+_VOLUME_SOURCES = (
+    ("host_path", "hostPath"),
+    ("empty_dir", "emptyDir"),
+    ("config_map", "configMap"),
+    ("secret", "secret"),
+    ("downward_api", "downwardAPI"),
+    ("persistent_volume_claim", "persistentVolumeClaim"),
+)
+
+
+def _validate_volume_source(vol: v1.Volume, path: FieldPath) -> Errors:
+    errs: Errors = []
+    count = 0
+    for attr, json_name in _VOLUME_SOURCES:
+        if not vol.HasField(attr):
+            continue
+        p = path.child(json_name)
+        if count > 0:
+            errs.append(p.forbidden("may not specify more than 1 volume type"))
+            continue
+        count += 1
+        if attr == "host_path":
+            if not vol.host_path.path:
+                errs.append(p.child("path").required())
+            elif ".." in vol.host_path.path.split("/"):
+                errs.append(p.child("path").invalid(vol.host_path.path, "must not contain '..'"))
+            if vol.host_path.type not in _HOST_PATH_TYPES:
+                errs.append(
+                    p.child("type").not_supported(vol.host_path.type, list(_HOST_PATH_TYPES))
+                )
+        elif attr == "empty_dir":
+            if vol.empty_dir.HasField("size_limit"):
+                try:
+                    limit = parse_quantity(vol.empty_dir.size_limit)
+                except ValueError as e:
+                    errs.append(p.child("sizeLimit").invalid(vol.empty_dir.size_limit, str(e)))
+                else:
+                    if limit.sign() < 0:
+                        errs.append(
+                            p.child("sizeLimit").forbidden(
+                                "SizeLimit field must be a valid resource quantity"
+                            )
+                        )
+        elif attr == "config_map":
+            if not vol.config_map.name:
+                errs.append(p.child("name").required())
+            else:
+                errs.extend(dns_subdomain(vol.config_map.name, p.child("name")))
+            errs.extend(_validate_key_to_paths(vol.config_map.items, p.child("items")))
+            errs.extend(_validate_mode(vol.config_map, "default_mode", p.child("defaultMode")))
+        elif attr == "secret":
+            if not vol.secret.secret_name:
+                errs.append(p.child("secretName").required())
+            else:
+                errs.extend(dns_subdomain(vol.secret.secret_name, p.child("secretName")))
+            errs.extend(_validate_key_to_paths(vol.secret.items, p.child("items")))
+            errs.extend(_validate_mode(vol.secret, "default_mode", p.child("defaultMode")))
+        elif attr == "downward_api":
+            errs.extend(_validate_mode(vol.downward_api, "default_mode", p.child("defaultMode")))
+            for j, item in enumerate(vol.downward_api.items):
+                ip = p.child("items").index(j)
+                if not item.path:
+                    errs.append(ip.child("path").required())
+                errs.extend(_validate_local_non_reserved_path(item.path, ip.child("path")))
+                errs.extend(_validate_mode(item, "mode", ip.child("mode")))
+                has_field = item.HasField("field_ref")
+                has_res = item.HasField("resource_field_ref")
+                if has_field and has_res:
+                    errs.append(
+                        ip.invalid(
+                            "resource",
+                            "fieldRef and resourceFieldRef can not be specified simultaneously",
+                        )
+                    )
+                elif has_field:
+                    errs.extend(
+                        validate_field_ref(
+                            item.field_ref, _VOLUME_FIELD_PATHS, ip.child("fieldRef")
+                        )
+                    )
+                elif has_res:
+                    errs.extend(
+                        validate_resource_field_ref(
+                            item.resource_field_ref, ip.child("resourceFieldRef"), True
+                        )
+                    )
+                else:
+                    errs.append(ip.required("one of fieldRef and resourceFieldRef is required"))
+        elif attr == "persistent_volume_claim" and not vol.persistent_volume_claim.claim_name:
+            errs.append(p.child("claimName").required())
+    if count == 0:
+        errs.append(path.required("must specify a volume type"))
+    return errs
+
+
+PVC_VOLUMES_UNSUPPORTED = (
+    "persistentVolumeClaim volumes are not supported: this cluster serves no"
+    " PersistentVolumeClaims (a StatefulSet's volumeClaimTemplates give each of its pods an"
+    " emptyDir volume of the template's name)"
+)
+
+
+def validate_unsupported_volumes(
+    spec: v1.PodSpec, path: FieldPath, before: v1.PodSpec | None
+) -> Errors:
+    """persistentVolumeClaim volumes are refused until PersistentVolumeClaims are served; an
+    object stored with one (``before``: the pod spec it is stored with) keeps it through
+    updates."""
+    kept = {v.name for v in before.volumes
+            if v.HasField("persistent_volume_claim")} if before is not None else set()
+    return [
+        FieldError(ErrorType.NOT_SUPPORTED,
+                   str(path.child("volumes").index(i).child("persistentVolumeClaim")),
+                   PVC_VOLUMES_UNSUPPORTED)
+        for i, vol in enumerate(spec.volumes)
+        if vol.HasField("persistent_volume_claim") and vol.name not in kept
+    ]
