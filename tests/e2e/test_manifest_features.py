@@ -13,6 +13,7 @@ import pytest
 
 from kubelite.testing.cluster import NodeSpec, TestCluster
 from kubelite.testing.etcd import EtcdProcess
+from tests.helpers import INDEXED_JOB
 
 pytestmark = [
     pytest.mark.e2e,
@@ -147,25 +148,6 @@ def test_canonical_stateful_set_runs_with_its_claim_volumes(cluster: TestCluster
         served = cluster.klctl("exec", name, "--", "cat", "/usr/share/nginx/html/index.html")
         assert served.stdout.strip() == name
     assert cluster.klctl("get", "pvc", check=False).returncode != 0  # no claims were made
-
-
-INDEXED_JOB = """
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: indexed
-spec:
-  completions: 3
-  parallelism: 2
-  completionMode: Indexed
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-      - name: worker
-        image: busybox
-        command: ["sh", "-c", "echo index=$JOB_COMPLETION_INDEX host=$HOSTNAME"]
-"""
 
 
 def test_indexed_job_runs_every_index_once(cluster: TestCluster) -> None:

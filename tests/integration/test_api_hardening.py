@@ -22,7 +22,7 @@ from kubelite.testing.wait import eventually
 from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
 from protos.v1 import objects_pb2 as v1
-from tests.integration.test_watch import Collector, configmap
+from tests.integration.helpers import Collector, configmap
 
 
 @contextlib.asynccontextmanager

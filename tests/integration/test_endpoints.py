@@ -3,7 +3,6 @@ pod statuses are written directly, as a kubelet would."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -15,19 +14,15 @@ from kubelite.api.errors import NotFound
 from kubelite.client.client import ApiClient
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
+from tests.integration.helpers import running_manager
 
 SETTINGS = ControllerManagerSettings(controllers=("endpoints",), leader_elect=False, workers=4)
 
 
 @pytest.fixture
 async def manager(client: ApiClient) -> AsyncIterator[ControllerManager]:
-    manager = ControllerManager(SETTINGS, client)
-    await manager.start()
-    try:
-        await asyncio.wait_for(manager.leading.wait(), 10)
+    async with running_manager(client, SETTINGS) as manager:
         yield manager
-    finally:
-        await manager.stop()
 
 
 def make_service(name: str, selector: dict[str, str] | None, *ports: tuple[str, int, int | str]

@@ -4,10 +4,8 @@ kubelets (pausing one stops its heartbeats and leaves its pods alone)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest
@@ -21,6 +19,7 @@ from kubelite.client.client import ApiClient
 from kubelite.testing.hollow import HollowCluster
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
+from tests.integration.helpers import running_manager
 
 SETTINGS = ControllerManagerSettings(
     controllers=("garbagecollector", "nodelifecycle", "namespace", "podgc"),
@@ -32,21 +31,9 @@ SETTINGS = ControllerManagerSettings(
 UNREACHABLE = "node.kubernetes.io/unreachable"
 
 
-@asynccontextmanager
-async def running(client: ApiClient, settings: ControllerManagerSettings = SETTINGS
-                  ) -> AsyncIterator[ControllerManager]:
-    manager = ControllerManager(settings, client)
-    await manager.start()
-    try:
-        await asyncio.wait_for(manager.leading.wait(), 10)
-        yield manager
-    finally:
-        await manager.stop()
-
-
 @pytest.fixture
 async def manager(client: ApiClient) -> AsyncIterator[ControllerManager]:
-    async with running(client) as m:
+    async with running_manager(client, SETTINGS) as m:
         yield m
 
 
@@ -373,7 +360,7 @@ async def test_pod_gc_force_deletes_pods_of_missing_nodes_and_old_finished_pods(
     hollow = HollowCluster(client, ["doomed-node"], heartbeat=0.2)
     await hollow.start()
     try:
-        async with running(client, settings):
+        async with running_manager(client, settings):
             await pod(client, "stranded", node="doomed-node")
             await eventually(lambda: _running(client, "stranded"), message="stranded running")
             hollow.paused_nodes.add("doomed-node")

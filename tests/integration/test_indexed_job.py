@@ -5,7 +5,6 @@ nodes stand in for kubelets; the test finishes pods as a kubelet would."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -20,8 +19,8 @@ from kubelite.client.client import ApiClient
 from kubelite.testing.hollow import HollowCluster
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
-from tests.e2e.test_manifest_features import INDEXED_JOB
-from tests.integration.test_workload_controllers import finish
+from tests.helpers import INDEXED_JOB
+from tests.integration.helpers import finish, running_manager
 
 SETTINGS = ControllerManagerSettings(
     controllers=("job",), leader_elect=False, workers=4, job_pod_failure_backoff=0.2,
@@ -33,13 +32,8 @@ INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 
 @pytest.fixture
 async def manager(client: ApiClient) -> AsyncIterator[ControllerManager]:
-    manager = ControllerManager(SETTINGS, client)
-    await manager.start()
-    try:
-        await asyncio.wait_for(manager.leading.wait(), 10)
+    async with running_manager(client, SETTINGS) as manager:
         yield manager
-    finally:
-        await manager.stop()
 
 
 async def active_by_index(client: ApiClient, count: int) -> dict[int, v1.Pod] | None:

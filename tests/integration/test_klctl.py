@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import textwrap
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,34 +20,7 @@ from kubelite.cli.printers.tables import pod_status
 from kubelite.client.client import ApiClient
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Klctl = Callable[..., Coroutine[Any, Any, Result]]
-
-
-@pytest.fixture
-def klctl(api_server: ApiServer, capsys: pytest.CaptureFixture[str]) -> Klctl:
-    async def run(*args: str) -> Result:
-        capsys.readouterr()  # drop whatever earlier calls printed
-        code = await asyncio.to_thread(main, ["--server", api_server.address, *args])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
-
-
-def write(tmp_path: Path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip())
-    return str(path)
-
+from tests.integration.helpers import Klctl, write
 
 APP = """
 apiVersion: v1

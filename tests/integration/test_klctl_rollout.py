@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -23,47 +20,15 @@ from kubelite.cli.klctl.rollout import rollout_status_line
 from kubelite.client.client import ApiClient
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
-from tests.integration.test_replicaset_deployment import (
-    NS,
-    new_deployment,
-    running_cluster,
-    wait_rolled_out,
-)
+from tests.integration.helpers import NS, Klctl, new_deployment, running_cluster, wait_rolled_out
 
 REVISION = "deployment.kubernetes.io/revision"
-_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def lines(self) -> list[str]:
-        """klctl's output lines (the controllers running in this process log there too)."""
-        return [line for line in self.out.splitlines() if not _LOG_LINE.match(line)]
-
-
-Klctl = Callable[..., Coroutine[Any, Any, Result]]
 
 
 @pytest.fixture
 async def cluster(api_server: ApiServer, client: ApiClient) -> AsyncIterator[ApiClient]:
     async with running_cluster(api_server, client) as c:
         yield c
-
-
-@pytest.fixture
-def klctl(api_server: ApiServer, capsys: pytest.CaptureFixture[str]) -> Klctl:
-    async def run(*args: str) -> Result:
-        capsys.readouterr()
-        code = await asyncio.to_thread(main, ["--server", api_server.address, *args])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 async def revisions(client: ApiClient) -> dict[str, int]:

@@ -10,7 +10,7 @@ from apiserver.etcd import prefix_end
 from apiserver.server import ApiServer
 from kubelite.client.client import ApiClient
 from protos.v1 import objects_pb2 as v1
-from tests.integration.test_klctl import Klctl, klctl, write  # noqa: F401
+from tests.integration.helpers import Klctl, write
 
 MANIFESTS = Path(__file__).parents[1] / "unit" / "manifests"
 
@@ -100,7 +100,7 @@ async def stored_keys(api_server: ApiServer, part: str) -> list[str]:
 
 
 async def test_persistent_volume_claims_and_volumes_are_refused(
-    klctl: Klctl, api_server: ApiServer, tmp_path: Path  # noqa: F811
+    klctl: Klctl, api_server: ApiServer, tmp_path: Path
 ) -> None:
     claim = await klctl("apply", "-f", write(tmp_path, "pvc.yaml", PVC))
     assert claim.code != 0
@@ -116,7 +116,7 @@ async def test_persistent_volume_claims_and_volumes_are_refused(
 
 
 async def test_pod_with_a_claim_volume_is_refused(
-    klctl: Klctl, client: ApiClient, tmp_path: Path  # noqa: F811
+    klctl: Klctl, client: ApiClient, tmp_path: Path
 ) -> None:
     result = await klctl("apply", "-f", write(tmp_path, "pod.yaml", POD_WITH_CLAIM))
     assert result.code != 0
@@ -126,7 +126,7 @@ async def test_pod_with_a_claim_volume_is_refused(
 
 
 async def test_projected_volume_is_unsupported(
-    klctl: Klctl, client: ApiClient, tmp_path: Path  # noqa: F811
+    klctl: Klctl, client: ApiClient, tmp_path: Path
 ) -> None:
     result = await klctl("apply", "-f", write(tmp_path, "projected.yaml", PROJECTED))
     assert result.code != 0
@@ -137,7 +137,7 @@ async def test_projected_volume_is_unsupported(
 
 
 async def test_canonical_stateful_set_is_accepted(
-    klctl: Klctl, client: ApiClient  # noqa: F811
+    klctl: Klctl, client: ApiClient
 ) -> None:
     result = await klctl("apply", "-f", str(MANIFESTS / "statefulset.yaml"))
     assert result.code == 0, result.err

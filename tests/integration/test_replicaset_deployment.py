@@ -11,93 +11,25 @@ from dataclasses import dataclass, field
 import pytest
 
 from apiserver.server import ApiServer
-from controller_manager.manager import ControllerManager
-from controller_manager.settings import ControllerManagerSettings
 from kubelite.api import errors, podtemplate
 from kubelite.api import pods as podutil
 from kubelite.client.client import ApiClient
-from kubelite.testing.hollow import HollowCluster
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
-
-NS = "default"
-
-
-@contextlib.asynccontextmanager
-async def running_cluster(api_server: ApiServer, client: ApiClient) -> AsyncIterator[ApiClient]:
-    """The replicaset and deployment controllers plus two hollow nodes."""
-    hollow = HollowCluster(client, ["node-1", "node-2"], bind_unscheduled=True)
-    await hollow.start()
-    settings = ControllerManagerSettings(
-        server=api_server.address, controllers=("replicaset", "deployment"),
-        leader_elect=False, workers=2, progress_check_period=0.2,
-    )
-    manager = ControllerManager(settings, client)
-    await manager.start()
-    try:
-        await asyncio.wait_for(manager.leading.wait(), 10)
-        yield client
-    finally:
-        await manager.stop()
-        await hollow.stop()
+from tests.integration.helpers import (
+    NS,
+    is_live,
+    live_pods,
+    new_deployment,
+    running_cluster,
+    wait_rolled_out,
+)
 
 
 @pytest.fixture
 async def cluster(api_server: ApiServer, client: ApiClient) -> AsyncIterator[ApiClient]:
     async with running_cluster(api_server, client) as c:
         yield c
-
-
-def new_deployment(name: str = "web", replicas: int = 3, image: str = "nginx:1", *,
-                   strategy: str = "RollingUpdate", surge: int | str | None = None,
-                   unavailable: int | str | None = None) -> v1.Deployment:
-    d = v1.Deployment(metadata=v1.ObjectMeta(name=name, namespace=NS))
-    d.spec.replicas = replicas
-    d.spec.selector.match_labels["app"] = name
-    d.spec.template.metadata.labels["app"] = name
-    d.spec.template.spec.containers.add(name="main", image=image)
-    d.spec.strategy.type = strategy
-    for value, target in ((surge, d.spec.strategy.rolling_update.max_surge),
-                          (unavailable, d.spec.strategy.rolling_update.max_unavailable)):
-        if isinstance(value, int):
-            target.int_val = value
-        elif isinstance(value, str):
-            target.str_val = value
-    return d
-
-
-def is_live(pod: v1.Pod) -> bool:
-    return podutil.is_active(pod)
-
-
-async def live_pods(client: ApiClient, app: str) -> list[v1.Pod]:
-    pods = await client.list(v1.Pod, NS, label_selector=f"app={app}")
-    return [p for p in pods.items if is_live(p)]
-
-
-async def wait_rolled_out(client: ApiClient, name: str, replicas: int,
-                          image: str | None = None, timeout: float = 20) -> v1.Deployment:
-    """The Deployment reports a finished rollout and exactly ``replicas`` ready pods run."""
-
-    async def done() -> v1.Deployment | None:
-        d = await client.get(v1.Deployment, name, NS)
-        s = d.status
-        if (s.observed_generation < d.metadata.generation or s.replicas != replicas
-                or s.updated_replicas != replicas or s.available_replicas != replicas):
-            return None
-        pods = await client.list(v1.Pod, NS, label_selector=f"app={name}")
-        live = [p for p in pods.items if is_live(p)]
-        if len(pods.items) != replicas or len(live) != replicas:
-            return None
-        if not all(podutil.is_ready(p) for p in live):
-            return None
-        if image and any(p.spec.containers[0].image != image for p in live):
-            return None
-        return d
-
-    result: v1.Deployment = await eventually(done, timeout=timeout,
-                                             message=f"deployment {name} rolled out")
-    return result
 
 
 @dataclass

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
@@ -12,42 +9,14 @@ import pytest
 from apiserver.etcd import CompactedError
 from apiserver.server import ApiServer
 from kubelite.api import errors
-from kubelite.client.client import ApiClient, WatchEvent
+from kubelite.client.client import ApiClient
 from kubelite.client.informer import Informer, InformerSettings
 from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
 from kubelite.testing.ports import free_port
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
-
-
-def configmap(name: str, labels: dict[str, str] | None = None, **data: str) -> v1.ConfigMap:
-    return v1.ConfigMap(metadata=v1.ObjectMeta(name=name, labels=labels or {}), data=data)
-
-
-class Collector:
-    """Runs a watch in a task and keeps what it delivered."""
-
-    def __init__(self, stream: AsyncIterator[WatchEvent[v1.ConfigMap]]) -> None:
-        self.events: list[WatchEvent[v1.ConfigMap]] = []
-        self.error: BaseException | None = None
-        self._task = asyncio.create_task(self._run(stream))
-
-    async def _run(self, stream: AsyncIterator[WatchEvent[v1.ConfigMap]]) -> None:
-        try:
-            async for event in stream:
-                self.events.append(event)
-        except errors.ApiError as e:
-            self.error = e
-
-    @property
-    def changes(self) -> list[WatchEvent[v1.ConfigMap]]:
-        return [e for e in self.events if e.type != "BOOKMARK"]
-
-    async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+from tests.integration.helpers import Collector, configmap
 
 
 async def test_watch_delivers_every_change_in_order_and_resumes_without_gap(

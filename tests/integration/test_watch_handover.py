@@ -18,7 +18,7 @@ from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
-from tests.integration.test_watch import Collector
+from tests.integration.helpers import Collector
 
 ETCD_WATCHERS = "etcd_debugging_mvcc_watcher_total"
 

@@ -16,13 +16,13 @@ import pytest
 from controller_manager.manager import ControllerManager
 from controller_manager.settings import ControllerManagerSettings
 from controller_manager.workload import REVISION_HASH_LABEL
-from kubelite.api import meta as m
 from kubelite.api import pods as podutil
 from kubelite.api.errors import ApiError, Invalid, NotFound
 from kubelite.client.client import ApiClient
 from kubelite.testing.hollow import HollowCluster, ready_node
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
+from tests.integration.helpers import finish, running_manager
 
 SETTINGS = ControllerManagerSettings(
     controllers=("daemonset", "statefulset", "job", "cronjob"),
@@ -35,13 +35,8 @@ SETTINGS = ControllerManagerSettings(
 
 @pytest.fixture
 async def manager(client: ApiClient) -> AsyncIterator[ControllerManager]:
-    manager = ControllerManager(SETTINGS, client)
-    await manager.start()
-    try:
-        await asyncio.wait_for(manager.leading.wait(), 10)
+    async with running_manager(client, SETTINGS) as manager:
         yield manager
-    finally:
-        await manager.stop()
 
 
 @asynccontextmanager
@@ -100,23 +95,6 @@ def first(history: list[Seen], match: Callable[[Seen], bool]) -> int:
 
 
 # ---------------------------------------------------------------- finishing job pods
-
-
-async def finish(client: ApiClient, pod: v1.Pod, phase: str) -> None:
-    """What a kubelet reports when the pod's only container exits."""
-    now = m.now_rfc3339()
-    code = 0 if phase == "Succeeded" else 1
-    status = {
-        "phase": phase,
-        "containerStatuses": [{
-            "name": pod.spec.containers[0].name, "image": pod.spec.containers[0].image,
-            "ready": False, "restartCount": 0,
-            "state": {"terminated": {"exitCode": code, "startedAt": now, "finishedAt": now,
-                                     "reason": "Completed" if code == 0 else "Error"}},
-        }],
-    }
-    await client.patch(v1.Pod, pod.metadata.name, {"status": status}, pod.metadata.namespace,
-                       subresource="status")
 
 
 @asynccontextmanager
