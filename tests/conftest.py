@@ -1,4 +1,5 @@
-"""Fixtures shared by every tier: a real etcd, API servers on it, and a task-leak check."""
+"""Fixtures shared by every tier: a real etcd, API servers on it, and a task-leak check; and
+each test's tier as a marker."""
 
 from __future__ import annotations
 
@@ -18,6 +19,19 @@ from apiserver.server import ApiServer
 from kubelite.client.client import ApiClient
 from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
+
+TIERS = ("integration", "e2e")
+"""Directories under tests/ whose tests carry a marker of the same name."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks each test with its tier, so ``-m "not e2e"`` selects the unit and integration
+    tests and ``-m integration`` the integration tests alone."""
+    here = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(here).parts if item.path.is_relative_to(here) else ()
+        if parts and parts[0] in TIERS:
+            item.add_marker(parts[0])
 
 
 @pytest.fixture(scope="session")
