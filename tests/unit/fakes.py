@@ -1,7 +1,7 @@
 """Fakes shared by the unit tests: an API server in memory that records every call
 (FakeClient), an event recorder that keeps what it is given (FakeRecorder), a controller
-context around them, a clock that moves only when told, and objects as the API server hands
-them out."""
+context around them and a clock that moves only when told. Objects to fill them with:
+tests/unit/objects.py."""
 
 from __future__ import annotations
 
@@ -16,20 +16,17 @@ from google.protobuf.message import Message
 
 from controller_manager.context import ControllerContext
 from controller_manager.settings import ControllerManagerSettings
-from kubelite.api import convert, defaults
+from kubelite.api import convert
 from kubelite.api import meta as m
 from kubelite.api.errors import AlreadyExists, Conflict, Forbidden, NotFound
 from kubelite.api.registry import by_message
 from kubelite.client.client import ApiClient, ObjectList, WatchEvent
 from kubelite.client.events import EventRecorder
 from kubelite.client.informer import InformerFactory, Store
-from protos.v1 import objects_pb2 as v1
+from tests.unit.objects import NOW
 
 T = TypeVar("T", bound=Message)
 
-NS = "default"
-NOW = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
-"""A fixed time for tests that give their controller a clock."""
 
 
 # ---------------------------------------------------------------- the API server
@@ -353,46 +350,3 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-# ---------------------------------------------------------------- objects
-
-
-def ago(seconds: float, *, micro: bool = False) -> str:
-    """The time ``seconds`` before now, as metav1.Time (or MicroTime)."""
-    t = m.now() - dt.timedelta(seconds=seconds)
-    return m.format_micro_time(t) if micro else m.format_time(t)
-
-
-def stored(obj: T, name: str, namespace: str = NS) -> T:
-    """``obj`` as the API server would hand it out: defaulted, with uid and timestamps."""
-    meta = m.meta(obj)
-    meta.name = name
-    if by_message(type(obj)).namespaced:
-        meta.namespace = namespace
-    meta.uid = meta.uid or f"uid-{name}"
-    meta.generation = meta.generation or 1
-    meta.resource_version = meta.resource_version or "1"
-    meta.creation_timestamp = meta.creation_timestamp or m.format_time(NOW)
-    defaults.apply_defaults(obj)
-    return obj
-
-
-def owned_pod(owner: Message, kind: str, name: str, *, node: str = "", phase: str = "Running",
-              ready: bool = True, labels: dict[str, str] | None = None,
-              created: dt.datetime = NOW, ready_since: dt.datetime = NOW) -> v1.Pod:
-    """A pod that ``owner`` (of ``kind``) controls."""
-    meta = m.meta(owner)
-    pod = v1.Pod(metadata=v1.ObjectMeta(
-        name=name, namespace=meta.namespace, uid=f"uid-{name}", labels=labels or {},
-        creation_timestamp=m.format_time(created),
-        owner_references=[v1.OwnerReference(kind=kind, name=meta.name, uid=meta.uid,
-                                            controller=True)],
-    ))
-    pod.spec.containers.add(name="app", image="busybox")
-    pod.spec.node_name = node
-    pod.status.phase = phase
-    if phase == "Running":
-        pod.status.conditions.add(type="Ready", status="True" if ready else "False",
-                                  last_transition_time=m.format_time(ready_since))
-    return pod

@@ -17,14 +17,8 @@ from controller_manager.cronjob import (
 from kubelite.api import cron
 from kubelite.api import meta as m
 from protos.v1 import objects_pb2 as v1
-from tests.unit.fakes import (
-    NOW,
-    FakeClient,
-    FakeRecorder,
-    fill_cache,
-    stored,
-    workload_context,
-)
+from tests.unit.fakes import FakeClient, FakeRecorder, fill_cache, workload_context
+from tests.unit.objects import NOW, stored
 
 KEY = "default/tick"
 T = NOW  # 12:00:00 UTC

@@ -10,15 +10,8 @@ from controller_manager.daemonset import DaemonSetController, node_should_run_da
 from controller_manager.workload import REVISION_HASH_LABEL, template_hash
 from kubelite.client.expectations import ControllerExpectations
 from protos.v1 import objects_pb2 as v1
-from tests.unit.fakes import (
-    NOW,
-    FakeClient,
-    FakeRecorder,
-    fill_cache,
-    owned_pod,
-    stored,
-    workload_context,
-)
+from tests.unit.fakes import FakeClient, FakeRecorder, fill_cache, workload_context
+from tests.unit.objects import NOW, owned_pod, stored
 
 # ---------------------------------------------------------------- DaemonSet helpers
 

@@ -18,7 +18,8 @@ from controller_manager.deployment import DeploymentController
 from kubelite.api import defaults, podtemplate
 from kubelite.api import meta as m
 from protos.v1 import objects_pb2 as v1
-from tests.unit.fakes import NS, FakeClient, FakeRecorder, ago, make_context
+from tests.unit.fakes import FakeClient, FakeRecorder, make_context
+from tests.unit.objects import NS, ago
 
 KEY = f"{NS}/web"
 

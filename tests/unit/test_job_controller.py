@@ -10,15 +10,8 @@ from controller_manager.job import JobController, JobTimers, format_indexes, par
 from kubelite.api import defaults
 from kubelite.api import meta as m
 from protos.v1 import objects_pb2 as v1
-from tests.unit.fakes import (
-    NOW,
-    FakeClient,
-    FakeRecorder,
-    fill_cache,
-    owned_pod,
-    stored,
-    workload_context,
-)
+from tests.unit.fakes import FakeClient, FakeRecorder, fill_cache, workload_context
+from tests.unit.objects import NOW, owned_pod, stored
 
 KEY = "default/pi"
 

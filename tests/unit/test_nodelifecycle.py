@@ -22,7 +22,8 @@ from kubelite.api import meta as m
 from kubelite.api import pods as podutil
 from kubelite.api.scheduling import tolerates
 from protos.v1 import objects_pb2 as v1
-from tests.unit.fakes import FakeClient, FakeRecorder, ago, deliver, make_context
+from tests.unit.fakes import FakeClient, FakeRecorder, deliver, make_context
+from tests.unit.objects import ago
 
 NOW = dt.datetime(2030, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 

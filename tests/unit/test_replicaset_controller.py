@@ -20,7 +20,8 @@ from controller_manager.replicaset import (
 from kubelite.api.errors import Forbidden
 from kubelite.client.expectations import ControllerExpectations
 from protos.v1 import objects_pb2 as v1
-from tests.unit.fakes import NS, FakeClient, FakeRecorder, ago, make_context
+from tests.unit.fakes import FakeClient, FakeRecorder, make_context
+from tests.unit.objects import NS, ago
 
 # ---------------------------------------------------------------- object builders
 

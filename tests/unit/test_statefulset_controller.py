@@ -14,15 +14,8 @@ from controller_manager.statefulset import (
 )
 from controller_manager.workload import REVISION_HASH_LABEL, template_hash
 from protos.v1 import objects_pb2 as v1
-from tests.unit.fakes import (
-    NOW,
-    FakeClient,
-    FakeRecorder,
-    fill_cache,
-    owned_pod,
-    stored,
-    workload_context,
-)
+from tests.unit.fakes import FakeClient, FakeRecorder, fill_cache, workload_context
+from tests.unit.objects import NOW, owned_pod, stored
 
 KEY = "default/web"
 
