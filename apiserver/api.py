@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import structlog
 from google.protobuf.message import Message
 
-from apiserver.allocator import Held, ServiceAllocator, held_by
+from apiserver.allocator import ServiceAllocator
 from apiserver.event_leases import EventLeases
+from apiserver.kind_hooks import EventHooks, KindHooks, NamespaceHooks, PodHooks, ServiceHooks
 from apiserver.storage import Storage, conflict, not_found
 from apiserver.watch_cache import (
     ADDED,
@@ -29,7 +30,7 @@ from apiserver.watch_cache import (
     WatchCacheSettings,
     WatchItem,
 )
-from kubelite.api import convert, defaults, fields, labels, patches, pods, validation
+from kubelite.api import convert, fields, labels, patches, pods, validation
 from kubelite.api import meta as m
 from kubelite.api.errors import (
     AlreadyExists,
@@ -42,6 +43,7 @@ from kubelite.api.errors import (
 )
 from kubelite.api.field_errors import FieldPath
 from kubelite.api.registry import RESOURCES, ResourceType, by_kind
+from kubelite.api.strategies.base import MAX_GRACE_PERIOD_SECONDS, has_spec
 from protos.v1 import objects_pb2 as v1
 
 log = structlog.get_logger(__name__)
@@ -50,10 +52,7 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 PROPAGATION_POLICIES = ("Background", "Foreground", "Orphan")
 FOREGROUND_FINALIZER = "foregroundDeletion"
 ORPHAN_FINALIZER = "orphan"
-NAMESPACE_FINALIZER = "kubernetes"
 GENERATE_NAME_ATTEMPTS = 8
-MAX_GRACE_PERIOD_SECONDS = 2**32 - 1
-"""The longest grace period a deletion takes (136 years: its deadline stays a date)."""
 NAMESPACES = by_kind("Namespace")
 PODS = by_kind("Pod")
 
@@ -79,22 +78,6 @@ class ApiSettings:
     pod that does not tolerate those taints already (DefaultTolerationSeconds admission)."""
     event_ttl: int = 3600
     """Seconds an Event lives before etcd removes it (Kubernetes' --event-ttl); 0: forever."""
-
-
-def _has_spec(rtype: ResourceType) -> bool:
-    return "spec" in rtype.message.DESCRIPTOR.fields_by_name
-
-
-def _spec_bytes(obj: Message) -> bytes:
-    """What decides whether generation moves: everything but metadata and status.
-
-    Deterministic serialization, so maps built in another order compare equal.
-    """
-    rest = m.copy(obj)
-    rest.ClearField("metadata")
-    if "status" in rest.DESCRIPTOR.fields_by_name:
-        rest.ClearField("status")
-    return rest.SerializeToString(deterministic=True)
 
 
 def _parse_revision(text: str, what: str = "resourceVersion") -> int:
@@ -200,6 +183,13 @@ class Api:
             storage.etcd, storage.prefix, settings.service_cluster_ip_range,
             settings.service_node_port_range,
         )
+        self.hooks: dict[str, KindHooks] = {
+            "Pod": PodHooks(settings.default_toleration_seconds),
+            "Namespace": NamespaceHooks(SYSTEM_NAMESPACES[:3], self._mark_terminating),
+            "Event": EventHooks(self._event_leases),
+            "Service": ServiceHooks(self.services, storage, by_kind("Service")),
+        }
+        """The server's part per kind (by kind); other kinds get ``KindHooks``."""
 
     async def start(self) -> None:
         for cache in self.caches.values():
@@ -243,6 +233,12 @@ class Api:
                 else:
                     log.exception("namespace tracking failed; relisting")
                 await asyncio.sleep(0.5)
+
+    def _mark_terminating(self, namespace: str) -> None:
+        self._namespaces[namespace] = True
+
+    def _hooks(self, rtype: ResourceType) -> KindHooks:
+        return self.hooks.get(rtype.kind, _NO_HOOKS)
 
     async def ensure_system_namespaces(self) -> None:
         for name in SYSTEM_NAMESPACES:
@@ -359,85 +355,33 @@ class Api:
         meta.creation_timestamp = m.now_rfc3339()
         meta.ClearField("deletion_timestamp")
         meta.ClearField("deletion_grace_period_seconds")
-        meta.generation = 1 if _has_spec(rtype) else 0
-        self._prepare_for_create(rtype, obj)
-        defaults.apply_defaults(obj)
+        meta.generation = 1 if has_spec(obj) else 0
+        strategy, hooks = rtype.strategy, self._hooks(rtype)
+        strategy.prepare_for_create(obj)
+        hooks.admit_create(obj)
+        strategy.default(obj)
         generate = not meta.name
         if generate:
             meta.name = m.generated_name(meta.generate_name)
         self._validate(rtype, obj)
-        if isinstance(obj, v1.Pod):
-            obj.status.qos_class = pods.qos_class(obj)  # needs valid quantities
+        strategy.complete_create(obj)
         await self._check_namespace(rtype, meta.namespace)
         if dry_run:
             return obj
-        if not isinstance(obj, v1.Service):
-            return await self._store_new(rtype, obj, generate)
-        held = await self.services.allocate_create(obj)
-        try:
-            return await self._store_new(rtype, obj, generate)
-        except BaseException as e:
-            await self._release_unless_stored(rtype, obj, held, e)
-            raise
+        return await hooks.create(obj, lambda lease: self._store_new(rtype, obj, generate, lease))
 
-    async def _store_new(self, rtype: ResourceType, obj: Message, generate: bool) -> Message:
+    async def _store_new(
+        self, rtype: ResourceType, obj: Message, generate: bool, lease: int
+    ) -> Message:
         meta = m.meta(obj)
         for _ in range(GENERATE_NAME_ATTEMPTS):
             try:
-                lease = await self._event_leases.lease() if isinstance(obj, v1.Event) else 0
                 return await self.storage.create(rtype, obj, lease)
             except AlreadyExists:
                 if not generate:
                     raise
                 meta.name = m.generated_name(meta.generate_name)
         raise AlreadyExists(f"could not find a free name for generateName {meta.generate_name!r}")
-
-    async def _release_unless_stored(
-        self, rtype: ResourceType, obj: Message, held: Held, error: BaseException
-    ) -> None:
-        """After a failed Service write: give back what it took, unless the outcome is unknown
-        and the object did land (a leaked IP is better than one handed out twice)."""
-        if not held:
-            return
-        if not isinstance(error, (AlreadyExists, Conflict, NotFound, Invalid)):
-            meta = m.meta(obj)
-            try:
-                stored = await self.storage.get(rtype, meta.namespace, meta.name)
-            except NotFound:
-                stored = None
-            except ApiError:
-                log.warning("service write outcome unknown; keeping its allocations",
-                            service=f"{meta.namespace}/{meta.name}")
-                return
-            if (isinstance(stored, v1.Service) and isinstance(obj, v1.Service)
-                    and held_by(stored) == held_by(obj)):
-                return
-        await self.services.release(held)
-
-    def _prepare_for_create(self, rtype: ResourceType, obj: Message) -> None:
-        """Status a user may not set on create, as each Kubernetes strategy resets it."""
-        if isinstance(obj, v1.Namespace):
-            obj.ClearField("status")
-            obj.status.phase = "Active"
-            if NAMESPACE_FINALIZER not in obj.spec.finalizers:
-                obj.spec.finalizers.append(NAMESPACE_FINALIZER)
-        elif isinstance(obj, v1.Pod):
-            obj.ClearField("status")
-            obj.status.phase = "Pending"
-            # DefaultTolerationSeconds admission: a pod rides out a short node outage
-            # (default 300 s) before the taint manager evicts it, unless it says otherwise.
-            for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
-                if not any(t.key in ("", key) and t.effect in ("", "NoExecute")
-                           for t in obj.spec.tolerations):
-                    obj.spec.tolerations.add(
-                        key=key, operator="Exists", effect="NoExecute",
-                        toleration_seconds=self.settings.default_toleration_seconds,
-                    )
-        elif rtype.has_status and not isinstance(obj, v1.Node):
-            obj.ClearField("status")
-        if isinstance(obj, v1.Job):
-            # As Kubernetes' Job strategy: select the job's own pods by its uid.
-            defaults.generate_job_selector(obj)
 
     async def update(
         self, rtype: ResourceType, namespace: str, obj: Message, dry_run: bool = False
@@ -488,19 +432,10 @@ class Api:
                 new_meta.deletion_grace_period_seconds = old_meta.deletion_grace_period_seconds
             else:
                 new_meta.ClearField("deletion_grace_period_seconds")
-            if rtype.has_status:
-                updated.ClearField("status")
-                if current.HasField("status"):
-                    updated.status.CopyFrom(current.status)  # type: ignore[attr-defined]
-            if isinstance(updated, v1.Pod) and not updated.spec.node_name:
-                # nodeName is set only through binding; an update may not drop it.
-                updated.spec.node_name = current.spec.node_name  # type: ignore[attr-defined]
-            defaults.apply_defaults(updated)
-            if isinstance(updated, v1.Service):
-                assert isinstance(current, v1.Service)
-                self.services.patch_update(updated, current)
-            if _has_spec(rtype) and _spec_bytes(updated) != _spec_bytes(current):
-                new_meta.generation = old_meta.generation + 1
+            rtype.strategy.prepare_for_update(updated, current)
+            rtype.strategy.default(updated)
+            self._hooks(rtype).prepare_update(updated, current)
+            rtype.strategy.bump_generation(updated, current)
         m.meta(updated).resource_version = m.meta(current).resource_version
         self._validate(rtype, updated, current)
         if updated.SerializeToString(deterministic=True) == current.SerializeToString(
@@ -514,33 +449,18 @@ class Api:
     ) -> Message:
         meta = m.meta(updated)
         revision = int(m.meta(current).resource_version)
-        # A pod in its grace period is removed by its kubelet's confirmation, not by the
-        # last finalizer going (as Kubernetes: only with deletionGracePeriodSeconds 0).
-        graceful_pod = isinstance(updated, v1.Pod) and meta.deletion_grace_period_seconds > 0
-        if meta.deletion_timestamp and self._finalized(updated) and not graceful_pod:
+        # An object in its grace period (a pod: only kinds with graceful deletion have one) is
+        # removed by its confirmation, not by the last finalizer going (as Kubernetes: only
+        # with deletionGracePeriodSeconds 0).
+        in_grace = meta.deletion_grace_period_seconds > 0
+        hooks = self._hooks(rtype)
+        if meta.deletion_timestamp and rtype.strategy.finalized(updated) and not in_grace:
             await self.storage.delete(rtype, meta.namespace, meta.name, revision)
-            if isinstance(current, v1.Service):
-                await self.services.release(held_by(current))
+            await hooks.removed(current)
             return updated
-        if not isinstance(updated, v1.Service):
-            return await self.storage.update(rtype, updated, revision)
-        assert isinstance(current, v1.Service)
-        if updated.spec == current.spec:  # a status or metadata write takes and frees nothing
-            return await self.storage.update(rtype, updated, revision)
-        taken, freed = await self.services.allocate_update(updated, current)
-        try:
-            stored = await self.storage.update(rtype, updated, revision)
-        except BaseException as e:
-            await self._release_unless_stored(rtype, updated, taken, e)
-            raise
-        await self.services.release(freed)
-        return stored
-
-    @staticmethod
-    def _finalized(obj: Message) -> bool:
-        if m.meta(obj).finalizers:
-            return False
-        return not (isinstance(obj, v1.Namespace) and obj.spec.finalizers)
+        return await hooks.update(
+            current, updated, lambda: self.storage.update(rtype, updated, revision)
+        )
 
     async def patch(
         self,
@@ -605,8 +525,8 @@ class Api:
         if grace_period_seconds is not None and grace_period_seconds < 0:
             grace_period_seconds = 0
         namespace = self._namespace_for(rtype, namespace or "default")
-        if rtype is NAMESPACES and name in SYSTEM_NAMESPACES[:3]:
-            raise Forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted')
+        hooks = self._hooks(rtype)
+        hooks.admit_delete(name)
         for _ in range(20):
             current = await self.storage.get(rtype, namespace, name)
             meta = m.meta(current)
@@ -619,21 +539,17 @@ class Api:
                 precondition_resource_version != meta.resource_version
             ):
                 raise conflict(rtype, name)
-            updated = self._mark_deleted(current, grace_period_seconds, propagation_policy)
+            updated = self._mark_deleted(rtype, current, grace_period_seconds, propagation_policy)
             revision = int(meta.resource_version)
             try:
                 if updated is None:
                     await self.storage.delete(rtype, namespace, name, revision)
-                    if isinstance(current, v1.Service):
-                        await self.services.release(held_by(current))
+                    await hooks.removed(current)
                     return current
                 if updated.SerializeToString() == current.SerializeToString():
                     return current
                 stored = await self.storage.update(rtype, updated, revision)
-                if rtype is NAMESPACES:
-                    # Terminating from now on for this server's creates, before the watch
-                    # brings the change round.
-                    self._namespaces[name] = True
+                hooks.marked_deleted(stored)
                 return stored
             except Conflict:
                 if precondition_resource_version:
@@ -641,7 +557,7 @@ class Api:
         raise conflict(rtype, name)
 
     def _mark_deleted(
-        self, current: Message, grace: int | None, policy: str
+        self, rtype: ResourceType, current: Message, grace: int | None, policy: str
     ) -> Message | None:
         """The object marked for deletion, or None to delete it from storage now."""
         obj = m.copy(current)
@@ -650,10 +566,10 @@ class Api:
             meta.finalizers.append(FOREGROUND_FINALIZER)
         elif policy == "Orphan" and ORPHAN_FINALIZER not in meta.finalizers:
             meta.finalizers.append(ORPHAN_FINALIZER)
-        if isinstance(obj, v1.Namespace):
-            obj.status.phase = "Terminating"
-        if isinstance(obj, v1.Pod):
-            grace = self._pod_grace(obj, grace)
+        strategy = rtype.strategy
+        strategy.prepare_for_delete(obj)
+        grace = strategy.grace_period(obj, grace, self.settings.default_pod_grace_seconds)
+        if grace is not None:
             if grace == 0 and not meta.finalizers:
                 return None
             deadline = m.now() + dt.timedelta(seconds=grace)
@@ -663,23 +579,12 @@ class Api:
                 meta.deletion_timestamp = m.format_time(deadline)
                 meta.deletion_grace_period_seconds = grace
             return obj
-        if self._finalized(obj):
+        if strategy.finalized(obj):
             return None
         if not meta.deletion_timestamp:
             meta.deletion_timestamp = m.now_rfc3339()
             meta.deletion_grace_period_seconds = 0
         return obj
-
-    def _pod_grace(self, pod: v1.Pod, requested: int | None) -> int:
-        # Unbound and finished pods have no kubelet to confirm a graceful stop.
-        if not pod.spec.node_name or pod.status.phase in ("Succeeded", "Failed"):
-            return 0
-        if requested is not None:
-            return requested
-        if pod.spec.HasField("termination_grace_period_seconds"):
-            # Any larger is as good as forever, and beyond what a deletionTimestamp can say.
-            return min(int(pod.spec.termination_grace_period_seconds), MAX_GRACE_PERIOD_SECONDS)
-        return self.settings.default_pod_grace_seconds
 
     async def bind(self, namespace: str, name: str, node_name: str, pod_uid: str = "") -> Message:
         if not node_name:
@@ -704,5 +609,7 @@ class Api:
 
         return await self.storage.guaranteed_update(PODS, namespace or "default", name, assign)
 
+
+_NO_HOOKS = KindHooks()
 
 __all__ = ["Api", "ApiSettings", "not_found"]

@@ -1,6 +1,7 @@
 """Kubernetes' defaulting (the SetDefaults_* functions of core/v1, apps/v1, batch/v1).
 
-``apply_defaults(obj)`` fills unset fields in place, per kind, and is idempotent. It runs
+Each kind's strategy (kubelite.api.strategies) defaults its objects with the functions here;
+``apply_defaults(obj)`` fills unset fields in place through it, and is idempotent. It runs
 before validation, so validation only ever sees explicit values or Kubernetes' defaults.
 """
 
@@ -140,7 +141,7 @@ def _default_template(template: v1.PodTemplateSpec) -> None:
     default_pod_spec(template.spec)
 
 
-def _default_pod(pod: v1.Pod) -> None:
+def default_pod(pod: v1.Pod) -> None:
     # Pod-only (not templates): requests default to limits, service links on.
     for ctr in (*pod.spec.init_containers, *pod.spec.containers):
         for name, value in ctr.resources.limits.items():
@@ -151,13 +152,13 @@ def _default_pod(pod: v1.Pod) -> None:
     default_pod_spec(pod.spec)
 
 
-def _default_replica_set(rs: v1.ReplicaSet) -> None:
+def default_replica_set(rs: v1.ReplicaSet) -> None:
     if not rs.spec.HasField("replicas"):
         rs.spec.replicas = 1
     _default_template(rs.spec.template)
 
 
-def _default_deployment(d: v1.Deployment) -> None:
+def default_deployment(d: v1.Deployment) -> None:
     spec = d.spec
     if not spec.HasField("replicas"):
         spec.replicas = 1
@@ -177,7 +178,7 @@ def _default_deployment(d: v1.Deployment) -> None:
     _default_template(spec.template)
 
 
-def _default_daemon_set(ds: v1.DaemonSet) -> None:
+def default_daemon_set(ds: v1.DaemonSet) -> None:
     spec = ds.spec
     strategy = spec.update_strategy
     if not strategy.type:
@@ -198,7 +199,7 @@ def _default_pvc_spec(spec: v1.PersistentVolumeClaimSpec) -> None:
         spec.volume_mode = "Filesystem"
 
 
-def _default_stateful_set(sts: v1.StatefulSet) -> None:
+def default_stateful_set(sts: v1.StatefulSet) -> None:
     spec = sts.spec
     if not spec.pod_management_policy:
         spec.pod_management_policy = "OrderedReady"
@@ -226,7 +227,7 @@ def _default_stateful_set(sts: v1.StatefulSet) -> None:
     _default_template(spec.template)
 
 
-def _default_job(job: v1.Job) -> None:
+def default_job(job: v1.Job) -> None:
     spec = job.spec
     # Both unset: a non-parallel job. Only parallelism unset: it alone defaults to 1.
     if not spec.HasField("completions") and not spec.HasField("parallelism"):
@@ -245,7 +246,7 @@ def _default_job(job: v1.Job) -> None:
     _default_template(spec.template)
 
 
-def _default_cron_job(cj: v1.CronJob) -> None:
+def default_cron_job(cj: v1.CronJob) -> None:
     spec = cj.spec
     if not spec.concurrency_policy:
         spec.concurrency_policy = "Allow"
@@ -259,7 +260,7 @@ def _default_cron_job(cj: v1.CronJob) -> None:
     _default_template(spec.job_template.spec.template)
 
 
-def _default_service(svc: v1.Service) -> None:
+def default_service(svc: v1.Service) -> None:
     spec = svc.spec
     if not spec.session_affinity:
         spec.session_affinity = "None"
@@ -297,14 +298,14 @@ def _default_service(svc: v1.Service) -> None:
         spec.allocate_load_balancer_node_ports = True
 
 
-def _default_endpoints(ep: v1.Endpoints) -> None:
+def default_endpoints(ep: v1.Endpoints) -> None:
     for subset in ep.subsets:
         for port in subset.ports:
             if not port.protocol:
                 port.protocol = "TCP"
 
 
-def _default_secret(secret: v1.Secret) -> None:
+def default_secret(secret: v1.Secret) -> None:
     if not secret.type:
         secret.type = "Opaque"
     # stringData is write-only: it is merged into data (winning over it), as Kubernetes'
@@ -314,53 +315,35 @@ def _default_secret(secret: v1.Secret) -> None:
     secret.ClearField("string_data")
 
 
-def _default_namespace(ns: v1.Namespace) -> None:
+def default_namespace(ns: v1.Namespace) -> None:
     if ns.metadata.name:
         ns.metadata.labels[LABEL_METADATA_NAME] = ns.metadata.name
     if not ns.status.phase:
         ns.status.phase = "Active"
 
 
-def _default_node(node: v1.Node) -> None:
+def default_node(node: v1.Node) -> None:
     # Allocatable defaults to capacity when the kubelet reports none.
     if not node.status.allocatable and node.status.capacity:
         node.status.allocatable.update(node.status.capacity)
 
 
-def _default_pvc(pvc: v1.PersistentVolumeClaim) -> None:
+def default_pvc(pvc: v1.PersistentVolumeClaim) -> None:
     _default_pvc_spec(pvc.spec)
 
 
 def apply_defaults(obj: Message) -> None:
-    """Fill Kubernetes' defaults into ``obj`` in place (a no-op for kinds without any)."""
-    if isinstance(obj, v1.Pod):
-        _default_pod(obj)
-    elif isinstance(obj, v1.ReplicaSet):
-        _default_replica_set(obj)
-    elif isinstance(obj, v1.Deployment):
-        _default_deployment(obj)
-    elif isinstance(obj, v1.DaemonSet):
-        _default_daemon_set(obj)
-    elif isinstance(obj, v1.StatefulSet):
-        _default_stateful_set(obj)
-    elif isinstance(obj, v1.Job):
-        _default_job(obj)
-    elif isinstance(obj, v1.CronJob):
-        _default_cron_job(obj)
-    elif isinstance(obj, v1.Service):
-        _default_service(obj)
-    elif isinstance(obj, v1.Endpoints):
-        _default_endpoints(obj)
-    elif isinstance(obj, v1.Secret):
-        _default_secret(obj)
-    elif isinstance(obj, v1.Namespace):
-        _default_namespace(obj)
-    elif isinstance(obj, v1.Node):
-        _default_node(obj)
-    elif isinstance(obj, v1.PersistentVolumeClaim):
-        _default_pvc(obj)
-    elif isinstance(obj, v1.PodTemplateSpec):
+    """Fill Kubernetes' defaults into ``obj`` in place (a no-op for kinds without any): its
+    kind's strategy does, with the functions here."""
+    # The registry holds the strategies, which use this module: imported when first needed.
+    from kubelite.api.registry import strategy_for
+
+    if isinstance(obj, v1.PodTemplateSpec):  # not a kind: the defaults of every template
         _default_template(obj)
+        return
+    strategy = strategy_for(type(obj))
+    if strategy is not None:
+        strategy.default(obj)
 
 
 def generate_job_selector(job: v1.Job) -> None:

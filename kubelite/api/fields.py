@@ -2,7 +2,8 @@
 
 ``metadata.name=x,spec.nodeName!=,status.phase=Running``: a conjunction of ``=``/``==``/``!=``
 terms; values may escape ``\\``, ``,`` and ``=`` with a backslash. Values are read from the
-proto the way Kubernetes' ToSelectableFields renders them (bools as "true"/"false").
+proto the way Kubernetes' ToSelectableFields renders them (bools as "true"/"false"); each kind's
+strategy (kubelite.api.strategies) names its own.
 """
 
 from __future__ import annotations
@@ -12,80 +13,19 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from protos.v1 import objects_pb2 as v1
-
-
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
-
-
-def _pod_fields(pod: v1.Pod) -> dict[str, str]:
-    return {
-        "spec.nodeName": pod.spec.node_name,
-        "spec.restartPolicy": pod.spec.restart_policy,
-        "spec.schedulerName": pod.spec.scheduler_name,
-        "spec.serviceAccountName": pod.spec.service_account_name,
-        "spec.hostNetwork": _bool(pod.spec.host_network),
-        "status.phase": pod.status.phase,
-        "status.podIP": pod.status.pod_ip,
-        "status.nominatedNodeName": pod.status.nominated_node_name,
-    }
-
-
-def _event_fields(ev: v1.Event) -> dict[str, str]:
-    ref = ev.involved_object
-    return {
-        "involvedObject.kind": ref.kind,
-        "involvedObject.namespace": ref.namespace,
-        "involvedObject.name": ref.name,
-        "involvedObject.uid": ref.uid,
-        "involvedObject.apiVersion": ref.api_version,
-        "involvedObject.resourceVersion": ref.resource_version,
-        "involvedObject.fieldPath": ref.field_path,
-        "reason": ev.reason,
-        "reportingComponent": ev.reporting_component,
-        "source": ev.source.component,
-        "type": ev.type,
-    }
-
-
-def _kind_fields(obj: Message) -> dict[str, str]:
-    if isinstance(obj, v1.Pod):
-        return _pod_fields(obj)
-    if isinstance(obj, v1.Event):
-        return _event_fields(obj)
-    if isinstance(obj, v1.Node):
-        return {"spec.unschedulable": _bool(obj.spec.unschedulable)}
-    if isinstance(obj, v1.Secret):
-        return {"type": obj.type}
-    if isinstance(obj, v1.Job):
-        return {"status.successful": str(obj.status.succeeded)}
-    if isinstance(obj, v1.Namespace):
-        return {"status.phase": obj.status.phase}
-    if isinstance(obj, v1.ReplicaSet):
-        return {"status.replicas": str(obj.status.replicas)}
-    if isinstance(obj, v1.Service):
-        return {"spec.clusterIP": obj.spec.cluster_ip, "spec.type": obj.spec.type}
-    return {}
-
-
-_KIND_FIELD_NAMES: dict[str, frozenset[str]] = {
-    "Pod": frozenset(_pod_fields(v1.Pod())),
-    "Event": frozenset(_event_fields(v1.Event())),
-    "Node": frozenset({"spec.unschedulable"}),
-    "Secret": frozenset({"type"}),
-    "Job": frozenset({"status.successful"}),
-    "Namespace": frozenset({"status.phase"}),
-    "ReplicaSet": frozenset({"status.replicas"}),
-    "Service": frozenset({"spec.clusterIP", "spec.type"}),
-}
+from kubelite.api import registry
 
 _META_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 
 
 def supported_fields(kind: str) -> set[str]:
-    """The field labels a kind can be selected on (metadata.name/namespace for every kind)."""
-    return set(_META_FIELDS | _KIND_FIELD_NAMES.get(kind, frozenset()))
+    """The field labels a kind can be selected on: metadata.name/namespace for every kind, and
+    what its strategy adds."""
+    try:
+        rtype = registry.by_kind(kind)
+    except registry.UnknownResource:
+        return set(_META_FIELDS)
+    return set(_META_FIELDS | rtype.strategy.fields(rtype.new()).keys())
 
 
 def object_fields(obj: Message) -> dict[str, str]:
@@ -95,7 +35,9 @@ def object_fields(obj: Message) -> dict[str, str]:
         "metadata.name": meta.name if meta is not None else "",
         "metadata.namespace": meta.namespace if meta is not None else "",
     }
-    fields.update(_kind_fields(obj))
+    strategy = registry.strategy_for(type(obj))
+    if strategy is not None:
+        fields.update(strategy.fields(obj))
     return fields
 
 

@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from kubelite.api.registry import by_message
 from protos.v1 import objects_pb2 as v1
 
 # Kubernetes' alphabet for generated names: no vowels, no confusable characters.
@@ -88,6 +87,9 @@ def controller_of(obj: Message) -> Any | None:
 def controller_reference(owner: Message) -> v1.OwnerReference:
     """The ownerReference a controller puts on what it creates or adopts: its own apiVersion,
     kind, name and uid, with controller and blockOwnerDeletion set."""
+    # The registry holds the kinds' strategies, which use this module: imported when needed.
+    from kubelite.api.registry import by_message
+
     rtype = by_message(type(owner))
     owner_meta = meta(owner)
     return v1.OwnerReference(api_version=rtype.api_version, kind=rtype.kind,

@@ -1,11 +1,28 @@
-"""The kinds the API serves: kind <-> resource name <-> message type, and how they are stored."""
+"""The kinds the API serves: kind <-> resource name <-> message type, how they are stored, and
+each one's strategy (kubelite.api.strategies)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import Message
 
+from kubelite.api.strategies import (
+    apps,
+    batch,
+    configmap,
+    endpoints,
+    event,
+    lease,
+    namespace,
+    node,
+    persistentvolumeclaim,
+    pod,
+    secret,
+    service,
+)
+from kubelite.api.strategies.base import Strategy
 from protos.v1 import objects_pb2 as v1
 
 
@@ -22,6 +39,8 @@ class ResourceType:
     short_names: tuple[str, ...] = ()
     has_status: bool = True
     """Whether the kind has a status written only through the status subresource."""
+    strategy: Strategy[Any] = Strategy()
+    """How the API defaults, validates, prepares and deletes the kind's objects."""
 
     @property
     def group(self) -> str:
@@ -46,29 +65,42 @@ class ResourceType:
 
 
 RESOURCES: tuple[ResourceType, ...] = (
-    ResourceType("Namespace", "namespaces", "v1", False, v1.Namespace, ("ns",)),
-    ResourceType("Node", "nodes", "v1", False, v1.Node, ("no",)),
-    ResourceType("Pod", "pods", "v1", True, v1.Pod, ("po",)),
-    ResourceType("Service", "services", "v1", True, v1.Service, ("svc",)),
-    ResourceType("Endpoints", "endpoints", "v1", True, v1.Endpoints, ("ep",), has_status=False),
-    ResourceType("ConfigMap", "configmaps", "v1", True, v1.ConfigMap, ("cm",), has_status=False),
-    ResourceType("Secret", "secrets", "v1", True, v1.Secret, (), has_status=False),
-    ResourceType("Event", "events", "v1", True, v1.Event, ("ev",), has_status=False),
-    ResourceType(
-        "Lease", "leases", "coordination.k8s.io/v1", True, v1.Lease, (), has_status=False
-    ),
-    ResourceType("ReplicaSet", "replicasets", "apps/v1", True, v1.ReplicaSet, ("rs",)),
-    ResourceType("Deployment", "deployments", "apps/v1", True, v1.Deployment, ("deploy",)),
-    ResourceType("DaemonSet", "daemonsets", "apps/v1", True, v1.DaemonSet, ("ds",)),
-    ResourceType("StatefulSet", "statefulsets", "apps/v1", True, v1.StatefulSet, ("sts",)),
-    ResourceType("Job", "jobs", "batch/v1", True, v1.Job),
-    ResourceType("CronJob", "cronjobs", "batch/v1", True, v1.CronJob, ("cj",)),
+    ResourceType("Namespace", "namespaces", "v1", False, v1.Namespace, ("ns",),
+                 strategy=namespace.NamespaceStrategy()),
+    ResourceType("Node", "nodes", "v1", False, v1.Node, ("no",), strategy=node.NodeStrategy()),
+    ResourceType("Pod", "pods", "v1", True, v1.Pod, ("po",), strategy=pod.PodStrategy()),
+    ResourceType("Service", "services", "v1", True, v1.Service, ("svc",),
+                 strategy=service.ServiceStrategy()),
+    ResourceType("Endpoints", "endpoints", "v1", True, v1.Endpoints, ("ep",), has_status=False,
+                 strategy=endpoints.EndpointsStrategy()),
+    ResourceType("ConfigMap", "configmaps", "v1", True, v1.ConfigMap, ("cm",), has_status=False,
+                 strategy=configmap.ConfigMapStrategy()),
+    ResourceType("Secret", "secrets", "v1", True, v1.Secret, (), has_status=False,
+                 strategy=secret.SecretStrategy()),
+    ResourceType("Event", "events", "v1", True, v1.Event, ("ev",), has_status=False,
+                 strategy=event.EventStrategy()),
+    ResourceType("Lease", "leases", "coordination.k8s.io/v1", True, v1.Lease, (),
+                 has_status=False, strategy=lease.LeaseStrategy()),
+    ResourceType("ReplicaSet", "replicasets", "apps/v1", True, v1.ReplicaSet, ("rs",),
+                 strategy=apps.ReplicaSetStrategy()),
+    ResourceType("Deployment", "deployments", "apps/v1", True, v1.Deployment, ("deploy",),
+                 strategy=apps.DeploymentStrategy()),
+    ResourceType("DaemonSet", "daemonsets", "apps/v1", True, v1.DaemonSet, ("ds",),
+                 strategy=apps.DaemonSetStrategy()),
+    ResourceType("StatefulSet", "statefulsets", "apps/v1", True, v1.StatefulSet, ("sts",),
+                 strategy=apps.StatefulSetStrategy()),
+    ResourceType("Job", "jobs", "batch/v1", True, v1.Job, strategy=batch.JobStrategy()),
+    ResourceType("CronJob", "cronjobs", "batch/v1", True, v1.CronJob, ("cj",),
+                 strategy=batch.CronJobStrategy()),
 )
+"""Every kind served, with what makes it the kind it is: adding a kind is a line here and its
+strategy module (kubelite.api.strategies)."""
 
 EMBEDDED: tuple[ResourceType, ...] = (
     ResourceType(
         "PersistentVolumeClaim", "persistentvolumeclaims", "v1", True,
         v1.PersistentVolumeClaim, ("pvc",),
+        strategy=persistentvolumeclaim.PersistentVolumeClaimStrategy(),
     ),
 )
 """Kinds not served, whose objects appear inside served ones (a StatefulSet's
@@ -138,3 +170,12 @@ def by_message(message_type: type[Message]) -> ResourceType:
         return _BY_MESSAGE[message_type]
     except KeyError:
         raise UnknownResource(f"{message_type.__name__} is not an API kind") from None
+
+
+_STRATEGIES = {r.message: r.strategy for r in (*RESOURCES, *EMBEDDED)}
+
+
+def strategy_for(message_type: type[Message]) -> Strategy[Any] | None:
+    """The strategy of the kind (served or embedded) whose objects are ``message_type``
+    messages; None for a message that is no kind."""
+    return _STRATEGIES.get(message_type)

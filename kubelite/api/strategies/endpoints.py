@@ -1,0 +1,17 @@
+"""Endpoints: the ready and not-ready addresses behind a Service."""
+
+from __future__ import annotations
+
+from kubelite.api import defaults
+from kubelite.api.strategies.base import Strategy
+from kubelite.api.validation.core import validate_endpoints
+from kubelite.api.validation.meta import Errors
+from protos.v1 import objects_pb2 as v1
+
+
+class EndpointsStrategy(Strategy[v1.Endpoints]):
+    def default(self, obj: v1.Endpoints) -> None:
+        defaults.default_endpoints(obj)
+
+    def validate(self, obj: v1.Endpoints) -> Errors:
+        return validate_endpoints(obj)

@@ -1,0 +1,23 @@
+"""Secrets: stringData merged into data, the keys each type requires, a type that stays."""
+
+from __future__ import annotations
+
+from kubelite.api import defaults
+from kubelite.api.strategies.base import Strategy
+from kubelite.api.validation.core import validate_secret, validate_secret_update
+from kubelite.api.validation.meta import Errors
+from protos.v1 import objects_pb2 as v1
+
+
+class SecretStrategy(Strategy[v1.Secret]):
+    def default(self, obj: v1.Secret) -> None:
+        defaults.default_secret(obj)
+
+    def validate(self, obj: v1.Secret) -> Errors:
+        return validate_secret(obj)
+
+    def validate_update(self, new: v1.Secret, old: v1.Secret) -> Errors:
+        return self.validate(new) + validate_secret_update(new, old)
+
+    def fields(self, obj: v1.Secret) -> dict[str, str]:
+        return {"type": obj.type}
