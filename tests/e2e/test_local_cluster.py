@@ -38,13 +38,26 @@ PORT_OPTIONS = ("--api-port", "--etcd-port", "--etcd-peer-port", "--scheduler-he
                 "--proxy-health-port")
 
 
+_handed_out: set[int] = set()
+
+
+def unused_port() -> int:
+    """A free port no Options of this run has had: free_port alone may give one port twice
+    (it is free again once probed), and `kubelite up` refuses a port used twice."""
+    while True:
+        port = free_port()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+
+
 @dataclass
 class Options:
     """What one `kubelite up` gets so that it collides with nothing else on the machine."""
 
     nodes: int = 3
     ports: dict[str, int] = field(
-        default_factory=lambda: {option: free_port() for option in PORT_OPTIONS})
+        default_factory=lambda: {option: unused_port() for option in PORT_OPTIONS})
     node_base: str = field(default_factory=lambda: f"127.0.{random.randint(100, 250)}.10")
     service_range: str = field(
         default_factory=lambda: f"127.{random.randint(97, 127)}.0.0/16")
