@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kubelite.testing.etcd import EtcdProcess
-from kubelite.testing.ports import free_port
+from kubelite.etcd_process import EtcdProcess
+from kubelite.ports import free_port
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 #!/bin/sh
 # A kubelite node in one container: kubelet + proxy on the container's own IP.
-# SIGTERM stops both (the kubelet stops its pods first).
+# SIGTERM stops both (the kubelet stops its pods first). Both commands are the ones
+# kubelite/components.py builds (tests/e2e/test_compose.py checks them against it).
 set -eu
 NODE_NAME="${NODE_NAME:-$(hostname)}"
 NODE_IP="${NODE_IP:-$(hostname -i | awk '{print $1}')}"

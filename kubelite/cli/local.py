@@ -33,8 +33,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from kubelite.components import (
+    ApiServer,
+    ControllerManager,
+    Etcd,
+    Kubelet,
+    Proxy,
+    Scheduler,
+    installed_script,
+)
+from kubelite.etcd_process import find_etcd
+from kubelite.health import join_host_port
 from kubelite.processes import ManagedProcess
-from kubelite.testing.etcd import find_etcd
 
 STATE_FILE = "cluster.json"
 CONTROL_PLANE_ADDRESS = "127.0.0.1"
@@ -64,17 +74,17 @@ class LocalClusterSettings:
     """etcd client port on 127.0.0.1 (not 2379, so a system etcd can run beside it)."""
     etcd_peer_port: int = 2480
     """etcd peer port on 127.0.0.1 (not 2380, so a system etcd can run beside it)."""
-    api_port: int = 6443
+    api_port: int = ApiServer.PORT
     """API server port on 127.0.0.1."""
-    kubelet_port: int = 10250
+    kubelet_port: int = Kubelet.PORT
     """Kubelet API port on each node's address."""
-    scheduler_health_port: int = 10259
+    scheduler_health_port: int = Scheduler.HEALTH_PORT
     """Scheduler's gRPC health port on 127.0.0.1 (kube-scheduler's healthz port)."""
-    controller_manager_health_port: int = 10257
+    controller_manager_health_port: int = ControllerManager.HEALTH_PORT
     """Controller manager's gRPC health port on 127.0.0.1 (kube-controller-manager's)."""
-    kubelet_health_port: int = 10248
+    kubelet_health_port: int = Kubelet.HEALTH_PORT
     """Kubelet's gRPC health port on each node's address (the kubelet's healthz port)."""
-    proxy_health_port: int = 10256
+    proxy_health_port: int = Proxy.HEALTH_PORT
     """Proxy's gRPC health port on each node's address (kube-proxy's healthz port)."""
     ready_timeout: float = 60.0
     """Seconds each component gets to become healthy."""
@@ -224,7 +234,7 @@ class Component:
 
 
 def _script(name: str) -> str:
-    beside = Path(sys.executable).with_name(name)
+    beside = installed_script(name)
     return str(beside) if beside.exists() else name
 
 
@@ -232,49 +242,38 @@ def _components(s: LocalClusterSettings) -> list[Component]:
     data = s.data_dir
     logs = data / "logs"
     host = CONTROL_PLANE_ADDRESS
-    etcd_client = f"http://{host}:{s.etcd_port}"
-    etcd_peer = f"http://{host}:{s.etcd_peer_port}"
-    api = f"{host}:{s.api_port}"
-    scheduler_health = f"{host}:{s.scheduler_health_port}"
-    cm_health = f"{host}:{s.controller_manager_health_port}"
 
-    def managed(name: str, argv: list[str]) -> ManagedProcess:
-        return ManagedProcess(name, argv, logs / f"{name}.log",
-                              {**os.environ, "PYTHONUNBUFFERED": "1"})
+    def component(name: str, argv: list[str], health: str) -> Component:
+        return Component(ManagedProcess(name, argv, logs / f"{name}.log",
+                                        {**os.environ, "PYTHONUNBUFFERED": "1"}), health)
 
-    components = [
-        Component(managed("etcd", [
-            find_etcd(), "--name", "kubelite", "--data-dir", str(data / "etcd"),
-            "--listen-client-urls", etcd_client, "--advertise-client-urls", etcd_client,
-            "--listen-peer-urls", etcd_peer, "--initial-advertise-peer-urls", etcd_peer,
-            "--initial-cluster", f"kubelite={etcd_peer}", "--log-level", "warn",
-            "--logger", "zap"]), f"{etcd_client}/health"),
-        Component(managed("apiserver", [
-            _script("kubelite-apiserver"), "--listen", api, "--etcd-servers",
-            f"{host}:{s.etcd_port}", "--service-cluster-ip-range",
-            s.service_cluster_ip_range]), f"grpc://{api}"),
-        Component(managed("scheduler", [
-            _script("kubelite-scheduler"), "--server", api,
-            "--health-address", scheduler_health]), f"grpc://{scheduler_health}"),
-        Component(managed("controller-manager", [
-            _script("kubelite-controller-manager"), "--server", api,
-            "--health-address", cm_health]), f"grpc://{cm_health}"),
-    ]
+    etcd = Etcd(data_dir=str(data / "etcd"), client_urls=(f"http://{host}:{s.etcd_port}",),
+                peer_url=f"http://{host}:{s.etcd_peer_port}")
+    api = ApiServer(listen=f"{host}:{s.api_port}", etcd_servers=f"{host}:{s.etcd_port}",
+                    service_cluster_ip_range=s.service_cluster_ip_range)
+    scheduler = Scheduler(server=api.listen,
+                          health_address=f"{host}:{s.scheduler_health_port}")
+    controller_manager = ControllerManager(
+        server=api.listen, health_address=f"{host}:{s.controller_manager_health_port}")
+    components = [component(etcd.component, etcd.argv(find_etcd()), etcd.health_url)]
+    for daemon in (api, scheduler, controller_manager):
+        components.append(component(daemon.component, daemon.argv(_script(daemon.script)),
+                                    f"grpc://{daemon.health}"))
+    with_proxy = installed_script(Proxy.script).exists()
     pod_cidrs = s.node_pod_cidrs()
     for i, address in enumerate(s.node_addresses(), start=1):
         name = f"node-{i}"
-        pod_cidr = ["--pod-cidr", pod_cidrs[i - 1]] if pod_cidrs[i - 1] else []
-        kubelet_health = f"{address}:{s.kubelet_health_port}"
-        proxy_health = f"{address}:{s.proxy_health_port}"
-        components.append(Component(managed(f"kubelet-{name}", [
-            _script("kubelite-kubelet"), "--node-name", name, "--address", address,
-            "--server", api, "--root-dir", str(data / "nodes" / name),
-            "--port", str(s.kubelet_port), "--health-address", kubelet_health,
-            "--stop-pods-on-exit", *pod_cidr]), f"grpc://{kubelet_health} node:{name}"))
-        if Path(_script("kubelite-proxy")).exists():
-            components.append(Component(managed(f"proxy-{name}", [
-                _script("kubelite-proxy"), "--node-name", name, "--node-ip", address,
-                "--server", api, "--health-address", proxy_health]), f"grpc://{proxy_health}"))
+        kubelet = Kubelet(node_name=name, address=address, server=api.listen,
+                          root_dir=str(data / "nodes" / name), port=s.kubelet_port,
+                          health_address=join_host_port(address, s.kubelet_health_port),
+                          pod_cidr=pod_cidrs[i - 1] or None, stop_pods_on_exit=True)
+        components.append(component(f"kubelet-{name}", kubelet.argv(_script(kubelet.script)),
+                                    f"grpc://{kubelet.health} node:{name}"))
+        if with_proxy:
+            proxy = Proxy(node_name=name, node_ip=address, server=api.listen,
+                          health_address=join_host_port(address, s.proxy_health_port))
+            components.append(component(f"proxy-{name}", proxy.argv(_script(proxy.script)),
+                                        f"grpc://{proxy.health}"))
     return components
 
 

@@ -1,13 +1,13 @@
-"""A cluster of real processes for e2e tests: API server, scheduler, kubelets (and, as they
-land, controller manager and proxies), each started through its console script against a
-shared test etcd, with short timers. klctl is run as a process too."""
+"""A cluster of real processes for e2e tests: API server, scheduler, kubelets (and, when asked,
+controller manager and proxies), each started through its console script against a shared
+test etcd, with short timers; their command lines come from kubelite.components. klctl is run
+as a process too."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,16 +16,33 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kubelite.components import (
+    ApiServer,
+    ControllerManager,
+    ControllerManagerTimers,
+    Kubelet,
+    KubeletTimers,
+    LeaderElection,
+    Proxy,
+    Scheduler,
+    SchedulerTimers,
+    Spec,
+    installed_script,
+)
+from kubelite.ports import free_port
 from kubelite.processes import ManagedProcess
-from kubelite.testing.ports import free_port
 
 
 def script(name: str) -> str:
     """A console script installed beside this interpreter (the venv's bin)."""
-    candidate = Path(sys.executable).with_name(name)
+    candidate = installed_script(name)
     if not candidate.exists():
         raise FileNotFoundError(f"{name} is not installed (pip install -e .)")
     return str(candidate)
+
+
+TEST_LEADER_ELECTION = LeaderElection(lease_duration=2, renew_deadline=1.5, retry_period=0.2)
+"""Leader election of test clusters: a standby takes over within seconds."""
 
 
 @dataclass(frozen=True)
@@ -50,25 +67,17 @@ class TestCluster:
     scheduler: bool = True
     controller_manager: bool = False
     proxy: bool = False
-    controller_manager_args: tuple[str, ...] = (
-        "--node-monitor-period", "0.5", "--node-monitor-grace-period", "4",
-        "--cron-time-scale", "60", "--cronjob-check-period", "0.5",
-    )
-    kubelet_args: tuple[str, ...] = (
-        "--node-status-update-frequency",
-        "2",
-        "--node-lease-duration",
-        "8",
-        "--sync-frequency",
-        "2",
-        "--housekeeping-interval",
-        "0.2",
-        "--backoff-initial",
-        "1",
-        "--backoff-max",
-        "8",
-        "--stop-pods-on-exit",
-    )
+    watch_progress_interval: float = 0.2
+    """API server: seconds between bookmarks on quiet watches."""
+    scheduler_timers: SchedulerTimers = SchedulerTimers(pod_initial_backoff=0.5,
+                                                        pod_max_backoff=2)
+    controller_manager_timers: ControllerManagerTimers = ControllerManagerTimers(
+        node_monitor_period=0.5, node_monitor_grace_period=4, cronjob_check_period=0.5,
+        cron_time_scale=60)
+    kubelet_timers: KubeletTimers = KubeletTimers(
+        node_status_update_frequency=2, node_lease_duration=8, sync_frequency=2,
+        housekeeping_interval=0.2, backoff_initial=1, backoff_max=8)
+    leader_election: LeaderElection = TEST_LEADER_ELECTION
     prefix: str = field(default_factory=lambda: f"/e2e-{uuid.uuid4().hex[:10]}")
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     server: str = ""
@@ -76,29 +85,19 @@ class TestCluster:
     """Each component's gRPC health address (host:port) by process name; every one gets a
     free port, so several clusters and standbys never collide."""
 
-    def _start(self, name: str, argv: list[str]) -> ManagedProcess:
+    def _start(self, name: str, spec: Spec) -> ManagedProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "KUBELITE_SERVER": self.server}
-        process = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log", env)
+        process = ManagedProcess(name, spec.argv(script(spec.script)),
+                                 self.workdir / "logs" / f"{name}.log", env)
         process.start()
         self.processes[name] = process
         return process
 
     def start(self) -> None:
         self.server = f"127.0.0.1:{free_port()}"
-        self._start(
-            "apiserver",
-            [
-                script("kubelite-apiserver"),
-                "--listen",
-                self.server,
-                "--etcd-servers",
-                self.etcd_endpoint,
-                "--etcd-prefix",
-                self.prefix,
-                "--watch-progress-interval",
-                "0.2",
-            ],
-        )
+        self._start("apiserver", ApiServer(
+            listen=self.server, etcd_servers=self.etcd_endpoint, etcd_prefix=self.prefix,
+            watch_progress_interval=self.watch_progress_interval))
         self.wait_for(
             lambda: self.klctl("get", "ns", check=False).returncode == 0, "the API server to answer"
         )
@@ -130,73 +129,29 @@ class TestCluster:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     def start_scheduler(self, name: str = "scheduler") -> ManagedProcess:
-        return self._start(
-            name,
-            [
-                script("kubelite-scheduler"),
-                "--server",
-                self.server,
-                "--pod-initial-backoff",
-                "0.5",
-                "--pod-max-backoff",
-                "2",
-                "--leader-elect-lease-duration",
-                "2",
-                "--leader-elect-renew-deadline",
-                "1.5",
-                "--leader-elect-retry-period",
-                "0.2",
-                "--identity",
-                name,
-                "--health-address",
-                self._health_address(name),
-            ],
-        )
+        return self._start(name, Scheduler(
+            server=self.server, health_address=self._health_address(name), identity=name,
+            leader_election=self.leader_election, timers=self.scheduler_timers))
 
     def start_controller_manager(self, name: str = "controller-manager") -> ManagedProcess:
-        return self._start(name, [
-            script("kubelite-controller-manager"), "--server", self.server,
-            "--leader-elect-lease-duration", "2", "--leader-elect-renew-deadline", "1.5",
-            "--leader-elect-retry-period", "0.2", "--identity", name,
-            "--health-address", self._health_address(name), *self.controller_manager_args,
-        ])
+        return self._start(name, ControllerManager(
+            server=self.server, health_address=self._health_address(name), identity=name,
+            leader_election=self.leader_election, timers=self.controller_manager_timers))
 
     def start_proxy(self, node: NodeSpec) -> ManagedProcess:
         name = f"proxy-{node.name}"
-        return self._start(name, [
-            script("kubelite-proxy"), "--node-name", node.name, "--node-ip", node.address,
-            "--server", self.server, "--health-address", self._health_address(name, node.address),
-        ])
+        return self._start(name, Proxy(
+            node_name=node.name, node_ip=node.address, server=self.server,
+            health_address=self._health_address(name, node.address)))
 
     def start_kubelet(self, node: NodeSpec) -> ManagedProcess:
-        labels = ",".join(f"{k}={v}" for k, v in node.labels.items())
-        argv = [
-            script("kubelite-kubelet"),
-            "--node-name",
-            node.name,
-            "--address",
-            node.address,
-            "--server",
-            self.server,
-            "--root-dir",
-            str(self.workdir / node.name),
-            "--port",
-            "0",
-            "--cpu",
-            node.cpu,
-            "--memory",
-            node.memory,
-            "--health-address",
-            self._health_address(f"kubelet-{node.name}", node.address),
-            *self.kubelet_args,
-        ]
-        if labels:
-            argv += ["--node-labels", labels]
-        if node.taints:
-            argv += ["--register-with-taints", ",".join(node.taints)]
-        if node.pod_cidr:
-            argv += ["--pod-cidr", node.pod_cidr]
-        return self._start(f"kubelet-{node.name}", argv)
+        name = f"kubelet-{node.name}"
+        return self._start(name, Kubelet(
+            node_name=node.name, address=node.address, server=self.server,
+            root_dir=str(self.workdir / node.name), port=0, cpu=node.cpu, memory=node.memory,
+            labels=node.labels or None, taints=node.taints or None,
+            pod_cidr=node.pod_cidr or None, health_address=self._health_address(name, node.address),
+            timers=self.kubelet_timers, stop_pods_on_exit=True))
 
     def _node_ready(self, name: str) -> bool:
         result = self.klctl("get", "node", name, "--no-headers", check=False)

@@ -47,8 +47,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubelite.components import (
+    ApiServer,
+    ControllerManager,
+    ControllerManagerTimers,
+    Etcd,
+    Kubelet,
+    KubeletTimers,
+    LeaderElection,
+    Proxy,
+    Scheduler,
+    SchedulerTimers,
+    Spec,
+    installed_script,
+)
+from kubelite.etcd_process import FAST_ELECTION_TIMEOUT, FAST_HEARTBEAT_INTERVAL, find_etcd
 from kubelite.processes import ManagedProcess
-from kubelite.testing.etcd import find_etcd
 
 PREFIX = "klt"
 """Every namespace and device this harness makes is named ``klt<4 hex>-...``."""
@@ -58,28 +72,28 @@ SUBNET_BASE = "10.213"
 """Hosts get 10.213.<k>.0/24 addresses; ``k`` is chosen per run."""
 ROOT_HOST_OCTET = 254
 """The root namespace's address on the bridge (where the test process talks from)."""
-ETCD_CLIENT_PORT = 2379
-ETCD_PEER_PORT = 2380
-API_PORT = 6443
-KUBELET_PORT = 10250
+ETCD_CLIENT_PORT = Etcd.CLIENT_PORT
+ETCD_PEER_PORT = Etcd.PEER_PORT
+API_PORT = ApiServer.PORT
+KUBELET_PORT = Kubelet.PORT
 
 _NAME_RE = re.compile(rf"^{PREFIX}([0-9a-f]{{4}})-")
 
-REQUIRED_SCRIPTS = ("kubelite-apiserver", "kubelite-scheduler", "kubelite-kubelet", "klctl")
-OPTIONAL_SCRIPTS = ("kubelite-controller-manager", "kubelite-proxy")
+REQUIRED_SCRIPTS = (ApiServer.script, Scheduler.script, Kubelet.script, "klctl")
+OPTIONAL_SCRIPTS = (ControllerManager.script, Proxy.script)
 
 
 class HarnessUnavailable(RuntimeError):
     """This machine cannot run the harness (not root, no iproute2, a script missing)."""
 
 
-def script_path(name: str) -> Path:
-    """A console script installed beside this interpreter (the venv's bin)."""
-    return Path(sys.executable).with_name(name)
-
-
 def has_script(name: str) -> bool:
-    return script_path(name).exists()
+    return installed_script(name).exists()
+
+
+def _argv(spec: Spec) -> list[str]:
+    """The component's command through its console script beside this interpreter."""
+    return spec.argv(str(installed_script(spec.script)))
 
 
 def unavailable_reason() -> str | None:
@@ -441,53 +455,59 @@ class MultiHostCluster:
 
     def _etcd_argv(self) -> list[str]:
         cp = self.control_plane
-        clients = (f"http://127.0.0.1:{ETCD_CLIENT_PORT},"
-                   f"http://{cp.address}:{ETCD_CLIENT_PORT}")
-        peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
-        return [
-            find_etcd(), "--name", "kubelite", "--data-dir", str(self.workdir / "etcd"),
-            "--listen-client-urls", clients,
-            "--advertise-client-urls", f"http://{cp.address}:{ETCD_CLIENT_PORT}",
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"kubelite={peer}", "--log-level", "warn", "--logger", "zap",
-            "--heartbeat-interval", "100", "--election-timeout", "1000",
-        ]
+        return Etcd(
+            data_dir=str(self.workdir / "etcd"),
+            client_urls=(f"http://127.0.0.1:{ETCD_CLIENT_PORT}",
+                         f"http://{cp.address}:{ETCD_CLIENT_PORT}"),
+            advertise_client_urls=(f"http://{cp.address}:{ETCD_CLIENT_PORT}",),
+            peer_url=f"http://127.0.0.1:{ETCD_PEER_PORT}",
+            heartbeat_interval=FAST_HEARTBEAT_INTERVAL, election_timeout=FAST_ELECTION_TIMEOUT,
+        ).argv(find_etcd())
 
-    def _leader_args(self) -> list[str]:
+    def _api_server_argv(self) -> list[str]:
+        return _argv(ApiServer(
+            listen=f"0.0.0.0:{API_PORT}", etcd_servers=f"127.0.0.1:{ETCD_CLIENT_PORT}",
+            watch_progress_interval=self.settings.watch_progress_interval))
+
+    def _leader_election(self) -> LeaderElection:
         s = self.settings
-        return ["--leader-elect-lease-duration", str(s.leader_elect_lease_duration),
-                "--leader-elect-renew-deadline", str(s.leader_elect_renew_deadline),
-                "--leader-elect-retry-period", str(s.leader_elect_retry_period)]
+        return LeaderElection(lease_duration=s.leader_elect_lease_duration,
+                              renew_deadline=s.leader_elect_renew_deadline,
+                              retry_period=s.leader_elect_retry_period)
 
     def _scheduler_argv(self, identity: str) -> list[str]:
         s = self.settings
-        return [str(script_path("kubelite-scheduler")), "--server", f"127.0.0.1:{API_PORT}",
-                "--pod-initial-backoff", str(s.scheduler_initial_backoff),
-                "--pod-max-backoff", str(s.scheduler_max_backoff),
-                *self._leader_args(), "--identity", identity,
-                # Active and standby share the control-plane host: any free health port.
-                "--health-address", "127.0.0.1:0"]
+        # Active and standby share the control-plane host: any free health port.
+        return _argv(Scheduler(
+            server=f"127.0.0.1:{API_PORT}", health_address="127.0.0.1:0", identity=identity,
+            leader_election=self._leader_election(),
+            timers=SchedulerTimers(pod_initial_backoff=s.scheduler_initial_backoff,
+                                   pod_max_backoff=s.scheduler_max_backoff)))
 
     def _controller_manager_argv(self, identity: str) -> list[str]:
         s = self.settings
-        return [str(script_path("kubelite-controller-manager")),
-                "--server", f"127.0.0.1:{API_PORT}",
-                "--node-monitor-period", str(s.node_monitor_period),
-                "--node-monitor-grace-period", str(s.node_monitor_grace_period),
-                *self._leader_args(), "--identity", identity,
-                "--health-address", "127.0.0.1:0"]
+        return _argv(ControllerManager(
+            server=f"127.0.0.1:{API_PORT}", health_address="127.0.0.1:0", identity=identity,
+            leader_election=self._leader_election(),
+            timers=ControllerManagerTimers(
+                node_monitor_period=s.node_monitor_period,
+                node_monitor_grace_period=s.node_monitor_grace_period)))
 
     def _kubelet_argv(self, host: Host) -> list[str]:
         s = self.settings
-        return [str(script_path("kubelite-kubelet")), "--node-name", host.name,
-                "--address", host.address, "--server", self.server,
-                "--root-dir", str(self.workdir / "hosts" / host.name / "kubelet"),
-                "--port", str(KUBELET_PORT), "--cpu", s.node_cpu, "--memory", s.node_memory,
-                "--node-status-update-frequency", str(s.node_status_update_frequency),
-                "--node-lease-duration", str(s.node_lease_duration),
-                "--sync-frequency", str(s.sync_frequency),
-                "--housekeeping-interval", str(s.housekeeping_interval),
-                "--backoff-initial", "1", "--backoff-max", "8", "--stop-pods-on-exit"]
+        return _argv(Kubelet(
+            node_name=host.name, address=host.address, server=self.server,
+            root_dir=str(self.workdir / "hosts" / host.name / "kubelet"), port=KUBELET_PORT,
+            cpu=s.node_cpu, memory=s.node_memory,
+            timers=KubeletTimers(
+                node_status_update_frequency=s.node_status_update_frequency,
+                node_lease_duration=s.node_lease_duration, sync_frequency=s.sync_frequency,
+                housekeeping_interval=s.housekeeping_interval, backoff_initial=1,
+                backoff_max=8),
+            stop_pods_on_exit=True))
+
+    def _proxy_argv(self, host: Host) -> list[str]:
+        return _argv(Proxy(node_name=host.name, node_ip=host.address, server=self.server))
 
     @property
     def has_controller_manager(self) -> bool:
@@ -504,24 +524,19 @@ class MultiHostCluster:
         etcd.process.start()
         self.wait_for(self.etcd_healthy, "etcd healthy", s.start_timeout,
                       watch=["etcd"])
-        api = self._add("apiserver", cp, [
-            str(script_path("kubelite-apiserver")), "--listen", f"0.0.0.0:{API_PORT}",
-            "--etcd-servers", f"127.0.0.1:{ETCD_CLIENT_PORT}",
-            "--watch-progress-interval", str(s.watch_progress_interval)])
+        api = self._add("apiserver", cp, self._api_server_argv())
         api.process.start()
         self.wait_for(self.api_ready, "the API server to answer", s.start_timeout,
                       watch=["apiserver"])
         self._add("scheduler", cp, self._scheduler_argv("scheduler")).process.start()
-        with_cm = s.controller_manager and has_script("kubelite-controller-manager")
+        with_cm = s.controller_manager and has_script(ControllerManager.script)
         if with_cm:
             self._add("controller-manager", cp,
                       self._controller_manager_argv("controller-manager")).process.start()
         for host in self.workers:
             self._add(f"kubelet-{host.name}", host, self._kubelet_argv(host)).process.start()
-            if s.proxy and has_script("kubelite-proxy"):
-                self._add(f"proxy-{host.name}", host, [
-                    str(script_path("kubelite-proxy")), "--node-name", host.name,
-                    "--node-ip", host.address, "--server", self.server]).process.start()
+            if s.proxy and has_script(Proxy.script):
+                self._add(f"proxy-{host.name}", host, self._proxy_argv(host)).process.start()
         everything = list(self.components)
         for host in self.workers:
             self.wait_for(lambda: self.node_ready(host.name) == "True",
@@ -647,7 +662,7 @@ class MultiHostCluster:
               timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """klctl from the root namespace against the API server."""
         result = subprocess.run(
-            [str(script_path("klctl")), "--server", self.server, *args],
+            [str(installed_script("klctl")), "--server", self.server, *args],
             capture_output=True, text=True, input=input, timeout=timeout, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"klctl {' '.join(args)} exited {result.returncode}:\n"

@@ -1,11 +1,7 @@
-"""Free loopback ports for servers that need a number before they start (etcd)."""
+"""Free loopback ports (kubelite.ports), for tests."""
 
 from __future__ import annotations
 
-import socket
+from kubelite.ports import free_port
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port"]

@@ -1,0 +1,337 @@
+"""Every component's command line: the one place that knows each daemon's console script, the
+flags it takes and where its gRPC health service answers by default.
+
+A component is a frozen dataclass of the values it runs with (API server address, ports, node
+name and address, timers, ...); ``argv()`` is the command that starts it and ``health`` the
+host:port of its health service. `kubelite up`, the test harnesses and the etcd helper build
+their commands here; the test suite parses every command built here with the daemon's own
+parser and checks that deploy/docker-compose.yml and deploy/node-entrypoint.sh run what these
+specs produce.
+
+Specs take keywords only. A field's flag is its name with dashes (``node_name`` is
+``--node-name``) unless its metadata names another; a ``None`` field is not passed, so the
+daemon's default (Kubernetes') applies; a ``True`` boolean is passed alone, ``False`` not at
+all; a nested dataclass (timers, leader election) passes its own fields the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from kubelite.health import join_host_port
+
+LOCALHOST = "127.0.0.1"
+
+
+def installed_script(name: str) -> Path:
+    """Where console script ``name`` is installed: beside this interpreter (the venv's bin)."""
+    return Path(sys.executable).with_name(name)
+
+
+def local_url(url: str) -> str:
+    """``url`` as this host reaches it: a listen-on-any address (0.0.0.0) is 127.0.0.1."""
+    return url.replace("//0.0.0.0:", f"//{LOCALHOST}:")
+
+
+def local_address(address: str) -> str:
+    """``host:port`` as this host reaches it: 0.0.0.0 (or no host) is 127.0.0.1."""
+    host, _, port = address.rpartition(":")
+    return f"{LOCALHOST}:{port}" if host in ("", "0.0.0.0") else address
+
+
+def _text(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def flags_of(spec: Any) -> list[str]:
+    """A dataclass's fields as command-line flags (see the module docstring)."""
+    args: list[str] = []
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        if value is None or value is False:
+            continue
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        if value is True:
+            args.append(flag)
+        elif is_dataclass(value):
+            args += flags_of(value)
+        else:
+            args += [flag, _text(value)]
+    return args
+
+
+class Spec:
+    """What every component spec has: its names and its command line."""
+
+    component: ClassVar[str]
+    """The component's name (the process and log name of the control-plane ones)."""
+    script: ClassVar[str]
+    """Its console script (or binary)."""
+    module: ClassVar[str | None]
+    """The package whose ``__main__.parse_args`` reads its flags (None: not ours)."""
+
+    def flags(self) -> list[str]:
+        return flags_of(self)
+
+    def argv(self, program: str | None = None) -> list[str]:
+        """The command: ``program`` (default: the console script's name) and the flags."""
+        return [self.script if program is None else program, *self.flags()]
+
+
+class Daemon(Spec):
+    """One of kubelite's own components: each serves the gRPC health service."""
+
+    @property
+    def health(self) -> str:
+        """host:port of its gRPC health service ("": it serves none)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaderElection:
+    """Leader election of the scheduler and the controller manager (None: the default)."""
+
+    lease_duration: float | None = field(
+        default=None, metadata={"flag": "--leader-elect-lease-duration"})
+    """Seconds the Lease is held (Kubernetes: 15)."""
+    renew_deadline: float | None = field(
+        default=None, metadata={"flag": "--leader-elect-renew-deadline"})
+    """A leader that could not renew for this long steps down, seconds (Kubernetes: 10)."""
+    retry_period: float | None = field(
+        default=None, metadata={"flag": "--leader-elect-retry-period"})
+    """Seconds between tries to acquire or renew the Lease (Kubernetes: 2)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Etcd(Spec):
+    """A one-member etcd."""
+
+    component: ClassVar[str] = "etcd"
+    script: ClassVar[str] = "etcd"
+    module: ClassVar[str | None] = None
+    CLIENT_PORT: ClassVar[int] = 2379
+    PEER_PORT: ClassVar[int] = 2380
+
+    data_dir: str
+    """Its data directory."""
+    client_urls: tuple[str, ...]
+    """URLs it serves clients on (--listen-client-urls)."""
+    advertise_client_urls: tuple[str, ...] | None = None
+    """URLs it tells clients (None: client_urls)."""
+    peer_url: str | None = None
+    """Its peer URL, listened on and advertised as the one member of the initial cluster
+    (None: etcd's default)."""
+    name: str = "kubelite"
+    """The member's name."""
+    log_level: str | None = "warn"
+    logger: str | None = "zap"
+    heartbeat_interval: int | None = None
+    """Milliseconds between leader heartbeats (etcd: 100)."""
+    election_timeout: int | None = None
+    """Milliseconds without a heartbeat before an election (etcd: 1000)."""
+
+    def flags(self) -> list[str]:
+        advertise = self.advertise_client_urls or self.client_urls
+        args = ["--name", self.name, "--data-dir", self.data_dir,
+                "--listen-client-urls", _text(self.client_urls),
+                "--advertise-client-urls", _text(advertise)]
+        if self.peer_url is not None:
+            args += ["--listen-peer-urls", self.peer_url,
+                     "--initial-advertise-peer-urls", self.peer_url,
+                     "--initial-cluster", f"{self.name}={self.peer_url}"]
+        for flag, value in (("--log-level", self.log_level), ("--logger", self.logger),
+                            ("--heartbeat-interval", self.heartbeat_interval),
+                            ("--election-timeout", self.election_timeout)):
+            if value is not None:
+                args += [flag, str(value)]
+        return args
+
+    @property
+    def health_url(self) -> str:
+        """Its /health on the first client URL (an any-address one reached on localhost)."""
+        return local_url(self.client_urls[0]) + "/health"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiServer(Daemon):
+    component: ClassVar[str] = "apiserver"
+    script: ClassVar[str] = "kubelite-apiserver"
+    module: ClassVar[str | None] = "apiserver"
+    PORT: ClassVar[int] = 6443
+
+    listen: str = f"{LOCALHOST}:{PORT}"
+    """host:port it serves the API (and its gRPC health) on."""
+    etcd_servers: str
+    """Comma-separated etcd host:port list."""
+    etcd_prefix: str | None = None
+    """Key prefix in etcd (default /registry)."""
+    service_cluster_ip_range: str | None = None
+    """CIDR of Service ClusterIPs."""
+    watch_progress_interval: float | None = None
+    """Seconds between bookmarks on quiet watches."""
+
+    @property
+    def health(self) -> str:
+        """The API's own address (as this host reaches it): it serves gRPC health too."""
+        return local_address(self.listen)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaderElected(Daemon):
+    """A control-plane daemon on the control-plane host that works while it leads."""
+
+    HEALTH_PORT: ClassVar[int]
+
+    server: str
+    """The API server's host:port."""
+    health_address: str | None = None
+    """host:port of its gRPC health service ("": none; None: 127.0.0.1:HEALTH_PORT)."""
+    identity: str | None = None
+    """Its holder identity in the leader-election Lease (None: hostname and a random
+    suffix)."""
+    leader_election: LeaderElection | None = None
+
+    @property
+    def health(self) -> str:
+        return _health(self.health_address, LOCALHOST, self.HEALTH_PORT)
+
+
+def _health(explicit: str | None, host: str, port: int) -> str:
+    return explicit if explicit is not None else join_host_port(host, port)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerTimers:
+    pod_initial_backoff: float | None = None
+    """First retry delay of an unschedulable pod, seconds (Kubernetes: 1)."""
+    pod_max_backoff: float | None = None
+    """Cap on that delay, seconds (Kubernetes: 10)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scheduler(LeaderElected):
+    component: ClassVar[str] = "scheduler"
+    script: ClassVar[str] = "kubelite-scheduler"
+    module: ClassVar[str | None] = "scheduler"
+    HEALTH_PORT: ClassVar[int] = 10259
+    """kube-scheduler's healthz port."""
+
+    timers: SchedulerTimers | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControllerManagerTimers:
+    node_monitor_period: float | None = None
+    """Seconds between node health checks (Kubernetes: 5)."""
+    node_monitor_grace_period: float | None = None
+    """A node unheard of for this long is Ready=Unknown, seconds (Kubernetes: 40)."""
+    cronjob_check_period: float | None = None
+    """Seconds between CronJob schedule checks (Kubernetes: 10)."""
+    cron_time_scale: float | None = None
+    """How many times faster than the wall clock cron schedules run (tests; default 1)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControllerManager(LeaderElected):
+    component: ClassVar[str] = "controller-manager"
+    script: ClassVar[str] = "kubelite-controller-manager"
+    module: ClassVar[str | None] = "controller_manager"
+    HEALTH_PORT: ClassVar[int] = 10257
+    """kube-controller-manager's healthz port."""
+
+    timers: ControllerManagerTimers | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubeletTimers:
+    node_status_update_frequency: float | None = None
+    """Seconds between node status updates (Kubernetes: 10)."""
+    node_lease_duration: int | None = None
+    """Its node Lease's duration, renewed every quarter of it, seconds (Kubernetes: 40)."""
+    sync_frequency: float | None = None
+    """Seconds between full pod syncs (default 10)."""
+    housekeeping_interval: float | None = None
+    """Seconds between housekeeping passes: container exits, probes (default 1)."""
+    backoff_initial: float | None = None
+    """First crash-loop back-off, seconds (Kubernetes: 10)."""
+    backoff_max: float | None = None
+    """Cap on the crash-loop back-off, seconds (Kubernetes: 300)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Kubelet(Daemon):
+    """A node's kubelet; the node's name is its process name's suffix (kubelet-NAME)."""
+
+    component: ClassVar[str] = "kubelet"
+    script: ClassVar[str] = "kubelite-kubelet"
+    module: ClassVar[str | None] = "kubelet"
+    PORT: ClassVar[int] = 10250
+    """The kubelet API's port."""
+    HEALTH_PORT: ClassVar[int] = 10248
+    """The kubelet's healthz port."""
+
+    node_name: str
+    address: str
+    """The node's IP: its InternalIP, its pods' IP (without a pod_cidr) and where the kubelet
+    API listens."""
+    server: str
+    """The API server's host:port."""
+    root_dir: str | None = None
+    """Where its pods' files live (default /var/lib/kubelite/kubelet)."""
+    port: int | None = None
+    """Kubelet API port (0: any; None: PORT)."""
+    cpu: str | None = None
+    """Capacity cpu it reports (None: this machine's)."""
+    memory: str | None = None
+    """Capacity memory it reports (None: this machine's)."""
+    labels: Mapping[str, str] | None = field(default=None, metadata={"flag": "--node-labels"})
+    """The Node's labels."""
+    taints: tuple[str, ...] | None = field(
+        default=None, metadata={"flag": "--register-with-taints"})
+    """The Node's taints, each key=value:Effect."""
+    pod_cidr: str | None = None
+    """Loopback block giving each pod its own IP (None: pods use the node's)."""
+    health_address: str | None = None
+    """host:port of its gRPC health service ("": none; None: ADDRESS:HEALTH_PORT)."""
+    timers: KubeletTimers | None = None
+    stop_pods_on_exit: bool = False
+    """Stop every pod on SIGTERM (False: leave them for the next start)."""
+
+    @property
+    def health(self) -> str:
+        return _health(self.health_address, self.address, self.HEALTH_PORT)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Proxy(Daemon):
+    """A node's proxy (one per node; its process name is proxy-NAME)."""
+
+    component: ClassVar[str] = "proxy"
+    script: ClassVar[str] = "kubelite-proxy"
+    module: ClassVar[str | None] = "proxy"
+    HEALTH_PORT: ClassVar[int] = 10256
+    """kube-proxy's healthz port."""
+
+    node_name: str
+    node_ip: str
+    """The node's IP: where NodePort listeners bind."""
+    server: str
+    """The API server's host:port."""
+    health_address: str | None = None
+    """host:port of its gRPC health service ("": none; None: NODE_IP:HEALTH_PORT)."""
+
+    @property
+    def health(self) -> str:
+        return _health(self.health_address, self.node_ip, self.HEALTH_PORT)
+
+
+DAEMONS: tuple[type[Daemon], ...] = (ApiServer, Scheduler, ControllerManager, Kubelet, Proxy)
+"""Our own components (etcd aside)."""
