@@ -51,7 +51,8 @@ __all__ = [
 
 _INT_OR_STRING = "kubelite.v1.IntOrString"
 
-QUANTITY_FIELDS: frozenset[str] = frozenset(
+QUANTITY_FIELDS: frozenset[str] = frozenset().union(
+    *(r.strategy.quantity_fields for r in (*RESOURCES, *EMBEDDED)),
     {
         "kubelite.v1.ResourceRequirements.limits",
         "kubelite.v1.ResourceRequirements.requests",
@@ -67,7 +68,8 @@ QUANTITY_FIELDS: frozenset[str] = frozenset(
 """Full names of the string (or map-of-string) fields that hold Kubernetes Quantities.
 
 The proto cannot say so, and these alone accept a YAML number (``cpu: 1``, ``memory: 0.5``),
-as Kubernetes' Quantity does. Add new Quantity fields here when they land in the proto."""
+as Kubernetes' Quantity does. Add new Quantity fields of shared messages here when they land in
+the proto; a kind's own ones its strategy names."""
 
 # Registered kinds nested in other objects (StatefulSet.volumeClaimTemplates) may carry their
 # own apiVersion/kind, as Kubernetes' embedded types do; they are checked, then implied.
@@ -84,6 +86,8 @@ _UNSUPPORTED_VOLUME_TYPES = (
 )
 
 UNSUPPORTED_FIELDS: dict[str, dict[str, str]] = {
+    **{name: dict(table) for r in (*RESOURCES, *EMBEDDED)
+       for name, table in r.strategy.unsupported_fields.items()},
     "kubelite.v1.Volume": {
         name: f"{name} volumes are not supported (supported volume types:"
               f" {_SUPPORTED_VOLUME_TYPES})"
@@ -102,7 +106,8 @@ UNSUPPORTED_FIELDS: dict[str, dict[str, str]] = {
 """Fields Kubernetes has that kubelite does not serve, by message full name and JSON name.
 
 A manifest using one gets ``Unsupported value`` saying so, rather than ``Unknown field``, which
-would suggest a typo; a ``null`` value is absent, as for any field."""
+would suggest a typo; a ``null`` value is absent, as for any field. A kind's own messages have
+theirs in its strategy."""
 
 _INT_RANGES: dict[int, tuple[int, int, str]] = {
     FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1, "a 32-bit integer"),

@@ -5,14 +5,16 @@
 differs. The API server calls, on create: ``prepare_for_create``, ``default``, validation
 (``validate`` after the object meta), ``complete_create``; on update: ``prepare_for_update``,
 ``default``, ``bump_generation``, validation (``validate_update``); on delete:
-``prepare_for_delete``, ``grace_period`` and ``finalized``. Field selectors read ``fields``.
+``prepare_for_delete``, ``grace_period`` and ``finalized``. Field selectors read ``fields``;
+manifests are read with ``quantity_fields`` and ``unsupported_fields`` (kubelite.api.convert).
 What needs the API server's own resources (ClusterIPs, event leases, the namespaces it tracks)
 stays in the API server.
 """
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from collections.abc import Mapping
+from typing import ClassVar, Generic, TypeVar
 
 from google.protobuf.message import Message
 
@@ -55,6 +57,15 @@ def _spec_bytes(obj: Message) -> bytes:
 
 class Strategy(Generic[M]):
     """The rules of a kind whose objects are ``M`` messages."""
+
+    quantity_fields: ClassVar[frozenset[str]] = frozenset()
+    """Full names of the fields of the kind's own messages that hold Kubernetes Quantities
+    (``kubelite.v1.PersistentVolumeSpec.capacity``): the proto cannot say so, and these accept
+    a YAML number as Kubernetes' Quantity does."""
+    unsupported_fields: ClassVar[Mapping[str, Mapping[str, str]]] = {}
+    """Fields Kubernetes has in the kind's own messages that kubelite does not serve, by message
+    full name and JSON name, with why: a manifest using one gets ``Unsupported value`` saying
+    so, rather than ``Unknown field``."""
 
     def name_errors(self, name: str, prefix: bool) -> list[str]:
         """What is wrong with ``name`` as the kind's metadata.name (``prefix``: as a

@@ -152,6 +152,18 @@ def validate_volumes(volumes: Sequence[v1.Volume], path: FieldPath) -> tuple[set
     return names, errs
 
 
+def validate_host_path(source: v1.HostPathVolumeSource, path: FieldPath) -> Errors:
+    """A hostPath source, a pod's volume or a PersistentVolume's (validateHostPathVolumeSource)."""
+    errs: Errors = []
+    if not source.path:
+        errs.append(path.child("path").required())
+    elif ".." in source.path.split("/"):
+        errs.append(path.child("path").invalid(source.path, "must not contain '..'"))
+    if source.type not in _HOST_PATH_TYPES:
+        errs.append(path.child("type").not_supported(source.type, list(_HOST_PATH_TYPES)))
+    return errs
+
+
 _VOLUME_SOURCES = (
     ("host_path", "hostPath"),
     ("empty_dir", "emptyDir"),
@@ -174,14 +186,7 @@ def _validate_volume_source(vol: v1.Volume, path: FieldPath) -> Errors:
             continue
         count += 1
         if attr == "host_path":
-            if not vol.host_path.path:
-                errs.append(p.child("path").required())
-            elif ".." in vol.host_path.path.split("/"):
-                errs.append(p.child("path").invalid(vol.host_path.path, "must not contain '..'"))
-            if vol.host_path.type not in _HOST_PATH_TYPES:
-                errs.append(
-                    p.child("type").not_supported(vol.host_path.type, list(_HOST_PATH_TYPES))
-                )
+            errs.extend(validate_host_path(vol.host_path, p))
         elif attr == "empty_dir":
             if vol.empty_dir.HasField("size_limit"):
                 try:
