@@ -17,6 +17,7 @@ from kubelite.api.strategies import (
     lease,
     namespace,
     node,
+    persistentvolume,
     persistentvolumeclaim,
     pod,
     secret,
@@ -68,6 +69,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("Namespace", "namespaces", "v1", False, v1.Namespace, ("ns",),
                  strategy=namespace.NamespaceStrategy()),
     ResourceType("Node", "nodes", "v1", False, v1.Node, ("no",), strategy=node.NodeStrategy()),
+    ResourceType("PersistentVolume", "persistentvolumes", "v1", False, v1.PersistentVolume,
+                 ("pv",), strategy=persistentvolume.PersistentVolumeStrategy()),
     ResourceType("Pod", "pods", "v1", True, v1.Pod, ("po",), strategy=pod.PodStrategy()),
     ResourceType("Service", "services", "v1", True, v1.Service, ("svc",),
                  strategy=service.ServiceStrategy()),
@@ -108,13 +111,12 @@ volumeClaimTemplates), where they may carry their apiVersion and kind."""
 
 NOT_SERVED: dict[str, str] = {
     "PersistentVolumeClaim": (
-        "PersistentVolumeClaims are not supported: this cluster has no persistent volumes yet"
-        " (a StatefulSet's volumeClaimTemplates give its pods emptyDir volumes instead)"
+        "PersistentVolumeClaims are not supported: nothing binds claims to PersistentVolumes in"
+        " this cluster yet (a StatefulSet's volumeClaimTemplates give its pods emptyDir volumes"
+        " instead)"
     ),
-    "PersistentVolume": "PersistentVolumes are not supported: this cluster has no persistent"
-                        " volumes yet",
-    "StorageClass": "StorageClasses are not supported: this cluster has no persistent volumes"
-                    " yet",
+    "StorageClass": "StorageClasses are not supported: this cluster provisions no volumes"
+                    " (create PersistentVolumes instead)",
 }
 """Kubernetes kinds kubelite does not serve yet, with why, for the message refusing them."""
 

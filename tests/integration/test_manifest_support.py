@@ -1,6 +1,6 @@
 """Manifests from the Kubernetes docs through klctl and a real API server: what kubelite runs,
-and what it refuses with a clear message and nothing written (storage it does not serve yet,
-volume types it lacks)."""
+and what it refuses with a clear message and nothing written (claims and storage classes it
+does not serve yet, volume types it lacks)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,16 @@ spec:
   storageClassName: slow
   hostPath:
     path: /tmp/pv0003
+"""
+
+# https://kubernetes.io/docs/concepts/storage/storage-classes/ (the local example).
+STORAGE_CLASS = """
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-storage
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
 """
 
 POD_WITH_CLAIM = """
@@ -99,20 +109,24 @@ async def stored_keys(api_server: ApiServer, part: str) -> list[str]:
     return [kv.key.decode() for kv in response.kvs if part in kv.key.decode()]
 
 
-async def test_persistent_volume_claims_and_volumes_are_refused(
+async def test_persistent_volume_claims_and_storage_classes_are_refused_volumes_served(
     klctl: Klctl, api_server: ApiServer, tmp_path: Path
 ) -> None:
     claim = await klctl("apply", "-f", write(tmp_path, "pvc.yaml", PVC))
     assert claim.code != 0
     assert 'error validating "' in claim.err
     assert 'PersistentVolumeClaims are not supported' in claim.err, claim.err
+    storage_class = await klctl("apply", "-f", write(tmp_path, "sc.yaml", STORAGE_CLASS))
+    assert storage_class.code != 0
+    assert "StorageClasses are not supported" in storage_class.err, storage_class.err
     volume = await klctl("create", "-f", write(tmp_path, "pv.yaml", PV))
-    assert volume.code != 0
-    assert "PersistentVolumes are not supported" in volume.err, volume.err
+    assert volume.code == 0, volume.err
+    assert volume.lines == ["persistentvolume/pv0003 created"]
     listed = await klctl("get", "pvc")
     assert listed.code != 0
     assert 'the server doesn\'t have a resource type "pvc"' in listed.err, listed.err
-    assert await stored_keys(api_server, "persistentvolume") == []
+    assert await stored_keys(api_server, "persistentvolume") == [
+        f"{api_server.settings.api.storage_prefix}/persistentvolumes/pv0003"]
 
 
 async def test_pod_with_a_claim_volume_is_refused(

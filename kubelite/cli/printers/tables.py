@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from kubelite.api import meta as m
+from kubelite.api.quantity import is_valid_quantity, parse_quantity
 from kubelite.api.registry import ResourceType
 from kubelite.cli.printers.formats import (
     NONE,
@@ -407,6 +408,24 @@ _ACCESS_MODES = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany":
                  "ReadWriteOncePod": "RWOP"}
 
 
+def _pv_row(pv: v1.PersistentVolume, now: dt.datetime) -> tuple[Cells, Cells]:
+    spec = pv.spec
+    storage = spec.capacity.get("storage", "")
+    if is_valid_quantity(storage):
+        storage = str(parse_quantity(storage))
+    modes = ",".join(short for mode, short in _ACCESS_MODES.items() if mode in spec.access_modes)
+    phase = "Terminating" if pv.metadata.deletion_timestamp else pv.status.phase
+    claim = (f"{spec.claim_ref.namespace}/{spec.claim_ref.name}" if spec.HasField("claim_ref")
+             else "")
+    storage_class = pv.metadata.annotations.get("volume.beta.kubernetes.io/storage-class",
+                                                spec.storage_class_name)
+    return (
+        [pv.metadata.name, storage, modes, spec.persistent_volume_reclaim_policy, phase, claim,
+         storage_class, pv.status.reason, _age(pv, now)],
+        [spec.volume_mode if spec.HasField("volume_mode") else "<unset>"],
+    )
+
+
 def _generic_row(obj: Message, now: dt.datetime) -> tuple[Cells, Cells]:
     return [m.meta(obj).name, _age(obj, now)], []
 
@@ -441,6 +460,8 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], RowFunc]] = {
     "Lease": (("NAME", "HOLDER", "AGE"), (), _lease_row),
     "PersistentVolumeClaim": (("NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES",
                                "STORAGECLASS", "AGE"), ("VOLUMEMODE",), _pvc_row),
+    "PersistentVolume": (("NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM",
+                          "STORAGECLASS", "REASON", "AGE"), ("VOLUMEMODE",), _pv_row),
 }
 
 
