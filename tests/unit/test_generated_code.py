@@ -12,7 +12,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_generated_protobuf_code_is_current(tmp_path: Path) -> None:
-    protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "protos" / "v1").glob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(ROOT))
+        for package in (ROOT / "protos" / "v1", ROOT / "protos" / "cri" / "v1")
+        for p in package.glob("*.proto")
+    )
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-I", ".", f"--python_out={tmp_path}",
          f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}", *protos],
