@@ -20,13 +20,16 @@ import structlog
 
 from kubelet.env import EnvResolver
 from kubelet.errors import ContainerStartError
+from kubelet.linux_config import resources_for, security_for, verify_run_as_non_root
 from kubelet.pod_ips import PodIPAllocator, PodIPsExhausted
 from kubelet.prober import ProbeKind, ProbeWorker, run_handler
+from kubelet.pull_secrets import matching, pull_credentials
 from kubelet.runtime.interface import (
     ContainerConfig,
     ContainerState,
     ContainerStatus,
     PodSandboxConfig,
+    PortMapping,
     Runtime,
     RuntimeError_,
 )
@@ -87,6 +90,33 @@ def _labels(pod: v1.Pod, container: str, attempt: int, init: bool) -> dict[str, 
     }
 
 
+def sandbox_config(pod: v1.Pod) -> PodSandboxConfig:
+    """The pod's sandbox: its identity, hostname, namespaces shared with the node, and the
+    hostPorts of its containers."""
+    spec = pod.spec
+    return PodSandboxConfig(
+        uid=pod.metadata.uid,
+        name=pod.metadata.name,
+        namespace=pod.metadata.namespace,
+        labels=dict(pod.metadata.labels),
+        hostname=spec.hostname or pod.metadata.name,
+        host_network=spec.host_network,
+        host_pid=spec.host_pid,
+        host_ipc=spec.host_ipc,
+        port_mappings=tuple(
+            PortMapping(
+                container_port=port.container_port,
+                host_port=port.host_port,
+                protocol=port.protocol or "TCP",
+                host_ip=port.host_ip,
+            )
+            for container in spec.containers
+            for port in container.ports
+            if port.host_port
+        ),
+    )
+
+
 def by_container(statuses: list[ContainerStatus]) -> dict[str, list[ContainerStatus]]:
     """Each container's instances, newest attempt first."""
     result: dict[str, list[ContainerStatus]] = {}
@@ -119,6 +149,8 @@ class PodWorker:
         self._last_status: v1.PodStatus | None = None
         self._ip = ""
         """The pod's own IP once known (from the node's podCIDR)."""
+        self._sandbox_ip = ""
+        """The IP the runtime gave the pod's sandbox (its network namespace), if it does."""
         self.log = log.bind(pod=f"{pod.metadata.namespace}/{pod.metadata.name}", uid=self.uid)
 
     # ------------------------------------------------------------ lifecycle
@@ -196,13 +228,20 @@ class PodWorker:
         if self._active_deadline_exceeded(pod):
             await self._fail_for_deadline(pod, instances)
             return
-        await self.ctx.runtime.run_pod_sandbox(
-            PodSandboxConfig(
-                self.uid, pod.metadata.name, pod.metadata.namespace, dict(pod.metadata.labels)
-            )
-        )
         if not self._start_time:
             self._start_time = pod.status.start_time or m.now_rfc3339()
+        try:
+            sandbox = await self.ctx.runtime.run_pod_sandbox(sandbox_config(pod))
+        except RuntimeError_ as e:
+            message = truncate_message(f"Failed to create pod sandbox: {e.message}",
+                                       MAX_EVENT_MESSAGE_BYTES)
+            if self._waiting.get(pod.spec.containers[0].name, ("", ""))[1] != message:
+                self.ctx.recorder.record(pod, WARNING, "FailedCreatePodSandBox", message)
+            self._set_waiting_all(pod, "ContainerCreating", message)
+            await self._write_status(pod, instances)
+            self.wake_at(time.time() + self.ctx.settings.backoff_initial)
+            return
+        self._sandbox_ip = sandbox.ip
         if not await self._allocate_ip(pod, instances):
             return
         try:
@@ -223,8 +262,11 @@ class PodWorker:
 
     @property
     def pod_ip(self) -> str:
-        """The pod's IP: its own from the node's podCIDR, else the node's."""
-        if self.ctx.pod_ips is None:
+        """The pod's IP: the one its sandbox got (CNI), else its own from the node's podCIDR,
+        else the node's (hostNetwork, or no podCIDR)."""
+        if self._sandbox_ip:
+            return self._sandbox_ip
+        if self.ctx.pod_ips is None or self.pod.spec.host_network:
             return self.ctx.node_ip
         return self._ip or self.ctx.pod_ips.ip_of(self.uid) or self.pod.status.pod_ip
 
@@ -233,7 +275,7 @@ class PodWorker:
     ) -> bool:
         """Gives the pod its own IP (kept across kubelet restarts); False, with the pod
         waiting and an event, when the node's block is full."""
-        if self.ctx.pod_ips is None or self._ip:
+        if self.ctx.pod_ips is None or self._ip or self._sandbox_ip or pod.spec.host_network:
             return True
         try:
             self._ip = self.ctx.pod_ips.allocate(self.uid)
@@ -351,6 +393,16 @@ class PodWorker:
         del pod.status.pod_ips[:]
         pod.status.pod_ips.add(ip=self.pod_ip)
         try:
+            await self._ensure_image(pod, container)
+            security = security_for(pod, container)
+            image_uid, image_user = await ctx.runtime.image_user(container.image)
+            refused = verify_run_as_non_root(security, image_uid, image_user)
+            if refused:
+                raise ContainerStartError(
+                    "CreateContainerConfigError",
+                    f'{refused} (pod: "{pod.metadata.name}_{pod.metadata.namespace}'
+                    f'({self.uid})", container: {container.name})',
+                )
             env = await ctx.env.resolve(pod, container, ctx.service_env(pod))
             mounts = container_mounts(container, volume_paths, read_only_volumes(pod))
             config = ContainerConfig(
@@ -363,6 +415,10 @@ class PodWorker:
                 mounts=mounts,
                 attempt=attempt,
                 labels=_labels(pod, container.name, attempt, init),
+                resources=resources_for(container),
+                security=security,
+                tty=container.tty,
+                stdin=container.stdin,
             )
             container_id = await ctx.runtime.create_container(self.uid, config)
         except (ContainerStartError, RuntimeError_) as e:
@@ -385,9 +441,6 @@ class PodWorker:
                           attempt=attempt, reason=e.reason)
             return
         self._waiting.pop(container.name, None)
-        ctx.recorder.record(
-            pod, NORMAL, "Pulled", f'Container image "{container.image}" already present on machine'
-        )
         ctx.recorder.record(pod, NORMAL, "Created", f"Created container {container.name}")
         ctx.recorder.record(pod, NORMAL, "Started", f"Started container {container.name}")
         self.log.info("started container", container=container.name, attempt=attempt)
@@ -403,6 +456,39 @@ class PodWorker:
             if not outcome.success:
                 ctx.recorder.record(pod, WARNING, "FailedPostStartHook", outcome.message)
                 await ctx.runtime.stop_container(container_id, 0)
+
+    async def _ensure_image(self, pod: v1.Pod, container: v1.Container) -> None:
+        """Pulls the container's image by its imagePullPolicy, with Kubernetes' events; raises
+        RuntimeError_ (ErrImagePull) or ContainerStartError (ErrImageNeverPull) when it cannot
+        be had (the caller backs off: ImagePullBackOff)."""
+        ctx = self.ctx
+        image = container.image
+        policy = container.image_pull_policy or "IfNotPresent"
+        auths, warning = await pull_credentials(ctx.client, pod)
+        if warning:
+            ctx.recorder.record(pod, WARNING, "FailedToRetrieveImagePullSecret", warning)
+
+        def pulling() -> None:
+            ctx.recorder.record(pod, NORMAL, "Pulling", f'Pulling image "{image}"')
+
+        try:
+            pull = await ctx.runtime.ensure_image(
+                image, policy, matching(auths, image), on_pull=pulling
+            )
+        except RuntimeError_ as e:
+            if e.reason == "ErrImageNeverPull":
+                raise ContainerStartError(e.reason, e.message) from e
+            raise RuntimeError_(e.reason, f'Failed to pull image "{image}": {e.message}') from e
+        if pull.pulled:
+            size = f" Image size: {pull.size_bytes} bytes." if pull.size_bytes else ""
+            ctx.recorder.record(
+                pod, NORMAL, "Pulled",
+                f'Successfully pulled image "{image}" in {pull.seconds:.3f}s.{size}',
+            )
+        else:
+            ctx.recorder.record(
+                pod, NORMAL, "Pulled", f'Container image "{image}" already present on machine'
+            )
 
     def _create_failed(
         self, pod: v1.Pod, container: v1.Container, e: ContainerStartError | RuntimeError_

@@ -9,7 +9,7 @@ so a restarted kubelet adopts what already runs instead of starting duplicates.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,6 +40,68 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """A container's cgroup limits, computed by the kubelet from its requests and limits as
+    Kubernetes does (0: unset)."""
+
+    cpu_period: int = 0
+    """CFS period, microseconds (100000 when a CPU limit is set)."""
+    cpu_quota: int = 0
+    """CFS quota, microseconds per period: the CPU limit."""
+    cpu_shares: int = 0
+    """Relative CPU weight: the CPU request (1024 per core, at least 2)."""
+    memory_limit_bytes: int = 0
+    """Memory limit; past it the kernel's OOM killer ends the container (OOMKilled)."""
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """A container's effective securityContext (the pod's, overridden by the container's)."""
+
+    run_as_user: int | None = None
+    """UID of the container's process; None: the image's USER."""
+    run_as_group: int | None = None
+    """Primary GID; None: the image's (or the user's)."""
+    run_as_non_root: bool = False
+    """Refuse to start when the process would run as UID 0."""
+    supplemental_groups: tuple[int, ...] = ()
+    privileged: bool = False
+    """All capabilities, every device, no confinement."""
+    read_only_root_filesystem: bool = False
+    no_new_privileges: bool = False
+    """allowPrivilegeEscalation: false (the no_new_privs bit)."""
+    capabilities_add: tuple[str, ...] = ()
+    """Capabilities beyond the runtime's default set, without the CAP_ prefix."""
+    capabilities_drop: tuple[str, ...] = ()
+    """Capabilities removed from the default set (ALL drops every one)."""
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for one registry, from an imagePullSecret (.dockerconfigjson)."""
+
+    server: str
+    """The registry host as written in the secret, e.g. ``registry.example:5000``."""
+    username: str = ""
+    password: str = ""
+    auth: str = ""
+    """base64 of ``username:password``, as docker config files also carry it."""
+
+
+@dataclass(frozen=True)
+class ImagePull:
+    """What ensure_image did."""
+
+    image_ref: str
+    """The image as the runtime knows it (digest or canonical name)."""
+    pulled: bool
+    """False when the image was already present and nothing was fetched."""
+    seconds: float = 0.0
+    """How long the pull took."""
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class ContainerConfig:
     """Everything needed to start one container, already resolved by the kubelet."""
 
@@ -57,6 +119,20 @@ class ContainerConfig:
     """Restart count of this container in this pod; part of its identity and log name."""
     labels: Mapping[str, str] = field(default_factory=dict)
     """Stored with the container: pod uid/name/namespace, container name, ... (for adoption)."""
+    resources: Resources = Resources()
+    security: SecurityConfig = SecurityConfig()
+    tty: bool = False
+    stdin: bool = False
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """A hostPort: the node's port forwarded to the pod's containerPort."""
+
+    container_port: int
+    host_port: int
+    protocol: str = "TCP"
+    host_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +141,25 @@ class PodSandboxConfig:
     name: str
     namespace: str
     labels: Mapping[str, str] = field(default_factory=dict)
+    hostname: str = ""
+    """The pod's hostname (spec.hostname, else its name)."""
+    host_network: bool = False
+    """The pod shares the node's network namespace and IP."""
+    host_pid: bool = False
+    host_ipc: bool = False
+    port_mappings: Sequence[PortMapping] = ()
+    attempt: int = 0
+    """How many sandboxes this pod had before (a new one after the old one died)."""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A pod's sandbox as the runtime made it."""
+
+    id: str
+    ip: str = ""
+    """The pod's IP when the runtime gives pods a network of their own (CNI); empty when
+    the kubelet chooses it (process runtime) or the pod uses the node's network."""
 
 
 @dataclass(frozen=True)
@@ -101,8 +196,29 @@ class Runtime(Protocol):
 
     name: str
 
-    async def run_pod_sandbox(self, config: PodSandboxConfig) -> str:
-        """Creates the pod's directory on the node (idempotent); returns its path."""
+    async def run_pod_sandbox(self, config: PodSandboxConfig) -> Sandbox:
+        """Makes the pod's home on the node (idempotent: an existing, ready sandbox of the pod
+        is returned as it is)."""
+        ...
+
+    async def ensure_image(
+        self,
+        image: str,
+        pull_policy: str,
+        auth: Sequence[RegistryAuth] = (),
+        on_pull: Callable[[], None] | None = None,
+    ) -> ImagePull:
+        """Makes ``image`` present by Kubernetes' imagePullPolicy (Always, IfNotPresent, Never);
+        ``on_pull`` is called just before a pull starts.
+
+        Raises RuntimeError_("ErrImagePull", the registry's message) when it cannot be had and
+        RuntimeError_("ErrImageNeverPull", ...) when it is absent and the policy is Never.
+        """
+        ...
+
+    async def image_user(self, image: str) -> tuple[int | None, str]:
+        """The UID the image runs as by default (None when its USER is a name) and its USER
+        as written (empty: root)."""
         ...
 
     async def remove_pod_sandbox(self, pod_uid: str) -> None:

@@ -54,8 +54,11 @@ from kubelet.runtime.interface import (
     ContainerState,
     ContainerStatus,
     ExecResult,
+    ImagePull,
     PodSandboxConfig,
+    RegistryAuth,
     RuntimeError_,
+    Sandbox,
 )
 from kubelet.runtime.nodefs import (
     _SAFE_NAME,
@@ -234,14 +237,29 @@ class ProcessRuntime:
 
     # -- sandboxes ---------------------------------------------------------------------------
 
-    async def run_pod_sandbox(self, config: PodSandboxConfig) -> str:
+    async def run_pod_sandbox(self, config: PodSandboxConfig) -> Sandbox:
         path = self.pod_dir(config.uid)
         os.makedirs(os.path.join(path, "volumes"), exist_ok=True)
         _write_json(os.path.join(path, "sandbox.json"), {
             "uid": config.uid, "name": config.name, "namespace": config.namespace,
             "labels": dict(config.labels),
         })
-        return path
+        return Sandbox(id=path)
+
+    async def ensure_image(
+        self,
+        image: str,
+        pull_policy: str,
+        auth: Sequence[RegistryAuth] = (),
+        on_pull: Callable[[], None] | None = None,
+    ) -> ImagePull:
+        # No image store: a catalogued image is always present, and any other runs only as
+        # the container's own command on the node (create_container says so when it cannot).
+        return ImagePull(image_ref=image, pulled=False)
+
+    async def image_user(self, image: str) -> tuple[int | None, str]:
+        # Every container of this runtime runs as the kubelet's own user.
+        return os.getuid(), ""
 
     async def remove_pod_sandbox(self, pod_uid: str) -> None:
         for status in await self.list_containers(pod_uid):
