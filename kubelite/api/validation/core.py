@@ -361,13 +361,7 @@ def validate_node(node: v1.Node) -> Errors:
                 )
             )
         seen.add(key)
-    if node.spec.pod_cidr:
-        errs.extend(
-            path.child("podCIDR").invalid(node.spec.pod_cidr, m)
-            for m in is_valid_cidr(node.spec.pod_cidr)
-        )
-    for i, cidr in enumerate(node.spec.pod_cidrs):
-        errs.extend(path.child("podCIDRs").index(i).invalid(cidr, m) for m in is_valid_cidr(cidr))
+    errs.extend(_validate_pod_cidrs(node.spec, path))
     for field, json_name in (
         (node.status.capacity, "capacity"),
         (node.status.allocatable, "allocatable"),
@@ -377,6 +371,53 @@ def validate_node(node: v1.Node) -> Errors:
             errs.extend(p.invalid(name, m) for m in is_qualified_name(name))
             _, q_errs = validate_quantity_value(name, field[name], p)
             errs.extend(q_errs)
+    return errs
+
+
+def _validate_pod_cidrs(spec: v1.NodeSpec, path: FieldPath) -> Errors:
+    """podCIDRs: valid CIDRs, at most one per IP family (dual stack), no repeats; podCIDR is
+    the first of them (the API fills either from the other)."""
+    errs: Errors = []
+    if spec.pod_cidr:
+        errs.extend(
+            path.child("podCIDR").invalid(spec.pod_cidr, m) for m in is_valid_cidr(spec.pod_cidr)
+        )
+    families: list[int] = []
+    for i, cidr in enumerate(spec.pod_cidrs):
+        msgs = is_valid_cidr(cidr)
+        errs.extend(path.child("podCIDRs").index(i).invalid(cidr, m) for m in msgs)
+        if not msgs:
+            families.append(ipaddress.ip_network(cidr, strict=False).version)
+    if len(spec.pod_cidrs) > 1:
+        if len(spec.pod_cidrs) > 2 or len(set(families)) != len(families):
+            errs.append(path.child("podCIDRs").invalid(
+                list(spec.pod_cidrs), "may specify no more than one CIDR for each IP family"))
+        seen: set[str] = set()
+        for i, cidr in enumerate(spec.pod_cidrs):
+            if cidr in seen:
+                errs.append(path.child("podCIDRs").index(i).duplicate(cidr))
+            seen.add(cidr)
+    if spec.pod_cidr and spec.pod_cidrs and spec.pod_cidr != spec.pod_cidrs[0]:
+        errs.append(path.child("podCIDR").invalid(
+            spec.pod_cidr, f"must equal podCIDRs[0] ({spec.pod_cidrs[0]})"))
+    return errs
+
+
+POD_CIDR_CHANGE = 'node updates may not change podCIDR except from "" to valid'
+PROVIDER_ID_CHANGE = 'node updates may not change providerID except from "" to valid'
+
+
+def validate_node_update(new: v1.Node, old: v1.Node) -> Errors:
+    """Kubernetes' ValidateNodeUpdate: podCIDRs and providerID may be set once (the node IPAM
+    controller assigns a podCIDR to a node that has none), never changed or cleared after."""
+    errs: Errors = []
+    path = FieldPath("spec")
+    old_cidrs = list(old.spec.pod_cidrs) or ([old.spec.pod_cidr] if old.spec.pod_cidr else [])
+    new_cidrs = list(new.spec.pod_cidrs) or ([new.spec.pod_cidr] if new.spec.pod_cidr else [])
+    if old_cidrs and new_cidrs != old_cidrs:
+        errs.append(path.child("podCIDRs").forbidden(POD_CIDR_CHANGE))
+    if old.spec.provider_id and new.spec.provider_id != old.spec.provider_id:
+        errs.append(path.child("providerID").forbidden(PROVIDER_ID_CHANGE))
     return errs
 
 

@@ -243,3 +243,85 @@ def _namespace() -> Message:
 ])
 def test_node_lease_event_namespace(build: Callable[[], Message], expect: Expect) -> None:
     expect.check(validate(build()))
+
+
+# ---------------------------------------------------------------- Node podCIDRs
+
+
+def _node_with_cidrs(*cidrs: str) -> v1.Node:
+    node = v1.Node(metadata=v1.ObjectMeta(name="node-1"))
+    node.spec.pod_cidrs.extend(cidrs)
+    apply_defaults(node)
+    return node
+
+
+@pytest.mark.parametrize(("cidrs", "expect"), [
+    pytest.param(("10.244.1.0/24",), VALID, id="one"),
+    pytest.param(("10.244.1.0/24", "fd00:10:244:1::/64"), VALID, id="dual-stack"),
+    pytest.param(("10.244.1.0/24", "10.244.2.0/24"), only_at(At(
+        "spec.podCIDRs", type=INVALID,
+        detail="may specify no more than one CIDR for each IP family",
+    ), count=1), id="two-of-one-family"),
+    pytest.param(("10.244.1.0/24", "10.244.1.0/24"), exactly(
+        (INVALID, "spec.podCIDRs"), (DUPLICATE, "spec.podCIDRs[1]"),
+    ), id="repeated"),
+    pytest.param(("10.244.1.0",), exactly(
+        (INVALID, "spec.podCIDR"), (INVALID, "spec.podCIDRs[0]"),
+    ), id="not-a-cidr"),
+])
+def test_node_pod_cidrs(cidrs: tuple[str, ...], expect: Expect) -> None:
+    expect.check(validate(_node_with_cidrs(*cidrs)))
+
+
+def test_node_pod_cidr_and_pod_cidrs_default_from_each_other_and_must_agree() -> None:
+    assert _node_with_cidrs("10.244.1.0/24").spec.pod_cidr == "10.244.1.0/24"
+    only_pod_cidr = v1.Node(metadata=v1.ObjectMeta(name="node-1"),
+                            spec=v1.NodeSpec(pod_cidr="10.244.1.0/24"))
+    apply_defaults(only_pod_cidr)
+    assert list(only_pod_cidr.spec.pod_cidrs) == ["10.244.1.0/24"]
+    disagree = v1.Node(metadata=v1.ObjectMeta(name="node-1"), spec=v1.NodeSpec(
+        pod_cidr="10.244.2.0/24", pod_cidrs=["10.244.1.0/24"]))
+    only_at(At("spec.podCIDR", type=INVALID, detail="must equal podCIDRs[0] (10.244.1.0/24)"),
+            count=1).check(validate(disagree))
+
+
+POD_CIDR_CHANGE = 'node updates may not change podCIDR except from "" to valid'
+
+
+def _set_cidr(cidr: str) -> Callable[[v1.Node], None]:
+    def change(node: v1.Node) -> None:
+        node.spec.pod_cidr = cidr
+        del node.spec.pod_cidrs[:]
+        if cidr:
+            node.spec.pod_cidrs.append(cidr)
+    return change
+
+
+@pytest.mark.parametrize(("before", "change", "expect"), [
+    pytest.param((), _set_cidr("10.244.3.0/24"), VALID, id="set-once"),
+    pytest.param(("10.244.3.0/24",), _set_cidr("10.244.3.0/24"), VALID, id="unchanged"),
+    pytest.param(("10.244.3.0/24",), _set_cidr("10.244.4.0/24"), only_at(At(
+        "spec.podCIDRs", type=FORBIDDEN, detail=POD_CIDR_CHANGE,
+    ), count=1), id="changed"),
+    pytest.param(("10.244.3.0/24",), _set_cidr(""), only_at(At(
+        "spec.podCIDRs", type=FORBIDDEN, detail=POD_CIDR_CHANGE,
+    ), count=1), id="cleared"),
+])
+def test_node_update_sets_pod_cidr_once(before: tuple[str, ...],
+                                        change: Callable[[v1.Node], None],
+                                        expect: Expect) -> None:
+    old = _node_with_cidrs(*before)
+    new = m.copy(old)
+    change(new)
+    apply_defaults(new)
+    expect.check(validate(new, old))
+
+
+def test_node_update_provider_id_set_once() -> None:
+    old = _node_with_cidrs()
+    new = m.copy(old)
+    new.spec.provider_id = "kubelite://node-1"
+    VALID.check(validate(new, old))
+    newer = m.copy(new)
+    newer.spec.provider_id = "kubelite://other"
+    only_at(At("spec.providerID", type=FORBIDDEN), count=1).check(validate(newer, new))
