@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 
 from kubelet.kubelet import Kubelet
 from kubelet.pod_ips import parse_pod_cidr
 from kubelet.settings import KubeletSettings
 from kubelite import daemon, logs
+from kubelite.durations import duration_flag
 from kubelite.health import join_host_port, maybe_health_server
 
 
@@ -61,6 +63,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
     p.add_argument(
         "--isolation", default="auto", choices=["auto", "mount-namespace", "user-namespace", "none"]
     )
+    p.add_argument("--container-runtime", default="process", choices=["process", "containerd"],
+                   help="process: pods as host processes; containerd: pods as containers"
+                        " through CRI")
+    p.add_argument("--container-runtime-endpoint",
+                   default="unix:///run/containerd/containerd.sock",
+                   help="the CRI runtime's socket (containerd runtime)")
+    p.add_argument("--runtime-request-timeout", type=duration_flag,
+                   default=120.0, help="deadline of each CRI call but image pulls (2m)")
+    p.add_argument("--image-pull-timeout", type=duration_flag,
+                   default=600.0, help="deadline of one image pull (10m)")
+    p.add_argument("--cgroup-root", default="/kubelite",
+                   help="parent cgroup of the pods' cgroups (containerd runtime)")
+    p.add_argument("--cni-conf-dir", default="/etc/cni/net.d",
+                   help="where the pod network's CNI configuration is written for the runtime")
+    p.add_argument("--cni-bridge", default="cni0",
+                   help="the node's pod bridge (nodes sharing a host need one each)")
+    p.add_argument("--image-gc-high-threshold", type=int, default=85,
+                   help="image disk usage percent above which unused images are removed")
+    p.add_argument("--image-gc-low-threshold", type=int, default=80,
+                   help="image disk usage percent that image removal brings it down to")
     p.add_argument("--health-address", default=None,
                    help="host:port of the gRPC health service (readiness; empty: none;"
                         " default: ADDRESS:10248)")
@@ -68,9 +90,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
     a = p.parse_args(argv)
     if a.pod_cidr:
         try:
-            parse_pod_cidr(a.pod_cidr)
+            if a.container_runtime == "process":
+                parse_pod_cidr(a.pod_cidr)
+            else:
+                ipaddress.ip_network(a.pod_cidr, strict=True)
         except ValueError as e:
             p.error(f"--pod-cidr: {e}")
+    if not 0 <= a.image_gc_low_threshold <= a.image_gc_high_threshold <= 100:
+        p.error("--image-gc-low-threshold and --image-gc-high-threshold: must satisfy"
+                f" 0 <= low ({a.image_gc_low_threshold}) <= high ({a.image_gc_high_threshold})"
+                " <= 100")
+    if a.container_runtime == "containerd" and not a.container_runtime_endpoint.startswith(
+            "unix://"):
+        p.error("--container-runtime-endpoint: must be a unix:// socket, e.g."
+                " unix:///run/containerd/containerd.sock")
+    if len(a.cni_bridge.encode()) > 15 or not a.cni_bridge:
+        p.error(f"--cni-bridge: {a.cni_bridge!r} must be 1 to 15 bytes (a Linux interface name)")
     health_address = a.health_address
     if health_address is None:
         health_address = join_host_port(a.address, 10248)
@@ -95,6 +130,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
         backoff_reset=a.backoff_reset,
         stop_pods_on_exit=a.stop_pods_on_exit,
         isolation=a.isolation,
+        runtime=a.container_runtime,
+        container_runtime_endpoint=a.container_runtime_endpoint,
+        runtime_request_timeout=a.runtime_request_timeout,
+        image_pull_timeout=a.image_pull_timeout,
+        cgroup_root=a.cgroup_root,
+        cni_conf_dir=a.cni_conf_dir,
+        cni_bridge=a.cni_bridge,
+        image_gc_high_threshold=a.image_gc_high_threshold,
+        image_gc_low_threshold=a.image_gc_low_threshold,
         health_address=health_address,
     )
     return settings, a.log_level

@@ -10,6 +10,7 @@ import structlog
 from kubelet.env import EnvResolver
 from kubelet.node import NodeAgent
 from kubelet.pod_ips import PodIPAllocator
+from kubelet.pod_network import PodNetwork
 from kubelet.pod_worker import NodeContext, PodWorker
 from kubelet.runtime.interface import Runtime
 from kubelet.server import KubeletServer
@@ -26,8 +27,18 @@ log = structlog.get_logger(__name__)
 
 
 def make_runtime(settings: KubeletSettings) -> Runtime:
+    if settings.runtime == "containerd":
+        from kubelet.runtime.cri import CriRuntime, CriRuntimeSettings
+
+        return CriRuntime(CriRuntimeSettings(
+            endpoint=settings.container_runtime_endpoint,
+            root_dir=settings.root_dir,
+            cgroup_root=settings.cgroup_root,
+            request_timeout=settings.runtime_request_timeout,
+            image_pull_timeout=settings.image_pull_timeout,
+        ))
     if settings.runtime != "process":
-        raise ValueError(f"unknown runtime {settings.runtime!r} (supported: process)")
+        raise ValueError(f"unknown runtime {settings.runtime!r} (supported: process, containerd)")
     from kubelet.runtime.process import ProcessRuntime, ProcessRuntimeSettings
 
     return ProcessRuntime(
@@ -59,7 +70,11 @@ class Kubelet:
         self.pod_ips = (
             PodIPAllocator(settings.pod_cidr, os.path.join(settings.root_dir, "pod-ips"),
                            reserved=(settings.address,))
-            if settings.pod_cidr else None
+            if settings.pod_cidr and settings.runtime == "process" else None
+        )
+        # Container runtimes give pods their addresses through CNI, from the node's podCIDR.
+        self.pod_network = (
+            PodNetwork(self.client, settings) if settings.runtime != "process" else None
         )
         self.workers: dict[str, PodWorker] = {}
         self._ctx: NodeContext | None = None
@@ -81,6 +96,8 @@ class Kubelet:
         )
         self.recorder.start()
         self.node.start()
+        if self.pod_network is not None:
+            self.pod_network.start()
         self.pods.add_handlers(
             on_add=self._on_pod,
             on_update=lambda old, new: self._on_pod(new),
@@ -119,8 +136,11 @@ class Kubelet:
         await asyncio.gather(*(w.stop(kill=kill) for w in self.workers.values()))
         self.workers.clear()
         await self.node.stop()
+        if self.pod_network is not None:
+            await self.pod_network.stop()
         await self.recorder.stop()
         await self.server.stop()
+        await self.runtime.close()
         if self._owns_client:
             await self.client.close()
         log.info("kubelet stopped", pods_stopped=kill)

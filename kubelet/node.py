@@ -176,8 +176,11 @@ class NodeAgent:
             if (taint.key, taint.effect) not in have:
                 current.spec.taints.append(taint)
                 changed = True
-        if list(current.spec.pod_cidrs) != list(desired.spec.pod_cidrs) or (
-            current.spec.pod_cidr != desired.spec.pod_cidr
+        # A podCIDR given to the kubelet is the node's; without one, the node IPAM controller's
+        # allocation stands.
+        if desired.spec.pod_cidr and (
+            list(current.spec.pod_cidrs) != list(desired.spec.pod_cidrs)
+            or current.spec.pod_cidr != desired.spec.pod_cidr
         ):
             current.spec.pod_cidr = desired.spec.pod_cidr
             del current.spec.pod_cidrs[:]

@@ -50,6 +50,26 @@ class KubeletSettings:
     """On SIGTERM, stop every pod before exiting (local clusters). Otherwise pods keep
     running, as containers do when a real kubelet stops, and the next start adopts them."""
     runtime: str = "process"
+    """The container runtime: process (host processes) or containerd (CRI)."""
+    container_runtime_endpoint: str = "unix:///run/containerd/containerd.sock"
+    """The CRI runtime's socket (containerd runtime)."""
+    runtime_request_timeout: float = 120.0
+    """Deadline of each CRI call but image pulls, seconds."""
+    image_pull_timeout: float = 600.0
+    """Deadline of one image pull, seconds."""
+    cgroup_root: str = "/kubelite"
+    """Parent cgroup of the pods' cgroups (containerd runtime)."""
+    cni_conf_dir: str = "/etc/cni/net.d"
+    """Where the kubelet writes the pod network's CNI configuration for the runtime, once the
+    node has a podCIDR (containerd runtime)."""
+    cni_bridge: str = "cni0"
+    """The node's pod bridge; nodes sharing a host need one each."""
+    image_gc_high_threshold: int = 85
+    """Image disk usage (percent) above which unused images are removed."""
+    image_gc_low_threshold: int = 80
+    """Image disk usage (percent) the removal brings it down to."""
+    image_gc_interval: float = 300.0
+    """Seconds between checks of the image disk's usage."""
     isolation: str = "auto"
     """Process runtime isolation: auto, mount-namespace, user-namespace or none."""
     default_grace_seconds: int = 30

@@ -196,6 +196,10 @@ class Runtime(Protocol):
 
     name: str
 
+    async def close(self) -> None:
+        """Releases the runtime's connections; its pods' containers keep running."""
+        ...
+
     async def run_pod_sandbox(self, config: PodSandboxConfig) -> Sandbox:
         """Makes the pod's home on the node (idempotent: an existing, ready sandbox of the pod
         is returned as it is)."""

@@ -237,6 +237,9 @@ class ProcessRuntime:
 
     # -- sandboxes ---------------------------------------------------------------------------
 
+    async def close(self) -> None:
+        pass  # no connections: containers are the runtime's own child processes
+
     async def run_pod_sandbox(self, config: PodSandboxConfig) -> Sandbox:
         path = self.pod_dir(config.uid)
         os.makedirs(os.path.join(path, "volumes"), exist_ok=True)
