@@ -10,6 +10,7 @@ from kubelite import daemon, logs
 from kubelite.client.client import ApiClient
 from kubelite.durations import duration_flag
 from kubelite.health import join_host_port, maybe_health_server
+from proxy.addresses import ClusterIPInterfaceSettings, check_interface_name, parse_service_range
 from proxy.proxier import Proxier, ProxySettings
 from proxy.tcp import DIAL_TIMEOUTS, TcpSettings
 from proxy.udp import UdpSettings
@@ -33,8 +34,39 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, ProxySettings, str]:
     p.add_argument("--health-address", default=None,
                    help="host:port of the gRPC health service (readiness; empty: none;"
                         " default: NODE_IP:10256)")
+    p.add_argument("--cluster-ip-interface", default="", metavar="NAME",
+                   help="interface on which to keep every ClusterIP as a /32 local address,"
+                        " made (a dummy) when missing, as upstream's kube-ipvs0: needed when"
+                        " pods in their own network namespaces reach ClusterIPs through the"
+                        " node (needs root); empty (default): bind ClusterIPs as they are"
+                        " (loopback ClusterIPs)")
+    p.add_argument("--service-cluster-ip-range", default="", metavar="CIDR",
+                   help="the API server's ClusterIP range: only addresses inside it are added"
+                        " to and removed from --cluster-ip-interface (required with it)")
+    p.add_argument("--cluster-ip-interface-sync-period", type=duration_flag, default=30.0,
+                   metavar="DURATION",
+                   help="how often the addresses of --cluster-ip-interface are checked in"
+                        " full (missing ones re-added, those of deleted Services removed);"
+                        " Service changes are applied at once")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
+    if a.cluster_ip_interface:
+        try:
+            check_interface_name(a.cluster_ip_interface)
+        except ValueError as e:
+            p.error(f"--cluster-ip-interface: invalid value {a.cluster_ip_interface}: {e}")
+        if not a.service_cluster_ip_range:
+            p.error("--cluster-ip-interface needs --service-cluster-ip-range (only addresses"
+                    " inside it are ever removed from the interface)")
+    if a.service_cluster_ip_range:
+        try:
+            parse_service_range(a.service_cluster_ip_range)
+        except ValueError as e:
+            p.error(f"--service-cluster-ip-range: invalid value {a.service_cluster_ip_range}:"
+                    f" {e}")
+    if a.cluster_ip_interface_sync_period <= 0:
+        p.error("--cluster-ip-interface-sync-period: must be greater than 0, got"
+                f" {a.cluster_ip_interface_sync_period}")
     health_address = a.health_address
     if health_address is None:
         health_address = join_host_port(a.node_ip, 10256)
@@ -45,6 +77,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, ProxySettings, str]:
         udp=UdpSettings(idle_timeout=a.udp_timeout),
         takeover_interval=a.takeover_interval,
         health_address=health_address,
+        cluster_ip_interface=ClusterIPInterfaceSettings(
+            name=a.cluster_ip_interface,
+            service_cluster_ip_range=a.service_cluster_ip_range,
+            sync_period=a.cluster_ip_interface_sync_period,
+        ),
     )
     return a.server, settings, a.log_level
 

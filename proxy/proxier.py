@@ -21,13 +21,18 @@ stops (or closes the listener), one of them takes the address over. Connections 
 had relayed end with it; new ones are refused until the takeover, at most one interval. Hosts
 with their own network namespace (one node per host, docker-compose, the multi-host harness)
 each have their own loopback, so every host's proxy owns its ClusterIPs there.
+
+Pods in their own network namespaces reach ClusterIPs through the node, which must hold them
+as local addresses off loopback: with ``cluster_ip_interface`` set, proxy.addresses keeps
+every ClusterIP on that interface (upstream's kube-ipvs0), and a ClusterIP listener opens only
+once its address is there (the NodeIP listener does not wait). Endpoints are dialled wherever
+they are (pod IPs, node addresses, loopback).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 from dataclasses import dataclass, field
 
 import structlog
@@ -36,6 +41,13 @@ from kubelite.client.client import ApiClient
 from kubelite.client.informer import Informer, InformerFactory, InformerSettings
 from kubelite.health import Readiness, informers_readiness
 from protos.v1 import objects_pb2 as v1
+from proxy.addresses import (
+    AddressManager,
+    ClusterIPAddresses,
+    ClusterIPInterfaceSettings,
+    IpCommand,
+    service_cluster_ip,
+)
 from proxy.loadbalancer import (
     DEFAULT_AFFINITY_SECONDS,
     Balancer,
@@ -78,6 +90,10 @@ class ProxySettings:
     """Watch resume backoff of the Service and Endpoints informers."""
     health_address: str = ""
     """host:port of the gRPC health service the process serves (empty: none)."""
+    cluster_ip_interface: ClusterIPInterfaceSettings = field(
+        default_factory=ClusterIPInterfaceSettings)
+    """The interface that holds ClusterIPs as local addresses (--cluster-ip-interface,
+    --service-cluster-ip-range); by default none: ClusterIPs are bound as they are."""
 
 
 @dataclass(frozen=True)
@@ -112,11 +128,8 @@ class _ServicePort:
 def port_specs(svc: v1.Service) -> dict[str, PortSpec]:
     """The proxied ports of a Service by port name; empty when it has no usable ClusterIP."""
     spec = svc.spec
-    if spec.type == "ExternalName" or not spec.cluster_ip or spec.cluster_ip == "None":
-        return {}
-    try:
-        cluster_ip = str(ipaddress.ip_address(spec.cluster_ip))
-    except ValueError:
+    cluster_ip = service_cluster_ip(svc)
+    if cluster_ip is None:
         return {}
     affinity = spec.session_affinity == "ClientIP"
     seconds = float(DEFAULT_AFFINITY_SECONDS)
@@ -138,9 +151,17 @@ def port_specs(svc: v1.Service) -> dict[str, PortSpec]:
 class Proxier:
     """One node's proxy, started and stopped inside a running event loop."""
 
-    def __init__(self, settings: ProxySettings, client: ApiClient) -> None:
+    def __init__(
+        self, settings: ProxySettings, client: ApiClient,
+        address_manager: AddressManager | None = None,
+    ) -> None:
+        """``address_manager``: how ClusterIPs are put on the cluster_ip_interface (default:
+        iproute2's ``ip``); unused without one."""
         self.settings = settings
         self.client = client
+        self._address_manager = address_manager
+        self.addresses: ClusterIPAddresses | None = None
+        """The ClusterIP addresses of the cluster_ip_interface (None: not managed)."""
         self.lb = LoadBalancerRR() if settings.shuffle_endpoints else LoadBalancerRR(shuffle=None)
         self.ports: dict[ServicePortName, _ServicePort] = {}
         self._by_service: dict[str, set[ServicePortName]] = {}
@@ -174,20 +195,55 @@ class Proxier:
             informer.add_handlers(
                 on_add=self._on_change, on_update=self._on_update, on_delete=self._on_change
             )
+        if self.settings.cluster_ip_interface.enabled:
+            self.addresses = self._make_addresses(self.services)
+            self.services.add_handlers(
+                on_add=lambda _: self._trigger_addresses(),
+                on_update=lambda _old, _new: self._trigger_addresses(),
+                on_delete=lambda _: self._trigger_addresses(),
+            )
+            self.addresses.start()
         factory.start()
         self._cleanup = loop.call_later(
             self.settings.affinity_cleanup_interval, self._cleanup_affinity
         )
-        log.info("proxy started", node=self.settings.node_name, node_ip=self.settings.node_ip)
+        log.info("proxy started", node=self.settings.node_name, node_ip=self.settings.node_ip,
+                 cluster_ip_interface=self.settings.cluster_ip_interface.name or None)
+
+    def _make_addresses(self, services: Informer[v1.Service]) -> ClusterIPAddresses:
+        interface = self.settings.cluster_ip_interface
+
+        async def api_services() -> list[v1.Service]:
+            return (await self.client.list(v1.Service)).items
+
+        return ClusterIPAddresses(
+            interface, self._address_manager or IpCommand(interface),
+            cached_services=services.store.items, cache_synced=services.has_synced,
+            api_services=api_services, on_present=self._on_addresses_present,
+        )
+
+    def _trigger_addresses(self) -> None:
+        if self.addresses is not None:
+            self.addresses.trigger()
+
+    def _on_addresses_present(self, ips: set[str]) -> None:
+        """ClusterIPs now local: open the listeners that waited for them."""
+        for svc_port, entry in self.ports.items():
+            if entry.spec.cluster_ip in ips:
+                self._mark(f"{svc_port.namespace}/{svc_port.name}")
 
     def readiness(self) -> Readiness:
         """Ready when its Service and Endpoints informers both watch."""
         return informers_readiness(self._factory.informers() if self._factory else [])
 
     async def wait_for_sync(self, timeout: float | None = None) -> None:
-        """Waits until both caches were listed and the listeners match them."""
+        """Waits until both caches were listed and the listeners match them (with a
+        cluster_ip_interface: after one address pass, so ClusterIP listeners are open too)."""
         assert self._factory is not None, "start() first"
         await self._factory.wait_for_sync(timeout)
+        if self.addresses is not None:
+            async with asyncio.timeout(timeout):
+                await self.addresses.sync()
         self._flush()
 
     async def stop(self) -> None:
@@ -195,6 +251,9 @@ class Proxier:
         if self._factory is not None:
             await self._factory.stop()
             self._factory = None
+        if self.addresses is not None:
+            await self.addresses.stop()
+            self.addresses = None
         for handle in [*self._retry.values(), self._cleanup, self._takeover]:
             if handle is not None:
                 handle.cancel()
@@ -318,6 +377,8 @@ class Proxier:
         for listener in entry.listeners:
             if listener.is_open:
                 continue
+            if self._awaits_address(entry.spec, listener):
+                continue  # opened when the address pass reports it (_on_addresses_present)
             bound_key = (entry.spec.protocol, *listener.address)
             owner = self._bound.get(bound_key)
             if owner is not None and owner != svc_port:
@@ -346,6 +407,18 @@ class Proxier:
                 log.info("took the address over", service=str(svc_port),
                          protocol=entry.spec.protocol, address=where)
         return ok
+
+    def _awaits_address(self, spec: PortSpec, listener: Listener) -> bool:
+        """Whether this is a ClusterIP listener whose address is not on the interface yet
+        (the address pass is asked for it)."""
+        addresses = self.addresses
+        ip = listener.address[0]
+        if addresses is None or ip != spec.cluster_ip or listener.address[1] != spec.port:
+            return False
+        if addresses.has(ip) or not addresses.manages(ip):
+            return False
+        addresses.trigger()
+        return True
 
     def _stand_by(self, bound_key: tuple[str, str, int], svc_port: ServicePortName) -> None:
         """Another process (another node's proxy on this host) holds the address: try again
