@@ -8,6 +8,7 @@ import socket
 import uuid
 
 from controller_manager.manager import ControllerManager
+from controller_manager.node_ipam import cluster_range
 from controller_manager.settings import ControllerManagerSettings
 from kubelite import daemon, logs
 from kubelite.client.leaderelection import LeaderElectionSettings
@@ -32,10 +33,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
                    help="schedule seconds per real second (tests only)")
     p.add_argument("--job-pod-failure-backoff", type=float, default=10.0)
     p.add_argument("--job-pod-failure-backoff-max", type=float, default=360.0)
+    p.add_argument("--allocate-node-cidrs", nargs="?", const="true", default="false",
+                   choices=["true", "false"],
+                   help="give every Node without a podCIDR a block of --cluster-cidr")
+    p.add_argument("--cluster-cidr", default="",
+                   help="the pods' address range, e.g. 10.244.0.0/16")
+    p.add_argument("--node-cidr-mask-size", type=int, default=0,
+                   help="prefix length of each node's podCIDR (default 24 for IPv4, 64 for "
+                        "IPv6)")
     p.add_argument("--health-address", default="127.0.0.1:10257",
                    help="host:port of the gRPC health service (readiness; empty: none)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
+    allocate_node_cidrs = a.allocate_node_cidrs == "true"
+    if allocate_node_cidrs or a.cluster_cidr:
+        try:
+            cluster_range(a.cluster_cidr, a.node_cidr_mask_size)
+        except ValueError as e:
+            p.error(str(e))
     identity = a.identity or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     settings = ControllerManagerSettings(
         server=a.server,
@@ -54,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
         cron_time_scale=a.cron_time_scale,
         job_pod_failure_backoff=a.job_pod_failure_backoff,
         job_pod_failure_backoff_max=a.job_pod_failure_backoff_max,
+        allocate_node_cidrs=allocate_node_cidrs,
+        cluster_cidr=a.cluster_cidr,
+        node_cidr_mask_size=a.node_cidr_mask_size,
         health_address=a.health_address,
     )
     return settings, a.log_level

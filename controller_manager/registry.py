@@ -16,6 +16,7 @@ from controller_manager.endpoints import EndpointsController
 from controller_manager.garbagecollector import GarbageCollector
 from controller_manager.job import JobController
 from controller_manager.namespace import NamespaceController
+from controller_manager.node_ipam import NodeIPAMController
 from controller_manager.nodelifecycle import NodeLifecycleController
 from controller_manager.podgc import PodGCController
 from controller_manager.replicaset import ReplicaSetController
@@ -33,6 +34,7 @@ CONTROLLERS: dict[str, Factory] = {
     "cronjob": CronJobController,
     "garbagecollector": GarbageCollector,
     "nodelifecycle": NodeLifecycleController,
+    "nodeipam": NodeIPAMController,
     "namespace": NamespaceController,
     "endpoints": EndpointsController,
     "podgc": PodGCController,

@@ -45,5 +45,13 @@ class ControllerManagerSettings:
     """Cap on that delay, seconds (Kubernetes: 6 minutes)."""
     progress_check_period: float = 1.0
     """How often Deployments are re-checked against progressDeadlineSeconds, seconds."""
+    allocate_node_cidrs: bool = False
+    """Kubernetes' --allocate-node-cidrs: the node IPAM controller gives every Node without a
+    podCIDR a block of cluster_cidr."""
+    cluster_cidr: str = ""
+    """--cluster-cidr: the pods' addresses, from which each node's podCIDR is carved."""
+    node_cidr_mask_size: int = 0
+    """--node-cidr-mask-size: prefix length of each node's podCIDR (0: 24 for an IPv4
+    cluster_cidr, 64 for IPv6, as Kubernetes)."""
     health_address: str = ""
     """host:port of the gRPC health service the process serves (empty: none)."""
