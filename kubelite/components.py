@@ -304,6 +304,16 @@ class Kubelet(Daemon):
     timers: KubeletTimers | None = None
     stop_pods_on_exit: bool = False
     """Stop every pod on SIGTERM (False: leave them for the next start)."""
+    container_runtime: str | None = None
+    """process or containerd (None: process)."""
+    container_runtime_endpoint: str | None = None
+    """The CRI runtime's socket, unix:///... (containerd runtime)."""
+    cgroup_root: str | None = None
+    """Parent cgroup of its pods' cgroups (containerd runtime)."""
+    cni_conf_dir: str | None = None
+    """Where it writes the pod network's CNI configuration (containerd's CNI conf dir)."""
+    cni_bridge: str | None = None
+    """Its pod bridge (nodes sharing a host need one each)."""
 
     @property
     def health(self) -> str:
