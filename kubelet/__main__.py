@@ -8,6 +8,7 @@ import os
 
 from kubelet.kubelet import Kubelet
 from kubelet.pod_ips import parse_pod_cidr
+from kubelet.routes import RouteAgentSettings
 from kubelet.settings import KubeletSettings
 from kubelite import daemon, logs
 from kubelite.durations import duration_flag
@@ -79,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
                    help="where the pod network's CNI configuration is written for the runtime")
     p.add_argument("--cni-bridge", default="cni0",
                    help="the node's pod bridge (nodes sharing a host need one each)")
+    p.add_argument("--host-gw-routes", action="store_true",
+                   help="keep a route to every other node's podCIDR via its InternalIP (nodes"
+                        " on one L2 network, containerd runtime)")
+    p.add_argument("--route-protocol", type=int, default=211,
+                   help="kernel route protocol number marking the routes it owns")
+    p.add_argument("--route-resync-interval", type=duration_flag, default=30.0,
+                   help="how often its routes are compared with the Nodes in full")
     p.add_argument("--image-gc-high-threshold", type=int, default=85,
                    help="image disk usage percent above which unused images are removed")
     p.add_argument("--image-gc-low-threshold", type=int, default=80,
@@ -106,6 +114,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
                 " unix:///run/containerd/containerd.sock")
     if len(a.cni_bridge.encode()) > 15 or not a.cni_bridge:
         p.error(f"--cni-bridge: {a.cni_bridge!r} must be 1 to 15 bytes (a Linux interface name)")
+    try:
+        routes = RouteAgentSettings(enabled=a.host_gw_routes, route_protocol=a.route_protocol,
+                                    resync_interval=a.route_resync_interval)
+    except ValueError as e:
+        p.error(f"--route-protocol/--route-resync-interval: {e}")
     health_address = a.health_address
     if health_address is None:
         health_address = join_host_port(a.address, 10248)
@@ -139,6 +152,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
         cni_bridge=a.cni_bridge,
         image_gc_high_threshold=a.image_gc_high_threshold,
         image_gc_low_threshold=a.image_gc_low_threshold,
+        routes=routes,
         health_address=health_address,
     )
     return settings, a.log_level

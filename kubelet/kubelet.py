@@ -11,6 +11,7 @@ from kubelet.env import EnvResolver
 from kubelet.node import NodeAgent
 from kubelet.pod_ips import PodIPAllocator
 from kubelet.pod_network import PodNetwork
+from kubelet.routes import RouteAgent
 from kubelet.pod_worker import NodeContext, PodWorker
 from kubelet.runtime.interface import Runtime
 from kubelet.server import KubeletServer
@@ -76,6 +77,10 @@ class Kubelet:
         self.pod_network = (
             PodNetwork(self.client, settings) if settings.runtime != "process" else None
         )
+        self.routes = (
+            RouteAgent(settings.node_name, settings.routes, client=self.client)
+            if settings.routes.enabled else None
+        )
         self.workers: dict[str, PodWorker] = {}
         self._ctx: NodeContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -98,6 +103,8 @@ class Kubelet:
         self.node.start()
         if self.pod_network is not None:
             self.pod_network.start()
+        if self.routes is not None:
+            await self.routes.start()
         self.pods.add_handlers(
             on_add=self._on_pod,
             on_update=lambda old, new: self._on_pod(new),
@@ -138,6 +145,8 @@ class Kubelet:
         await self.node.stop()
         if self.pod_network is not None:
             await self.pod_network.stop()
+        if self.routes is not None:
+            await self.routes.stop()
         await self.recorder.stop()
         await self.server.stop()
         await self.runtime.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kubelet.routes import RouteAgentSettings
+
 
 @dataclass(frozen=True)
 class KubeletSettings:
@@ -70,6 +72,8 @@ class KubeletSettings:
     """Image disk usage (percent) the removal brings it down to."""
     image_gc_interval: float = 300.0
     """Seconds between checks of the image disk's usage."""
+    routes: RouteAgentSettings = field(default_factory=RouteAgentSettings)
+    """Routes to the other nodes' podCIDRs via their InternalIPs (host-gw)."""
     isolation: str = "auto"
     """Process runtime isolation: auto, mount-namespace, user-namespace or none."""
     default_grace_seconds: int = 30

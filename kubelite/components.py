@@ -248,6 +248,12 @@ class ControllerManager(LeaderElected):
     """kube-controller-manager's healthz port."""
 
     timers: ControllerManagerTimers | None = None
+    allocate_node_cidrs: bool = False
+    """Give every Node a podCIDR from cluster_cidr (node IPAM)."""
+    cluster_cidr: str | None = None
+    """The pods' network the nodes' podCIDRs are cut from."""
+    node_cidr_mask_size: int | None = None
+    """Prefix length of each node's podCIDR (None: 24)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,6 +320,9 @@ class Kubelet(Daemon):
     """Where it writes the pod network's CNI configuration (containerd's CNI conf dir)."""
     cni_bridge: str | None = None
     """Its pod bridge (nodes sharing a host need one each)."""
+    host_gw_routes: bool = False
+    """Keep routes to the other nodes' podCIDRs via their InternalIPs (nodes on one L2
+    network, containerd runtime)."""
 
     @property
     def health(self) -> str:
@@ -337,6 +346,11 @@ class Proxy(Daemon):
     """The API server's host:port."""
     health_address: str | None = None
     """host:port of its gRPC health service ("": none; None: NODE_IP:HEALTH_PORT)."""
+    cluster_ip_interface: str | None = None
+    """A dummy interface it puts ClusterIPs on, so pods reach them (None: they are loopback
+    addresses)."""
+    service_cluster_ip_range: str | None = None
+    """The ClusterIP range whose addresses it manages on cluster_ip_interface."""
 
     @property
     def health(self) -> str:

@@ -41,7 +41,8 @@ FULL: dict[type[Daemon], Daemon] = {
         server="127.0.0.1:7443", health_address="127.0.0.1:11257", identity="cm-1",
         leader_election=ELECTION,
         timers=ControllerManagerTimers(node_monitor_period=0.5, node_monitor_grace_period=4,
-                                       cronjob_check_period=0.5, cron_time_scale=60)),
+                                       cronjob_check_period=0.5, cron_time_scale=60),
+        allocate_node_cidrs=True, cluster_cidr="10.244.0.0/16", node_cidr_mask_size=24),
     Kubelet: Kubelet(node_name="node-1", address="127.0.0.2", server="127.0.0.1:7443",
                      root_dir="/tmp/k", port=0, cpu="2", memory="4Gi",
                      labels={"disktype": "ssd", "zone": "a"},
@@ -50,9 +51,13 @@ FULL: dict[type[Daemon], Daemon] = {
                      timers=KubeletTimers(node_status_update_frequency=2, node_lease_duration=8,
                                           sync_frequency=2, housekeeping_interval=0.2,
                                           backoff_initial=1, backoff_max=8),
-                     stop_pods_on_exit=True),
+                     stop_pods_on_exit=True, container_runtime="containerd",
+                     container_runtime_endpoint="unix:///run/k/containerd.sock",
+                     cgroup_root="/kubelite/node-1", cni_conf_dir="/tmp/k/net.d",
+                     cni_bridge="kubelite1", host_gw_routes=True),
     Proxy: Proxy(node_name="node-1", node_ip="127.0.0.2", server="127.0.0.1:7443",
-                 health_address="127.0.0.2:11256"),
+                 health_address="127.0.0.2:11256", cluster_ip_interface="kube-ipvs0",
+                 service_cluster_ip_range="10.96.0.0/16"),
 }
 """Every daemon with every field given."""
 
