@@ -342,6 +342,10 @@ class ClusterIPAddresses:
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
         """Passes completed without error (for tests and logs)."""
+        self.problem: str | None = "no pass yet"
+        """What the last pass left wrong (None: every address as wanted)."""
+        self._reported: str | None = None
+        """The problem last logged (the same one is not logged again on every retry)."""
 
     def manages(self, ip: str) -> bool:
         """Whether ``ip`` is inside the range (its address is added and removed here)."""
@@ -367,8 +371,8 @@ class ClusterIPAddresses:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
-        ok = True
         while True:
+            ok = self.problem is None
             wait = self.settings.sync_period if ok else self.settings.retry_interval
             try:
                 async with asyncio.timeout(wait):
@@ -376,22 +380,43 @@ class ClusterIPAddresses:
             except TimeoutError:
                 pass
             self._wake.clear()
-            try:
-                ok = await self.sync()
-            except Exception:
-                log.exception("ClusterIP address pass failed; retrying",
-                              interface=self.settings.name,
-                              retry_interval=self.settings.retry_interval)
-                ok = False
+            await self.sync()
 
     async def sync(self) -> bool:
-        """One pass; False when some address is not as wanted (it was logged). Raises when
-        the interface cannot be made or listed."""
+        """One pass; False when some address is not as wanted or the interface could not be
+        made or read. A problem is logged when it first appears (or changes), not on every
+        retry; its end is logged too."""
         async with self._lock:
-            ok = await self._sync()
-            if ok:
+            try:
+                problem, details = await self._sync()
+            except Exception as e:
+                problem, details = f"{type(e).__name__}: {e}", {}
+                if self._reported != problem:
+                    log.exception("ClusterIP address pass failed; retrying",
+                                  interface=self.settings.name,
+                                  retry_interval=self.settings.retry_interval)
+                    self._reported = problem
+            else:
+                key = f"{problem} {details}" if problem is not None else None
+                if key is not None and key != self._reported:
+                    log.warning(problem, interface=self.settings.name,
+                                retry_interval=self.settings.retry_interval, **details)
+                    self._reported = key
+            if problem is None:
+                if self._reported is not None:
+                    log.info("ClusterIP addresses in order again", interface=self.settings.name)
+                    self._reported = None
                 self.passes += 1
-            return ok
+            self.problem = problem
+            log.debug("ClusterIP address pass", interface=self.settings.name,
+                      ok=problem is None, addresses=len(self.present))
+            return problem is None
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once a pass has put every address in place; else what is wrong."""
+        if self.problem is not None:
+            return False, f"ClusterIP interface {self.settings.name}: {self.problem}"
+        return True, f"ClusterIP interface {self.settings.name}: {len(self.present)} addresses"
 
     async def _list(self) -> set[str]:
         if not self._interface_ready:
@@ -417,21 +442,22 @@ class ClusterIPAddresses:
                             cluster_ip=ip, service_cluster_ip_range=str(self.network))
         return wanted
 
-    async def _sync(self) -> bool:
+    async def _sync(self) -> tuple[str | None, dict[str, object]]:
+        """One pass: (the problem left, or None; details to log with it)."""
         before = self.present
         present = self.present = await self._list()
         wanted = self._wanted()
         steps = plan(wanted, present, self.network)
         remove: set[str] = set()
-        ok = True
+        problem: str | None = None
+        details: dict[str, object] = {}
         if steps.remove_candidates and self._cache_synced():
             try:
                 in_api = cluster_ips(await self._api_services())
             except Exception as e:  # noqa: BLE001 - reported; nothing removed unconfirmed
-                log.warning("cannot confirm in the API that stale ClusterIP addresses are"
-                            " unused; keeping them for now", error=str(e),
-                            addresses=sorted(steps.remove_candidates))
-                ok = False
+                problem = ("cannot confirm in the API that stale ClusterIP addresses are"
+                           " unused; keeping them for now")
+                details = {"error": str(e), "addresses": sorted(steps.remove_candidates)}
             else:
                 # The cache may have moved on during the list: a Service seen since stays.
                 remove = set(steps.remove_candidates) - in_api - self._wanted()
@@ -447,12 +473,10 @@ class ClusterIPAddresses:
                          interface=self.settings.name, addresses=sorted(removed))
             missing, stuck = steps.add - present, remove & present
             if missing or stuck:
-                log.warning("could not change ClusterIP addresses; retrying",
-                            interface=self.settings.name, not_added=sorted(missing),
-                            not_removed=sorted(stuck), error=error,
-                            retry_interval=self.settings.retry_interval)
-                ok = False
+                problem = "could not change ClusterIP addresses; retrying"
+                details = {"not_added": sorted(missing), "not_removed": sorted(stuck),
+                           "error": error}
         appeared = present - before
         if appeared:
             self._on_present(appeared)
-        return ok
+        return problem, details

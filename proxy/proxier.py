@@ -39,7 +39,7 @@ import structlog
 
 from kubelite.client.client import ApiClient
 from kubelite.client.informer import Informer, InformerFactory, InformerSettings
-from kubelite.health import Readiness, informers_readiness
+from kubelite.health import Readiness, all_ready, informers_readiness
 from protos.v1 import objects_pb2 as v1
 from proxy.addresses import (
     AddressManager,
@@ -233,8 +233,12 @@ class Proxier:
                 self._mark(f"{svc_port.namespace}/{svc_port.name}")
 
     def readiness(self) -> Readiness:
-        """Ready when its Service and Endpoints informers both watch."""
-        return informers_readiness(self._factory.informers() if self._factory else [])
+        """Ready when its Service and Endpoints informers both watch (and, with a
+        cluster_ip_interface, the last address pass put every address in place)."""
+        informers = informers_readiness(self._factory.informers() if self._factory else [])
+        if self.addresses is None:
+            return informers
+        return all_ready(informers, self.addresses.readiness())
 
     async def wait_for_sync(self, timeout: float | None = None) -> None:
         """Waits until both caches were listed and the listeners match them (with a

@@ -301,6 +301,25 @@ async def test_an_address_that_cannot_be_added_is_reported_and_retried() -> None
     assert world.appeared[-1] == {"10.96.0.11"}
 
 
+async def test_a_lasting_failure_is_logged_once_and_readiness_says_it() -> None:
+    world = World(cache=[service("dns", "10.96.0.10")])
+    world.interface.refuse = {"10.96.0.10"}
+    addresses = world.reconciler()
+    assert addresses.readiness() == (False, "ClusterIP interface kube-ipvs0: no pass yet")
+    with capture_logs() as logs:
+        for _ in range(3):
+            assert not await addresses.sync()
+        ready, reason = addresses.readiness()
+        assert not ready and "could not change ClusterIP addresses" in reason
+        world.interface.refuse = set()
+        assert await addresses.sync()
+    assert [e["event"] for e in logs if e["log_level"] != "debug"] == [
+        "could not change ClusterIP addresses; retrying", "ClusterIP addresses added",
+        "ClusterIP addresses in order again",
+    ]
+    assert addresses.readiness() == (True, "ClusterIP interface kube-ipvs0: 1 addresses")
+
+
 async def test_a_removed_address_and_a_deleted_interface_are_restored() -> None:
     world = World(cache=[service("dns", "10.96.0.10")])
     addresses = world.reconciler()
