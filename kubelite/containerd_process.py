@@ -4,9 +4,10 @@ host (a node each in tests). ``ctr`` against its socket imports images (the paus
 preloaded so pod sandboxes never need a registry) and pulls.
 
 Stopping one leaves nothing behind: shims outlive containerd by design, so ``stop()`` first
-kills and deletes every task through containerd (each task's shim then exits and containerd
-reaps it), then stops containerd, then kills any shim still serving its socket together with
-its containers' processes, and unmounts whatever is left mounted under its root and state.
+kills and deletes every task through containerd (each task's shim then exits), then stops
+containerd, then kills any shim still serving its socket together with its containers'
+processes, deletes what runc still has of them (cgroups, state), and unmounts whatever is
+left mounted under its root and state.
 A pod's network set-up (CNI DEL, IPAM leases) is undone only by CRI's StopPodSandbox, which
 the kubelet or test does before stopping; the pods' network namespaces themselves live under
 the state directory and are unmounted with it.
@@ -40,6 +41,7 @@ K8S_NAMESPACE = "k8s.io"
 """The containerd namespace CRI keeps pods, containers and images in."""
 DEFAULT_SANDBOX_IMAGE = "docker.io/kubelite/pause:latest"
 SNAPSHOTTERS = ("auto", "overlayfs", "native")
+LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "fatal", "panic")
 RUNC_ROOT = "runc"
 """runc's state directory, under containerd's state: per containerd."""
 UNIX_PATH_MAX = 107
@@ -99,6 +101,10 @@ class ContainerdSettings:
     Pods' cgroups come from the kubelet's cgroup parent, not from here."""
     disable_apparmor: bool | None = None
     """CRI's disable_apparmor; None: disabled when the host has no AppArmor."""
+    restrict_oom_score_adj: bool | None = None
+    """CRI's restrict_oom_score_adj: containers' oom_score_adj no lower than containerd's own
+    (runc fails to set a lower one without CAP_SYS_RESOURCE). None: restricted when this
+    process lacks CAP_SYS_RESOURCE, as in some VMs and containers."""
     image_pull_progress_timeout: float | None = None
     """Seconds a pull may go without progress before CRI cancels it; written only when set.
     containerd reads it from 1.6.21 and 1.7 on; older ones (Debian 12's 1.6.20) ignore it."""
@@ -107,7 +113,7 @@ class ContainerdSettings:
     stream_server_port: int = 0
     """Its port; 0 picks a free one, so several containerds never collide."""
     log_level: str = "info"
-    """containerd's log level (debug, info, warn, error)."""
+    """containerd's log level: trace, debug, info, warn, error, fatal or panic."""
     binary: str = "containerd"
     """The containerd program: a path, or a name on PATH."""
     ctr: str = "ctr"
@@ -128,6 +134,9 @@ class ContainerdSettings:
             raise ValueError(
                 f"socket: {self.socket} is too long for a unix socket with its .ttrpc twin "
                 f"({len(ttrpc.encode())} > {UNIX_PATH_MAX} bytes); use a shorter directory")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level: {self.log_level!r} is not one of "
+                             f"{', '.join(LOG_LEVELS)}")
         if self.cni_max_conf_num < 1:
             raise ValueError(f"cni_max_conf_num: {self.cni_max_conf_num} must be 1 or more")
         if not 0 <= self.stream_server_port <= 65535:
@@ -165,9 +174,11 @@ class ContainerdSettings:
 
 
 def containerd_config(settings: ContainerdSettings, *, snapshotter: str | None = None,
-                      disable_apparmor: bool | None = None) -> dict[str, Any]:
-    """The config as a table. ``snapshotter`` and ``disable_apparmor`` replace what settings
-    would detect on this host (``auto``, None)."""
+                      disable_apparmor: bool | None = None,
+                      restrict_oom_score_adj: bool | None = None) -> dict[str, Any]:
+    """The config as a table. ``snapshotter``, ``disable_apparmor`` and
+    ``restrict_oom_score_adj`` replace what settings would detect on this host (``auto``,
+    None)."""
     root = Path(settings.root).absolute()
     state = Path(settings.state).absolute()
     socket = Path(settings.socket).absolute()
@@ -176,6 +187,10 @@ def containerd_config(settings: ContainerdSettings, *, snapshotter: str | None =
         disable_apparmor = settings.disable_apparmor
     if disable_apparmor is None:
         disable_apparmor = not apparmor_enabled()
+    if restrict_oom_score_adj is None:
+        restrict_oom_score_adj = settings.restrict_oom_score_adj
+    if restrict_oom_score_adj is None:
+        restrict_oom_score_adj = not has_capability(CAP_SYS_RESOURCE)
 
     mirrors: dict[str, dict[str, list[str]]] = {}
     for host, endpoints in settings.registry_mirrors.items():
@@ -195,6 +210,7 @@ def containerd_config(settings: ContainerdSettings, *, snapshotter: str | None =
         "disable_tcp_service": True,
         "enable_selinux": False,
         "disable_apparmor": disable_apparmor,
+        "restrict_oom_score_adj": restrict_oom_score_adj,
         # Pods' network namespaces under this containerd's state, not the host-wide
         # /var/run/netns: containerds side by side never see each other's.
         "netns_mounts_under_state_dir": True,
@@ -241,10 +257,12 @@ def containerd_config(settings: ContainerdSettings, *, snapshotter: str | None =
 
 
 def render_config(settings: ContainerdSettings, *, snapshotter: str | None = None,
-                  disable_apparmor: bool | None = None) -> str:
+                  disable_apparmor: bool | None = None,
+                  restrict_oom_score_adj: bool | None = None) -> str:
     """config.toml's text (see :func:`containerd_config`)."""
     return toml_text(containerd_config(
-        settings, snapshotter=snapshotter, disable_apparmor=disable_apparmor))
+        settings, snapshotter=snapshotter, disable_apparmor=disable_apparmor,
+        restrict_oom_score_adj=restrict_oom_score_adj))
 
 
 def toml_text(table: Mapping[str, Any]) -> str:
@@ -293,6 +311,18 @@ def apparmor_enabled() -> bool:
         return Path("/sys/module/apparmor/parameters/enabled").read_text().strip() == "Y"
     except OSError:
         return False
+
+
+CAP_SYS_RESOURCE = 24
+"""The capability needed to lower a process's oom_score_adj."""
+
+
+def has_capability(capability: int) -> bool:
+    """This process has ``capability`` in its effective set."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> capability & 1)
+    return False
 
 
 def resolve_snapshotter(settings: ContainerdSettings) -> str:
@@ -487,6 +517,7 @@ class ContainerdProcess:
             process.stop(self.settings.stop_timeout)
         self._process = None
         self._kill_shims()
+        self._delete_runc_leftovers()
         self._unmount_leftovers()
         if errors:
             log.info("containerd stopped after force", socket=str(self.socket), errors=errors)
@@ -537,6 +568,23 @@ class ContainerdProcess:
                 raise ContainerdError(f"processes of containerd {self.socket} survived "
                                       f"SIGKILL for {self.settings.stop_timeout}s: {alive}")
             time.sleep(0.02)
+
+    def _delete_runc_leftovers(self) -> None:
+        """``runc delete --force`` for every container runc still has under this containerd's
+        runc root (left by killed shims): ends any process in its cgroup, removes the cgroup
+        and runc's state."""
+        runc = shutil.which("runc") or shutil.which("runc", path="/usr/sbin:/sbin")
+        if runc is None or not self.runc_root.is_dir():
+            return
+        for namespace_root in sorted(self.runc_root.iterdir()):
+            for container in sorted(p.name for p in namespace_root.iterdir() if p.is_dir()):
+                done = subprocess.run(
+                    [runc, "--root", str(namespace_root), "delete", "--force", container],
+                    capture_output=True, stdin=subprocess.DEVNULL,
+                    timeout=self.settings.stop_timeout)
+                if done.returncode != 0:
+                    log.warning("runc could not delete a leftover container", id=container,
+                                error=done.stderr.decode(errors="replace").strip())
 
     def _unmount_leftovers(self) -> None:
         """Unmounts (lazily, deepest first) what a killed shim left mounted under root and

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from kubelite.containerd_process import (
+    CAP_SYS_RESOURCE,
     CRI_PLUGIN,
     ContainerdSettings,
     apparmor_enabled,
+    has_capability,
     render_config,
     toml_text,
 )
@@ -114,6 +116,11 @@ def test_snapshotter_cgroups_apparmor_and_pull_progress(tmp_path: Path) -> None:
 
     detected = cri(parsed(ContainerdSettings.under(tmp_path)))
     assert detected["disable_apparmor"] is (not apparmor_enabled())
+    assert detected["restrict_oom_score_adj"] is (not has_capability(CAP_SYS_RESOURCE))
+    assert cri(parsed(ContainerdSettings.under(tmp_path, restrict_oom_score_adj=True)))[
+        "restrict_oom_score_adj"] is True
+    assert cri(parsed(ContainerdSettings.under(tmp_path), restrict_oom_score_adj=False))[
+        "restrict_oom_score_adj"] is False
     assert cri(parsed(ContainerdSettings.under(tmp_path), disable_apparmor=True))[
         "disable_apparmor"] is True
 
@@ -135,6 +142,7 @@ def test_two_containerds_share_no_path_or_listener(tmp_path: Path) -> None:
     ({"snapshotter": "zfs"}, "snapshotter: 'zfs' is not one of auto, overlayfs, native"),
     ({"socket": Path("/tmp/" + "x" * 120)}, "socket: "),
     ({"cni_max_conf_num": 0}, "cni_max_conf_num: 0 must be 1 or more"),
+    ({"log_level": "loud"}, "log_level: 'loud' is not one of trace, debug, info"),
     ({"stream_server_port": 70000}, "stream_server_port: 70000 is not a port"),
     ({"registry_mirrors": {"docker.io": "http://127.0.0.1:5000"}},
      "registry_mirrors['docker.io']: must be a non-empty list"),
