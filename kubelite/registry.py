@@ -169,6 +169,10 @@ class LocalRegistry:
     def running(self) -> bool:
         return self._process is not None and self._process.running()
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def __enter__(self) -> LocalRegistry:
         self.start()
         return self

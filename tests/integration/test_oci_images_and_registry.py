@@ -210,7 +210,7 @@ def test_registry_with_basic_auth(tmp_path: Path, images: dict[str, OciImage]) -
     credentials = RegistryCredentials("puller", "s3cret pass")
     registry = LocalRegistry(LocalRegistrySettings(tmp_path / "reg", credentials=credentials))
     with registry:
-        pid = registry._process.pid if registry._process else None
+        pid = registry.pid
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{registry.url}/v2/")
         assert refused.value.code == 401
