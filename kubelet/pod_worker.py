@@ -266,7 +266,11 @@ class PodWorker:
         else the node's (hostNetwork, or no podCIDR)."""
         if self._sandbox_ip:
             return self._sandbox_ip
-        if self.ctx.pod_ips is None or self.pod.spec.host_network:
+        if self.pod.spec.host_network:
+            return self.ctx.node_ip
+        if self.ctx.settings.runtime != "process":
+            return ""  # none until its sandbox has one
+        if self.ctx.pod_ips is None:
             return self.ctx.node_ip
         return self._ip or self.ctx.pod_ips.ip_of(self.uid) or self.pod.status.pod_ip
 
@@ -391,7 +395,8 @@ class PodWorker:
         pod.status.host_ip = ctx.node_ip
         pod.status.pod_ip = self.pod_ip
         del pod.status.pod_ips[:]
-        pod.status.pod_ips.add(ip=self.pod_ip)
+        if self.pod_ip:
+            pod.status.pod_ips.add(ip=self.pod_ip)
         try:
             await self._ensure_image(pod, container)
             security = security_for(pod, container)

@@ -30,9 +30,15 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Protocol
 
+from kubelite.cli.local_containerd import (
+    ContainerdNode,
+    RegistryComponent,
+    missing_for_containerd,
+)
 from kubelite.components import (
     ApiServer,
     ControllerManager,
@@ -50,6 +56,12 @@ STATE_FILE = "cluster.json"
 CONTROL_PLANE_ADDRESS = "127.0.0.1"
 """Where etcd, the API server, the scheduler and the controller manager listen."""
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+LOOPBACK_SERVICE_RANGE = "127.96.0.0/16"
+"""ClusterIPs of the process runtime: loopback, bound by proxies without root."""
+POD_SERVICE_RANGE = "10.96.0.0/16"
+"""ClusterIPs of the containerd runtime (Kubernetes' default block): proxies put them on a
+dummy interface, which pods reach through their gateway."""
+CLUSTER_IP_INTERFACE = "kube-ipvs0"
 
 
 def default_data_dir() -> Path:
@@ -68,8 +80,9 @@ class LocalClusterSettings:
     node_address_base: str = "127.0.0.2"
     """The first node's address; node i gets this address + i - 1 (a loopback address: every
     one of 127.0.0.0/8 is this machine's without configuration)."""
-    service_cluster_ip_range: str = "127.96.0.0/16"
-    """The API server's range for ClusterIPs (loopback, so proxies bind them without root)."""
+    service_cluster_ip_range: str = LOOPBACK_SERVICE_RANGE
+    """The API server's range for ClusterIPs (loopback, so proxies bind them without root;
+    10.96.0.0/16 with the containerd runtime)."""
     etcd_port: int = 2479
     """etcd client port on 127.0.0.1 (not 2379, so a system etcd can run beside it)."""
     etcd_peer_port: int = 2480
@@ -91,10 +104,34 @@ class LocalClusterSettings:
     pod_network: str = "127.244.0.0/16"
     """Loopback block the nodes' podCIDRs are cut from: node N gets its N-th /24
     (127.244.1.0/24, ...) and each of its pods an address of its own there, so pods on one
-    node can listen on the same containerPort. Empty: pods share their node's address."""
+    node can listen on the same containerPort. Empty: pods share their node's address.
+    Process runtime only."""
+    runtime: str = "process"
+    """process: pods are host processes (no root, no engine); containerd: pods are containers
+    of a containerd per node, with their own network namespace and IP (root)."""
+    cluster_cidr: str = "10.244.0.0/16"
+    """The pods' network with the containerd runtime: node IPAM gives each node a /24 of it,
+    and each node's bridge gives its pods addresses from that."""
+    local_registry: bool = False
+    """containerd runtime: serve the project's images (busybox, and its test server as
+    nginx) from a registry on 127.0.0.1 and pull docker.io's images from it."""
+    registry_port: int = 5000
+    """The local registry's port on 127.0.0.1."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
+        if self.runtime not in ("process", "containerd"):
+            raise SettingError("runtime", self.runtime, "must be process or containerd")
+        if self.runtime == "containerd":
+            if self.service_cluster_ip_range == LOOPBACK_SERVICE_RANGE:
+                # Pods in their own network namespaces reach ClusterIPs through their
+                # gateway: not on loopback.
+                object.__setattr__(self, "service_cluster_ip_range", POD_SERVICE_RANGE)
+            object.__setattr__(self, "pod_network", "")
+            self._check_cluster_cidr()
+        elif self.local_registry:
+            raise SettingError("local_registry", True, "needs --runtime containerd (the"
+                               " process runtime has no image store)")
         if self.nodes < 1:
             raise SettingError("nodes", self.nodes, "must be at least 1")
         if not self.ready_timeout > 0:
@@ -129,6 +166,21 @@ class LocalClusterSettings:
             raise SettingError("node_address_base", base, "the node addresses must not include"
                                f" {CONTROL_PLANE_ADDRESS} (the control plane's)")
 
+    def _check_cluster_cidr(self) -> None:
+        text = self.cluster_cidr
+        try:
+            network = ipaddress.IPv4Network(text)
+        except ValueError:
+            raise SettingError("cluster_cidr", text, "must be a CIDR such as"
+                               " 10.244.0.0/16") from None
+        if network.prefixlen > 24 - max(1, self.nodes - 1).bit_length():
+            raise SettingError("cluster_cidr", text, f"has no room for {self.nodes} nodes'"
+                               " /24 blocks")
+        if network.subnet_of(LOOPBACK) or network.overlaps(
+                ipaddress.IPv4Network(self.service_cluster_ip_range, strict=False)):
+            raise SettingError("cluster_cidr", text, "must not be loopback nor overlap the"
+                               " service ClusterIP range")
+
     def _check_service_range(self) -> None:
         text = self.service_cluster_ip_range
         try:
@@ -136,6 +188,12 @@ class LocalClusterSettings:
         except ValueError:
             raise SettingError("service_cluster_ip_range", text, "must be a CIDR such as"
                                " 127.96.0.0/16") from None
+        if self.runtime == "containerd":
+            if network.subnet_of(LOOPBACK):
+                raise SettingError("service_cluster_ip_range", text, "must not be loopback"
+                                   " with the containerd runtime (pods reach ClusterIPs"
+                                   f" through their gateway), e.g. {POD_SERVICE_RANGE}")
+            return
         if not network.subnet_of(LOOPBACK):
             raise SettingError("service_cluster_ip_range", text, "must be inside 127.0.0.0/8"
                                " (proxies bind ClusterIPs on loopback)")
@@ -182,6 +240,8 @@ class LocalClusterSettings:
         """(address, port, field) of every port the cluster listens on."""
         result = [(CONTROL_PLANE_ADDRESS, getattr(self, name), name)
                   for name in PORT_FIELDS if name not in NODE_PORT_FIELDS]
+        if self.local_registry:
+            result.append((CONTROL_PLANE_ADDRESS, self.registry_port, "registry_port"))
         for address in self.node_addresses():
             result.extend((address, getattr(self, name), name) for name in NODE_PORT_FIELDS)
         return result
@@ -220,9 +280,25 @@ def ports_in_use(settings: LocalClusterSettings) -> list[str]:
     return problems
 
 
+class Supervised(Protocol):
+    """What the supervisor needs of a component's process."""
+
+    name: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def start(self) -> None: ...
+    def running(self) -> bool: ...
+    def stop(self, timeout: float = ...) -> int | None: ...
+    def tail(self, lines: int = ...) -> str: ...
+
+
 @dataclass
 class Component:
-    process: ManagedProcess
+    process: Supervised
     health: str
     """Space-separated checks, all of which must pass: ``http://...`` (answers "true"),
     ``grpc://host:port`` (gRPC health says SERVING), ``node:NAME`` (the Node is Ready) or
@@ -253,25 +329,47 @@ def _components(s: LocalClusterSettings) -> list[Component]:
                     service_cluster_ip_range=s.service_cluster_ip_range)
     scheduler = Scheduler(server=api.listen,
                           health_address=f"{host}:{s.scheduler_health_port}")
+    containers = s.runtime == "containerd"
     controller_manager = ControllerManager(
-        server=api.listen, health_address=f"{host}:{s.controller_manager_health_port}")
+        server=api.listen, health_address=f"{host}:{s.controller_manager_health_port}",
+        allocate_node_cidrs=containers, cluster_cidr=s.cluster_cidr if containers else None)
     components = [component(etcd.component, etcd.argv(find_etcd()), etcd.health_url)]
     for daemon in (api, scheduler, controller_manager):
         components.append(component(daemon.component, daemon.argv(_script(daemon.script)),
                                     f"grpc://{daemon.health}"))
+    images = data / "images"
+    registry_url = None
+    if containers and s.local_registry:
+        registry = RegistryComponent(data / "registry", images, s.registry_port)
+        components.append(Component(registry, "process"))
+        registry_url = registry.url
     with_proxy = installed_script(Proxy.script).exists()
     pod_cidrs = s.node_pod_cidrs()
     for i, address in enumerate(s.node_addresses(), start=1):
         name = f"node-{i}"
+        node_dir = data / "nodes" / name
         kubelet = Kubelet(node_name=name, address=address, server=api.listen,
-                          root_dir=str(data / "nodes" / name), port=s.kubelet_port,
+                          root_dir=str(node_dir), port=s.kubelet_port,
                           health_address=join_host_port(address, s.kubelet_health_port),
                           pod_cidr=pod_cidrs[i - 1] or None, stop_pods_on_exit=True)
+        if containers:
+            containerd = ContainerdNode(f"containerd-{name}", node_dir / "containerd", images,
+                                        registry_url)
+            components.append(Component(containerd, "process"))
+            kubelet = replace(kubelet, container_runtime="containerd",
+                              container_runtime_endpoint=containerd.endpoint,
+                              cgroup_root=f"/kubelite/{name}",
+                              cni_conf_dir=containerd.cni_conf_dir,
+                              # One bridge per node: the nodes share this machine's network.
+                              cni_bridge=f"kubelite{i}")
         components.append(component(f"kubelet-{name}", kubelet.argv(_script(kubelet.script)),
                                     f"grpc://{kubelet.health} node:{name}"))
         if with_proxy:
             proxy = Proxy(node_name=name, node_ip=address, server=api.listen,
-                          health_address=join_host_port(address, s.proxy_health_port))
+                          health_address=join_host_port(address, s.proxy_health_port),
+                          cluster_ip_interface=CLUSTER_IP_INTERFACE if containers else None,
+                          service_cluster_ip_range=(
+                              s.service_cluster_ip_range if containers else None))
             components.append(component(f"proxy-{name}", proxy.argv(_script(proxy.script)),
                                         f"grpc://{proxy.health}"))
     return components
@@ -448,6 +546,13 @@ def up(settings: LocalClusterSettings) -> int:
         print(f"a cluster is already running from {settings.data_dir} (pid {pid})",
               file=sys.stderr)
         return 1
+    if settings.runtime == "containerd":
+        missing = missing_for_containerd(settings.local_registry)
+        if missing:
+            print("error: --runtime containerd needs what this machine lacks:\n  "
+                  + "\n  ".join(missing) + "\n(the process runtime, the default, needs none"
+                  " of it)", file=sys.stderr)
+            return 1
     busy = ports_in_use(settings)
     if busy:
         print("error: " + "\n  ".join(busy) + "\n(another cluster? give this one other"
@@ -540,6 +645,15 @@ UP_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
     ("kubelet_health_port", int, "PORT", "kubelet's gRPC health port on each node's address"),
     ("proxy_health_port", int, "PORT", "proxy's gRPC health port on each node's address"),
     ("ready_timeout", float, "SECONDS", "seconds each component gets to become healthy"),
+    ("runtime", str, "RUNTIME", "process (pods as host processes; no root) or containerd"
+                                " (pods as containers with their own network namespace and"
+                                " IP; needs root, containerd, runc and the CNI plugins)"),
+    ("cluster_cidr", str, "CIDR", "containerd runtime: the pods' network; each node gets a"
+                                  " /24 of it"),
+    ("local_registry", bool, "", "containerd runtime: serve the project's images (busybox,"
+                                 " and its test server as nginx) from a registry on"
+                                 " 127.0.0.1 and pull docker.io's images from it"),
+    ("registry_port", int, "PORT", "the local registry's port on 127.0.0.1"),
     ("pod_network", str, "CIDR", "loopback block node N's podCIDR is the N-th /24 of (each pod"
                                  " its own address); empty: pods share their node's address;"
                                  " two clusters on one machine need blocks that do not overlap"),
@@ -568,8 +682,13 @@ def build_parser() -> argparse.ArgumentParser:
                             " live; `status` and `down` find the cluster by it")
         if name == "up":
             for field_name, kind, metavar, text in UP_OPTIONS:
+                if kind is bool:
+                    s.add_argument(option(field_name), action="store_true", help=text)
+                    continue
+                choices = ["process", "containerd"] if field_name == "runtime" else None
                 s.add_argument(option(field_name), type=kind, metavar=metavar,
-                               default=getattr(defaults, field_name), help=text)
+                               default=getattr(defaults, field_name), help=text,
+                               choices=choices)
     return p
 
 
