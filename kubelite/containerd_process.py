@@ -116,6 +116,11 @@ class ContainerdSettings:
     """containerd's log level: trace, debug, info, warn, error, fatal or panic."""
     binary: str = "containerd"
     """The containerd program: a path, or a name on PATH."""
+    launcher: tuple[str, ...] = ()
+    """A command containerd runs under, which execs it: ``("nsenter",
+    "--net=/var/run/netns/NAME")`` serves from that network namespace (its pods' CNI bridge
+    is made there). Not ``ip netns exec``: it remounts /sys without the cgroup file systems
+    runc needs."""
     ctr: str = "ctr"
     """containerd's client, used to check readiness, import, pull and clean up."""
     start_timeout: float = 30.0
@@ -415,7 +420,8 @@ class ContainerdProcess:
         Path(s.config_path).write_text(render_config(s, snapshotter=self.snapshotter))
         self.socket.unlink(missing_ok=True)
         self._process = ManagedProcess(
-            "containerd", [binary, "--config", str(Path(s.config_path).absolute())],
+            "containerd",
+            [*s.launcher, binary, "--config", str(Path(s.config_path).absolute())],
             Path(s.log_path))
         self._process.start()
         try:

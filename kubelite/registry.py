@@ -58,6 +58,10 @@ class LocalRegistrySettings:
     """When set, every request needs this user and password (htpasswd basic auth)."""
     binary: str = "docker-registry"
     """The registry program: a path or a name on PATH (Debian's docker-registry)."""
+    launcher: tuple[str, ...] = ()
+    """A command the registry runs under, which execs it: ``("ip", "netns", "exec", NAME)``
+    serves from that network namespace (``host`` then is an address there, and ``port`` must
+    be given: a free port is looked for in this process's namespace)."""
     start_timeout: float = 20.0
     """Seconds to wait for /v2/ to answer after starting."""
     stop_timeout: float = 10.0
@@ -108,7 +112,8 @@ class LocalRegistry:
         # JSON is YAML: the registry reads it as its config.
         config_path.write_text(json.dumps(self._config(), indent=2) + "\n")
         self._process = ManagedProcess(
-            "docker-registry", [binary, "serve", str(config_path)], self.log_path)
+            "docker-registry", [*self.settings.launcher, binary, "serve", str(config_path)],
+            self.log_path)
         self._process.start()
         try:
             self._wait_ready()
