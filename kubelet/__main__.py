@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
                    default=120.0, help="deadline of each CRI call but image pulls (2m)")
     p.add_argument("--image-pull-timeout", type=duration_flag,
                    default=600.0, help="deadline of one image pull (10m)")
+    p.add_argument("--pod-max-pids", type=int, default=-1,
+                   help="most processes one pod may have (-1: no limit; containerd runtime)")
     p.add_argument("--cgroup-root", default="/kubelite",
                    help="parent cgroup of the pods' cgroups (containerd runtime)")
     p.add_argument("--cni-conf-dir", default="/etc/cni/net.d",
@@ -89,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
                    help="how often its routes are compared with the Nodes in full")
     p.add_argument("--image-gc-high-threshold", type=int, default=85,
                    help="image disk usage percent above which unused images are removed")
+    p.add_argument("--image-gc-interval", type=duration_flag, default=300.0,
+                   help="how often the image disk's usage is checked")
     p.add_argument("--image-gc-low-threshold", type=int, default=80,
                    help="image disk usage percent that image removal brings it down to")
     p.add_argument("--health-address", default=None,
@@ -104,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
                 ipaddress.ip_network(a.pod_cidr, strict=True)
         except ValueError as e:
             p.error(f"--pod-cidr: {e}")
+    if a.pod_max_pids < -1 or a.pod_max_pids == 0:
+        p.error(f"--pod-max-pids: invalid value {a.pod_max_pids}: must be -1 (no limit) or"
+                " positive")
     if not 0 <= a.image_gc_low_threshold <= a.image_gc_high_threshold <= 100:
         p.error("--image-gc-low-threshold and --image-gc-high-threshold: must satisfy"
                 f" 0 <= low ({a.image_gc_low_threshold}) <= high ({a.image_gc_high_threshold})"
@@ -148,10 +155,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
         runtime_request_timeout=a.runtime_request_timeout,
         image_pull_timeout=a.image_pull_timeout,
         cgroup_root=a.cgroup_root,
+        pod_pids_limit=a.pod_max_pids,
         cni_conf_dir=a.cni_conf_dir,
         cni_bridge=a.cni_bridge,
         image_gc_high_threshold=a.image_gc_high_threshold,
         image_gc_low_threshold=a.image_gc_low_threshold,
+        image_gc_interval=a.image_gc_interval,
         routes=routes,
         health_address=health_address,
     )

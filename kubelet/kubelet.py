@@ -8,11 +8,12 @@ import os
 import structlog
 
 from kubelet.env import EnvResolver
+from kubelet.image_gc import ImageGarbageCollector, ImageGCSettings
 from kubelet.node import NodeAgent
 from kubelet.pod_ips import PodIPAllocator
 from kubelet.pod_network import PodNetwork
-from kubelet.routes import RouteAgent
 from kubelet.pod_worker import NodeContext, PodWorker
+from kubelet.routes import RouteAgent
 from kubelet.runtime.interface import Runtime
 from kubelet.server import KubeletServer
 from kubelet.service_env import ServiceEnv
@@ -35,6 +36,7 @@ def make_runtime(settings: KubeletSettings) -> Runtime:
             endpoint=settings.container_runtime_endpoint,
             root_dir=settings.root_dir,
             cgroup_root=settings.cgroup_root,
+            pod_pids_limit=settings.pod_pids_limit,
             request_timeout=settings.runtime_request_timeout,
             image_pull_timeout=settings.image_pull_timeout,
         ))
@@ -81,6 +83,11 @@ class Kubelet:
             RouteAgent(settings.node_name, settings.routes, client=self.client)
             if settings.routes.enabled else None
         )
+        self.image_gc = ImageGarbageCollector(self.runtime, ImageGCSettings(
+            high_threshold_percent=settings.image_gc_high_threshold,
+            low_threshold_percent=settings.image_gc_low_threshold,
+            interval=settings.image_gc_interval,
+        ))
         self.workers: dict[str, PodWorker] = {}
         self._ctx: NodeContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -105,6 +112,7 @@ class Kubelet:
             self.pod_network.start()
         if self.routes is not None:
             await self.routes.start()
+        self.image_gc.start()
         self.pods.add_handlers(
             on_add=self._on_pod,
             on_update=lambda old, new: self._on_pod(new),
@@ -147,6 +155,7 @@ class Kubelet:
             await self.pod_network.stop()
         if self.routes is not None:
             await self.routes.stop()
+        await self.image_gc.stop()
         await self.recorder.stop()
         await self.server.stop()
         await self.runtime.close()

@@ -59,6 +59,8 @@ class KubeletSettings:
     """Deadline of each CRI call but image pulls, seconds."""
     image_pull_timeout: float = 600.0
     """Deadline of one image pull, seconds."""
+    pod_pids_limit: int = -1
+    """Most processes one pod's containers may have together (-1: no limit)."""
     cgroup_root: str = "/kubelite"
     """Parent cgroup of the pods' cgroups (containerd runtime)."""
     cni_conf_dir: str = "/etc/cni/net.d"

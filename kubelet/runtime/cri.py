@@ -10,6 +10,7 @@ Logs are files in the CRI log format under the kubelet's log directory, as /var/
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import shutil
@@ -27,6 +28,8 @@ from kubelet.runtime.interface import (
     ContainerState,
     ContainerStatus,
     ExecResult,
+    ImageFsUsage,
+    ImageInfo,
     ImagePull,
     PodSandboxConfig,
     RegistryAuth,
@@ -82,6 +85,11 @@ class CriRuntimeSettings:
     """Deadline of one image pull."""
     stop_extra_seconds: float = 10.0
     """How much longer than a stop's grace period the call may take (the runtime kills)."""
+    pod_pids_limit: int = -1
+    """Most processes all containers of one pod may have together (--pod-max-pids); -1:
+    no limit."""
+    cgroup_fs: str = "/sys/fs/cgroup"
+    """Where the cgroup hierarchies are mounted."""
 
 
 class CriRuntime:
@@ -147,7 +155,8 @@ class CriRuntime:
         return cri.PodSandboxConfig(
             metadata=cri.PodSandboxMetadata(
                 name=config.name, uid=config.uid, namespace=config.namespace, attempt=attempt),
-            hostname=config.hostname or config.name,
+            # A pod on the node's network has the node's UTS namespace, and its hostname.
+            hostname="" if config.host_network else (config.hostname or config.name),
             log_directory=self._pod_log_dir(config.namespace, config.name, config.uid),
             port_mappings=[
                 cri.PortMapping(protocol=protocols.get(p.protocol, cri.TCP),
@@ -202,12 +211,29 @@ class CriRuntime:
                     "RunPodSandbox", reason="CreatePodSandboxError",
                 )
                 sandbox_id = response.pod_sandbox_id
+                self._limit_pids(sandbox_config.linux.cgroup_parent)
                 log.info("pod sandbox running", pod=f"{config.namespace}/{config.name}",
                          sandbox_id=sandbox_id, attempt=attempt)
             os.makedirs(os.path.join(self.pod_dir(config.uid), "volumes"), exist_ok=True)
             ip = "" if config.host_network else await self._sandbox_ip(sandbox_id)
             self._sandboxes[config.uid] = (sandbox_id, self._sandbox_config(config, attempt), ip)
             return Sandbox(id=sandbox_id, ip=ip)
+
+    def _limit_pids(self, cgroup_parent: str) -> None:
+        """Caps the pod's processes in its cgroup (made with its sandbox), as the kubelet's
+        pod-level cgroup does; cgroup v1's pids hierarchy, else the unified one."""
+        limit = self.settings.pod_pids_limit
+        if limit < 0:
+            return
+        for hierarchy in ("pids", ""):
+            directory = os.path.join(self.settings.cgroup_fs, hierarchy,
+                                     cgroup_parent.lstrip("/"))
+            if os.path.exists(os.path.join(directory, "pids.max")):
+                with open(os.path.join(directory, "pids.max"), "w") as f:
+                    f.write(str(limit))
+                return
+        raise RuntimeError_("CreatePodSandboxError",
+                            f"cannot limit the pod's processes: no pids cgroup {cgroup_parent}")
 
     async def remove_pod_sandbox(self, pod_uid: str) -> None:
         lock = self._locks.setdefault(pod_uid, asyncio.Lock())
@@ -281,6 +307,42 @@ class CriRuntime:
                              size_bytes=pulled.size if pulled is not None else 0)
         assert failure is not None
         raise RuntimeError_("ErrImagePull", failure.message.removeprefix("PullImage: "))
+
+    async def _sandbox_image(self) -> str:
+        """The image the runtime makes sandboxes of (from its verbose status)."""
+        response: cri.StatusResponse = await self._call(
+            self._runtime.Status, cri.StatusRequest(verbose=True), "Status")
+        try:
+            config = json.loads(response.info.get("config", "{}"))
+        except ValueError:
+            return ""
+        return str(config.get("sandboxImage", ""))
+
+    async def list_images(self) -> list[ImageInfo]:
+        response: cri.ListImagesResponse = await self._call(
+            self._images.ListImages, cri.ListImagesRequest(), "ListImages")
+        sandbox_image = await self._sandbox_image()
+        return [
+            ImageInfo(id=i.id, tags=tuple(i.repo_tags), size_bytes=i.size,
+                      pinned=i.pinned or sandbox_image in i.repo_tags)
+            for i in response.images
+        ]
+
+    async def remove_image(self, image_id: str) -> None:
+        await self._call(self._images.RemoveImage,
+                         cri.RemoveImageRequest(image=cri.ImageSpec(image=image_id)),
+                         "RemoveImage")
+
+    async def image_fs_usage(self) -> ImageFsUsage | None:
+        response: cri.ImageFsInfoResponse = await self._call(
+            self._images.ImageFsInfo, cri.ImageFsInfoRequest(), "ImageFsInfo")
+        if not response.image_filesystems:
+            return None
+        fs = response.image_filesystems[0]
+        stat = os.statvfs(fs.fs_id.mountpoint)
+        capacity = stat.f_blocks * stat.f_frsize
+        return ImageFsUsage(used_bytes=capacity - stat.f_bavail * stat.f_frsize,
+                            capacity_bytes=capacity, images_bytes=fs.used_bytes.value)
 
     async def image_user(self, image: str) -> tuple[int | None, str]:
         found = await self._image(image)

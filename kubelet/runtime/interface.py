@@ -102,6 +102,28 @@ class ImagePull:
 
 
 @dataclass(frozen=True)
+class ImageInfo:
+    """An image the runtime holds."""
+
+    id: str
+    tags: tuple[str, ...]
+    size_bytes: int
+    pinned: bool = False
+    """Never garbage-collected (the sandbox image)."""
+
+
+@dataclass(frozen=True)
+class ImageFsUsage:
+    """The filesystem holding the runtime's images."""
+
+    used_bytes: int
+    """Used on that filesystem, by anything."""
+    capacity_bytes: int
+    images_bytes: int = 0
+    """Used by the runtime's images."""
+
+
+@dataclass(frozen=True)
 class ContainerConfig:
     """Everything needed to start one container, already resolved by the kubelet."""
 
@@ -218,6 +240,18 @@ class Runtime(Protocol):
         Raises RuntimeError_("ErrImagePull", the registry's message) when it cannot be had and
         RuntimeError_("ErrImageNeverPull", ...) when it is absent and the policy is Never.
         """
+        ...
+
+    async def list_images(self) -> list[ImageInfo]:
+        """Every image the runtime holds (none for a runtime without an image store)."""
+        ...
+
+    async def remove_image(self, image_id: str) -> None:
+        """Removes an image no container uses (idempotent)."""
+        ...
+
+    async def image_fs_usage(self) -> ImageFsUsage | None:
+        """The image filesystem's usage; None for a runtime without an image store."""
         ...
 
     async def image_user(self, image: str) -> tuple[int | None, str]:

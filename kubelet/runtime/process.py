@@ -54,6 +54,8 @@ from kubelet.runtime.interface import (
     ContainerState,
     ContainerStatus,
     ExecResult,
+    ImageFsUsage,
+    ImageInfo,
     ImagePull,
     PodSandboxConfig,
     RegistryAuth,
@@ -259,6 +261,15 @@ class ProcessRuntime:
         # No image store: a catalogued image is always present, and any other runs only as
         # the container's own command on the node (create_container says so when it cannot).
         return ImagePull(image_ref=image, pulled=False)
+
+    async def list_images(self) -> list[ImageInfo]:
+        return []  # no image store: nothing to collect
+
+    async def remove_image(self, image_id: str) -> None:
+        pass
+
+    async def image_fs_usage(self) -> ImageFsUsage | None:
+        return None
 
     async def image_user(self, image: str) -> tuple[int | None, str]:
         # Every container of this runtime runs as the kubelet's own user.
