@@ -91,7 +91,8 @@ class ImageGarbageCollector:
                 del table[gone]
         if percent < self.settings.high_threshold_percent:
             return Collection(usage_percent=percent)
-        wanted = usage.used_bytes - usage.capacity_bytes * self.settings.low_threshold_percent // 100
+        low = self.settings.low_threshold_percent
+        wanted = usage.used_bytes - usage.capacity_bytes * low // 100
         candidates = sorted(
             (i for i in images if i.id not in in_use and not i.pinned),
             # Never used first, then least recently used; ties by first seen.
