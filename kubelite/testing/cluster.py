@@ -41,12 +41,17 @@ def script(name: str) -> str:
     return str(candidate)
 
 
+RUNTIMES = ("process", "containerd")
+"""The kubelet's container runtimes."""
+
 TEST_LEADER_ELECTION = LeaderElection(lease_duration=2, renew_deadline=1.5, retry_period=0.2)
 """Leader election of test clusters: a standby takes over within seconds."""
 
 
 @dataclass(frozen=True)
 class NodeSpec:
+    """A node of the test cluster: what its kubelet is started with."""
+
     name: str
     address: str
     cpu: str = "4"
@@ -54,7 +59,36 @@ class NodeSpec:
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[str, ...] = ()
     pod_cidr: str = ""
-    """The kubelet's --pod-cidr (each pod its own loopback IP); empty: pods use the node's."""
+    """The kubelet's --pod-cidr: with the process runtime a loopback block (each pod its own
+    loopback IP; empty: pods use the node's), with containerd the block its bridge hands out
+    (any CIDR)."""
+    runtime: str = "process"
+    """The kubelet's --container-runtime: process (pods are host processes) or containerd."""
+    container_runtime_endpoint: str = ""
+    """containerd runtime: its CRI socket, ``unix:///path/containerd.sock`` (required)."""
+    cni_conf_dir: str = ""
+    """containerd runtime: the containerd's CNI conf dir, where the kubelet writes the pod
+    network's configuration (empty: the kubelet's default)."""
+    cni_bridge: str = ""
+    """containerd runtime: the node's pod bridge; nodes sharing a network namespace need one
+    each (empty: the kubelet's default)."""
+    cgroup_root: str = ""
+    """containerd runtime: parent cgroup of the pods' cgroups; nodes sharing a host need one
+    each (empty: the kubelet's default)."""
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime: {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if self.runtime == "containerd" and \
+                not self.container_runtime_endpoint.startswith("unix://"):
+            raise ValueError(
+                f"container_runtime_endpoint: {self.container_runtime_endpoint!r} must be a "
+                "unix:// socket with the containerd runtime")
+        if self.runtime == "process":
+            for name in ("container_runtime_endpoint", "cni_conf_dir", "cni_bridge",
+                         "cgroup_root"):
+                if getattr(self, name):
+                    raise ValueError(f"{name}: only for the containerd runtime")
 
 
 @dataclass
@@ -145,13 +179,22 @@ class TestCluster:
             health_address=self._health_address(name, node.address)))
 
     def start_kubelet(self, node: NodeSpec) -> ManagedProcess:
+        return self._start(f"kubelet-{node.name}", self.kubelet_spec(node))
+
+    def kubelet_spec(self, node: NodeSpec) -> Kubelet:
+        """The kubelet of ``node`` (its health address gets a free port on each call)."""
         name = f"kubelet-{node.name}"
-        return self._start(name, Kubelet(
+        return Kubelet(
             node_name=node.name, address=node.address, server=self.server,
             root_dir=str(self.workdir / node.name), port=0, cpu=node.cpu, memory=node.memory,
             labels=node.labels or None, taints=node.taints or None,
             pod_cidr=node.pod_cidr or None, health_address=self._health_address(name, node.address),
-            timers=self.kubelet_timers, stop_pods_on_exit=True))
+            timers=self.kubelet_timers, stop_pods_on_exit=True,
+            # The process runtime is the kubelet's default: its flags stay as they were.
+            container_runtime=None if node.runtime == "process" else node.runtime,
+            container_runtime_endpoint=node.container_runtime_endpoint or None,
+            cni_conf_dir=node.cni_conf_dir or None, cni_bridge=node.cni_bridge or None,
+            cgroup_root=node.cgroup_root or None)
 
     def _node_ready(self, name: str) -> bool:
         result = self.klctl("get", "node", name, "--no-headers", check=False)
