@@ -16,12 +16,24 @@ sent anywhere: the block is 10.213.<k>.0/24 with a per-run random ``k`` that no 
 on this machine uses. Every component is started through its console script inside its host
 (``ip netns exec``), with short timers.
 
-Names of devices and namespaces start with ``klt<run>-`` (``klt`` + 4 hex digits). The run
-holds an flock on /run/kubelite-netns/<run>.lock while it lives; a later run that can take
-that lock (or finds names without a lock file) knows the owner died and removes what it left:
-processes inside its namespaces, the namespaces, veths and bridge. ``stop()`` always tears
-down everything this run made, also when a test failed, and reports processes that outlived
-the orderly stop (they are killed).
+With ``MultiHostSettings(runtime="containerd")`` the workers run pods in containerd instead:
+the test images are built once (umoci, from the node's busybox) and pushed to a registry on
+the control-plane host (``CP:5000``: library/busybox, library/nginx, kubelite/testserver,
+kubelite/pause), every worker runs its own containerd (root, state and config under the
+workdir, started in the host's network namespace with ``nsenter --net``, docker.io mirrored to
+that registry in plain HTTP, the pause image imported so sandboxes never pull), and its kubelet
+uses it: pods get addresses on the host's ``cni0`` bridge from the podCIDR node IPAM gave its
+Node (cluster CIDR 10.244.0.0/16), the kubelets' route agents route the other hosts' podCIDRs
+via their addresses, and the proxies put ClusterIPs (10.96.0.0/16) on ``kube-ipvs0`` so pods
+reach them through their gateway. Pods' cgroups live under ``/klt<run>-<host>``.
+
+Names of devices, namespaces and cgroups start with ``klt<run>-`` (``klt`` + 4 hex digits). The
+run holds an flock on /run/kubelite-netns/<run>.lock while it lives (its containerds' sockets
+are in /run/kubelite-netns/<run>.d); a later run that can take that lock (or finds names
+without a lock file) knows the owner died and removes what it left: processes inside its
+namespaces and cgroups, mounts under its workdir, the cgroups, namespaces, veths and bridge.
+``stop()`` always tears down everything this run made, also when a test failed, and reports
+processes that outlived the orderly stop (they are killed).
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,8 +74,17 @@ from kubelite.components import (
     Spec,
     installed_script,
 )
+from kubelite.containerd_process import ContainerdProcess, ContainerdSettings
 from kubelite.etcd_process import FAST_ELECTION_TIMEOUT, FAST_HEARTBEAT_INTERVAL, find_etcd
 from kubelite.processes import ManagedProcess
+from kubelite.registry import LocalRegistry, LocalRegistrySettings
+from kubelite.testing.images import (
+    PAUSE_ARCHIVE,
+    build_test_images,
+    missing_containerd_tools,
+    push_test_images,
+    registry_mirrors,
+)
 
 PREFIX = "klt"
 """Every namespace and device this harness makes is named ``klt<4 hex>-...``."""
@@ -76,6 +98,11 @@ ETCD_CLIENT_PORT = Etcd.CLIENT_PORT
 ETCD_PEER_PORT = Etcd.PEER_PORT
 API_PORT = ApiServer.PORT
 KUBELET_PORT = Kubelet.PORT
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+RUNTIMES = ("process", "containerd")
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+"""The CNI plugins the kubelet's pod network configuration uses."""
+CNI_BIN_DIR = Path("/usr/lib/cni")
 
 _NAME_RE = re.compile(rf"^{PREFIX}([0-9a-f]{{4}})-")
 
@@ -112,6 +139,23 @@ def unavailable_reason() -> str | None:
     except FileNotFoundError as e:
         return str(e)
     return None
+
+
+def containerd_unavailable_reason() -> str | None:
+    """Why the harness cannot run containerd workers here (everything missing, in one
+    reason), or None when it can."""
+    reason = unavailable_reason()
+    missing = [reason] if reason is not None else []
+    missing += [m for m in missing_containerd_tools() if m != "root" or reason is None]
+    missing += [f"{CNI_BIN_DIR / name} (Debian's containernetworking-plugins)"
+                for name in CNI_PLUGINS if not (CNI_BIN_DIR / name).exists()]
+    if shutil.which("nsenter") is None:
+        missing.append("nsenter (Debian's util-linux)")
+    if shutil.which("wget") is None:
+        missing.append("wget (requests to pods from a host)")
+    if not missing:
+        return None
+    return "containerd workers need: " + "; ".join(missing)
 
 
 @dataclass(frozen=True)
@@ -159,6 +203,31 @@ class MultiHostSettings:
     """Seconds each stage of start() may take before it fails with the components' logs."""
     stop_timeout: float = 15.0
     """Seconds a component gets after SIGTERM before its process group is SIGKILLed."""
+    runtime: str = "process"
+    """The kubelets' container runtime: ``process`` (pods are the host's processes) or
+    ``containerd`` (a containerd per worker, a registry on the control-plane host, pod
+    addresses from node IPAM; see the module docstring)."""
+    cluster_cidr: str = "10.244.0.0/16"
+    """containerd runtime: the controller manager's --cluster-cidr; each Node gets a /24."""
+    service_cluster_ip_range: str = "10.96.0.0/16"
+    """containerd runtime: the ClusterIP range of the API server and the proxies."""
+    cluster_ip_interface: str = "kube-ipvs0"
+    """containerd runtime: the dummy interface each proxy puts ClusterIPs on."""
+    cni_bridge: str = "cni0"
+    """containerd runtime: each worker's pod bridge (every host has its own namespace)."""
+    images_dir: Path | None = None
+    """containerd runtime: where the test images are built and cached (share one directory
+    between runs to build them once); None: WORKDIR/images."""
+    registry_port: int = 5000
+    """containerd runtime: the registry's port on the control-plane host's address."""
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime: {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if len(self.cni_bridge.encode()) > 15:
+            raise ValueError(f"cni_bridge: {self.cni_bridge!r} is longer than 15 bytes")
+        if not 0 < self.registry_port < 65536:
+            raise ValueError(f"registry_port: {self.registry_port} is not a port")
 
 
 @dataclass
@@ -247,12 +316,89 @@ def _kill_netns_processes(netns: str, timeout: float = 10.0) -> list[int]:
         time.sleep(0.05)
 
 
-def _remove_run(run: str) -> None:
-    """Removes every namespace and device of run ``run`` (processes in them first)."""
+def socket_dir(run: str) -> Path:
+    """Where run ``run``'s containerds keep their sockets (a unix socket's path is short)."""
+    return STATE_DIR / f"{run}.d"
+
+
+def _cgroup_tops(run: str = "") -> list[Path]:
+    """The harness's top-level cgroups (``klt<run>-...``, all runs' without ``run``) in every
+    hierarchy (cgroup v1 has one per controller)."""
+    hierarchies = [d for d in [CGROUP_ROOT, *_subdirs(CGROUP_ROOT)]
+                   if (d / "cgroup.procs").exists()]
+    pattern = f"{PREFIX}{run}-*" if run else f"{PREFIX}*"
+    return [top for hierarchy in hierarchies for top in hierarchy.glob(pattern)
+            if _NAME_RE.match(top.name)]
+
+
+def _cgroup_dirs(run: str) -> list[Path]:
+    """Run ``run``'s cgroups (its kubelets' cgroup roots and below), deepest first."""
+    found: list[Path] = []
+    for top in _cgroup_tops(run):
+        for directory, _, _ in os.walk(top, topdown=False):
+            found.append(Path(directory))
+    return found
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if p.is_dir()]
+    except OSError:
+        return []
+
+
+def _remove_cgroups(run: str, timeout: float = 10.0) -> list[int]:
+    """SIGKILLs every process left in run ``run``'s cgroups (containers whose shim is gone),
+    then removes the cgroups; returns the processes killed."""
+    directories = _cgroup_dirs(run)
+    killed: list[int] = []
+    deadline = time.monotonic() + timeout
+    while directories:
+        pids: set[int] = set()
+        for directory in directories:
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
+        pids = {p for p in pids if _pid_alive(p)}
+        if not pids or time.monotonic() > deadline:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if pid not in killed:
+                killed.append(pid)
+        time.sleep(0.05)
+    for directory in directories:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+    return killed
+
+
+def _unmount_under(directory: Path) -> None:
+    """Lazily unmounts everything mounted below ``directory``, deepest first (what killed
+    containerd shims leave: containers' root file systems, pods' shm and netns)."""
+    prefix = str(directory.absolute()) + "/"
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            point = fields[4].encode().decode("unicode_escape")
+            if point.startswith(prefix):
+                mounts.append(point)
+    for point in sorted(set(mounts), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False,
+                       timeout=30)
+
+
+def _remove_run(run: str, workdir: Path | None = None) -> None:
+    """Removes every namespace, device and cgroup of run ``run`` (processes in them first)
+    and, given its ``workdir``, what is still mounted there."""
     prefix = f"{PREFIX}{run}-"
     namespaces = [n for n in _netns_names() if n.startswith(prefix)]
     for netns in namespaces:
         _kill_netns_processes(netns)
+    _remove_cgroups(run)
+    if workdir is not None:
+        _unmount_under(workdir)
     # Deleting the root-side end of a veth pair deletes both ends.
     for link in _link_names():
         if link.startswith(prefix) and not link.endswith("-br"):
@@ -262,6 +408,7 @@ def _remove_run(run: str) -> None:
     for link in _link_names():
         if link.startswith(prefix):
             _ip("link", "del", link, check=False)
+    shutil.rmtree(socket_dir(run), ignore_errors=True)
 
 
 def _lock_is_free(path: Path) -> bool:
@@ -293,12 +440,19 @@ def cleanup_stale() -> list[str]:
             stale.add(run)
         else:
             live.add(run)
-    for name in [*_netns_names(), *_link_names()]:
+    cgroups = [d.name for d in _cgroup_tops()]
+    for name in [*_netns_names(), *_link_names(), *cgroups]:
         match = _NAME_RE.match(name)
         if match and match.group(1) not in live:
             stale.add(match.group(1))
+    for path in STATE_DIR.glob("*.d"):
+        if path.stem not in live:
+            stale.add(path.stem)
     for run in sorted(stale):
-        _remove_run(run)
+        workdir: Path | None = None
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            workdir = Path(json.loads((STATE_DIR / f"{run}.lock").read_text())["workdir"])
+        _remove_run(run, workdir)
         (STATE_DIR / f"{run}.lock").unlink(missing_ok=True)
     return sorted(stale)
 
@@ -347,6 +501,10 @@ class MultiHostCluster:
         self.components: dict[str, Component] = {}
         self.leaked: list[str] = []
         """Processes that outlived the orderly stop (filled by stop())."""
+        self.registry: LocalRegistry | None = None
+        """The image registry on the control-plane host (containerd runtime)."""
+        self.containerds: dict[str, ContainerdProcess] = {}
+        """Each worker's containerd by host name (containerd runtime)."""
         self._lock_fd: int | None = None
         self._stopped = False
 
@@ -417,7 +575,8 @@ class MultiHostCluster:
             fd = os.open(temporary, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.write(fd, json.dumps({"pid": os.getpid(), "subnet": self.subnet,
-                                     "run": self.run_id}).encode())
+                                     "run": self.run_id,
+                                     "workdir": str(self.workdir.absolute())}).encode())
             os.rename(temporary, STATE_DIR / f"{self.run_id}.lock")
             self._lock_fd = fd
             prefix = f"{PREFIX}{self.run_id}-"
@@ -464,10 +623,16 @@ class MultiHostCluster:
             heartbeat_interval=FAST_HEARTBEAT_INTERVAL, election_timeout=FAST_ELECTION_TIMEOUT,
         ).argv(find_etcd())
 
+    @property
+    def containerd_runtime(self) -> bool:
+        return self.settings.runtime == "containerd"
+
     def _api_server_argv(self) -> list[str]:
         return _argv(ApiServer(
             listen=f"0.0.0.0:{API_PORT}", etcd_servers=f"127.0.0.1:{ETCD_CLIENT_PORT}",
-            watch_progress_interval=self.settings.watch_progress_interval))
+            watch_progress_interval=self.settings.watch_progress_interval,
+            service_cluster_ip_range=(self.settings.service_cluster_ip_range
+                                      if self.containerd_runtime else None)))
 
     def _leader_election(self) -> LeaderElection:
         s = self.settings
@@ -491,7 +656,9 @@ class MultiHostCluster:
             leader_election=self._leader_election(),
             timers=ControllerManagerTimers(
                 node_monitor_period=s.node_monitor_period,
-                node_monitor_grace_period=s.node_monitor_grace_period)))
+                node_monitor_grace_period=s.node_monitor_grace_period),
+            allocate_node_cidrs=self.containerd_runtime,
+            cluster_cidr=s.cluster_cidr if self.containerd_runtime else None))
 
     def _kubelet_argv(self, host: Host) -> list[str]:
         s = self.settings
@@ -504,10 +671,87 @@ class MultiHostCluster:
                 node_lease_duration=s.node_lease_duration, sync_frequency=s.sync_frequency,
                 housekeeping_interval=s.housekeeping_interval, backoff_initial=1,
                 backoff_max=8),
-            stop_pods_on_exit=True))
+            stop_pods_on_exit=True, **self._kubelet_runtime_fields(host)))
+
+    def _kubelet_runtime_fields(self, host: Host) -> dict[str, Any]:
+        if not self.containerd_runtime:
+            return {}
+        containerd = self.containerds[host.name]
+        return {
+            "container_runtime": "containerd",
+            "container_runtime_endpoint": containerd.endpoint,
+            "cgroup_root": self.cgroup_root(host.name),
+            "cni_conf_dir": str(containerd.settings.cni_conf_dir),
+            "cni_bridge": self.settings.cni_bridge,
+            "host_gw_routes": True,
+        }
+
+    def cgroup_root(self, host: str) -> str:
+        """The cgroup the host's kubelet puts its pods' cgroups in (containerd runtime)."""
+        return f"/{PREFIX}{self.run_id}-{host}"
 
     def _proxy_argv(self, host: Host) -> list[str]:
+        s = self.settings
+        if self.containerd_runtime:
+            return _argv(Proxy(node_name=host.name, node_ip=host.address, server=self.server,
+                               cluster_ip_interface=s.cluster_ip_interface,
+                               service_cluster_ip_range=s.service_cluster_ip_range))
         return _argv(Proxy(node_name=host.name, node_ip=host.address, server=self.server))
+
+    # ------------------------------------------------------------------ containerd runtime
+
+    @property
+    def images_dir(self) -> Path:
+        return self.settings.images_dir or self.workdir / "images"
+
+    def _start_registry_and_containerds(self) -> None:
+        """Builds the test images (cached in images_dir), serves them from a registry on the
+        control-plane host, and starts every worker's containerd with the pause image."""
+        s = self.settings
+        cp = self.control_plane
+        images = build_test_images(self.images_dir)
+        self.registry = LocalRegistry(LocalRegistrySettings(
+            self.workdir / "registry", host=cp.address, port=s.registry_port,
+            launcher=tuple(cp.argv([])), start_timeout=s.start_timeout))
+        self.registry.start()
+        push_test_images(self.registry, images)
+        sockets = socket_dir(self.run_id)
+        sockets.mkdir(parents=True, exist_ok=True)
+        for host in self.workers:
+            self.containerds[host.name] = ContainerdProcess(ContainerdSettings.under(
+                self.workdir / "hosts" / host.name / "containerd",
+                socket=sockets / f"{host.tag}.sock",
+                registry_mirrors=registry_mirrors(self.registry),
+                # nsenter keeps the root mount namespace (ip netns exec would remount /sys
+                # without the cgroup file systems runc needs).
+                launcher=("nsenter", f"--net=/var/run/netns/{host.netns}"),
+                start_timeout=s.start_timeout))
+        with ThreadPoolExecutor(len(self.containerds) or 1) as pool:
+            for future in [pool.submit(self._start_containerd, c)
+                           for c in self.containerds.values()]:
+                future.result()
+
+    def _start_containerd(self, containerd: ContainerdProcess) -> None:
+        containerd.start()
+        containerd.import_image(self.images_dir / PAUSE_ARCHIVE)
+
+    def _stop_registry_and_containerds(self) -> None:
+        """Stops every containerd (with its shims and containers) and the registry."""
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(len(self.containerds) or 1) as pool:
+            futures = [pool.submit(c.stop) for c in self.containerds.values()]
+            for future in futures:
+                error = future.exception()
+                if error is not None:
+                    errors.append(error)
+        if self.registry is not None:
+            self.registry.stop()
+        if errors:
+            raise errors[0]
+
+    def pod_cidr(self, node: str) -> str:
+        """The podCIDR node IPAM gave the Node ("" before)."""
+        return str(self.get_json("node", node).get("spec", {}).get("podCIDR", ""))
 
     @property
     def has_controller_manager(self) -> bool:
@@ -520,6 +764,8 @@ class MultiHostCluster:
     def _start_components(self) -> None:
         s = self.settings
         cp = self.control_plane
+        if self.containerd_runtime:
+            self._start_registry_and_containerds()
         etcd = self._add("etcd", cp, self._etcd_argv())
         etcd.process.start()
         self.wait_for(self.etcd_healthy, "etcd healthy", s.start_timeout,
@@ -561,8 +807,9 @@ class MultiHostCluster:
                         s.start_timeout, watch=everything)
 
     def stop(self) -> None:
-        """Stops every component (kubelets first, etcd last), kills what outlived them, and
-        removes the namespaces, veths and bridge. Idempotent; safe after a failed start."""
+        """Stops every component (kubelets first, then proxies, containerds and the registry,
+        etcd last), kills what outlived them, and removes the cgroups, namespaces, veths and
+        bridge. Idempotent; safe after a failed start."""
         if self._stopped:
             return
         self._stopped = True
@@ -575,21 +822,31 @@ class MultiHostCluster:
             for c in self.components.values():
                 if c.process.running():
                     c.process.resume()
-            tiers = [
+            nodes = [
                 [n for n in self.components if n.startswith("kubelet-")],
                 [n for n in self.components if n.startswith("proxy-")],
+            ]
+            control_plane = [
                 [n for n in self.components if n.startswith(("controller-manager",
                                                              "scheduler"))],
                 ["apiserver"], ["etcd"],
             ]
-            for tier in tiers:
+            for tier in nodes:
                 self._stop_together([n for n in tier if n in self.components])
+            try:
+                self._stop_registry_and_containerds()
+            finally:
+                for tier in control_plane:
+                    self._stop_together([n for n in tier if n in self.components])
             for host in self.hosts.values():
                 for pid in _kill_netns_processes(host.netns):
                     self.leaked.append(f"{host.name}: {pid} {_cmdline(pid)}")
+            if self.run_id:
+                for pid in _remove_cgroups(self.run_id):
+                    self.leaked.append(f"cgroup: {pid} {_cmdline(pid)}")
         finally:
             if self.run_id:
-                _remove_run(self.run_id)
+                _remove_run(self.run_id, self.workdir)
             if self._lock_fd is not None:
                 (STATE_DIR / f"{self.run_id}.lock").unlink(missing_ok=True)
                 os.close(self._lock_fd)
@@ -757,8 +1014,12 @@ class MultiHostCluster:
             return 0
 
     def logs(self, lines: int = 40) -> str:
-        return "\n".join(f"--- {n}\n{c.process.tail(lines)}" for n, c in
-                         self.components.items())
+        parts = [f"--- {n}\n{c.process.tail(lines)}" for n, c in self.components.items()]
+        for name, containerd in self.containerds.items():
+            parts.append(f"--- containerd-{name}\n{_tail(containerd.settings.log_path, lines)}")
+        if self.registry is not None:
+            parts.append(f"--- registry\n{_tail(self.registry.log_path, lines)}")
+        return "\n".join(parts)
 
     def wait_for(self, check: Callable[[], object], what: str, timeout: float = 30.0,
                  interval: float = 0.1, *, watch: Sequence[str] = ()) -> None:
@@ -780,6 +1041,13 @@ class MultiHostCluster:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}") from last
             time.sleep(interval)
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def _cmdline(pid: int) -> str:
