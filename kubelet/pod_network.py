@@ -9,7 +9,7 @@ import os
 
 import structlog
 
-from kubelet.runtime.cni import CniSettings, write_config
+from kubelet.runtime.cni import CniSettings, remove_stale_bridge, write_config
 from kubelet.settings import KubeletSettings
 from kubelite.api.errors import ApiError
 from kubelite.client.client import ApiClient
@@ -59,6 +59,7 @@ class PodNetwork:
             cidr = node.spec.pod_cidr
         if not cidr or cidr == self.pod_cidr:
             return
+        await remove_stale_bridge(self.cni.bridge, cidr)
         path = write_config(self.cni, cidr)
         self.pod_cidr = cidr
         self.ready.set()

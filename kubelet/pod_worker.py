@@ -151,6 +151,10 @@ class PodWorker:
         """The pod's own IP once known (from the node's podCIDR)."""
         self._sandbox_ip = ""
         """The IP the runtime gave the pod's sandbox (its network namespace), if it does."""
+        self._sandbox_failures = 0
+        """Failed attempts in a row to make the pod's sandbox."""
+        self._sandbox_not_before = 0.0
+        """When the sandbox may be tried again after a failure."""
         self.log = log.bind(pod=f"{pod.metadata.namespace}/{pod.metadata.name}", uid=self.uid)
 
     # ------------------------------------------------------------ lifecycle
@@ -230,17 +234,25 @@ class PodWorker:
             return
         if not self._start_time:
             self._start_time = pod.status.start_time or m.now_rfc3339()
+        if time.time() < self._sandbox_not_before:
+            return  # backing off a failed sandbox; its timer wakes the worker
         try:
             sandbox = await self.ctx.runtime.run_pod_sandbox(sandbox_config(pod))
         except RuntimeError_ as e:
+            # Retried with a doubling back-off, so a network that is not ready yet (or a
+            # broken one) costs an event per attempt, not a storm of them.
+            s = self.ctx.settings
+            self._sandbox_failures += 1
+            delay = min(s.backoff_initial * 2 ** (self._sandbox_failures - 1), s.backoff_max)
+            self._sandbox_not_before = time.time() + delay
             message = truncate_message(f"Failed to create pod sandbox: {e.message}",
                                        MAX_EVENT_MESSAGE_BYTES)
-            if self._waiting.get(pod.spec.containers[0].name, ("", ""))[1] != message:
-                self.ctx.recorder.record(pod, WARNING, "FailedCreatePodSandBox", message)
+            self.ctx.recorder.record(pod, WARNING, "FailedCreatePodSandBox", message)
             self._set_waiting_all(pod, "ContainerCreating", message)
             await self._write_status(pod, instances)
-            self.wake_at(time.time() + self.ctx.settings.backoff_initial)
+            self.wake_at(self._sandbox_not_before)
             return
+        self._sandbox_failures = 0
         self._sandbox_ip = sandbox.ip
         if not await self._allocate_ip(pod, instances):
             return

@@ -8,12 +8,17 @@ nodes' podCIDRs are the route agent's (kubelet/routes.py).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import os
 import tempfile
 from dataclasses import dataclass
 from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 CONFIG_FILE = "10-kubelite.conflist"
 """The name the runtime finds first (it takes the lexically first file of its conf dir)."""
@@ -85,3 +90,35 @@ def write_config(settings: CniSettings, pod_cidr: str) -> str:
         f.write(text)
     os.replace(tmp, path)
     return path
+
+
+async def _ip(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "ip", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def remove_stale_bridge(bridge: str, pod_cidr: str) -> bool:
+    """Deletes the node's bridge when it holds an address outside ``pod_cidr`` (left by an
+    earlier cluster, or the node's previous podCIDR): the bridge plugin refuses to reuse it.
+    True when it was deleted."""
+    code, out = await _ip("-json", "addr", "show", "dev", bridge)
+    if code != 0:
+        return False  # no such bridge yet
+    network = ipaddress.ip_network(pod_cidr, strict=True)
+    addresses = [
+        ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}")
+        for link in json.loads(out or "[]")
+        for a in link.get("addr_info", [])
+        if a.get("family") == ("inet" if network.version == 4 else "inet6")
+        and a.get("scope") != "link"
+    ]
+    if all(a.network == network for a in addresses):
+        return False
+    code, out = await _ip("link", "del", bridge)
+    if code != 0:
+        raise OSError(f"cannot delete stale bridge {bridge}: {out.strip()}")
+    log.warning("deleted a stale pod bridge", bridge=bridge,
+                addresses=[str(a) for a in addresses], pod_cidr=pod_cidr)
+    return True

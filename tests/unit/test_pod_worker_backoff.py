@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from kubelet.pod_worker import NodeContext, PodWorker
-from kubelet.runtime.interface import ContainerState, ContainerStatus
+from kubelet.runtime.interface import ContainerState, ContainerStatus, RuntimeError_
 from kubelet.settings import KubeletSettings
 from kubelet.status import (
     MAX_CONTAINER_MESSAGE_BYTES,
@@ -15,6 +15,7 @@ from kubelet.status import (
     build_status,
 )
 from protos.v1 import objects_pb2 as v1
+from tests.unit.fakes import FakeClient, FakeRecorder
 
 SETTINGS = KubeletSettings(node_name="node-1", backoff_initial=10.0, backoff_max=300.0,
                            backoff_reset=600.0)
@@ -104,3 +105,39 @@ def test_a_short_message_is_kept_whole_and_a_cut_one_says_so() -> None:
     short = _exited(0, 0.0, time.time(), message="exec: not found")
     status = build_status(pod, {}, {"c0": ContainerView(short)}, "127.0.0.2", "")
     assert status.container_statuses[0].state.terminated.message == "exec: not found"
+
+
+class _SandboxFails:
+    """A runtime whose sandboxes cannot be made (the pod network is not ready)."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def list_containers(self, pod_uid: str | None = None) -> list[ContainerStatus]:
+        return []
+
+    async def run_pod_sandbox(self, config: Any) -> Any:
+        self.attempts += 1
+        raise RuntimeError_("CreatePodSandboxError",
+                            f"RunPodSandbox: cni plugin not initialized (attempt {self.attempts})")
+
+
+async def test_a_sandbox_that_cannot_be_made_backs_off_with_one_event_per_attempt() -> None:
+    client = FakeClient()
+    recorder = FakeRecorder()
+    runtime = _SandboxFails()
+    none: Any = None
+    ctx = NodeContext(settings=SETTINGS, client=cast(Any, client), runtime=cast(Any, runtime),
+                      recorder=recorder, env=none, volumes=none)
+    pod = client.put(_pod(1))
+    worker = PodWorker(ctx, pod)
+    for _ in range(5):  # pod updates wake the worker far more often than the back-off
+        await worker.sync()
+    assert runtime.attempts == 1
+    assert recorder.reasons() == ["FailedCreatePodSandBox"]
+    assert worker._waiting["c0"][0] == "ContainerCreating"
+    worker._sandbox_not_before = 0.0  # the back-off has passed
+    await worker.sync()
+    assert runtime.attempts == 2
+    # The next wait doubles.
+    assert worker._sandbox_not_before - time.time() > SETTINGS.backoff_initial * 1.5
