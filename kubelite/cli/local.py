@@ -560,7 +560,7 @@ def up(settings: LocalClusterSettings) -> int:
         return 1
     try:
         cluster = LocalCluster(settings)
-    except FileNotFoundError as e:  # no etcd
+    except (FileNotFoundError, ValueError) as e:  # no etcd; a path the runtime cannot use
         print(f"error: {e}", file=sys.stderr)
         return 1
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ ready) in start(), and leaves no process behind after stop().
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -43,6 +44,22 @@ def missing_for_containerd(local_registry: bool) -> list[str]:
     return missing
 
 
+SOCKET_DIR = Path("/run/kubelite")
+"""Where node sockets go when the node's directory is too deep for a unix socket's path."""
+MAX_SOCKET_PATH = 100
+"""Bytes a socket path may have, leaving room for containerd's ``.ttrpc`` twin (108 in all)."""
+
+
+def socket_path(directory: Path) -> Path:
+    """containerd's socket: in the node's directory, or under SOCKET_DIR by a hash of it when
+    that path would be too long for a unix socket."""
+    beside = Path(directory).absolute() / "containerd.sock"
+    if len(str(beside).encode()) <= MAX_SOCKET_PATH:
+        return beside
+    digest = hashlib.sha256(str(beside).encode()).hexdigest()[:16]
+    return SOCKET_DIR / digest / "containerd.sock"
+
+
 class ContainerdNode:
     """One node's containerd as a supervised component."""
 
@@ -50,7 +67,8 @@ class ContainerdNode:
                  registry_url: str | None) -> None:
         self.name = name
         mirrors = {"docker.io": [registry_url]} if registry_url else {}
-        self.settings = ContainerdSettings.under(directory, registry_mirrors=mirrors)
+        self.settings = ContainerdSettings.under(
+            directory, registry_mirrors=mirrors, socket=socket_path(directory))
         self.containerd = ContainerdProcess(self.settings)
         self.images_dir = images_dir
         self.log_path = Path(self.settings.log_path)

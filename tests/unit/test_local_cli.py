@@ -17,7 +17,8 @@ UP_OPTIONS = {
     "--data-dir", "--nodes", "--node-address-base", "--api-port", "--etcd-port",
     "--etcd-peer-port", "--kubelet-port", "--kubelet-health-port", "--proxy-health-port",
     "--scheduler-health-port", "--controller-manager-health-port",
-    "--service-cluster-ip-range", "--ready-timeout", "--pod-network",
+    "--service-cluster-ip-range", "--ready-timeout", "--pod-network", "--runtime",
+    "--cluster-cidr", "--local-registry", "--registry-port",
 }
 
 
@@ -27,7 +28,7 @@ def no_etcd_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def argv_of(settings: LocalClusterSettings) -> dict[str, Sequence[str]]:
-    return {c.name: c.process.argv for c in local._components(settings)}
+    return {c.name: getattr(c.process, "argv", ()) for c in local._components(settings)}
 
 
 def test_defaults_are_kubernetes_ports_and_an_absolute_data_dir() -> None:
@@ -143,3 +144,63 @@ def test_up_refuses_ports_in_use_and_starts_nothing(
     err = capsys.readouterr().err
     assert f"port {port} on 127.0.0.1 (--api-port) is in use" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_containerd_runtime_moves_clusterips_off_loopback_and_runs_a_containerd_per_node(
+) -> None:
+    _, s = parse_args(["up", "--runtime", "containerd", "--local-registry", "--nodes", "2"])
+    assert (s.service_cluster_ip_range, s.pod_network) == (local.POD_SERVICE_RANGE, "")
+    argv = argv_of(s)
+    names = [c.name for c in local._components(s)]
+    assert names.index("registry") < names.index("containerd-node-1") < names.index(
+        "kubelet-node-1")
+    kubelet = " ".join(argv["kubelet-node-1"])
+    assert "--container-runtime containerd" in kubelet and "--cni-bridge kubelite1" in kubelet
+    assert "--pod-cidr" not in kubelet  # node IPAM gives it
+    manager = " ".join(argv["controller-manager"])
+    assert "--allocate-node-cidrs --cluster-cidr 10.244.0.0/16" in manager
+    proxy = " ".join(argv["proxy-node-2"])
+    assert "--cluster-ip-interface kube-ipvs0 --service-cluster-ip-range 10.96.0.0/16" in proxy
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--local-registry"], "--local-registry: invalid value True: needs --runtime containerd"),
+    (["--runtime", "containerd", "--service-cluster-ip-range", "127.97.0.0/16"],
+     "--service-cluster-ip-range: invalid value 127.97.0.0/16: must not be loopback"),
+    (["--runtime", "containerd", "--cluster-cidr", "10.96.0.0/12"],
+     "--cluster-cidr: invalid value 10.96.0.0/12: must not be loopback nor overlap"),
+    (["--runtime", "containerd", "--cluster-cidr", "10.244.0.0/25"],
+     "--cluster-cidr: invalid value 10.244.0.0/25: has no room for 3 nodes' /24 blocks"),
+])
+def test_bad_containerd_options_name_the_option(argv: list[str], message: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["up", *argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_containerd_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubelite.cli import local_containerd
+
+    monkeypatch.setattr(local_containerd.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(local_containerd.shutil, "which", lambda name: None)
+    monkeypatch.setattr(local_containerd.os, "access", lambda path, mode: False)
+    missing = local_containerd.missing_for_containerd(local_registry=True)
+    text = "\n".join(missing)
+    assert missing[0].startswith("root")
+    for needed in ("containerd (apt-get install containerd)", "runc (apt-get install runc)",
+                   "skopeo (apt-get install skopeo)",
+                   "/usr/lib/cni/bridge (apt-get install containernetworking-plugins)"):
+        assert needed in text
+
+
+def test_containerd_sockets_move_to_run_when_the_data_dir_is_deep() -> None:
+    from kubelite.cli.local_containerd import SOCKET_DIR, socket_path
+
+    assert socket_path(Path("/d/nodes/node-1/containerd")) == Path(
+        "/d/nodes/node-1/containerd/containerd.sock")
+    deep = Path("/tmp/" + "x" * 90 + "/nodes/node-1/containerd")
+    moved = socket_path(deep)
+    assert moved.parent.parent == SOCKET_DIR and len(str(moved)) < 100
+    assert moved != socket_path(Path(str(deep).replace("node-1", "node-2")))
