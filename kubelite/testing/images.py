@@ -8,35 +8,22 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from kubelite.containerd_process import (
-    DEFAULT_SANDBOX_IMAGE,
     ContainerdProcess,
     ContainerdSettings,
 )
-from kubelite.oci_images import (
-    BUSYBOX,
-    PAUSE,
-    TESTSERVER,
-    OciImage,
-    build_all_images,
-    export_archive,
-)
-from kubelite.registry import LocalRegistry, LocalRegistrySettings, RegistryCredentials
 
-REGISTRY_IMAGES: Mapping[str, str] = {
-    "library/busybox": BUSYBOX,
-    "library/nginx": TESTSERVER,
-    "kubelite/testserver": TESTSERVER,
-    "kubelite/pause": PAUSE,
-}
-"""Repository in the test registry -> the built image pushed there (as ``latest``)."""
-PAUSE_ARCHIVE = "pause.tar"
-"""The pause image's archive, beside the built images, for ``ctr images import``."""
+# The node images, under the names the tiers know them by.
+from kubelite.node_images import PAUSE_ARCHIVE as PAUSE_ARCHIVE
+from kubelite.node_images import REGISTRY_IMAGES as REGISTRY_IMAGES
+from kubelite.node_images import build_node_images as build_test_images
+from kubelite.node_images import push_images as push_test_images
+from kubelite.registry import LocalRegistry, LocalRegistrySettings, RegistryCredentials
 
 
 def missing_image_tools() -> list[str]:
@@ -58,27 +45,10 @@ def missing_containerd_tools() -> list[str]:
     return missing + missing_image_tools()
 
 
-def build_test_images(images_dir: Path) -> dict[str, OciImage]:
-    """busybox, pause and testserver in ``images_dir`` (cached there) and the pause image's
-    archive (:data:`PAUSE_ARCHIVE`) named as containerd's default sandbox image."""
-    images = build_all_images(images_dir)
-    export_archive(images[PAUSE], images_dir / PAUSE_ARCHIVE, name=DEFAULT_SANDBOX_IMAGE)
-    return images
-
-
 def pause_archive(images_dir: Path) -> Path:
     """The pause image's archive in ``images_dir``, built when missing."""
     build_test_images(images_dir)
     return images_dir / PAUSE_ARCHIVE
-
-
-def push_test_images(registry: LocalRegistry, images: Mapping[str, OciImage]) -> dict[str, str]:
-    """Pushes each of :data:`REGISTRY_IMAGES`; repository -> the reference it has there."""
-    return {
-        repository: registry.push(images[name].layout, images[name].tag, repository,
-                                  dest_tag="latest")
-        for repository, name in REGISTRY_IMAGES.items()
-    }
 
 
 @contextmanager
