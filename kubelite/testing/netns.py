@@ -373,18 +373,24 @@ def _remove_cgroups(run: str, timeout: float = 10.0) -> list[int]:
     return killed
 
 
-def _unmount_under(directory: Path) -> None:
-    """Lazily unmounts everything mounted below ``directory``, deepest first (what killed
-    containerd shims leave: containers' root file systems, pods' shm and netns)."""
+def _mounts_under(directory: Path) -> list[str]:
     prefix = str(directory.absolute()) + "/"
     mounts = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
         if len(fields) > 4:
+            # Octal escapes (\040 for a space) as the kernel writes them.
             point = fields[4].encode().decode("unicode_escape")
             if point.startswith(prefix):
                 mounts.append(point)
-    for point in sorted(set(mounts), key=len, reverse=True):
+    return sorted(set(mounts), key=len, reverse=True)
+
+
+def _unmount_under(directory: Path) -> None:
+    """Lazily unmounts everything mounted below ``directory``, deepest first (what killed
+    containerd shims leave: containers' root file systems, pods' shm and netns). What stays
+    mounted is for the caller to report (stop() lists it in ``leaked``)."""
+    for point in _mounts_under(directory):
         subprocess.run(["umount", "--lazy", point], capture_output=True, check=False,
                        timeout=30)
 
@@ -500,7 +506,8 @@ class MultiHostCluster:
         self.hosts: dict[str, Host] = {}
         self.components: dict[str, Component] = {}
         self.leaked: list[str] = []
-        """Processes that outlived the orderly stop (filled by stop())."""
+        """Processes that outlived the orderly stop, and cgroups or mounts that were still
+        there after it (filled by stop())."""
         self.registry: LocalRegistry | None = None
         """The image registry on the control-plane host (containerd runtime)."""
         self.containerds: dict[str, ContainerdProcess] = {}
@@ -847,6 +854,8 @@ class MultiHostCluster:
         finally:
             if self.run_id:
                 _remove_run(self.run_id, self.workdir)
+                self.leaked += [f"cgroup not removed: {d}" for d in _cgroup_tops(self.run_id)]
+                self.leaked += [f"still mounted: {m}" for m in _mounts_under(self.workdir)]
             if self._lock_fd is not None:
                 (STATE_DIR / f"{self.run_id}.lock").unlink(missing_ok=True)
                 os.close(self._lock_fd)

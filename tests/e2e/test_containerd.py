@@ -298,15 +298,18 @@ spec:
 
 
 def test_upstream_nginx_manifests_run_with_pod_ips_from_their_nodes_cidr(
-        cluster: MultiHostCluster) -> None:
+        cluster: MultiHostCluster, e2e_report: E2EReport) -> None:
     manifests = {"run=nginx": (NGINX_POD, 1), "tier=frontend": (NGINX_REPLICASET, 3),
                  "app=nginx": (NGINX_DEPLOYMENT, 3), "name=nginx-ds": (NGINX_DAEMONSET, WORKERS)}
+    applied = time.monotonic()
     for manifest, _ in manifests.values():
         cluster.apply(manifest)
     try:
         everything: list[dict[str, Any]] = []
         for selector, (_, count) in manifests.items():
             everything += wait_ready(cluster, selector, count)
+        e2e_report.add(f"containerd: {len(everything)} nginx pods (Pod, ReplicaSet, Deployment, "
+                       f"DaemonSet) ready {time.monotonic() - applied:.1f}s after apply")
         for pod in everything:
             in_pod_cidr(cluster, pod)
         ips = [p["status"]["podIP"] for p in everything]
@@ -469,7 +472,8 @@ def test_logs_show_the_containers_output(cluster: MultiHostCluster) -> None:
         wait_no_pods(cluster, "test=talker")
 
 
-def test_pods_reach_pods_and_cluster_ips_across_hosts(cluster: MultiHostCluster) -> None:
+def test_pods_reach_pods_and_cluster_ips_across_hosts(cluster: MultiHostCluster,
+                                                     e2e_report: E2EReport) -> None:
     client_node, server_node = cluster.workers[0].name, cluster.workers[1].name
     cluster.apply(spread_deployment("across", "kubelite/testserver"))
     cluster.apply("""
@@ -512,6 +516,8 @@ spec:
                          "the ClusterIP to answer from every pod", WAIT)
         counts = collections.Counter(fetch(30))
         assert counts == {name: 10 for name in names}, counts
+        e2e_report.add("containerd: 30 requests from a pod to a ClusterIP over 3 hosts: "
+                       + "/".join(str(n) for n in counts.values()))
     finally:
         delete(cluster, "deployment/across", "service/across", "pod/client")
         wait_no_pods(cluster, "app=across")
