@@ -283,9 +283,10 @@ class CriRuntime:
             on_pull()
         started = time.monotonic()
         # Each credential for the registry in turn, then none, as the kubelet's keyring does.
+        # No server_address, as Kubernetes' kubelet sends none: the credentials already are the
+        # image's registry's, and containerd reads that field as a URL (a host:port fails).
         attempts: list[cri.AuthConfig | None] = [
-            cri.AuthConfig(username=a.username, password=a.password, auth=a.auth,
-                           server_address=a.server)
+            cri.AuthConfig(username=a.username, password=a.password, auth=a.auth)
             for a in auth
         ]
         attempts.append(None)
@@ -462,6 +463,8 @@ class CriRuntime:
             message=s.message,
             labels=labels,
             log_path=s.log_path,
+            runtime=self.name,
+            image_ref=s.image_ref,
         )
 
     async def container_status(self, container_id: str) -> ContainerStatus:

@@ -203,6 +203,10 @@ class ContainerStatus:
     message: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     log_path: str = ""
+    runtime: str = "process"
+    """The runtime's name, the scheme of the container's ID in the pod status."""
+    image_ref: str = ""
+    """The image the container runs, by ID or digest (the status' imageID)."""
 
 
 @dataclass(frozen=True)
