@@ -17,13 +17,14 @@ from kubelite.containerd_process import (
     ContainerdProcess,
     ContainerdSettings,
 )
-
-# The node images, under the names the tiers know them by.
 from kubelite.node_images import PAUSE_ARCHIVE as PAUSE_ARCHIVE
 from kubelite.node_images import REGISTRY_IMAGES as REGISTRY_IMAGES
-from kubelite.node_images import build_node_images as build_test_images
-from kubelite.node_images import push_images as push_test_images
+from kubelite.node_images import build_node_images, push_images
 from kubelite.registry import LocalRegistry, LocalRegistrySettings, RegistryCredentials
+
+# The node images, under the names the tiers know them by.
+build_test_images = build_node_images
+push_test_images = push_images
 
 
 def missing_image_tools() -> list[str]:
