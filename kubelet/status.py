@@ -68,8 +68,7 @@ class ContainerView:
     started: bool = False
 
 
-def terminated_state(status: ContainerStatus,
-                     runtime: str = "process") -> v1.ContainerStateTerminated:
+def terminated_state(status: ContainerStatus) -> v1.ContainerStateTerminated:
     reason = status.reason or ("Completed" if status.exit_code == 0 else "Error")
     return v1.ContainerStateTerminated(
         exit_code=status.exit_code,
@@ -78,36 +77,36 @@ def terminated_state(status: ContainerStatus,
         message=status.message,
         started_at=_time(status.started_at),
         finished_at=_time(status.finished_at),
-        container_id=f"{runtime}://{status.id}",
+        container_id=f"{status.runtime}://{status.id}",
     )
 
 
-def container_status(spec: v1.Container, view: ContainerView,
-                     runtime: str = "process") -> v1.ContainerStatus:
-    """The container's status; its containerID is ``<runtime>://<id>``, as Kubernetes'."""
+def container_status(spec: v1.Container, view: ContainerView) -> v1.ContainerStatus:
+    """The container's status; its containerID is ``<runtime>://<id>`` and its imageID the
+    image the runtime runs it from, as Kubernetes'."""
     out = v1.ContainerStatus(name=spec.name, image=spec.image)
     latest = view.latest
     if latest is not None:
         out.restart_count = latest.attempt
-        out.container_id = f"{runtime}://{latest.id}"
-        out.image_id = spec.image
+        out.container_id = f"{latest.runtime}://{latest.id}"
+        out.image_id = latest.image_ref or spec.image
     if latest is not None and latest.state == ContainerState.RUNNING:
         out.state.running.started_at = _time(latest.started_at)
         out.ready = view.ready
         out.started = view.started
         if view.previous is not None and view.previous.state == ContainerState.EXITED:
-            out.last_state.terminated.CopyFrom(terminated_state(view.previous, runtime))
+            out.last_state.terminated.CopyFrom(terminated_state(view.previous))
     elif latest is not None and latest.state == ContainerState.EXITED and not view.waiting_reason:
-        out.state.terminated.CopyFrom(terminated_state(latest, runtime))
+        out.state.terminated.CopyFrom(terminated_state(latest))
         out.started = False
         if view.previous is not None and view.previous.state == ContainerState.EXITED:
-            out.last_state.terminated.CopyFrom(terminated_state(view.previous, runtime))
+            out.last_state.terminated.CopyFrom(terminated_state(view.previous))
     else:
         out.state.waiting.reason = view.waiting_reason or "ContainerCreating"
         out.state.waiting.message = view.waiting_message
         out.started = False
         if latest is not None and latest.state == ContainerState.EXITED:
-            out.last_state.terminated.CopyFrom(terminated_state(latest, runtime))
+            out.last_state.terminated.CopyFrom(terminated_state(latest))
     return out
 
 
@@ -163,19 +162,16 @@ def build_status(
     node_ip: str,
     start_time: str,
     pod_ip: str | None = None,
-    runtime: str = "process",
 ) -> v1.PodStatus:
     """The pod's status; its IP is ``pod_ip`` (its own; "" while it has none yet), or the
-    node's when None (pods sharing the node's network). ``runtime`` names the container
-    runtime in containerIDs."""
+    node's when None (pods sharing the node's network)."""
     status = v1.PodStatus()
     status.CopyFrom(pod.status)
     init = [
-        container_status(c, init_views.get(c.name, ContainerView()), runtime)
+        container_status(c, init_views.get(c.name, ContainerView()))
         for c in pod.spec.init_containers
     ]
-    regular = [container_status(c, views.get(c.name, ContainerView()), runtime)
-               for c in pod.spec.containers]
+    regular = [container_status(c, views.get(c.name, ContainerView())) for c in pod.spec.containers]
     _bound_messages([*init, *regular])
     del status.init_container_statuses[:]
     status.init_container_statuses.extend(init)
