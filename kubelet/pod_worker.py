@@ -103,6 +103,10 @@ def sandbox_config(pod: v1.Pod) -> PodSandboxConfig:
         host_network=spec.host_network,
         host_pid=spec.host_pid,
         host_ipc=spec.host_ipc,
+        privileged=any(
+            c.security_context.privileged
+            for c in (*spec.init_containers, *spec.containers)
+        ),
         port_mappings=tuple(
             PortMapping(
                 container_port=port.container_port,

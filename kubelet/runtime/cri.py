@@ -170,7 +170,8 @@ class CriRuntime:
             },
             linux=cri.LinuxPodSandboxConfig(
                 cgroup_parent=f"{self.settings.cgroup_root}/pod{config.uid}",
-                security_context=cri.LinuxSandboxSecurityContext(namespace_options=ns),
+                security_context=cri.LinuxSandboxSecurityContext(
+                    namespace_options=ns, privileged=config.privileged),
             ),
         )
 

@@ -170,6 +170,8 @@ class PodSandboxConfig:
     host_pid: bool = False
     host_ipc: bool = False
     port_mappings: Sequence[PortMapping] = ()
+    privileged: bool = False
+    """Some container of the pod is privileged (the runtime allows those only then)."""
     attempt: int = 0
     """How many sandboxes this pod had before (a new one after the old one died)."""
 

@@ -191,3 +191,66 @@ def test_containers_share_the_pods_network_and_hostname_and_host_modes_work(
                             f"http://{node}:18080/hostname")
     assert fetched.stdout.strip() == "web-0", fetched
     assert shared["status"]["podIP"].startswith("10.244.")
+
+
+SECURITY = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: locked
+spec:
+  securityContext:
+    runAsUser: 1000
+    runAsGroup: 3000
+  containers:
+  - name: main
+    image: busybox
+    command: ["sleep", "3600"]
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities:
+        drop: ["ALL"]
+        add: ["NET_BIND_SERVICE"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: privileged
+spec:
+  containers:
+  - name: main
+    image: busybox
+    command: ["sleep", "3600"]
+    securityContext:
+      privileged: true
+"""
+
+NET_BIND_SERVICE = 1 << 10
+
+
+def _status_field(cluster: LocalCluster, pod: str, field: str) -> str:
+    status = cluster.klctl("exec", pod, "--", "cat", "/proc/self/status").stdout
+    return next(line.split(":", 1)[1].strip() for line in status.splitlines()
+                if line.startswith(field + ":"))
+
+
+def test_security_context_is_enforced(cluster: LocalCluster) -> None:
+    applied = cluster.klctl("apply", "-f", "-", stdin=SECURITY)
+    assert applied.returncode == 0, applied.stderr
+    cluster.wait_running("locked")
+    cluster.wait_running("privileged")
+    assert cluster.klctl("exec", "locked", "--", "id").stdout.split() == [
+        "uid=1000(user)", "gid=3000", "groups=3000"]
+    write = cluster.klctl("exec", "locked", "--", "touch", "/written")
+    assert write.returncode != 0 and "Read-only file system" in write.stderr + write.stdout
+    # drop ALL + add NET_BIND_SERVICE: that one capability is bounded, none effective for a
+    # non-root user, and no_new_privs is set.
+    assert int(_status_field(cluster, "locked", "CapBnd"), 16) == NET_BIND_SERVICE
+    assert int(_status_field(cluster, "locked", "CapEff"), 16) == 0
+    assert _status_field(cluster, "locked", "NoNewPrivs") == "1"
+    # privileged: every capability, and the host's devices.
+    assert int(_status_field(cluster, "privileged", "CapEff"), 16) > (1 << 37) - 1
+    assert _status_field(cluster, "privileged", "NoNewPrivs") == "0"
+    devices = cluster.klctl("exec", "privileged", "--", "ls", "/dev").stdout.split()
+    assert len(devices) > 20, devices
