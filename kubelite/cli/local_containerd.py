@@ -60,7 +60,27 @@ def socket_path(directory: Path) -> Path:
     return SOCKET_DIR / digest / "containerd.sock"
 
 
-class ContainerdNode:
+class _Component:
+    """What ContainerdNode and RegistryComponent share as supervised components: a log file,
+    and a return code that says only whether the process still runs."""
+
+    log_path: Path
+
+    def running(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.running() else 1
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class ContainerdNode(_Component):
     """One node's containerd as a supervised component."""
 
     def __init__(self, name: str, directory: Path, images_dir: Path,
@@ -85,10 +105,6 @@ class ContainerdNode:
     def pid(self) -> int | None:
         return self.containerd.pid
 
-    @property
-    def returncode(self) -> int | None:
-        return None if self.running() else 1
-
     def start(self) -> None:
         build_node_images(self.images_dir)  # cached after the first node
         self.containerd.start()
@@ -102,14 +118,8 @@ class ContainerdNode:
         self.containerd.stop()
         return 0
 
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
-
-class RegistryComponent:
+class RegistryComponent(_Component):
     """The local registry as a supervised component: started, then filled with the images."""
 
     name = "registry"
@@ -127,10 +137,6 @@ class RegistryComponent:
     def pid(self) -> int | None:
         return self.registry.pid
 
-    @property
-    def returncode(self) -> int | None:
-        return None if self.running() else 1
-
     def start(self) -> None:
         images = build_node_images(self.images_dir)
         self.registry.start()
@@ -142,9 +148,3 @@ class RegistryComponent:
     def stop(self, timeout: float = 15.0) -> int | None:
         self.registry.stop()
         return 0
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
