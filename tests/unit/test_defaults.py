@@ -51,6 +51,23 @@ def test_explicit_values_are_kept() -> None:
     assert pod.spec.containers[0].image_pull_policy == "Never"
 
 
+def test_dns_policy_and_dns_config_are_kept_as_given() -> None:
+    pod = _pod()
+    pod.spec.dns_policy = "None"
+    pod.spec.dns_config.nameservers.append("192.0.2.53")
+    pod.spec.dns_config.options.add(name="edns0")
+    apply_defaults(pod)
+    assert pod.spec.dns_policy == "None"
+    assert list(pod.spec.dns_config.nameservers) == ["192.0.2.53"]
+    assert not pod.spec.dns_config.searches
+    # An option without a value stays without one (resolv.conf's "edns0", not "edns0:").
+    assert not pod.spec.dns_config.options[0].HasField("value")
+    # Without a dnsConfig none is made up.
+    plain = _pod()
+    apply_defaults(plain)
+    assert plain.spec.dns_policy == "ClusterFirst" and not plain.spec.HasField("dns_config")
+
+
 @pytest.mark.parametrize(
     ("image", "policy"),
     [

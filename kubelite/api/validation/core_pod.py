@@ -52,6 +52,13 @@ RESTART_POLICIES = ("Always", "OnFailure", "Never")
 
 _DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
 
+# Limits of a pod's resolver configuration, from libc's (MaxDNSNameservers,
+# MaxDNSSearchPaths, MaxDNSSearchListChars); the kubelet trims what it builds to them too.
+MAX_DNS_NAMESERVERS = 3
+MAX_DNS_SEARCH_PATHS = 32
+MAX_DNS_SEARCH_LIST_CHARS = 2048
+"""Characters of the search list, the spaces between its domains included."""
+
 
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
@@ -598,6 +605,42 @@ def _validate_host_ports(spec: v1.PodSpec, path: FieldPath) -> Errors:
     return errs
 
 
+def _validate_dns_config(spec: v1.PodSpec, path: FieldPath) -> Errors:
+    """validatePodDNSConfig: dnsPolicy None needs a nameserver; libc's limits; valid IPs,
+    search domains and option names."""
+    if spec.dns_policy == "None":
+        if not spec.HasField("dns_config"):
+            return [path.required("must provide `dnsConfig` when `dnsPolicy` is None")]
+        if not spec.dns_config.nameservers:
+            return [path.child("nameservers").required(
+                "must provide at least one DNS nameserver when `dnsPolicy` is None")]
+    if not spec.HasField("dns_config"):
+        return []
+    config, errs = spec.dns_config, []
+    nameservers = list(config.nameservers)
+    if len(nameservers) > MAX_DNS_NAMESERVERS:
+        errs.append(path.child("nameservers").invalid(
+            nameservers, f"must not have more than {MAX_DNS_NAMESERVERS} nameservers"))
+    for i, server in enumerate(nameservers):
+        sp = path.child("nameservers").index(i)
+        errs.extend(sp.invalid(server, msg) for msg in is_valid_ip(server))
+    searches = list(config.searches)
+    if len(searches) > MAX_DNS_SEARCH_PATHS:
+        errs.append(path.child("searches").invalid(
+            searches, f"must not have more than {MAX_DNS_SEARCH_PATHS} search paths"))
+    if len(" ".join(searches)) > MAX_DNS_SEARCH_LIST_CHARS:
+        errs.append(path.child("searches").invalid(
+            searches, f"must not have more than {MAX_DNS_SEARCH_LIST_CHARS} characters"
+            " (including spaces) in the search list"))
+    for i, search in enumerate(searches):
+        # A trailing dot (a fully qualified domain) is fine.
+        errs.extend(dns_subdomain(search.removesuffix("."), path.child("searches").index(i)))
+    for i, option in enumerate(config.options):
+        if not option.name:
+            errs.append(path.child("options").index(i).required("must not be empty"))
+    return errs
+
+
 def validate_pod_spec(
     spec: v1.PodSpec, path: FieldPath, claim_templates: Iterable[str] = ()
 ) -> Errors:
@@ -614,10 +657,7 @@ def validate_pod_spec(
     errs.extend(_validate_host_ports(spec, path))
     errs.extend(not_supported(spec.restart_policy, RESTART_POLICIES, path.child("restartPolicy")))
     errs.extend(not_supported(spec.dns_policy, _DNS_POLICIES, path.child("dnsPolicy")))
-    if spec.dns_policy == "None":
-        errs.append(
-            path.child("dnsConfig").required("must provide `dnsConfig` when `dnsPolicy` is None")
-        )
+    errs.extend(_validate_dns_config(spec, path.child("dnsConfig")))
     errs.extend(validate_labels(dict(spec.node_selector), path.child("nodeSelector")))
     for attr, json_name in (
         ("service_account_name", "serviceAccountName"),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from google.protobuf.message import Message
 
+from kubelite.api import convert
 from kubelite.api import meta as m
 from kubelite.api.defaults import apply_defaults
 from kubelite.api.field_errors import ErrorType
@@ -172,6 +173,41 @@ def _grace_period_and_dns_policy(p: v1.Pod) -> None:
     p.spec.dns_policy = "Google"
 
 
+def _dns_none_without_config(p: v1.Pod) -> None:
+    p.spec.dns_policy = "None"
+
+
+def _dns_none_without_nameservers(p: v1.Pod) -> None:
+    p.spec.dns_policy = "None"
+    p.spec.dns_config.searches.append("example.com")
+
+
+def _dns_none_with_a_nameserver(p: v1.Pod) -> None:
+    p.spec.dns_policy = "None"
+    p.spec.dns_config.nameservers.append("192.0.2.53")
+    p.spec.dns_config.searches.extend(["example.com", "fqdn.example."])
+    p.spec.dns_config.options.add(name="ndots", value="2")
+    p.spec.dns_config.options.add(name="edns0")
+
+
+def _dns_config_too_many_and_bad_values(p: v1.Pod) -> None:
+    config = p.spec.dns_config
+    config.nameservers.extend(["192.0.2.1", "2001:db8::1", "192.0.2.3", "not-an-ip"])
+    config.searches.extend(["ok.example", "Bad_Domain"])
+    config.options.add(name="ndots", value="5")
+    config.options.add(value="1")
+
+
+def _dns_config_too_many_searches(p: v1.Pod) -> None:
+    p.spec.dns_config.searches.extend(f"d{i}.example" for i in range(33))
+
+
+def _dns_config_search_list_too_long(p: v1.Pod) -> None:
+    # 9 domains of 249 characters and their spaces: 2249 characters, 9 paths.
+    p.spec.dns_config.searches.extend(
+        ".".join(["a" * 61, "b" * 61, "c" * 61, f"d{i}" + "x" * 61]) for i in range(9))
+
+
 def _init_containers(p: v1.Pod) -> None:
     init = p.spec.init_containers.add(name="init", image="busybox")
     init.readiness_probe.exec.command.append("true")
@@ -283,6 +319,38 @@ POD_SPEC_CASES = [
         (INVALID, "spec.terminationGracePeriodSeconds"),
         (NOT_SUPPORTED, "spec.dnsPolicy"),
     ), id="termination-grace-period-and-dns-policy"),
+    pytest.param(_dns_none_without_config, exactly(
+        (REQUIRED, "spec.dnsConfig"),
+        at=(At("spec.dnsConfig", text="spec.dnsConfig: Required value: must provide"
+                                      " `dnsConfig` when `dnsPolicy` is None"),),
+    ), id="dns-none-needs-dns-config"),
+    pytest.param(_dns_none_without_nameservers, exactly(
+        (REQUIRED, "spec.dnsConfig.nameservers"),
+        at=(At("spec.dnsConfig.nameservers",
+               detail="must provide at least one DNS nameserver when `dnsPolicy` is None"),),
+    ), id="dns-none-needs-a-nameserver"),
+    pytest.param(_dns_none_with_a_nameserver, VALID, id="dns-none-with-config"),
+    pytest.param(_dns_config_too_many_and_bad_values, exactly(
+        (INVALID, "spec.dnsConfig.nameservers"),
+        (INVALID, "spec.dnsConfig.nameservers[3]"),
+        (INVALID, "spec.dnsConfig.searches[1]"),
+        (REQUIRED, "spec.dnsConfig.options[1]"),
+        at=(At("spec.dnsConfig.nameservers", detail="must not have more than 3 nameservers"),
+            At("spec.dnsConfig.nameservers[3]", value="not-an-ip",
+               detail_start="must be a valid IP address"),
+            At("spec.dnsConfig.searches[1]", value="Bad_Domain",
+               detail_start="a lowercase RFC 1123 subdomain"),
+            At("spec.dnsConfig.options[1]", detail="must not be empty")),
+    ), id="dns-config-limits-ips-domains-option-names"),
+    pytest.param(_dns_config_too_many_searches, exactly(
+        (INVALID, "spec.dnsConfig.searches"),
+        at=(At("spec.dnsConfig.searches", detail="must not have more than 32 search paths"),),
+    ), id="dns-config-32-search-paths"),
+    pytest.param(_dns_config_search_list_too_long, exactly(
+        (INVALID, "spec.dnsConfig.searches"),
+        at=(At("spec.dnsConfig.searches", detail="must not have more than 2048 characters"
+                                                 " (including spaces) in the search list"),),
+    ), id="dns-config-2048-characters"),
     pytest.param(_init_containers, exactly(
         (FORBIDDEN, "spec.initContainers[0].readinessProbe"),
         (NOT_SUPPORTED, "spec.initContainers[2].restartPolicy"),
@@ -393,3 +461,22 @@ def test_stored_persistent_volume_claim_volumes_stay_updatable() -> None:
     new = m.copy(old)
     new.metadata.labels["touched"] = "yes"
     assert validate(new, old) == []
+
+
+def test_a_kubernetes_dns_config_loads_with_its_json_names() -> None:
+    _, pod = convert.from_dict({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dns", "namespace": "default"},
+        "spec": {
+            "containers": [{"name": "app", "image": "busybox"}],
+            "dnsPolicy": "None",
+            "dnsConfig": {"nameservers": ["192.0.2.53"], "searches": ["ns1.svc.example"],
+                          "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]},
+        },
+    })
+    assert isinstance(pod, v1.Pod)
+    apply_defaults(pod)
+    assert validate(pod) == []
+    assert convert.message_to_dict(pod)["spec"]["dnsConfig"] == {
+        "nameservers": ["192.0.2.53"], "searches": ["ns1.svc.example"],
+        "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}],
+    }
