@@ -2,7 +2,8 @@
 
 The process runtime has no image store: an image is a name for a program on the node. A few
 images are known (busybox is a real busybox, the node's static one, whose applets are the
-container's /bin; kubelite/agnhost is the built-in test server, kubelite/pause sleeps); any
+container's /bin; kubelite/agnhost is the built-in test server, kubelite/pause sleeps,
+kubelite/dns is the cluster DNS server); any
 other image runs only when the container names its own command, which is then looked up on
 the node's PATH.
 
@@ -34,7 +35,8 @@ SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__
 
 @dataclass(frozen=True)
 class Builtins:
-    """Where the built-in Python images (kubelite/agnhost, kubelite/pause) come from."""
+    """Where the built-in Python images (kubelite/agnhost, kubelite/pause, kubelite/dns) come
+    from."""
 
     python: str = sys.executable
     """The interpreter they run with (it needs only the standard library)."""
@@ -96,6 +98,13 @@ def _catalogue(builtins: Builtins = BUILTINS) -> dict[str, Image]:
             env=env,
             node_paths=needs,
         ),
+        "kubelite/dns": Image(
+            "kubelite/dns",
+            entrypoint=(python, "-m", "clusterdns"),
+            cmd=(),
+            env=env,
+            node_paths=needs,
+        ),
     }
 
 
@@ -109,6 +118,7 @@ _ALIASES = {
     "registry.k8s.io/e2e-test-images/agnhost": "kubelite/agnhost",
     "docker.io/kubelite/agnhost": "kubelite/agnhost",
     "docker.io/kubelite/pause": "kubelite/pause",
+    "docker.io/kubelite/dns": "kubelite/dns",
     "registry.k8s.io/pause": "kubelite/pause",
 }
 

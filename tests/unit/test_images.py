@@ -45,6 +45,14 @@ def test_pause_sleeps() -> None:
     assert argv[-1] == "pause" and argv[0] == sys.executable
 
 
+@pytest.mark.parametrize("image", [
+    "kubelite/dns", "kubelite/dns:1.0", "docker.io/kubelite/dns:1.0",
+])
+def test_dns_runs_the_cluster_dns_package(image: str) -> None:
+    assert images.resolve(image, [], []) == [sys.executable, "-m", "clusterdns"]
+    assert "PYTHONPATH" in images.image_env(image)
+
+
 def test_uncatalogued_image_runs_its_command_from_the_host() -> None:
     assert images.resolve("nginx:1.25", ["sleep"], ["5"]) == ["sleep", "5"]
 
@@ -55,7 +63,8 @@ def test_uncatalogued_image_without_command_is_err_image_pull() -> None:
     assert info.value.reason == "ErrImagePull"
     assert info.value.message == (
         'image "nginx:1.25" cannot run on the process runtime: it is not in the catalogue '
-        "(busybox, kubelite/agnhost, kubelite/pause) and the container has no command"
+        "(busybox, kubelite/agnhost, kubelite/pause, kubelite/dns) and the container has no "
+        "command"
     )
 
 
