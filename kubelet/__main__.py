@@ -11,6 +11,7 @@ from kubelet.pod_ips import parse_pod_cidr
 from kubelet.routes import RouteAgentSettings
 from kubelet.settings import KubeletSettings
 from kubelite import daemon, logs
+from kubelite.api.names import is_dns1123_subdomain
 from kubelite.durations import duration_flag
 from kubelite.health import join_host_port, maybe_health_server
 
@@ -95,6 +96,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
                    help="how often the image disk's usage is checked")
     p.add_argument("--image-gc-low-threshold", type=int, default=80,
                    help="image disk usage percent that image removal brings it down to")
+    p.add_argument("--cluster-dns", default="",
+                   help="comma-separated IPs of the cluster DNS: the nameservers of pods with"
+                        " dnsPolicy ClusterFirst (empty: those pods get the node's resolver"
+                        " configuration)")
+    p.add_argument("--cluster-domain", default="cluster.local",
+                   help="the cluster's DNS domain, searched by pods after their namespace's")
+    p.add_argument("--resolv-conf", default="/etc/resolv.conf",
+                   help="the node's resolver configuration, for pods with dnsPolicy Default and"
+                        " the search domains of ClusterFirst pods (empty: none)")
     p.add_argument("--health-address", default=None,
                    help="host:port of the gRPC health service (readiness; empty: none;"
                         " default: ADDRESS:10248)")
@@ -126,6 +136,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
                                     resync_interval=a.route_resync_interval)
     except ValueError as e:
         p.error(f"--route-protocol/--route-resync-interval: {e}")
+    cluster_dns = tuple(ip.strip() for ip in a.cluster_dns.split(",") if ip.strip())
+    for address in cluster_dns:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            p.error(f"--cluster-dns: {address!r} is not an IP address")
+    cluster_domain = a.cluster_domain.removesuffix(".")
+    if cluster_domain and is_dns1123_subdomain(cluster_domain):
+        p.error(f"--cluster-domain: {a.cluster_domain!r}: "
+                f"{'; '.join(is_dns1123_subdomain(cluster_domain))}")
     health_address = a.health_address
     if health_address is None:
         health_address = join_host_port(a.address, 10248)
@@ -162,6 +182,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
         image_gc_low_threshold=a.image_gc_low_threshold,
         image_gc_interval=a.image_gc_interval,
         routes=routes,
+        cluster_dns=cluster_dns,
+        cluster_domain=cluster_domain,
+        resolv_conf=a.resolv_conf,
         health_address=health_address,
     )
     return settings, a.log_level

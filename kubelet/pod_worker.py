@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kubelet.env import EnvResolver
+from kubelet.dns_config import dns_for_pod, pod_domain
+from kubelet.env import EnvResolver, pod_hostname
 from kubelet.errors import ContainerStartError
 from kubelet.linux_config import resources_for, security_for, verify_run_as_non_root
 from kubelet.pod_ips import PodIPAllocator, PodIPsExhausted
@@ -28,6 +29,7 @@ from kubelet.runtime.interface import (
     ContainerConfig,
     ContainerState,
     ContainerStatus,
+    HostAlias,
     PodSandboxConfig,
     PortMapping,
     Runtime,
@@ -90,16 +92,21 @@ def _labels(pod: v1.Pod, container: str, attempt: int, init: bool) -> dict[str, 
     }
 
 
-def sandbox_config(pod: v1.Pod) -> PodSandboxConfig:
-    """The pod's sandbox: its identity, hostname, namespaces shared with the node, and the
-    hostPorts of its containers."""
+def sandbox_config(pod: v1.Pod, settings: KubeletSettings) -> PodSandboxConfig:
+    """The pod's sandbox: its identity, hostname, namespaces shared with the node, the
+    hostPorts of its containers, and its DNS: its resolver configuration by its dnsPolicy and
+    this kubelet's cluster DNS settings, its domain and host aliases (for its /etc/hosts).
+    Raises RuntimeError_ when the node's resolver configuration cannot be read."""
     spec = pod.spec
     return PodSandboxConfig(
         uid=pod.metadata.uid,
         name=pod.metadata.name,
         namespace=pod.metadata.namespace,
         labels=dict(pod.metadata.labels),
-        hostname=spec.hostname or pod.metadata.name,
+        hostname=pod_hostname(pod),
+        dns=dns_for_pod(pod, settings),
+        domain=pod_domain(pod, settings.cluster_domain),
+        host_aliases=tuple(HostAlias(a.ip, tuple(a.hostnames)) for a in spec.host_aliases),
         host_network=spec.host_network,
         host_pid=spec.host_pid,
         host_ipc=spec.host_ipc,
@@ -241,7 +248,8 @@ class PodWorker:
         if time.time() < self._sandbox_not_before:
             return  # backing off a failed sandbox; its timer wakes the worker
         try:
-            sandbox = await self.ctx.runtime.run_pod_sandbox(sandbox_config(pod))
+            sandbox = await self.ctx.runtime.run_pod_sandbox(
+                sandbox_config(pod, self.ctx.settings))
         except RuntimeError_ as e:
             # Retried with a doubling back-off, so a network that is not ready yet (or a
             # broken one) costs an event per attempt, not a storm of them.

@@ -80,5 +80,16 @@ class KubeletSettings:
     """Process runtime isolation: auto, mount-namespace, user-namespace or none."""
     default_grace_seconds: int = 30
     """Grace period when a pod names none."""
+    cluster_dns: tuple[str, ...] = ()
+    """IPs of the cluster DNS Service (--cluster-dns): the nameservers of pods with dnsPolicy
+    ClusterFirst. Empty: those pods get the node's resolver configuration (Default)."""
+    cluster_domain: str = "cluster.local"
+    """The cluster's DNS domain: pods search ``<namespace>.svc.<domain> svc.<domain>
+    <domain>`` and pods with a subdomain are named ``<hostname>.<subdomain>.<namespace>.svc.
+    <domain>``."""
+    resolv_conf: str = "/etc/resolv.conf"
+    """The node's resolver configuration: pods with dnsPolicy Default get it, ClusterFirst pods
+    its search domains. Empty: none (pods of the Default policy resolve through the node's
+    loopback address)."""
     health_address: str = ""
     """host:port of the gRPC health service the process serves (empty: none)."""

@@ -23,6 +23,7 @@ import grpc
 import structlog
 
 from kubelet.runtime.cri_logs import read_cri_log
+from kubelet.runtime.etc_files import ETC_HOSTS, mounts_path, pod_hosts, write_in_place
 from kubelet.runtime.interface import (
     ContainerConfig,
     ContainerState,
@@ -107,8 +108,9 @@ class CriRuntime:
         )
         self._runtime = cri_grpc.RuntimeServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._images = cri_grpc.ImageServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self._sandboxes: dict[str, tuple[str, cri.PodSandboxConfig, str]] = {}
-        """Ready sandbox per pod uid: its id, the config it was made with, its IP."""
+        self._sandboxes: dict[str, tuple[str, cri.PodSandboxConfig, str, PodSandboxConfig]] = {}
+        """Ready sandbox per pod uid: its id, the config it was made with, its IP, and the
+        kubelet's config of it."""
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def close(self) -> None:
@@ -152,12 +154,17 @@ class CriRuntime:
             ipc=cri.NODE if config.host_ipc else cri.POD,
         )
         protocols = {"TCP": cri.TCP, "UDP": cri.UDP, "SCTP": cri.SCTP}
+        # The runtime writes the sandbox's resolv.conf from it (the node's copy without it).
+        dns = None if config.dns is None else cri.DNSConfig(
+            servers=config.dns.nameservers, searches=config.dns.searches,
+            options=config.dns.options)
         return cri.PodSandboxConfig(
             metadata=cri.PodSandboxMetadata(
                 name=config.name, uid=config.uid, namespace=config.namespace, attempt=attempt),
             # A pod on the node's network has the node's UTS namespace, and its hostname.
             hostname="" if config.host_network else (config.hostname or config.name),
             log_directory=self._pod_log_dir(config.namespace, config.name, config.uid),
+            dns_config=dns,
             port_mappings=[
                 cri.PortMapping(protocol=protocols.get(p.protocol, cri.TCP),
                                 container_port=p.container_port, host_port=p.host_port,
@@ -217,7 +224,8 @@ class CriRuntime:
                          sandbox_id=sandbox_id, attempt=attempt)
             os.makedirs(os.path.join(self.pod_dir(config.uid), "volumes"), exist_ok=True)
             ip = "" if config.host_network else await self._sandbox_ip(sandbox_id)
-            self._sandboxes[config.uid] = (sandbox_id, self._sandbox_config(config, attempt), ip)
+            self._sandboxes[config.uid] = (sandbox_id, self._sandbox_config(config, attempt), ip,
+                                           config)
             return Sandbox(id=sandbox_id, ip=ip)
 
     def _limit_pids(self, cgroup_parent: str) -> None:
@@ -386,8 +394,13 @@ class CriRuntime:
         if known is None:
             raise RuntimeError_("CreateContainerError",
                                 f"pod sandbox of {pod_uid} is not ready (run_pod_sandbox first)")
-        sandbox_id, sandbox_config, _ = known
+        sandbox_id, sandbox_config, ip, pod = known
         namespaces = sandbox_config.linux.security_context.namespace_options
+        mounts = [cri.Mount(container_path=m.container_path, host_path=m.host_path,
+                            readonly=m.read_only) for m in config.mounts]
+        hosts = self._hosts_mount(pod, ip, [m.container_path for m in config.mounts])
+        if hosts is not None:
+            mounts.append(hosts)
         log_path = os.path.join(config.name, f"{config.attempt}.log")
         os.makedirs(os.path.join(sandbox_config.log_directory, config.name), exist_ok=True)
         r = config.resources
@@ -398,8 +411,7 @@ class CriRuntime:
             args=list(config.args),
             working_dir=config.working_dir,
             envs=[cri.KeyValue(key=k, value=v) for k, v in config.env.items()],
-            mounts=[cri.Mount(container_path=m.container_path, host_path=m.host_path,
-                              readonly=m.read_only) for m in config.mounts],
+            mounts=mounts,
             labels=dict(config.labels) | {POD_UID_LABEL: pod_uid,
                                           CONTAINER_NAME_LABEL: config.name},
             log_path=log_path,
@@ -421,6 +433,24 @@ class CriRuntime:
             "CreateContainer", reason="CreateContainerError",
         )
         return response.container_id
+
+    def _hosts_mount(self, pod: PodSandboxConfig, ip: str, own: Sequence[str]
+                     ) -> cri.Mount | None:
+        """The pod's /etc/hosts, written in its directory (``etc-hosts``, as the kubelet's) and
+        mounted in each container, unless the container mounts one itself or the pod has no
+        IP yet. (The runtime's own is a copy of the node's.)"""
+        if mounts_path(own, ETC_HOSTS):
+            return None
+        try:
+            hosts = pod_hosts(pod, ip)
+            if hosts is None:
+                return None
+            path = os.path.join(self.pod_dir(pod.uid), "etc-hosts")
+            write_in_place(path, hosts)
+        except OSError as e:
+            raise RuntimeError_("CreateContainerError",
+                                f"cannot write the pod's /etc/hosts: {e}") from e
+        return cri.Mount(container_path=ETC_HOSTS, host_path=path)
 
     async def start_container(self, container_id: str) -> None:
         await self._call(self._runtime.StartContainer,

@@ -158,6 +158,25 @@ class PortMapping:
 
 
 @dataclass(frozen=True)
+class DnsConfig:
+    """A pod's resolver configuration (CRI's DNSConfig): what its /etc/resolv.conf says."""
+
+    nameservers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    """Search domains, in order."""
+    options: tuple[str, ...] = ()
+    """Resolver options as resolv.conf writes them: ``name`` or ``name:value`` (``ndots:5``)."""
+
+
+@dataclass(frozen=True)
+class HostAlias:
+    """Extra /etc/hosts entries of a pod (spec.hostAliases): ``ip`` for each of ``hostnames``."""
+
+    ip: str
+    hostnames: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class PodSandboxConfig:
     uid: str
     name: str
@@ -174,6 +193,14 @@ class PodSandboxConfig:
     """Some container of the pod is privileged (the runtime allows those only then)."""
     attempt: int = 0
     """How many sandboxes this pod had before (a new one after the old one died)."""
+    dns: DnsConfig | None = None
+    """The pod's resolver configuration (by its dnsPolicy); None: the runtime's own default,
+    the node's."""
+    domain: str = ""
+    """The pod's domain when it has a subdomain (``<subdomain>.<namespace>.svc.<cluster
+    domain>``): its /etc/hosts names its IP ``<hostname>.<domain>`` too."""
+    host_aliases: Sequence[HostAlias] = ()
+    """spec.hostAliases, appended to the pod's /etc/hosts."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ Layout under ``root_dir``::
 
     pods/<uid>/sandbox.json            the pod's identity (from run_pod_sandbox)
     pods/<uid>/volumes/<name>/         emptyDir and kubelet-written volumes (volume_dir)
+    pods/<uid>/resolv.conf, etc-hosts  the pod's /etc/resolv.conf and /etc/hosts (bound over
+                                       the node's where containers have a mount namespace)
     containers/<id>/config.json        what to run and how: argv, env, mounts, labels, ...
     containers/<id>/shim.json          pid and start time of the container's shim
     containers/<id>/pid                pid of the container (written by the shim)
@@ -49,11 +51,20 @@ import structlog
 
 from kubelet.runtime import images
 from kubelet.runtime.busybox import busybox_applets
+from kubelet.runtime.etc_files import (
+    ETC_HOSTS,
+    RESOLV_CONF,
+    mounts_path,
+    pod_hosts,
+    resolv_conf,
+    write_in_place,
+)
 from kubelet.runtime.interface import (
     ContainerConfig,
     ContainerState,
     ContainerStatus,
     ExecResult,
+    HostAlias,
     ImageFsUsage,
     ImageInfo,
     ImagePull,
@@ -88,6 +99,9 @@ POD_NAME_LABEL = "io.kubernetes.pod.name"
 POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
 ATTEMPT_LABEL = "io.kubernetes.container.restartCount"
+POD_IP_ENV = "KUBELITE_POD_IP"
+"""The pod's IP, in every container's environment (pods share the node's network namespace,
+so this is where they bind)."""
 
 LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launcher.py")
 START_FAILED = 128
@@ -245,9 +259,19 @@ class ProcessRuntime:
     async def run_pod_sandbox(self, config: PodSandboxConfig) -> Sandbox:
         path = self.pod_dir(config.uid)
         os.makedirs(os.path.join(path, "volumes"), exist_ok=True)
+        if config.dns is not None:
+            try:
+                write_in_place(os.path.join(path, "resolv.conf"), resolv_conf(config.dns))
+            except OSError as e:
+                raise RuntimeError_("CreatePodSandboxError",
+                                    f"cannot write the pod's resolv.conf: {e}") from e
         _write_json(os.path.join(path, "sandbox.json"), {
             "uid": config.uid, "name": config.name, "namespace": config.namespace,
             "labels": dict(config.labels),
+            # What the pod's /etc/hosts is made of when its containers are created.
+            "hostname": config.hostname, "domain": config.domain,
+            "host_network": config.host_network, "dns": config.dns is not None,
+            "host_aliases": [[a.ip, list(a.hostnames)] for a in config.host_aliases],
         })
         return Sandbox(id=path)
 
@@ -324,6 +348,7 @@ class ProcessRuntime:
             self._builtins,
         )
         mounts = self._check_mounts(config)
+        mounts.extend(self._etc_mounts(pod_uid, sandbox, config))
         container_id = secrets.token_hex(32)
         path = self._dir(container_id)
         os.makedirs(path)
@@ -396,6 +421,41 @@ class ProcessRuntime:
                                     f"mount source {mount.host_path} does not exist")
             mounts.append({"host_path": os.path.abspath(mount.host_path),
                            "container_path": target, "read_only": mount.read_only})
+        return mounts
+
+    def _etc_mounts(self, pod_uid: str, sandbox: dict[str, Any], config: ContainerConfig
+                    ) -> list[dict[str, Any]]:
+        """The pod's /etc/resolv.conf and /etc/hosts (in its directory), bound over the node's
+        in the container's mount namespace, unless the container mounts one there itself.
+        Without a mount namespace the container sees the node's files."""
+        if self.isolation not in _NAMESPACED:
+            return []
+        own = [m.container_path for m in config.mounts]
+        pod_dir = self.pod_dir(pod_uid)
+        mounts: list[dict[str, Any]] = []
+        if sandbox.get("dns") and not mounts_path(own, RESOLV_CONF):
+            mounts.append({"host_path": os.path.join(pod_dir, "resolv.conf"),
+                           "container_path": RESOLV_CONF, "read_only": False})
+        if mounts_path(own, ETC_HOSTS):
+            return mounts
+        pod = PodSandboxConfig(
+            uid=pod_uid, name=sandbox["name"], namespace=sandbox["namespace"],
+            hostname=sandbox.get("hostname", ""), domain=sandbox.get("domain", ""),
+            host_network=sandbox.get("host_network", False),
+            host_aliases=tuple(HostAlias(ip, tuple(names))
+                               for ip, names in sandbox.get("host_aliases", [])),
+        )
+        try:
+            # The kubelet gives every container its pod's IP in POD_IP_ENV.
+            hosts = pod_hosts(pod, config.env.get(POD_IP_ENV, ""))
+            if hosts is None:
+                return mounts
+            path = os.path.join(pod_dir, "etc-hosts")
+            write_in_place(path, hosts)
+        except OSError as e:
+            raise RuntimeError_("CreateContainerError",
+                                f"cannot write the pod's /etc/hosts: {e}") from e
+        mounts.append({"host_path": path, "container_path": ETC_HOSTS, "read_only": False})
         return mounts
 
     async def start_container(self, container_id: str) -> None:
