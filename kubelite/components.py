@@ -357,5 +357,43 @@ class Proxy(Daemon):
         return _health(self.health_address, self.node_ip, self.HEALTH_PORT)
 
 
-DAEMONS: tuple[type[Daemon], ...] = (ApiServer, Scheduler, ControllerManager, Kubelet, Proxy)
+@dataclass(frozen=True, kw_only=True)
+class ClusterDns(Daemon):
+    """The cluster's DNS server (its process name is dns, or dns-N for several)."""
+
+    component: ClassVar[str] = "dns"
+    script: ClassVar[str] = "kubelite-dns"
+    module: ClassVar[str | None] = "clusterdns"
+    PORT: ClassVar[int] = 53
+    HEALTH_PORT: ClassVar[int] = 8181
+    """CoreDNS' readiness port."""
+
+    server: str
+    """The API server's host:port."""
+    listen_address: str | None = None
+    """Address it serves DNS on, UDP and TCP (None: every address)."""
+    port: int | None = None
+    """Port it serves DNS on (None: PORT)."""
+    cluster_domain: str | None = None
+    """The zone of Services and pods (None: cluster.local)."""
+    upstream: tuple[str, ...] | None = None
+    """Resolvers of other names, IP[:PORT] each (None: resolv_conf's nameservers)."""
+    resolv_conf: str | None = None
+    """Where the upstreams are read from when none are given (None: /etc/resolv.conf)."""
+    ttl: int | None = None
+    """TTL of the cluster domain's records, seconds (None: 5, as CoreDNS)."""
+    upstream_timeout: float | None = None
+    """Seconds an upstream has to answer before the next is asked (None: 2)."""
+    health_address: str | None = None
+    """host:port of its gRPC health service ("": none; None: LISTEN_ADDRESS:HEALTH_PORT)."""
+
+    @property
+    def health(self) -> str:
+        if self.health_address is not None:
+            return self.health_address
+        return local_address(join_host_port(self.listen_address or "", self.HEALTH_PORT))
+
+
+DAEMONS: tuple[type[Daemon], ...] = (ApiServer, Scheduler, ControllerManager, Kubelet, Proxy,
+                                     ClusterDns)
 """Our own components (etcd aside)."""

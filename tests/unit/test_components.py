@@ -14,6 +14,7 @@ import pytest
 from kubelite.components import (
     DAEMONS,
     ApiServer,
+    ClusterDns,
     ControllerManager,
     ControllerManagerTimers,
     Daemon,
@@ -58,6 +59,10 @@ FULL: dict[type[Daemon], Daemon] = {
     Proxy: Proxy(node_name="node-1", node_ip="127.0.0.2", server="127.0.0.1:7443",
                  health_address="127.0.0.2:11256", cluster_ip_interface="kube-ipvs0",
                  service_cluster_ip_range="10.96.0.0/16"),
+    ClusterDns: ClusterDns(server="127.0.0.1:7443", listen_address="127.0.0.3", port=1053,
+                           cluster_domain="corp.example", upstream=("10.0.0.2", "[::1]:5353"),
+                           resolv_conf="/tmp/resolv.conf", ttl=30, upstream_timeout=0.5,
+                           health_address="127.0.0.3:18181"),
 }
 """Every daemon with every field given."""
 
@@ -67,6 +72,7 @@ MINIMAL: dict[type[Daemon], Daemon] = {
     ControllerManager: ControllerManager(server="127.0.0.1:6443"),
     Kubelet: Kubelet(node_name="node-1", address="127.0.0.5", server="127.0.0.1:6443"),
     Proxy: Proxy(node_name="node-1", node_ip="127.0.0.5", server="127.0.0.1:6443"),
+    ClusterDns: ClusterDns(server="127.0.0.1:6443"),
 }
 """Every daemon with only what it needs: the daemons' defaults apply."""
 
@@ -141,6 +147,11 @@ def test_values_reach_the_daemons_settings() -> None:
             kubelet.backoff_max) == (8, 0.2, 8)
     assert kubelet.stop_pods_on_exit
     assert not parse(MINIMAL[Kubelet]).stop_pods_on_exit
+    dns = parse(FULL[ClusterDns])
+    assert (dns.listen_address, dns.port, dns.cluster_domain, dns.ttl) == (
+        "127.0.0.3", 1053, "corp.example", 30)
+    assert [str(u) for u in dns.upstreams] == ["10.0.0.2:53", "[::1]:5353"]
+    assert (dns.resolv_conf, dns.upstream_timeout) == ("/tmp/resolv.conf", 0.5)
 
 
 def test_unset_fields_are_not_passed() -> None:
