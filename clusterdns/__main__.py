@@ -98,11 +98,17 @@ def main(argv: list[str] | None = None) -> None:
         dns_server = ClusterDns(settings, client)
         health = maybe_health_server(settings.health_address, "dns", dns_server.readiness)
 
+        async def start() -> None:
+            try:
+                await dns_server.start()
+            except OSError as e:  # the address is taken or not ours: say so, no traceback
+                raise SystemExit(f"kubelite-dns: {e}") from e
+
         async def stop() -> None:
             await dns_server.stop()
             await client.close()
 
-        await daemon.serve_until_signalled(dns_server.start, stop, health=health)
+        await daemon.serve_until_signalled(start, stop, health=health)
 
     daemon.run(serve())
 

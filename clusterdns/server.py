@@ -27,7 +27,7 @@ from clusterdns.upstream import (
 )
 from kubelite.client.client import ApiClient
 from kubelite.client.informer import Informer, InformerFactory, InformerSettings
-from kubelite.health import Readiness, informers_readiness
+from kubelite.health import Readiness, informers_readiness, join_host_port
 from protos.v1 import objects_pb2 as v1
 
 log = structlog.get_logger(__name__)
@@ -126,14 +126,21 @@ class ClusterDns:
         attempts = 20 if self.settings.port == 0 else 1
         for attempt in range(attempts):
             udp = UdpServer(self.answerer, self.settings.max_concurrent_forwards)
-            address = await udp.open(host, self.settings.port)
+            try:
+                address = await udp.open(host, self.settings.port)
+            except OSError as e:
+                raise OSError(e.errno, f"cannot serve DNS over UDP on"
+                                       f" {join_host_port(host, self.settings.port)}:"
+                                       f" {e.strerror}") from e
             tcp = TcpServer(self.answerer, self.settings.tcp_idle_timeout)
             try:
                 await tcp.open(host, address[1])
-            except OSError:
+            except OSError as e:
                 await udp.close()
                 if attempt + 1 == attempts:
-                    raise
+                    raise OSError(e.errno, f"cannot serve DNS over TCP on"
+                                           f" {join_host_port(host, address[1])}:"
+                                           f" {e.strerror}") from e
                 continue
             self._udp, self._tcp, self.address = udp, tcp, address
             return
