@@ -484,12 +484,16 @@ class ContainerdProcess:
                                   f"{done.stderr.decode(errors='replace').strip()}")
         return done.stdout.decode(errors="replace")
 
-    def import_image(self, archive_path: Path, *, namespace: str = K8S_NAMESPACE) -> None:
+    def import_image(self, archive_path: Path, *, namespace: str = K8S_NAMESPACE,
+                     unpack: bool = True) -> None:
         """Imports an image archive (oci-archive or docker-archive, as
         :func:`kubelite.oci_images.export_archive` writes) and unpacks it for CRI's
-        snapshotter, under the names the archive gives."""
-        self.ctr("images", "import", "--snapshotter", self.snapshotter or "overlayfs",
-                 str(Path(archive_path).absolute()), namespace=namespace)
+        snapshotter, under the names the archive gives. ``unpack=False`` leaves the unpacking
+        to the first container of the image (CRI and ``ctr run`` unpack what they need)."""
+        args = ["images", "import", "--snapshotter", self.snapshotter or "overlayfs"]
+        if not unpack:
+            args.append("--no-unpack")
+        self.ctr(*args, str(Path(archive_path).absolute()), namespace=namespace)
 
     def pull(self, reference: str, *, plain_http: bool = False, user: str | None = None,
              namespace: str = K8S_NAMESPACE) -> None:

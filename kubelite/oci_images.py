@@ -3,26 +3,37 @@ network: OCI image layouts made with umoci from the node's busybox (Debian's bus
 and, where installed, Debian's tini-static as the signal-handling init; exported to archives
 with skopeo for ``ctr images import``.
 
-Three images: ``busybox`` (as docker.io/library/busybox), ``pause`` (the pod sandbox) and
-``testserver`` (an HTTP server on port 80 built on busybox, pushed by the tests as
-library/nginx and kubelite/testserver). Each builder writes ``OUT_DIR/<name>`` once per content:
-the recipe's hash (files, their sources' bytes, the image config) is kept in the layout, so a
-second call with the same inputs returns at once.
+Three images from busybox: ``busybox`` (as docker.io/library/busybox), ``pause`` (the pod
+sandbox) and ``testserver`` (an HTTP server on port 80 built on busybox, pushed by the tests as
+library/nginx and kubelite/testserver). Three run kubelite's Python code, built from the node's
+own interpreter and installed packages (copied, never compiled or downloaded): ``python``
+(busybox, the interpreter with its standard library, shared libraries and kubelite's runtime
+dependencies, and kubelite's packages), ``agnhost`` (the test server) and ``dns`` (the cluster
+DNS server) on it, tagged :data:`PYTHON_IMAGES_TAG`. Each builder writes ``OUT_DIR/<name>``
+once per content: the recipe's hash (files, their sources' bytes, the image config) is kept in
+the layout, so a second call with the same inputs returns at once, and an edit to kubelite's
+sources rebuilds only the layer holding them.
 """
 
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import hashlib
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
+import sysconfig
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 BUSYBOX_BINARY = "/bin/busybox"
 """Debian's busybox-static installs the static busybox here."""
@@ -242,6 +253,324 @@ def build_all_images(out_dir: Path, *, busybox: str = BUSYBOX_BINARY,
     }
 
 
+# -- the Python images -------------------------------------------------------------------------
+#
+# kubelite's own programs (the test server, the cluster DNS server) on containerd: this node's
+# interpreter, the parts of its standard library a server uses, the shared libraries they load,
+# kubelite's runtime dependencies from the environment it runs in and kubelite's packages from
+# its checkout. Nothing is compiled or downloaded: every file is a copy of one on the node.
+
+PYTHON = "python"
+PYTHON_RUNTIME = "python-runtime"
+AGNHOST = "agnhost"
+DNS = "dns"
+PYTHON_IMAGES_TAG = "1.0"
+"""The tag of the Python images. Not ``latest``: Kubernetes then defaults imagePullPolicy to
+IfNotPresent, so a node runs the copy it was given."""
+IMAGE_PREFIX = "usr/local"
+"""The interpreter's prefix in the images (PYTHONHOME): bin/python3, lib/python3.X with the
+standard library and site-packages."""
+IMAGE_LIBRARY_DIR = f"{IMAGE_PREFIX}/lib"
+"""The shared libraries the interpreter and its extension modules load (LD_LIBRARY_PATH)."""
+KUBELITE_SOURCE_DIR = f"{IMAGE_PREFIX}/lib/kubelite"
+"""kubelite's own top-level packages (PYTHONPATH)."""
+IMAGE_PYTHON = f"/{IMAGE_PREFIX}/bin/python3"
+PYTHON_ENV = (
+    f"PATH={IMAGE_PATH}", f"PYTHONHOME=/{IMAGE_PREFIX}", f"PYTHONPATH=/{KUBELITE_SOURCE_DIR}",
+    f"LD_LIBRARY_PATH=/{IMAGE_LIBRARY_DIR}", "PYTHONUNBUFFERED=1",
+)
+"""The Python images' environment; output unbuffered so container logs show lines at once."""
+AGNHOST_MODULE = "kubelet.images.agnhost"
+AGNHOST_DEFAULT_ARGS = ("serve-hostname",)
+"""As the process runtime's kubelite/agnhost: the test server, answering with the pod's name."""
+DNS_MODULE = "clusterdns"
+SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)
+"""The checkout holding kubelite's pyproject.toml and top-level packages."""
+
+SKIPPED_STDLIB_DIRS = frozenset({
+    "__pycache__", "test", "tests", "idle_test", "idlelib", "tkinter", "turtledemo",
+    "ensurepip", "lib2to3", "site-packages", "dist-packages",
+})
+"""Directories of the standard library the images leave out, wherever they are: tests, the Tk
+GUI (Tk is not in the images), pip's bundled wheels, the base installation's own packages."""
+SKIPPED_EXTENSIONS = ("_test", "_ctypes_test", "xx", "_xx", "_tkinter")
+"""Prefixes of lib-dynload's modules the images leave out: CPython's tests, Tk."""
+_SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
+_EXTRA_MARKER = re.compile(r"""\bextra\s*==\s*(['"])(.*?)\1""")
+_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A PEP 508 requirement, as far as choosing which distributions to copy needs."""
+
+    name: str
+    """Normalized as PEP 503 does: lower case, each run of ``-_.`` one ``-``."""
+    extras: frozenset[str] = frozenset()
+    marker: str = ""
+    """The environment marker after ``;``, unevaluated; empty when there is none."""
+
+    @property
+    def for_extras(self) -> frozenset[str]:
+        """The extras whose requirement this is (``extra == "x"`` in its marker)."""
+        return frozenset(normalize_name(m.group(2)) for m in _EXTRA_MARKER.finditer(self.marker))
+
+
+def normalize_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+def parse_requirement(text: str) -> Requirement:
+    """``name[extra,...] version-spec ; marker``."""
+    spec, _, marker = text.partition(";")
+    match = _REQUIREMENT_NAME.match(spec)
+    if match is None:
+        raise ImageBuildError(f"requirement {text!r}: it must start with a distribution name")
+    extras = (match.group(2) or "[]")[1:-1].split(",")
+    return Requirement(normalize_name(match.group(1)),
+                       frozenset(normalize_name(e) for e in extras if e.strip()), marker.strip())
+
+
+def requirement_closure(
+    requirements: Iterable[str], requires_of: Callable[[str], Sequence[str] | None], *,
+    required_by: str = "kubelite",
+) -> list[str]:
+    """The installed distributions ``requirements`` need, transitively: normalized names, sorted.
+    ``requires_of(name)`` gives an installed distribution's own requirements, None when it is not
+    installed.
+
+    Markers are judged by what is installed rather than evaluated: a requirement with a marker
+    counts when its distribution is installed (the installer found the marker true) and is
+    skipped otherwise; one without a marker must be installed. A requirement of an extra
+    (``extra == "x"``) counts only where a requirement asked for that extra (``name[x]``)."""
+    followed: dict[str, set[str]] = {}
+    """Each distribution reached -> the extras whose requirements were followed."""
+    pending = [(required_by, r) for r in map(parse_requirement, requirements) if not r.for_extras]
+    while pending:
+        parent, requirement = pending.pop()
+        requires = requires_of(requirement.name)
+        if requires is None:
+            if requirement.marker:
+                continue
+            raise ImageBuildError(
+                f"{requirement.name} (required by {parent}) is not installed in the environment "
+                "the Python images are built from: install it (pip install -e .)")
+        first = requirement.name not in followed
+        extras = followed.setdefault(requirement.name, set())
+        new = requirement.extras - extras
+        if not first and not new:
+            continue
+        extras |= new
+        for needed in map(parse_requirement, requires):
+            if (needed.for_extras & new) if needed.for_extras else first:
+                pending.append((requirement.name, needed))
+    return sorted(followed)
+
+
+def stdlib_path_wanted(relative: str) -> bool:
+    """Whether a file of the standard library (path relative to it) goes into the images: not
+    under :data:`SKIPPED_STDLIB_DIRS` or the build's config-* directory (a static libpython
+    for embedding), not bytecode, and not one of :data:`SKIPPED_EXTENSIONS`."""
+    path = PurePosixPath(relative)
+    if any(not _stdlib_dir_wanted(part) for part in path.parts[:-1]):
+        return False
+    if path.suffix in (".pyc", ".pyo"):
+        return False
+    if path.parts[0] == "lib-dynload":
+        return not path.name.startswith(SKIPPED_EXTENSIONS)
+    return True
+
+
+def _stdlib_dir_wanted(name: str) -> bool:
+    return name not in SKIPPED_STDLIB_DIRS and not name.startswith("config-")
+
+
+def stdlib_files(stdlib: Path) -> dict[str, Path]:
+    """The standard library's files the images hold (see :func:`stdlib_path_wanted`), by path
+    relative to ``stdlib``."""
+    found: dict[str, Path] = {}
+    for directory, dirs, files in os.walk(stdlib):
+        dirs[:] = sorted(d for d in dirs if _stdlib_dir_wanted(d))
+        for name in sorted(files):
+            relative = os.path.relpath(os.path.join(directory, name), stdlib)
+            if stdlib_path_wanted(relative):
+                found[relative] = Path(directory, name)
+    return found
+
+
+def distribution_files(distribution: importlib.metadata.Distribution) -> dict[str, Path]:
+    """An installed distribution's files as its RECORD lists them, by path relative to its
+    site-packages: modules, extension modules, data and metadata; no bytecode, and nothing
+    installed outside site-packages (scripts)."""
+    name = distribution.metadata["Name"]
+    if distribution.files is None:
+        raise ImageBuildError(f"{name}: installed without a RECORD of its files; reinstall it")
+    found: dict[str, Path] = {}
+    for file in distribution.files:
+        relative = PurePosixPath(str(file))
+        if relative.is_absolute() or ".." in relative.parts or "__pycache__" in relative.parts \
+                or relative.suffix in (".pyc", ".pyo"):
+            continue
+        source = Path(str(distribution.locate_file(file)))
+        if not source.is_file():
+            raise ImageBuildError(f"{name}: {relative}, listed in its RECORD, is missing "
+                                  f"({source}); reinstall it")
+        found[str(relative)] = source
+    return found
+
+
+def project_metadata(source_root: Path) -> tuple[list[str], list[str]]:
+    """kubelite's runtime requirements (``project.dependencies``) and its top-level package
+    globs (``tool.setuptools.packages.find.include``) from the checkout's pyproject.toml: the
+    checkout's own, current even where the installed metadata is older."""
+    path = source_root / "pyproject.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ImageBuildError(
+            f"{path}: {e}; the Python images are built from kubelite's checkout") from e
+    dependencies = data.get("project", {}).get("dependencies", [])
+    include = data.get("tool", {}).get("setuptools", {}).get("packages", {}).get(
+        "find", {}).get("include")
+    for field, value in (("project.dependencies", dependencies),
+                         ("tool.setuptools.packages.find.include", include)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ImageBuildError(f"{path}: {field} must be a list of strings")
+    return list(dependencies), list(include)
+
+
+def source_files(source_root: Path, include: Sequence[str]) -> dict[str, Path]:
+    """The .py files of the top-level packages in ``source_root`` whose names match one of
+    ``include`` (setuptools' globs such as ``kubelite*``), by path relative to it."""
+    found: dict[str, Path] = {}
+    for entry in sorted(source_root.iterdir()):
+        if not (entry / "__init__.py").is_file() or \
+                not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in include):
+            continue
+        for directory, dirs, files in os.walk(entry):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    path = Path(directory, name)
+                    found[str(path.relative_to(source_root))] = path
+    return found
+
+
+def parse_ldd(output: str, files: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """What ``ldd FILE...`` printed: the shared libraries the files need (name as the files
+    ask for it -> the node's file), and the dynamic loaders. A library ldd did not find is an
+    error naming the file that needs it."""
+    libraries: dict[str, str] = {}
+    loaders: list[str] = []
+    current = files[0] if len(files) == 1 else "?"
+    for line in output.splitlines():
+        if not line[:1].isspace():
+            if line.endswith(":"):  # the header of each file's part when there are several
+                current = line[:-1]
+            continue
+        entry = line.strip()
+        name, arrow, found = entry.partition(" => ")
+        path = found.rsplit(" (", 1)[0].strip()
+        if arrow and not path.startswith("/"):
+            raise ImageBuildError(f"{current} needs {name}, which ldd does not find on this node")
+        if arrow:
+            if libraries.setdefault(name, path) != path:
+                raise ImageBuildError(f"{name} is both {libraries[name]} and {path} (for "
+                                      f"{current}); the images hold one library of each name")
+        elif entry.startswith("/"):
+            loader = entry.rsplit(" (", 1)[0]
+            if loader not in loaders:
+                loaders.append(loader)
+        # else linux-vdso (the kernel's) or "statically linked": nothing to copy
+    return libraries, loaders
+
+
+def shared_libraries(files: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """:func:`parse_ldd` of ``ldd`` on ``files`` (remembered while the files stay the same)."""
+    key = tuple((f, *_identity(f)) for f in files)
+    known = _ldd_results.get(key)
+    if known is None:
+        known = parse_ldd(_run([_tool("ldd", "libc-bin"), *files]), files)
+        _ldd_results[key] = known
+    return known
+
+
+def python_runtime_layer(source_root: str = SOURCE_ROOT) -> dict[str, Entry]:
+    """The running interpreter (the real binary behind a venv's link), its standard library,
+    kubelite's runtime dependencies (transitively) from the environment it runs in, and every
+    shared library these load, with the dynamic loader."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    lib = f"{IMAGE_PREFIX}/lib/python{version}"
+    executable = os.path.realpath(sys.executable)
+    layer: dict[str, Entry] = {
+        f"{IMAGE_PREFIX}/bin/python{version}": Copy(executable),
+        f"{IMAGE_PREFIX}/bin/python3": Symlink(f"python{version}"),
+        f"{IMAGE_PREFIX}/bin/python": Symlink("python3"),
+    }
+    binaries = [executable]
+
+    def copy(path: str, source: Path) -> None:
+        layer[path] = Copy(str(source), 0o755 if source.stat().st_mode & 0o111 else 0o644)
+        if _SHARED_OBJECT.search(source.name):
+            binaries.append(str(source))
+
+    for relative, source in stdlib_files(Path(sysconfig.get_paths()["stdlib"])).items():
+        copy(f"{lib}/{relative}", source)
+    requirements, _ = project_metadata(Path(source_root))
+    for name in requirement_closure(requirements, _installed_requires):
+        for relative, source in distribution_files(importlib.metadata.distribution(name)).items():
+            copy(f"{lib}/site-packages/{relative}", source)
+    libraries, loaders = shared_libraries(binaries)
+    for name, path in libraries.items():
+        layer[f"{IMAGE_LIBRARY_DIR}/{name}"] = Copy(path)
+    for loader in loaders:
+        layer[loader.lstrip("/")] = Copy(loader)
+    return layer
+
+
+def kubelite_source_layer(source_root: str = SOURCE_ROOT) -> dict[str, Entry]:
+    """kubelite's top-level packages (those pyproject.toml's find.include names), .py files."""
+    _, include = project_metadata(Path(source_root))
+    return {f"{KUBELITE_SOURCE_DIR}/{relative}": Copy(str(source), 0o644)
+            for relative, source in source_files(Path(source_root), include).items()}
+
+
+def python_recipes(busybox: str = BUSYBOX_BINARY,
+                   source_root: str = SOURCE_ROOT) -> dict[str, ImageRecipe]:
+    """kubelite/python (the interpreter and kubelite on busybox, ``python3`` as its command),
+    kubelite/agnhost (the test server) and kubelite/dns (the cluster DNS server) on it, by
+    name. The interpreter with its libraries is a layer of its own, below kubelite's sources,
+    so an edit to the sources rebuilds only their layer."""
+    runtime = ImageRecipe(
+        PYTHON_RUNTIME, (python_runtime_layer(source_root),),
+        ImageConfig(cmd=(IMAGE_PYTHON,), env=PYTHON_ENV), base=busybox_recipe(busybox),
+        tag=PYTHON_IMAGES_TAG)
+    python = ImageRecipe(PYTHON, (kubelite_source_layer(source_root),), runtime.config,
+                         base=runtime, tag=PYTHON_IMAGES_TAG)
+    agnhost = ImageRecipe(AGNHOST, (), ImageConfig(
+        entrypoint=(IMAGE_PYTHON, "-m", AGNHOST_MODULE), cmd=AGNHOST_DEFAULT_ARGS,
+        env=PYTHON_ENV), base=python, tag=PYTHON_IMAGES_TAG)
+    dns = ImageRecipe(DNS, (), ImageConfig(
+        entrypoint=(IMAGE_PYTHON, "-m", DNS_MODULE), env=PYTHON_ENV,
+        exposed_ports=("53/udp", "53/tcp")), base=python, tag=PYTHON_IMAGES_TAG)
+    return {PYTHON: python, AGNHOST: agnhost, DNS: dns}
+
+
+def build_python_images(out_dir: Path, *, busybox: str = BUSYBOX_BINARY,
+                        source_root: str = SOURCE_ROOT) -> dict[str, OciImage]:
+    """python, agnhost and dns (see :func:`python_recipes`), by name."""
+    return {name: build_image(recipe, out_dir)
+            for name, recipe in python_recipes(busybox, source_root).items()}
+
+
+def _installed_requires(name: str) -> list[str] | None:
+    try:
+        distribution = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return list(distribution.requires or [])
+
+
 # -- building ----------------------------------------------------------------------------------
 
 
@@ -289,10 +618,11 @@ def build_image(recipe: ImageRecipe, out_dir: Path) -> OciImage:
             layout = work / "layout"
             ref = f"{layout}:{recipe.tag}"
             if base is not None:
-                shutil.copytree(base.layout, layout, symlinks=True)
+                _copy_layout(base.layout, layout)
                 (layout / STAMP).unlink()
                 if base.tag != recipe.tag:
                     _run([umoci, "tag", "--image", f"{layout}:{base.tag}", recipe.tag])
+                    _run([umoci, "rm", "--image", f"{layout}:{base.tag}"])
             else:
                 _run([umoci, "init", "--layout", str(layout)])
                 _run([umoci, "new", "--image", ref])
@@ -411,12 +741,43 @@ def _resolve_tini(tini: str | None) -> str | None:
     return tini
 
 
+def _copy_layout(source: Path, dest: Path) -> None:
+    """A copy of an OCI layout whose blobs are hard links: blobs are named by their digest and
+    never change, and the Python images' are large."""
+    def copy(src: str, dst: str) -> None:
+        if "blobs" in Path(src).relative_to(source).parts:
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass  # another file system or no links there: a copy does as well
+        shutil.copy2(src, dst)
+
+    shutil.copytree(source, dest, symlinks=True, copy_function=copy)
+
+
+_file_digests: dict[tuple[str, int, int, int, int], bytes] = {}
+"""Digests of files already read in this process, by path and what stat says of the file."""
+_ldd_results: dict[tuple[tuple[str, int, int, int, int], ...],
+                   tuple[dict[str, str], list[str]]] = {}
+
+
+def _identity(path: str) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def _file_sha256(path: str) -> bytes:
+    key = (path, *_identity(path))
+    known = _file_digests.get(key)
+    if known is not None:
+        return known
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.digest()
+    _file_digests[key] = digest.digest()
+    return _file_digests[key]
 
 
 def _stamp(layout: Path) -> str | None:
@@ -458,8 +819,11 @@ def _run(argv: Sequence[str], timeout: float = 120.0) -> str:
 
 
 __all__ = [
-    "AUTO", "BUSYBOX", "PAUSE", "TESTSERVER", "Copy", "Dir", "File", "ImageBuildError",
-    "ImageConfig", "ImageRecipe", "OciImage", "Symlink", "build_all_images",
-    "build_busybox_image", "build_image", "build_pause_image", "build_testserver_image",
-    "busybox_recipe", "export_archive", "pause_recipe", "recipe_hash", "testserver_recipe",
+    "AGNHOST", "AUTO", "BUSYBOX", "DNS", "PAUSE", "PYTHON", "PYTHON_IMAGES_TAG", "TESTSERVER",
+    "Copy", "Dir", "File", "ImageBuildError", "ImageConfig", "ImageRecipe", "OciImage",
+    "Requirement", "Symlink", "build_all_images", "build_busybox_image", "build_image",
+    "build_pause_image", "build_python_images", "build_testserver_image", "busybox_recipe",
+    "distribution_files", "export_archive", "parse_ldd", "parse_requirement", "pause_recipe",
+    "python_recipes", "recipe_hash", "requirement_closure", "source_files", "stdlib_files",
+    "stdlib_path_wanted", "testserver_recipe",
 ]

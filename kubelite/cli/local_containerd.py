@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from kubelite.containerd_process import ContainerdProcess, ContainerdSettings
-from kubelite.node_images import PAUSE_ARCHIVE, build_node_images, push_images
+from kubelite.node_images import build_node_images, import_node_images, push_images
 from kubelite.registry import LocalRegistry, LocalRegistrySettings
 
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
@@ -108,8 +108,9 @@ class ContainerdNode(_Component):
     def start(self) -> None:
         build_node_images(self.images_dir)  # cached after the first node
         self.containerd.start()
-        # The sandbox image comes with the node: pods never wait for (or fail on) its pull.
-        self.containerd.import_image(self.images_dir / PAUSE_ARCHIVE)
+        # The sandbox image (and kubelite's own images) come with the node: pods never wait for
+        # (or fail on) their pull.
+        import_node_images(self.containerd, self.images_dir)
 
     def running(self) -> bool:
         return self.containerd.running()

@@ -20,6 +20,7 @@ from kubelite.containerd_process import (
 from kubelite.node_images import PAUSE_ARCHIVE as PAUSE_ARCHIVE
 from kubelite.node_images import REGISTRY_IMAGES as REGISTRY_IMAGES
 from kubelite.node_images import build_node_images, push_images
+from kubelite.node_images import import_node_images as import_node_images
 from kubelite.registry import LocalRegistry, LocalRegistrySettings, RegistryCredentials
 
 # The node images, under the names the tiers know them by.
@@ -78,15 +79,16 @@ def node_containerd(directory: Path, *, images_dir: Path,
                     registry: LocalRegistry | None = None,
                     **overrides: Any) -> Iterator[ContainerdProcess]:
     """A containerd with every path in ``directory``, docker.io mirrored to ``registry`` (when
-    given), and the pause image imported; stopped on exit, leaving no process behind.
-    ``overrides`` set other :class:`ContainerdSettings` fields."""
+    given), and the node's images (pause, kubelite/agnhost, kubelite/dns) imported; stopped on
+    exit, leaving no process behind. ``overrides`` set other :class:`ContainerdSettings`
+    fields."""
     if registry is not None:
         overrides.setdefault("registry_mirrors", registry_mirrors(registry))
-    archive = pause_archive(images_dir)
+    build_test_images(images_dir)
     containerd = ContainerdProcess(ContainerdSettings.under(directory, **overrides))
     containerd.start()
     try:
-        containerd.import_image(archive)
+        import_node_images(containerd, images_dir)
         yield containerd
     finally:
         containerd.stop()

@@ -79,8 +79,8 @@ from kubelite.etcd_process import FAST_ELECTION_TIMEOUT, FAST_HEARTBEAT_INTERVAL
 from kubelite.processes import ManagedProcess
 from kubelite.registry import LocalRegistry, LocalRegistrySettings
 from kubelite.testing.images import (
-    PAUSE_ARCHIVE,
     build_test_images,
+    import_node_images,
     missing_containerd_tools,
     push_test_images,
     registry_mirrors,
@@ -740,7 +740,7 @@ class MultiHostCluster:
 
     def _start_containerd(self, containerd: ContainerdProcess) -> None:
         containerd.start()
-        containerd.import_image(self.images_dir / PAUSE_ARCHIVE)
+        import_node_images(containerd, self.images_dir)
 
     def _stop_registry_and_containerds(self) -> None:
         """Stops every containerd (with its shims and containers) and the registry."""

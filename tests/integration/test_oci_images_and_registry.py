@@ -188,10 +188,11 @@ def test_registry_serves_the_pushed_images(registry: LocalRegistry,
                                            images: dict[str, OciImage]) -> None:
     for repository, name in REGISTRY_IMAGES.items():
         with urllib.request.urlopen(f"{registry.url}/v2/{repository}/tags/list") as response:
-            assert json.loads(response.read()) == {"name": repository, "tags": ["latest"]}
+            assert json.loads(response.read()) == {"name": repository,
+                                                   "tags": [images[name].tag]}
         inspected = json.loads(subprocess.run(
             ["skopeo", "--insecure-policy", "inspect", "--tls-verify=false",
-             f"docker://{registry.reference(repository)}"],
+             f"docker://{registry.reference(repository, images[name].tag)}"],
             check=True, capture_output=True).stdout)
         assert inspected["Digest"] == images[name].digest
     assert registry.tags("library/nginx") == ["latest"]
