@@ -25,6 +25,7 @@ from kubelet.linux_config import resources_for, security_for, verify_run_as_non_
 from kubelet.pod_ips import PodIPAllocator, PodIPsExhausted
 from kubelet.prober import ProbeKind, ProbeWorker, run_handler
 from kubelet.pull_secrets import matching, pull_credentials
+from kubelet.runtime.images import expand
 from kubelet.runtime.interface import (
     ContainerConfig,
     ContainerState,
@@ -437,8 +438,9 @@ class PodWorker:
             config = ContainerConfig(
                 name=container.name,
                 image=container.image,
-                command=list(container.command),
-                args=list(container.args),
+                # $(VAR) references expand from the container's env, as the kubelet does.
+                command=[expand(c, env) for c in container.command],
+                args=[expand(a, env) for a in container.args],
                 env=env,
                 working_dir=container.working_dir,
                 mounts=mounts,

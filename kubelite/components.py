@@ -323,6 +323,10 @@ class Kubelet(Daemon):
     host_gw_routes: bool = False
     """Keep routes to the other nodes' podCIDRs via their InternalIPs (nodes on one L2
     network, containerd runtime)."""
+    cluster_dns: tuple[str, ...] | None = None
+    """The cluster DNS Service's IPs, its pods' nameservers (None: the node's resolver)."""
+    cluster_domain: str | None = None
+    """The cluster's DNS domain (None: cluster.local)."""
 
     @property
     def health(self) -> str:

@@ -343,8 +343,8 @@ class ProcessRuntime:
         # command and args are expanded from the container's env, as the kubelet does.
         argv = images.resolve(
             config.image,
-            [images.expand(c, config.env) for c in config.command],
-            [images.expand(a, config.env) for a in config.args],
+            list(config.command),  # expanded by the kubelet, for every runtime
+            list(config.args),
             self._builtins,
         )
         mounts = self._check_mounts(config)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
+from kubelite.cli.addons import dns_cluster_ip, install_dns
 from kubelite.cli.local_containerd import (
     ContainerdNode,
     RegistryComponent,
@@ -351,7 +352,8 @@ def _components(s: LocalClusterSettings) -> list[Component]:
         kubelet = Kubelet(node_name=name, address=address, server=api.listen,
                           root_dir=str(node_dir), port=s.kubelet_port,
                           health_address=join_host_port(address, s.kubelet_health_port),
-                          pod_cidr=pod_cidrs[i - 1] or None, stop_pods_on_exit=True)
+                          pod_cidr=pod_cidrs[i - 1] or None, stop_pods_on_exit=True,
+                          cluster_dns=(dns_cluster_ip(s.service_cluster_ip_range),))
         if containers:
             containerd = ContainerdNode(f"containerd-{name}", node_dir / "containerd", images,
                                         registry_url)
@@ -569,6 +571,9 @@ def up(settings: LocalClusterSettings) -> int:
     started = time.monotonic()
     try:
         cluster.start()
+        if asyncio.run(install_dns(cluster.server, settings.service_cluster_ip_range)):
+            _say(f"  cluster DNS: kube-dns at"
+                 f" {dns_cluster_ip(settings.service_cluster_ip_range)} (kube-system)")
         config, own = _write_klctl_config(cluster.server, settings.data_dir)
         also = f" (this cluster's alone: KUBELITE_CONFIG={own})" if own != config else ""
         where = ("" if settings.data_dir == default_data_dir()

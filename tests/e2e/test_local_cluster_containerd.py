@@ -6,20 +6,16 @@ namespaces, hostNetwork and hostPort work, and `kubelite down` leaves nothing be
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
 import shutil
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kubelite.cli.local_containerd import missing_for_containerd
-from kubelite.testing.cluster import TestCluster, script
+from kubelite.testing.cluster import TestCluster
+from tests.e2e.local_netns import LocalCluster, local_cluster_in_netns
 
 pytestmark = [pytest.mark.e2e]
 
@@ -33,78 +29,14 @@ def _missing() -> list[str]:
     return missing
 
 
-def in_netns(netns: str, argv: list[str]) -> list[str]:
-    # nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroups runc needs.
-    return ["nsenter", f"--net=/run/netns/{netns}", *argv]
-
-
-@dataclass
-class LocalCluster:
-    netns: str
-    data: Path
-    env: dict[str, str]
-
-    def run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(in_netns(self.netns, list(argv)), capture_output=True, text=True,
-                              env=self.env, timeout=timeout, check=False)
-
-    def klctl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(in_netns(self.netns, [script("klctl"), *args]),
-                              capture_output=True, text=True, env=self.env, timeout=60,
-                              check=False, input=stdin)
-
-    def get(self, *what: str) -> Any:
-        result = self.klctl("get", *what, "-o", "json")
-        return json.loads(result.stdout) if result.returncode == 0 else None
-
-    def pod(self, name: str) -> dict[str, Any]:
-        return self.get("pod", name) or {}
-
-    def wait_running(self, name: str, timeout: float = 60) -> dict[str, Any]:
-        TestCluster.wait_for(
-            lambda: self.pod(name).get("status", {}).get("phase") == "Running"
-            and all(c.get("ready") for c in self.pod(name)["status"]["containerStatuses"]),
-            f"pod {name} running and ready", timeout=timeout)
-        return self.pod(name)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     missing = _missing()
     if missing:
         pytest.skip("containerd runtime needs: " + ", ".join(missing))
-    tmp = tmp_path_factory.mktemp("containerd-up")
-    netns = f"klup-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
-    cluster = LocalCluster(netns, tmp / "cluster",
-                           {**os.environ, "KUBELITE_CONFIG": str(tmp / "klctl-config")})
-    process = subprocess.Popen(
-        in_netns(netns, [script("kubelite"), "up", "--runtime", "containerd",
-                         "--local-registry", "--nodes", "2", "--data-dir", str(cluster.data)]),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster.env)
-    output: list[str] = []
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-            if "kubelite is ready" in line:
-                break
-        else:
-            raise AssertionError("kubelite up exited:\n" + "".join(output))
+    with local_cluster_in_netns(tmp_path_factory.mktemp("containerd-up"), "--runtime",
+                                "containerd", "--local-registry", "--nodes", "2") as cluster:
         yield cluster
-        down = cluster.run(script("kubelite"), "down", "--data-dir", str(cluster.data),
-                           timeout=120)
-        assert down.returncode == 0, down.stderr
-        process.wait(60)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(120)
-        subprocess.run(["ip", "netns", "del", netns], check=False)
-    leftovers = subprocess.run(["pgrep", "-af", str(cluster.data)], capture_output=True,
-                               text=True, check=False).stdout
-    assert [line for line in leftovers.splitlines() if "pgrep" not in line] == []
 
 
 def test_the_nginx_tour_with_exact_round_robin_from_a_pod(cluster: LocalCluster) -> None:
@@ -135,6 +67,12 @@ def test_the_nginx_tour_with_exact_round_robin_from_a_pod(cluster: LocalCluster)
     for name in answers():
         counts[name] = counts.get(name, 0) + 1
     assert sorted(counts.values()) == [10, 10, 10], counts
+    # By name through the cluster DNS (kube-dns pods on containerd too).
+    TestCluster.wait_for(
+        lambda: cluster.klctl("exec", client, "--", "wget", "-qO-",
+                              "http://nginx/cgi-bin/hostname").stdout.strip()
+        in {p["metadata"]["name"] for p in pods()},
+        "nginx by its Service name", timeout=30)
 
 
 SHARED = """

@@ -520,3 +520,28 @@ spec:
                           "[[ a == a ]] && readlink /proc/$$/exe")
     assert shell.stdout.strip() == "/bin/busybox"
     cluster.klctl("delete", "pod", "real-busybox", "--grace-period", "0")
+
+
+def test_command_and_args_expand_env_references(cluster: TestCluster) -> None:
+    """$(VAR) in command and args comes from the container's env (the downward API too),
+    "$$(VAR)" stays literal and an undefined reference stays as written."""
+    cluster.apply("""
+apiVersion: v1
+kind: Pod
+metadata:
+  name: expands
+spec:
+  restartPolicy: Never
+  containers:
+    - name: main
+      image: busybox
+      command: ["echo", "$(WHO)"]
+      args: ["$(POD_NAME)", "$$(WHO)", "$(NOPE)"]
+      env:
+        - {name: WHO, value: world}
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+""")
+    cluster.wait_for(lambda: phase_is(cluster, "expands", "Succeeded"), "expands done")
+    assert cluster.klctl("logs", "expands").stdout == "world expands $(WHO) $(NOPE)\n"
+    cluster.klctl("delete", "pod", "expands", "--grace-period", "0")
