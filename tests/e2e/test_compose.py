@@ -1,21 +1,30 @@
 """deploy/docker-compose.yml is a valid compose file with the services the design names, and
 it and deploy/node-entrypoint.sh run the commands kubelite.components builds (which the
-daemons' parsers take: tests/unit/test_components.py)."""
+daemons' parsers take: tests/unit/test_components.py). Cluster DNS runs as pods, as in
+Kubernetes: the one-shot ``addons`` service applies deploy/addons/dns.yaml and the kubelets give
+pods its Service as their nameserver."""
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from apiserver.__main__ import parse_args as parse_apiserver_args
+from clusterdns.__main__ import parse_args as parse_dns_args
+from kubelet.__main__ import parse_args as parse_kubelet_args
+from kubelet.runtime.images import expand, lookup
 from kubelite.components import (
     DAEMONS,
     ApiServer,
+    ClusterDns,
     ControllerManager,
     Daemon,
     Etcd,
@@ -27,7 +36,17 @@ from kubelite.components import (
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
 ENTRYPOINT = ROOT / "deploy" / "node-entrypoint.sh"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+DNS_ADDON = ROOT / "deploy" / "addons" / "dns.yaml"
+DNS_ADDON_IN_IMAGE = "/opt/kubelite/deploy/addons/dns.yaml"
+"""Where the image holds dns.yaml (WORKDIR /opt/kubelite) for the addons service to apply."""
 SERVER = "apiserver:6443"
+NODES = ("node-1", "node-2", "node-3")
+ONE_SHOT = {"addons"}
+"""Services that do one job and exit (restarted only on failure)."""
+RUN_AS_PODS: dict[type[Daemon], Path] = {ClusterDns: DNS_ADDON}
+"""Daemons no compose service runs: Kubernetes runs cluster DNS as pods, so the stack does too,
+from the addon manifest whose image runs the daemon's module on the nodes."""
 
 ETCD = Etcd(name="etcd", data_dir="/var/lib/etcd", client_urls=("http://0.0.0.0:2379",),
             advertise_client_urls=("http://etcd:2379",), log_level=None, logger=None)
@@ -60,22 +79,96 @@ def test_compose_file_is_valid() -> None:
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     services = config["services"]
-    assert {"etcd", "apiserver", "scheduler", "controller-manager",
-            "node-1", "node-2", "node-3"} <= set(services)
+    assert {"etcd", "apiserver", "scheduler", "controller-manager", *NODES,
+            *ONE_SHOT} <= set(services)
     for name, service in services.items():
-        assert service.get("restart") == "unless-stopped", name
-    for name in ("etcd", "apiserver", "scheduler", "controller-manager", "node-1", "node-2",
-                 "node-3"):
+        restart = "on-failure" if name in ONE_SHOT else "unless-stopped"
+        assert service.get("restart") == restart, name
+    for name in ("etcd", "apiserver", "scheduler", "controller-manager", *NODES):
         assert "healthcheck" in services[name], name
-    assert all(services[f"node-{i}"]["privileged"] for i in (1, 2, 3))
+    assert all(services[name]["privileged"] for name in NODES)
 
 
 def test_every_console_script_the_compose_file_runs_exists() -> None:
     text = COMPOSE.read_text() + ENTRYPOINT.read_text()
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    for script in (daemon.script for daemon in DAEMONS):
-        assert script in text
-        assert f"{script} =" in pyproject, f"{script} is not a console script"
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for daemon in DAEMONS:
+        assert scripts.get(daemon.script) == f"{daemon.module}.__main__:main", (
+            f"{daemon.script} is not the console script of {daemon.module}")
+        if daemon in RUN_AS_PODS:
+            continue  # test_daemons_run_as_pods_run_through_their_image
+        assert daemon.script in text, f"no compose service runs {daemon.script}"
+
+
+def test_daemons_run_as_pods_run_through_their_image() -> None:
+    # On the nodes' process runtime an image is a program of the node: the addon's image is
+    # the one that runs the daemon's module.
+    for daemon, manifest in RUN_AS_PODS.items():
+        image = lookup(container_of(manifest)["image"])
+        assert image is not None, manifest
+        assert image.entrypoint[1:] == ("-m", daemon.module), manifest
+
+
+def test_dns_pods_serve_on_their_pod_ip() -> None:
+    # The kubelet expands $(POD_IP) from the env the manifest takes from status.podIP; the
+    # server finds the API server by the kubernetes Service's env the kubelet gives pods.
+    dns = container_of(DNS_ADDON)
+    [pod_ip_env] = [env for env in dns["env"] if env["name"] == "POD_IP"]
+    assert pod_ip_env["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    pod_ip = "172.18.0.5"
+    args = [expand(arg, {"POD_IP": pod_ip}) for arg in dns["args"]]
+    _, settings, _ = parse_dns_args(args)
+    assert (settings.listen_address, settings.port) == (pod_ip, ClusterDns.PORT)
+    assert settings.health_address == f"{pod_ip}:{ClusterDns.HEALTH_PORT}"
+
+
+def container_of(manifest: Path) -> dict[str, Any]:
+    """The one container of the manifest's Deployment."""
+    [deployment] = [document for document in yaml.safe_load_all(manifest.read_text())
+                    if document["kind"] == "Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_the_image_holds_every_package_and_the_addons() -> None:
+    dockerfile = DOCKERFILE.read_text()
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]
+    for package in (pattern.rstrip("*") for pattern in packages):
+        assert f"COPY {package} ./{package}\n" in dockerfile, package
+    assert "WORKDIR /opt/kubelite\n" in dockerfile
+    assert "COPY deploy/addons ./deploy/addons\n" in dockerfile
+
+
+def test_the_addons_service_applies_the_dns_addon_once_the_api_server_is_up() -> None:
+    addons = services()["addons"]
+    assert addons["depends_on"] == {"apiserver": {"condition": "service_healthy"}}
+    assert addons["command"][:2] == ["sh", "-c"]
+    script = addons["command"][2]
+    # Retried until it succeeds; klctl finds the API server by KUBELITE_SERVER.
+    assert script.startswith(f"until klctl apply -f {DNS_ADDON_IN_IMAGE}; do "), script
+    assert addons["environment"]["KUBELITE_SERVER"] == SERVER
+
+
+def test_kubelets_give_pods_the_dns_service_as_nameserver() -> None:
+    [service] = [document for document in yaml.safe_load_all(DNS_ADDON.read_text())
+                 if document["kind"] == "Service"]
+    assert (service["metadata"]["name"], service["metadata"]["namespace"]) == (
+        "kube-dns", "kube-system")
+    cluster_ip = service["spec"]["clusterIP"]
+    # The 10th address of the API server's range, as Kubernetes' kube-dns (10.96.0.10).
+    apiserver, _ = parse_apiserver_args(services()["apiserver"]["command"][1:])
+    service_range = ipaddress.ip_network(apiserver.api.service_cluster_ip_range)
+    assert cluster_ip == str(service_range[10])
+    node_args = ["--cluster-dns", cluster_ip, "--cluster-domain", "cluster.local"]
+    for name in NODES:
+        assert services()[name]["command"] == ["kubelite-node", *node_args], name
+    # The entrypoint hands its arguments to the kubelet ("$@"), which takes them.
+    kubelet = Kubelet(node_name="node-1", address="172.18.0.5", server=SERVER,
+                      root_dir="/var/lib/kubelite/kubelet", stop_pods_on_exit=True)
+    settings, _ = parse_kubelet_args([*kubelet.flags(), *node_args])
+    assert settings.cluster_dns == (cluster_ip,)
+    assert settings.cluster_domain == "cluster.local"
 
 
 def test_control_plane_services_run_the_specs_commands() -> None:
