@@ -95,7 +95,7 @@ UNSUPPORTED_FIELDS: dict[str, dict[str, str]] = {
     },
     "kubelite.v1.PodSpec": {
         name: f"{name} is not supported"
-        for name in ("dnsConfig", "ephemeralContainers", "runtimeClassName", "overhead", "os",
+        for name in ("ephemeralContainers", "runtimeClassName", "overhead", "os",
                      "hostUsers", "setHostnameAsFQDN", "schedulingGates", "resourceClaims",
                      "resources")
     },

@@ -224,8 +224,8 @@ async def test_command_and_args_run_as_given(runtime: ProcessRuntime) -> None:
 async def test_exit_codes_are_recorded(runtime: ProcessRuntime) -> None:
     ok = await _run(runtime, "ok", ["true"])
     three = await _run(runtime, "three", ["sh", "-c", "exit 3"])
-    # "$$" is an escaped "$" in Kubernetes commands, so the shell sees $$.
-    killed = await _run(runtime, "killed", ["sh", "-c", "kill -9 $$$$"])
+    # The runtime runs the command as given (the kubelet expands $(VAR) before it).
+    killed = await _run(runtime, "killed", ["sh", "-c", "kill -9 $$"])
     statuses = [await _exited(runtime, cid) for cid in (ok, three, killed)]
     assert [(s.exit_code, s.reason) for s in statuses] == [
         (0, "Completed"), (3, "Error"), (137, "Error")]

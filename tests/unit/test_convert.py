@@ -288,7 +288,7 @@ def test_projected_volume_is_unsupported_not_unknown() -> None:
 
 @pytest.mark.parametrize(("where", "key"), [
     ("volume", "nfs"), ("volume", "csi"), ("volume", "ephemeral"), ("volume", "gitRepo"),
-    ("spec", "dnsConfig"), ("spec", "runtimeClassName"), ("spec", "ephemeralContainers"),
+    ("spec", "runtimeClassName"), ("spec", "ephemeralContainers"),
     ("container", "volumeDevices"),
 ])
 def test_known_upstream_fields_are_unsupported(where: str, key: str) -> None:
