@@ -8,7 +8,8 @@ import ipaddress
 from pathlib import Path
 
 from kubelite.api import convert
-from kubelite.api.errors import AlreadyExists
+from kubelite.api import meta as m
+from kubelite.api.errors import AlreadyExists, NotFound
 from kubelite.api.manifests import load_documents
 from kubelite.client.client import ApiClient
 from protos.v1 import objects_pb2 as v1
@@ -33,6 +34,14 @@ async def install_dns(server: str, service_range: str, manifest: Path = DNS_MANI
             if isinstance(obj, v1.Service):
                 obj.spec.cluster_ip = dns_cluster_ip(service_range)
                 del obj.spec.cluster_ips[:]
+            try:
+                # Looked up first: a second Service create would fail on its ClusterIP
+                # (already allocated) before its name.
+                meta = m.meta(obj)
+                await client.get(type(obj), meta.name, meta.namespace)
+                continue
+            except NotFound:
+                pass
             try:
                 await client.create(obj)
                 created += 1

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
+from kubelite.api.errors import ApiError
 from kubelite.cli.addons import dns_cluster_ip, install_dns
 from kubelite.cli.local_containerd import (
     ContainerdNode,
@@ -588,7 +589,7 @@ def up(settings: LocalClusterSettings) -> int:
             f"Logs: {cluster.logs}/. Stop with Ctrl-C or `kubelite down{where}`.\n"
         )
         code = cluster.supervise()
-    except (RuntimeError, TimeoutError, FileNotFoundError) as e:
+    except (RuntimeError, TimeoutError, FileNotFoundError, ApiError) as e:
         print(f"error: {e}", file=sys.stderr)
         code = 1
     finally:
