@@ -31,6 +31,7 @@ from kubelet.runtime.interface import (
     ContainerState,
     ContainerStatus,
     HostAlias,
+    ImagePull,
     PodSandboxConfig,
     PortMapping,
     Runtime,
@@ -423,10 +424,9 @@ class PodWorker:
         if self.pod_ip:
             pod.status.pod_ips.add(ip=self.pod_ip)
         try:
-            await self._ensure_image(pod, container)
+            image = await self._ensure_image(pod, container)
             security = security_for(pod, container)
-            image_uid, image_user = await ctx.runtime.image_user(container.image)
-            refused = verify_run_as_non_root(security, image_uid, image_user)
+            refused = verify_run_as_non_root(security, image.uid, image.user)
             if refused:
                 raise ContainerStartError(
                     "CreateContainerConfigError",
@@ -488,8 +488,9 @@ class PodWorker:
                 ctx.recorder.record(pod, WARNING, "FailedPostStartHook", outcome.message)
                 await ctx.runtime.stop_container(container_id, 0)
 
-    async def _ensure_image(self, pod: v1.Pod, container: v1.Container) -> None:
-        """Pulls the container's image by its imagePullPolicy, with Kubernetes' events; raises
+    async def _ensure_image(self, pod: v1.Pod, container: v1.Container) -> ImagePull:
+        """Pulls the container's image by its imagePullPolicy, with Kubernetes' events, and
+        says what it did and whom the image runs as; raises
         RuntimeError_ (ErrImagePull) or ContainerStartError (ErrImageNeverPull) when it cannot
         be had (the caller backs off: ImagePullBackOff)."""
         ctx = self.ctx
@@ -520,6 +521,7 @@ class PodWorker:
             ctx.recorder.record(
                 pod, NORMAL, "Pulled", f'Container image "{image}" already present on machine'
             )
+        return pull
 
     def _create_failed(
         self, pod: v1.Pod, container: v1.Container, e: ContainerStartError | RuntimeError_

@@ -67,6 +67,13 @@ _MAX_MESSAGE = 32 * 1024 * 1024
 """ExecSync answers carry up to 16 MiB per stream."""
 
 
+def _user_of(image: cri.Image) -> dict[str, Any]:
+    """The image's default user, as ImagePull carries it (the UID when numeric)."""
+    if image.HasField("uid"):
+        return {"uid": image.uid.value, "user": str(image.uid.value)}
+    return {"uid": None, "user": image.username}
+
+
 @dataclass(frozen=True)
 class CriRuntimeSettings:
     """How the kubelet reaches and uses its CRI runtime."""
@@ -283,7 +290,8 @@ class CriRuntime:
     ) -> ImagePull:
         present = await self._image(image)
         if present is not None and pull_policy != "Always":
-            return ImagePull(image_ref=present.id, pulled=False, size_bytes=present.size)
+            return ImagePull(image_ref=present.id, pulled=False, size_bytes=present.size,
+                             **_user_of(present))
         if pull_policy == "Never":
             raise RuntimeError_(
                 "ErrImageNeverPull",
@@ -311,10 +319,10 @@ class CriRuntime:
             except RuntimeError_ as e:
                 failure = failure or e
                 continue
-            pulled = await self._image(image)
+            pulled = await self._image(image) or cri.Image()
             return ImagePull(image_ref=response.image_ref, pulled=True,
-                             seconds=time.monotonic() - started,
-                             size_bytes=pulled.size if pulled is not None else 0)
+                             seconds=time.monotonic() - started, size_bytes=pulled.size,
+                             **_user_of(pulled))
         assert failure is not None
         raise RuntimeError_("ErrImagePull", failure.message.removeprefix("PullImage: "))
 
@@ -353,14 +361,6 @@ class CriRuntime:
         capacity = stat.f_blocks * stat.f_frsize
         return ImageFsUsage(used_bytes=capacity - stat.f_bavail * stat.f_frsize,
                             capacity_bytes=capacity, images_bytes=fs.used_bytes.value)
-
-    async def image_user(self, image: str) -> tuple[int | None, str]:
-        found = await self._image(image)
-        if found is None:
-            return None, ""
-        if found.HasField("uid"):
-            return found.uid.value, str(found.uid.value)
-        return None, found.username
 
     # -- containers ----------------------------------------------------------------------------
 

@@ -99,6 +99,10 @@ class ImagePull:
     seconds: float = 0.0
     """How long the pull took."""
     size_bytes: int = 0
+    uid: int | None = None
+    """The UID the image runs as by default (None when its USER is a name)."""
+    user: str = ""
+    """The image's USER as written (empty: root)."""
 
 
 @dataclass(frozen=True)
@@ -285,11 +289,6 @@ class Runtime(Protocol):
 
     async def image_fs_usage(self) -> ImageFsUsage | None:
         """The image filesystem's usage; None for a runtime without an image store."""
-        ...
-
-    async def image_user(self, image: str) -> tuple[int | None, str]:
-        """The UID the image runs as by default (None when its USER is a name) and its USER
-        as written (empty: root)."""
         ...
 
     async def remove_pod_sandbox(self, pod_uid: str) -> None:

@@ -284,7 +284,8 @@ class ProcessRuntime:
     ) -> ImagePull:
         # No image store: a catalogued image is always present, and any other runs only as
         # the container's own command on the node (create_container says so when it cannot).
-        return ImagePull(image_ref=image, pulled=False)
+        # Every container of this runtime runs as the kubelet's own user.
+        return ImagePull(image_ref=image, pulled=False, uid=os.getuid())
 
     async def list_images(self) -> list[ImageInfo]:
         return []  # no image store: nothing to collect
@@ -294,10 +295,6 @@ class ProcessRuntime:
 
     async def image_fs_usage(self) -> ImageFsUsage | None:
         return None
-
-    async def image_user(self, image: str) -> tuple[int | None, str]:
-        # Every container of this runtime runs as the kubelet's own user.
-        return os.getuid(), ""
 
     async def remove_pod_sandbox(self, pod_uid: str) -> None:
         for status in await self.list_containers(pod_uid):
