@@ -173,7 +173,9 @@ class Api:
         self.storage = storage
         self.settings = settings
         self.caches = {
-            r.plural: ResourceWatchCache(storage, r, settings.watch_cache) for r in RESOURCES
+            r.plural: ResourceWatchCache(storage, r, settings.watch_cache)
+            for r in RESOURCES
+            if r.stored
         }
         # name -> terminating?, from the namespaces watch: spares creates an etcd read.
         self._namespaces: dict[str, bool] = {}

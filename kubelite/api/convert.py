@@ -77,9 +77,9 @@ _NESTED_TYPE_META: dict[str, ResourceType] = {
     r.message.DESCRIPTOR.full_name: r for r in (*RESOURCES, *EMBEDDED)
 }
 
-_SUPPORTED_VOLUME_TYPES = "hostPath, emptyDir, configMap, secret, downwardAPI"
+_SUPPORTED_VOLUME_TYPES = "hostPath, emptyDir, configMap, secret, downwardAPI, projected"
 _UNSUPPORTED_VOLUME_TYPES = (
-    "projected", "ephemeral", "csi", "nfs", "iscsi", "fc", "rbd", "cephfs", "glusterfs",
+    "ephemeral", "csi", "nfs", "iscsi", "fc", "rbd", "cephfs", "glusterfs",
     "cinder", "flexVolume", "flocker", "gitRepo", "gcePersistentDisk", "awsElasticBlockStore",
     "azureDisk", "azureFile", "vsphereVolume", "quobyte", "photonPersistentDisk",
     "portworxVolume", "scaleIO", "storageos", "image",

@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from kubelite.api.strategies import (
+    access,
     apps,
     batch,
     configmap,
@@ -42,6 +43,9 @@ class ResourceType:
     """Whether the kind has a status written only through the status subresource."""
     strategy: Strategy[Any] = Strategy()
     """How the API defaults, validates, prepares and deletes the kind's objects."""
+    stored: bool = True
+    """False for kinds whose creates are evaluated and answered, never stored (access
+    reviews): they have no storage, no watch cache and no other verb."""
 
     @property
     def group(self) -> str:
@@ -95,11 +99,36 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("Job", "jobs", "batch/v1", True, v1.Job, strategy=batch.JobStrategy()),
     ResourceType("CronJob", "cronjobs", "batch/v1", True, v1.CronJob, ("cj",),
                  strategy=batch.CronJobStrategy()),
+    ResourceType("ServiceAccount", "serviceaccounts", "v1", True, v1.ServiceAccount, ("sa",),
+                 has_status=False, strategy=access.ServiceAccountStrategy()),
+    ResourceType("ResourceQuota", "resourcequotas", "v1", True, v1.ResourceQuota, ("quota",),
+                 strategy=access.ResourceQuotaStrategy()),
+    ResourceType("LimitRange", "limitranges", "v1", True, v1.LimitRange, ("limits",),
+                 has_status=False, strategy=access.LimitRangeStrategy()),
+    ResourceType("Role", "roles", "rbac.authorization.k8s.io/v1", True, v1.Role,
+                 has_status=False, strategy=access.RbacStrategy()),
+    ResourceType("ClusterRole", "clusterroles", "rbac.authorization.k8s.io/v1", False,
+                 v1.ClusterRole, has_status=False, strategy=access.RbacStrategy()),
+    ResourceType("RoleBinding", "rolebindings", "rbac.authorization.k8s.io/v1", True,
+                 v1.RoleBinding, has_status=False, strategy=access.RbacStrategy()),
+    ResourceType("ClusterRoleBinding", "clusterrolebindings", "rbac.authorization.k8s.io/v1",
+                 False, v1.ClusterRoleBinding, has_status=False,
+                 strategy=access.RbacStrategy()),
+    ResourceType("CertificateSigningRequest", "certificatesigningrequests",
+                 "certificates.k8s.io/v1", False, v1.CertificateSigningRequest, ("csr",),
+                 strategy=access.CertificateSigningRequestStrategy()),
+    ResourceType("SubjectAccessReview", "subjectaccessreviews", "authorization.k8s.io/v1",
+                 False, v1.SubjectAccessReview, strategy=access.ReviewStrategy(), stored=False),
+    ResourceType("SelfSubjectAccessReview", "selfsubjectaccessreviews",
+                 "authorization.k8s.io/v1", False, v1.SelfSubjectAccessReview,
+                 strategy=access.ReviewStrategy(), stored=False),
 )
 """Every kind served, with what makes it the kind it is: adding a kind is a line here and its
 strategy module (kubelite.api.strategies)."""
 
 EMBEDDED: tuple[ResourceType, ...] = (
+    ResourceType("TokenRequest", "tokenrequests", "authentication.k8s.io/v1", True,
+                 v1.TokenRequest, strategy=access.ReviewStrategy(), stored=False),
     ResourceType(
         "PersistentVolumeClaim", "persistentvolumeclaims", "v1", True,
         v1.PersistentVolumeClaim, ("pvc",),

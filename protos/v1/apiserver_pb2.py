@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protos/v1/apiserver.proto\x12\x0bkubelite.v1\"U\n\rCreateRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0e\n\x06object\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"?\n\nGetRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x89\x01\n\x0bListRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x03\x12\x16\n\x0e\x63ontinue_token\x18\x06 \x01(\t\"O\n\x0cListResponse\x12\x18\n\x10resource_version\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\x0c\x12\x16\n\x0e\x63ontinue_token\x18\x03 \x01(\t\"U\n\rUpdateRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0e\n\x06object\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"y\n\x0cPatchRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\npatch_type\x18\x04 \x01(\t\x12\r\n\x05patch\x18\x05 \x01(\x0c\x12\x13\n\x0bsubresource\x18\x06 \x01(\t\"6\n\rPreconditions\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12\x18\n\x10resource_version\x18\x02 \x01(\t\"\xcd\x01\n\rDeleteRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12!\n\x14grace_period_seconds\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\x12propagation_policy\x18\x05 \x01(\t\x12\x31\n\rpreconditions\x18\x06 \x01(\x0b\x32\x1a.kubelite.v1.PreconditionsB\x17\n\x15_grace_period_seconds\" \n\x0eObjectResponse\x12\x0e\n\x06object\x18\x01 \x01(\x0c\"\x9c\x01\n\x0cWatchRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x1d\n\x15\x61llow_watch_bookmarks\x18\x06 \x01(\x08\"D\n\nWatchEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\x0c\x12\x18\n\x10resource_version\x18\x03 \x01(\t\"R\n\x0b\x42indRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tnode_name\x18\x03 \x01(\t\x12\x0f\n\x07pod_uid\x18\x04 \x01(\t\"z\n\x0ePodLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x10\n\x08previous\x18\x05 \x01(\x08\x12\x12\n\ntail_lines\x18\x06 \x01(\x03\"}\n\x0ePodExecRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\r\n\x05stdin\x18\x05 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\"4\n\x05\x43hunk\x12\n\n\x02\x66\x64\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\texit_code\x18\x03 \x01(\x05\x32\xd2\x05\n\tApiServer\x12\x41\n\x06\x43reate\x12\x1a.kubelite.v1.CreateRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12;\n\x03Get\x12\x17.kubelite.v1.GetRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12;\n\x04List\x12\x18.kubelite.v1.ListRequest\x1a\x19.kubelite.v1.ListResponse\x12\x41\n\x06Update\x12\x1a.kubelite.v1.UpdateRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12G\n\x0cUpdateStatus\x12\x1a.kubelite.v1.UpdateRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12?\n\x05Patch\x12\x19.kubelite.v1.PatchRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.kubelite.v1.DeleteRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12=\n\x05Watch\x12\x19.kubelite.v1.WatchRequest\x1a\x17.kubelite.v1.WatchEvent0\x01\x12=\n\x04\x42ind\x12\x18.kubelite.v1.BindRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12<\n\x07PodLogs\x12\x1b.kubelite.v1.PodLogsRequest\x1a\x12.kubelite.v1.Chunk0\x01\x12<\n\x07PodExec\x12\x1b.kubelite.v1.PodExecRequest\x1a\x12.kubelite.v1.Chunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protos/v1/apiserver.proto\x12\x0bkubelite.v1\"x\n\rCreateRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0e\n\x06object\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x13\n\x0bsubresource\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\t\"?\n\nGetRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x89\x01\n\x0bListRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x03\x12\x16\n\x0e\x63ontinue_token\x18\x06 \x01(\t\"O\n\x0cListResponse\x12\x18\n\x10resource_version\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\x0c\x12\x16\n\x0e\x63ontinue_token\x18\x03 \x01(\t\"U\n\rUpdateRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0e\n\x06object\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"y\n\x0cPatchRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\npatch_type\x18\x04 \x01(\t\x12\r\n\x05patch\x18\x05 \x01(\x0c\x12\x13\n\x0bsubresource\x18\x06 \x01(\t\"6\n\rPreconditions\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12\x18\n\x10resource_version\x18\x02 \x01(\t\"\xcd\x01\n\rDeleteRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12!\n\x14grace_period_seconds\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\x12propagation_policy\x18\x05 \x01(\t\x12\x31\n\rpreconditions\x18\x06 \x01(\x0b\x32\x1a.kubelite.v1.PreconditionsB\x17\n\x15_grace_period_seconds\" \n\x0eObjectResponse\x12\x0e\n\x06object\x18\x01 \x01(\x0c\"\x9c\x01\n\x0cWatchRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x1d\n\x15\x61llow_watch_bookmarks\x18\x06 \x01(\x08\"D\n\nWatchEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\x0c\x12\x18\n\x10resource_version\x18\x03 \x01(\t\"R\n\x0b\x42indRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tnode_name\x18\x03 \x01(\t\x12\x0f\n\x07pod_uid\x18\x04 \x01(\t\"z\n\x0ePodLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x10\n\x08previous\x18\x05 \x01(\x08\x12\x12\n\ntail_lines\x18\x06 \x01(\x03\"}\n\x0ePodExecRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\r\n\x05stdin\x18\x05 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\"4\n\x05\x43hunk\x12\n\n\x02\x66\x64\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\texit_code\x18\x03 \x01(\x05\x32\xd2\x05\n\tApiServer\x12\x41\n\x06\x43reate\x12\x1a.kubelite.v1.CreateRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12;\n\x03Get\x12\x17.kubelite.v1.GetRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12;\n\x04List\x12\x18.kubelite.v1.ListRequest\x1a\x19.kubelite.v1.ListResponse\x12\x41\n\x06Update\x12\x1a.kubelite.v1.UpdateRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12G\n\x0cUpdateStatus\x12\x1a.kubelite.v1.UpdateRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12?\n\x05Patch\x12\x19.kubelite.v1.PatchRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.kubelite.v1.DeleteRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12=\n\x05Watch\x12\x19.kubelite.v1.WatchRequest\x1a\x17.kubelite.v1.WatchEvent0\x01\x12=\n\x04\x42ind\x12\x18.kubelite.v1.BindRequest\x1a\x1b.kubelite.v1.ObjectResponse\x12<\n\x07PodLogs\x12\x1b.kubelite.v1.PodLogsRequest\x1a\x12.kubelite.v1.Chunk0\x01\x12<\n\x07PodExec\x12\x1b.kubelite.v1.PodExecRequest\x1a\x12.kubelite.v1.Chunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,35 +32,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.v1.apiserver_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEREQUEST']._serialized_start=42
-  _globals['_CREATEREQUEST']._serialized_end=127
-  _globals['_GETREQUEST']._serialized_start=129
-  _globals['_GETREQUEST']._serialized_end=192
-  _globals['_LISTREQUEST']._serialized_start=195
-  _globals['_LISTREQUEST']._serialized_end=332
-  _globals['_LISTRESPONSE']._serialized_start=334
-  _globals['_LISTRESPONSE']._serialized_end=413
-  _globals['_UPDATEREQUEST']._serialized_start=415
-  _globals['_UPDATEREQUEST']._serialized_end=500
-  _globals['_PATCHREQUEST']._serialized_start=502
-  _globals['_PATCHREQUEST']._serialized_end=623
-  _globals['_PRECONDITIONS']._serialized_start=625
-  _globals['_PRECONDITIONS']._serialized_end=679
-  _globals['_DELETEREQUEST']._serialized_start=682
-  _globals['_DELETEREQUEST']._serialized_end=887
-  _globals['_OBJECTRESPONSE']._serialized_start=889
-  _globals['_OBJECTRESPONSE']._serialized_end=921
-  _globals['_WATCHREQUEST']._serialized_start=924
-  _globals['_WATCHREQUEST']._serialized_end=1080
-  _globals['_WATCHEVENT']._serialized_start=1082
-  _globals['_WATCHEVENT']._serialized_end=1150
-  _globals['_BINDREQUEST']._serialized_start=1152
-  _globals['_BINDREQUEST']._serialized_end=1234
-  _globals['_PODLOGSREQUEST']._serialized_start=1236
-  _globals['_PODLOGSREQUEST']._serialized_end=1358
-  _globals['_PODEXECREQUEST']._serialized_start=1360
-  _globals['_PODEXECREQUEST']._serialized_end=1485
-  _globals['_CHUNK']._serialized_start=1487
-  _globals['_CHUNK']._serialized_end=1539
-  _globals['_APISERVER']._serialized_start=1542
-  _globals['_APISERVER']._serialized_end=2264
+  _globals['_CREATEREQUEST']._serialized_end=162
+  _globals['_GETREQUEST']._serialized_start=164
+  _globals['_GETREQUEST']._serialized_end=227
+  _globals['_LISTREQUEST']._serialized_start=230
+  _globals['_LISTREQUEST']._serialized_end=367
+  _globals['_LISTRESPONSE']._serialized_start=369
+  _globals['_LISTRESPONSE']._serialized_end=448
+  _globals['_UPDATEREQUEST']._serialized_start=450
+  _globals['_UPDATEREQUEST']._serialized_end=535
+  _globals['_PATCHREQUEST']._serialized_start=537
+  _globals['_PATCHREQUEST']._serialized_end=658
+  _globals['_PRECONDITIONS']._serialized_start=660
+  _globals['_PRECONDITIONS']._serialized_end=714
+  _globals['_DELETEREQUEST']._serialized_start=717
+  _globals['_DELETEREQUEST']._serialized_end=922
+  _globals['_OBJECTRESPONSE']._serialized_start=924
+  _globals['_OBJECTRESPONSE']._serialized_end=956
+  _globals['_WATCHREQUEST']._serialized_start=959
+  _globals['_WATCHREQUEST']._serialized_end=1115
+  _globals['_WATCHEVENT']._serialized_start=1117
+  _globals['_WATCHEVENT']._serialized_end=1185
+  _globals['_BINDREQUEST']._serialized_start=1187
+  _globals['_BINDREQUEST']._serialized_end=1269
+  _globals['_PODLOGSREQUEST']._serialized_start=1271
+  _globals['_PODLOGSREQUEST']._serialized_end=1393
+  _globals['_PODEXECREQUEST']._serialized_start=1395
+  _globals['_PODEXECREQUEST']._serialized_end=1520
+  _globals['_CHUNK']._serialized_start=1522
+  _globals['_CHUNK']._serialized_end=1574
+  _globals['_APISERVER']._serialized_start=1577
+  _globals['_APISERVER']._serialized_end=2299
 # @@protoc_insertion_point(module_scope)
