@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 
+from apiserver import encryption
 from apiserver.allocator import IPRange, PortRange
 from apiserver.api import ApiSettings
 from apiserver.bootstrap import BootstrapSettings
@@ -25,6 +26,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
         "--etcd-servers", default="127.0.0.1:2379", help="comma-separated etcd host:port list"
     )
     p.add_argument("--etcd-prefix", default="/registry", help="key prefix in etcd")
+    p.add_argument("--etcd-cafile", default=None,
+                   help="CA bundle to verify etcd's serving certificate with (TLS to etcd)")
+    p.add_argument("--etcd-certfile", default=None,
+                   help="client certificate to present to etcd")
+    p.add_argument("--etcd-keyfile", default=None, help="private key of --etcd-certfile")
+    p.add_argument("--encryption-provider-config", default=None,
+                   help="EncryptionConfiguration file: which resources are encrypted in etcd"
+                        " and with which keys")
     p.add_argument("--compaction-interval", type=float, default=300.0,
                    help="seconds between etcd compactions (0 disables)")
     p.add_argument("--watch-cache-size", type=int, default=10_000,
@@ -94,9 +103,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
         PortRange.parse(a.service_node_port_range)
     except ValueError as e:
         p.error(str(e))
+    if a.encryption_provider_config:
+        try:
+            encryption.load(a.encryption_provider_config)
+        except encryption.EncryptionConfigError as e:
+            p.error(f"--encryption-provider-config: {e}")
+    try:
+        etcd = EtcdSettings(
+            endpoints=tuple(s.strip() for s in a.etcd_servers.split(",") if s),
+            ca_file=a.etcd_cafile, cert_file=a.etcd_certfile, key_file=a.etcd_keyfile,
+        )
+    except ValueError as e:
+        p.error(str(e))
     settings = ApiServerSettings(
         listen=a.listen,
-        etcd=EtcdSettings(endpoints=tuple(s.strip() for s in a.etcd_servers.split(",") if s)),
+        etcd=etcd,
         api=ApiSettings(
             storage_prefix=a.etcd_prefix,
             max_request_bytes=a.max_request_bytes,
@@ -112,6 +133,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
         inflight=inflight,
         bootstrap=BootstrapSettings(advertise_address=a.advertise_address),
         compaction_interval=a.compaction_interval,
+        encryption_provider_config=a.encryption_provider_config,
     )
     return settings, a.log_level
 

@@ -412,6 +412,9 @@ class Api:
         if meta.resource_version and meta.resource_version != current_rv:
             raise conflict(rtype, meta.name)
         updated = self._merge_update(rtype, current, obj, status_only)
+        if updated is None and not dry_run:
+            # No change, but a value under an old encryption key is written again.
+            return await self.storage.rewrite_if_stale(rtype, current)
         if updated is None or dry_run:
             return current if updated is None else updated
         return await self._write_update(rtype, current, updated)

@@ -47,27 +47,67 @@ class FutureRevisionError(Exception):
 @dataclass(frozen=True)
 class EtcdSettings:
     endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
-    """host:port of each etcd member."""
+    """host:port of each etcd member (an http:// or https:// in front is dropped: TLS is
+    on when ``ca_file`` is given)."""
     request_timeout: float = 10.0
     """Deadline for one unary etcd request, seconds."""
+    ca_file: str | None = None
+    """CA bundle that etcd's serving certificate must chain to (--etcd-cafile); given, the
+    connection is TLS, else plaintext."""
+    cert_file: str | None = None
+    """Client certificate shown to etcd (--etcd-certfile), for etcd's --client-cert-auth."""
+    key_file: str | None = None
+    """Private key of ``cert_file`` (--etcd-keyfile)."""
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("--etcd-certfile and --etcd-keyfile must be given together")
+        if self.cert_file is not None and self.ca_file is None:
+            raise ValueError("--etcd-certfile needs --etcd-cafile (client certificates are only"
+                             " sent over TLS)")
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS credentials from the files (read now); None for a plaintext channel."""
+        if self.ca_file is None:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca_file, "--etcd-cafile"),
+            private_key=_read(self.key_file, "--etcd-keyfile") if self.key_file else None,
+            certificate_chain=_read(self.cert_file, "--etcd-certfile") if self.cert_file else None,
+        )
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{flag}: cannot read {path}: {e.strerror or e}") from e
+
+
+def _host_port(endpoint: str) -> str:
+    for scheme in ("https://", "http://"):
+        if endpoint.startswith(scheme):
+            return endpoint[len(scheme):].rstrip("/")
+    return endpoint
 
 
 class Etcd:
     def __init__(self, settings: EtcdSettings) -> None:
         self.settings = settings
-        target = (
-            settings.endpoints[0]
-            if len(settings.endpoints) == 1
-            else "ipv4:" + ",".join(settings.endpoints)
-        )
-        self._channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-                ("grpc.keepalive_time_ms", 10_000),
-                ("grpc.keepalive_timeout_ms", 5_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ],
+        endpoints = [_host_port(e) for e in settings.endpoints]
+        target = endpoints[0] if len(endpoints) == 1 else "ipv4:" + ",".join(endpoints)
+        options = [
+            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        credentials = settings.credentials()
+        self._channel = (
+            grpc.aio.insecure_channel(target, options=options)
+            if credentials is None
+            else grpc.aio.secure_channel(target, credentials, options=options)
         )
         self._kv = rpc_pb2_grpc.KVStub(self._channel)
         self._watch = rpc_pb2_grpc.WatchStub(self._channel)

@@ -10,6 +10,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from apiserver import encryption
 from apiserver.api import Api, ApiSettings
 from apiserver.bootstrap import BootstrapSettings, KubernetesService
 from apiserver.etcd import Etcd, EtcdSettings, put_op, version_is
@@ -40,13 +41,20 @@ class ApiServerSettings:
     """Seconds between checks that etcd answers; health turns NOT_SERVING when it does not."""
     shutdown_grace: float = 5.0
     """Seconds in-flight requests get to finish on stop."""
+    encryption_provider_config: str | None = None
+    """Path of an EncryptionConfiguration (--encryption-provider-config): the resources it
+    names are encrypted in etcd; None: every value is stored as it is."""
 
 
 class ApiServer:
     def __init__(self, settings: ApiServerSettings) -> None:
         self.settings = settings
         self.etcd = Etcd(settings.etcd)
-        self.storage = Storage(self.etcd, settings.api.storage_prefix)
+        self.storage = Storage(
+            self.etcd, settings.api.storage_prefix,
+            encryption.load(settings.encryption_provider_config).transformers()
+            if settings.encryption_provider_config else None,
+        )
         self.api = Api(self.storage, settings.api)
         self.bootstrap = KubernetesService(self.api, settings.bootstrap)
         self.health = HealthServicer()

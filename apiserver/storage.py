@@ -8,16 +8,22 @@ mod_revision the caller read, so a stale write is a Conflict and never a silent 
 A value that is not the object its key names (it does not decode, or decodes to another
 object) is corrupt: reading that key is an InternalError naming it, and lists skip it with a
 logged error, so one bad value never takes a whole resource down.
+
+Resources named in the encryption configuration (apiserver/encryption.py) go through their
+ValueTransformer on the way in and out: etcd holds ciphertext, everything above this module
+plaintext. A value that cannot be decrypted is an InternalError naming its key, like a corrupt
+one. Other resources are stored as they are, at no cost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
 from google.protobuf.message import DecodeError, Message
 
+from apiserver.encryption import TransformError, ValueTransformer
 from apiserver.etcd import (
     CompactedError,
     Etcd,
@@ -85,6 +91,13 @@ def corrupt_object(key: bytes, problem: str) -> InternalError:
     )
 
 
+def untransformable(key: bytes, problem: str) -> InternalError:
+    return InternalError(
+        f'Internal error occurred: unable to transform key "{key.decode(errors="replace")}":'
+        f" {problem}"
+    )
+
+
 def not_found(rtype: ResourceType, name: str) -> NotFound:
     return NotFound(f'{rtype.plural}{"." + rtype.group if rtype.group else ""} "{name}" not found')
 
@@ -106,9 +119,31 @@ class ListResult:
 
 
 class Storage:
-    def __init__(self, etcd: Etcd, prefix: str = "/registry") -> None:
+    def __init__(
+        self, etcd: Etcd, prefix: str = "/registry",
+        transformers: Mapping[str, ValueTransformer] | None = None,
+    ) -> None:
         self.etcd = etcd
         self.prefix = prefix.rstrip("/")
+        self.transformers: dict[str, ValueTransformer] = dict(transformers or {})
+        """The encryption of each configured resource, by plural; empty: none encrypted."""
+
+    def plaintext(self, rtype: ResourceType, key: bytes, stored: bytes) -> bytes:
+        """The value read from ``key`` as plaintext; InternalError naming the key when it
+        cannot be decrypted."""
+        transformer = self.transformers.get(rtype.plural) if self.transformers else None
+        if transformer is None:
+            return stored
+        try:
+            return transformer.from_storage(stored, key)[0]
+        except TransformError as e:
+            raise untransformable(key, str(e)) from e
+
+    def stored_value(self, rtype: ResourceType, key: bytes, obj: Message) -> bytes:
+        """What ``obj`` is written to etcd as (encrypted when its resource is configured)."""
+        plain = encode(obj)
+        transformer = self.transformers.get(rtype.plural) if self.transformers else None
+        return plain if transformer is None else transformer.to_storage(plain, key)
 
     def key(self, rtype: ResourceType, namespace: str, name: str) -> bytes:
         if rtype.namespaced:
@@ -121,7 +156,8 @@ class Storage:
         return f"{self.prefix}/{rtype.plural}/".encode()
 
     def decode_value(self, rtype: ResourceType, key: bytes, value: bytes) -> Message:
-        """The object stored under ``key``; InternalError naming the key when it is corrupt."""
+        """The object stored under ``key`` from its plaintext ``value``; InternalError naming
+        the key when it is corrupt."""
         try:
             obj = rtype.decode(value)
         except DecodeError as e:
@@ -136,7 +172,8 @@ class Storage:
 
     def decode(self, rtype: ResourceType, kv: KeyValue) -> Message:
         """The object in ``kv`` with its resourceVersion; InternalError when it is corrupt."""
-        obj = self.decode_value(rtype, kv.key, kv.value)
+        value = self.plaintext(rtype, kv.key, kv.value) if self.transformers else kv.value
+        obj = self.decode_value(rtype, kv.key, value)
         obj.metadata.resource_version = str(kv.mod_revision)  # type: ignore[attr-defined]
         return obj
 
@@ -146,8 +183,9 @@ class Storage:
     async def get_raw(self, rtype: ResourceType, namespace: str, name: str) -> bytes:
         """The serialized object with its resourceVersion (checked, sent as stored)."""
         kv = await self._get_kv(rtype, namespace, name)
-        self.decode_value(rtype, kv.key, kv.value)
-        return with_resource_version(kv.value, kv.mod_revision)
+        value = self.plaintext(rtype, kv.key, kv.value) if self.transformers else kv.value
+        self.decode_value(rtype, kv.key, value)
+        return with_resource_version(value, kv.mod_revision)
 
     async def _get_kv(self, rtype: ResourceType, namespace: str, name: str) -> KeyValue:
         response = await self.etcd.range(self.key(rtype, namespace, name))
@@ -194,7 +232,9 @@ class Storage:
         """Stores a new object; with ``lease``, etcd deletes it when the lease expires."""
         meta = obj.metadata  # type: ignore[attr-defined]
         key = self.key(rtype, meta.namespace, meta.name)
-        response = await self.etcd.txn([absent(key)], [put_op(key, encode(obj), lease)])
+        response = await self.etcd.txn(
+            [absent(key)], [put_op(key, self.stored_value(rtype, key, obj), lease)]
+        )
         if not response.succeeded:
             raise AlreadyExists(
                 f'{rtype.plural}{"." + rtype.group if rtype.group else ""} "{meta.name}"'
@@ -208,7 +248,9 @@ class Storage:
         meta = obj.metadata  # type: ignore[attr-defined]
         key = self.key(rtype, meta.namespace, meta.name)
         response = await self.etcd.txn(
-            [mod_revision_is(key, expected_revision)], [replace_op(key, encode(obj))], [get_op(key)]
+            [mod_revision_is(key, expected_revision)],
+            [replace_op(key, self.stored_value(rtype, key, obj))],
+            [get_op(key)],
         )
         if not response.succeeded:
             if not response.responses[0].response_range.kvs:
@@ -216,6 +258,31 @@ class Storage:
             raise conflict(rtype, meta.name)
         meta.resource_version = str(response.header.revision)
         return obj
+
+    async def rewrite_if_stale(self, rtype: ResourceType, current: Message) -> Message:
+        """``current`` (as just read) written again if etcd holds it in a form the encryption
+        configuration no longer writes (an old key, plaintext): an update that changes nothing
+        still re-encrypts, as Kubernetes' does. Returns the object as stored."""
+        transformer = self.transformers.get(rtype.plural) if self.transformers else None
+        if transformer is None:
+            return current
+        meta = current.metadata  # type: ignore[attr-defined]
+        key = self.key(rtype, meta.namespace, meta.name)
+        response = await self.etcd.range(key)
+        if not response.kvs or str(response.kvs[0].mod_revision) != meta.resource_version:
+            return current  # written meanwhile, by the configuration in force
+        try:
+            _, stale = transformer.from_storage(response.kvs[0].value, key)
+        except TransformError as e:
+            raise untransformable(key, str(e)) from e
+        if not stale:
+            return current
+        rewritten = type(current)()
+        rewritten.CopyFrom(current)
+        try:
+            return await self.update(rtype, rewritten, int(meta.resource_version))
+        except Conflict:
+            return current  # another writer re-encrypted it with its own change
 
     async def delete(
         self, rtype: ResourceType, namespace: str, name: str, expected_revision: int

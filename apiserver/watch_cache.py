@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import structlog
 from google.protobuf.message import DecodeError, Message
 
-from apiserver.etcd import CompactedError, Etcd, EtcdWatch, Event, prefix_end
+from apiserver.etcd import CompactedError, Etcd, EtcdWatch, Event, KeyValue, prefix_end
 from apiserver.storage import Storage, with_resource_version
 from kubelite.api.errors import (
     ApiError,
@@ -378,7 +378,7 @@ class ResourceWatchCache:
                 # The last state, at the delete's revision (etcd sent it as prev_kv; without
                 # it, the object's identity from its key).
                 if event.HasField("prev_kv"):
-                    last = event.prev_kv.value
+                    last = self._plaintext(kv.key, event.prev_kv.value)
                     obj = self.storage.decode_value(self.rtype, kv.key, last)
                 else:
                     obj = self._tombstone(kv.key)
@@ -390,7 +390,8 @@ class ResourceWatchCache:
                 )
                 cached.keep_decoded(obj)
                 return cached
-            obj = self.storage.decode_value(self.rtype, kv.key, kv.value)
+            value = self._plaintext(kv.key, kv.value) if self.storage.transformers else kv.value
+            obj = self.storage.decode_value(self.rtype, kv.key, value)
         except InternalError as e:
             # Watchers never saw it in a list either: skipping keeps them consistent.
             log.error("watch skips a corrupt object", resource=self.rtype.plural,
@@ -404,16 +405,29 @@ class ResourceWatchCache:
                     and before.revision == event.prev_kv.mod_revision):
                 prev_value = before.data  # the same bytes: shared, not copied
             else:
-                prev_value = with_resource_version(
-                    event.prev_kv.value, event.prev_kv.mod_revision
-                )
+                prev_value = self._previous(kv.key, event.prev_kv)
         cached = CachedEvent(
-            self.rtype, kv.mod_revision, with_resource_version(kv.value, kv.mod_revision),
+            self.rtype, kv.mod_revision, with_resource_version(value, kv.mod_revision),
             namespace, deleted=False, created=kv.create_revision == kv.mod_revision,
             prev_value=prev_value, key=kv.key,
         )
         cached.keep_decoded(obj)
         return cached
+
+    def _plaintext(self, key: bytes, stored: bytes) -> bytes:
+        """The value as plaintext (decrypted when the resource is encrypted at rest)."""
+        if not self.storage.transformers:
+            return stored
+        return self.storage.plaintext(self.rtype, key, stored)
+
+    def _previous(self, key: bytes, prev: KeyValue) -> bytes | None:
+        """A change's previous state with its resourceVersion; None when it cannot be
+        decrypted (as for a corrupt one: no watcher ever got it, so there was no before)."""
+        try:
+            value = self._plaintext(key, prev.value)
+        except InternalError:
+            return None
+        return with_resource_version(value, prev.mod_revision)
 
     def _tombstone(self, key: bytes) -> Message:
         """An object with only the name and namespace its key gives."""
