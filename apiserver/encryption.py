@@ -430,9 +430,10 @@ def _keys(kind: str, body: object, path: str) -> tuple[ProviderKey, ...]:
                 f"{where}.secret: Invalid value: must be base64 (the key's bytes encoded)"
             ) from None
         if len(secret) not in sizes:
-            wanted = " or ".join(str(s) for s in sizes)
+            wanted = ", ".join(str(s) for s in sizes[:-1])
+            wanted = f"{wanted} or {sizes[-1]}" if wanted else str(sizes[-1])
             raise EncryptionConfigError(
-                f"{where}.secret: Invalid value: a {kind} key must be {wanted} bytes, got"
+                f"{where}.secret: Invalid value: {kind} keys must be {wanted} bytes, got"
                 f" {len(secret)}"
             )
         keys.append(ProviderKey(kind, name, secret))
