@@ -111,6 +111,53 @@ class LeaderElection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EtcdTls:
+    """etcd's TLS for clients and peers (kubeadm: both, with client certificates required).
+
+    Fields are etcd's flags of the same name; a None field is not passed."""
+
+    cert_file: str | None = None
+    """Serving certificate for clients (--cert-file)."""
+    key_file: str | None = None
+    """Its private key (--key-file)."""
+    trusted_ca_file: str | None = None
+    """CA that client certificates must chain to (--trusted-ca-file)."""
+    client_cert_auth: bool = False
+    """Refuse clients without a certificate from ``trusted_ca_file`` (--client-cert-auth)."""
+    peer_cert_file: str | None = None
+    """Certificate for peer connections, served and shown (--peer-cert-file)."""
+    peer_key_file: str | None = None
+    """Its private key (--peer-key-file)."""
+    peer_trusted_ca_file: str | None = None
+    """CA that peer certificates must chain to (--peer-trusted-ca-file)."""
+    peer_client_cert_auth: bool = False
+    """Refuse peers without a certificate from ``peer_trusted_ca_file``
+    (--peer-client-cert-auth)."""
+
+    def __post_init__(self) -> None:
+        for what, cert, key, ca, auth in (
+            ("", self.cert_file, self.key_file, self.trusted_ca_file, self.client_cert_auth),
+            ("peer_", self.peer_cert_file, self.peer_key_file, self.peer_trusted_ca_file,
+             self.peer_client_cert_auth),
+        ):
+            if (cert is None) != (key is None):
+                raise ValueError(f"{what}cert_file and {what}key_file go together")
+            if auth and (ca is None or cert is None):
+                raise ValueError(f"{what}client_cert_auth needs {what}trusted_ca_file and"
+                                 f" {what}cert_file")
+
+    @property
+    def clients(self) -> bool:
+        """Whether clients are served over TLS (https client URLs)."""
+        return self.cert_file is not None
+
+    @property
+    def peers(self) -> bool:
+        """Whether peers talk TLS (https peer URLs)."""
+        return self.peer_cert_file is not None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Etcd(Spec):
     """A one-member etcd."""
 
@@ -137,6 +184,17 @@ class Etcd(Spec):
     """Milliseconds between leader heartbeats (etcd: 100)."""
     election_timeout: int | None = None
     """Milliseconds without a heartbeat before an election (etcd: 1000)."""
+    tls: EtcdTls | None = None
+    """Client and peer TLS (None: plaintext; the URLs' schemes must agree)."""
+
+    def __post_init__(self) -> None:
+        tls = self.tls or EtcdTls()
+        for url in (*self.client_urls, *(self.advertise_client_urls or ())):
+            if url.startswith("https://") != tls.clients:
+                raise ValueError(f"client URL {url}: https exactly when tls.cert_file is set")
+        if self.peer_url is not None and self.peer_url.startswith("https://") != tls.peers:
+            raise ValueError(
+                f"peer URL {self.peer_url}: https exactly when tls.peer_cert_file is set")
 
     def flags(self) -> list[str]:
         advertise = self.advertise_client_urls or self.client_urls
@@ -152,6 +210,8 @@ class Etcd(Spec):
                             ("--election-timeout", self.election_timeout)):
             if value is not None:
                 args += [flag, str(value)]
+        if self.tls is not None:
+            args += flags_of(self.tls)
         return args
 
     @property

@@ -7,13 +7,15 @@ import importlib.util
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from kubelite.components import Etcd
+from kubelite.components import Etcd, EtcdTls
 from kubelite.ports import free_port
 
 FAST_HEARTBEAT_INTERVAL = 100
@@ -49,18 +51,31 @@ class EtcdProcess:
     client_port: int = 0
     peer_port: int = 0
     log_path: Path | None = None
+    tls: EtcdTls | None = None
+    """Client and peer TLS (None: plaintext)."""
+    health_client: tuple[str, str] | None = None
+    """Certificate and key this helper checks health and reads metrics with when etcd wants
+    client certificates (None: the serving pair, which kubeadm's layout issues for client
+    authentication too)."""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.client_port}"
 
+    @property
+    def client_url(self) -> str:
+        scheme = "https" if self.tls is not None and self.tls.clients else "http"
+        return f"{scheme}://{self.host}:{self.client_port}"
+
     def spec(self) -> Etcd:
         """Its command line's values (ports as chosen: 0 until start() picks them)."""
+        peer_scheme = "https" if self.tls is not None and self.tls.peers else "http"
         return Etcd(
             data_dir=str(self.data_dir),
-            client_urls=(f"http://{self.host}:{self.client_port}",),
-            peer_url=f"http://{self.host}:{self.peer_port}",
+            client_urls=(self.client_url,),
+            peer_url=f"{peer_scheme}://{self.host}:{self.peer_port}",
+            tls=self.tls,
             # Tests and laptops: do not fsync-stall on slow disks for long.
             heartbeat_interval=FAST_HEARTBEAT_INTERVAL,
             election_timeout=FAST_ELECTION_TIMEOUT,
@@ -90,7 +105,7 @@ class EtcdProcess:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"etcd exited with {self.process.returncode}; see its log")
             try:
-                with urllib.request.urlopen(url, timeout=1) as response:
+                with self._open(url, timeout=1) as response:
                     if b'"true"' in response.read():
                         return
             except OSError as e:
@@ -100,7 +115,7 @@ class EtcdProcess:
 
     def metrics(self) -> dict[str, float]:
         """etcd's Prometheus metrics (unlabelled series only), read from its /metrics."""
-        with urllib.request.urlopen(f"http://{self.endpoint}/metrics", timeout=5) as response:
+        with self._open(f"{self.client_url}/metrics", timeout=5) as response:
             text = response.read().decode()
         values: dict[str, float] = {}
         for line in text.splitlines():
@@ -112,6 +127,22 @@ class EtcdProcess:
             except ValueError:
                 continue
         return values
+
+    def _open(self, url: str, timeout: float) -> Any:
+        """GET ``url`` on etcd's client port, over TLS (with this helper's client certificate
+        where etcd asks for one) when it serves TLS."""
+        tls = self.tls
+        if tls is None or not tls.clients:
+            return urllib.request.urlopen(url, timeout=timeout)
+        context = ssl.create_default_context(cafile=tls.trusted_ca_file)
+        if tls.trusted_ca_file is None:
+            # No CA given to etcd: nothing here can verify its certificate either.
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        cert, key = self.health_client or (tls.cert_file, tls.key_file)
+        if tls.client_cert_auth and cert is not None:
+            context.load_cert_chain(cert, key)
+        return urllib.request.urlopen(url, timeout=timeout, context=context)
 
     def kill(self) -> None:
         """SIGKILL, as a crash."""

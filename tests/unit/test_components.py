@@ -19,6 +19,7 @@ from kubelite.components import (
     ControllerManagerTimers,
     Daemon,
     Etcd,
+    EtcdTls,
     Kubelet,
     KubeletTimers,
     LeaderElection,
@@ -171,17 +172,37 @@ def test_etcd_takes_every_flag_its_spec_emits() -> None:
     help_text = subprocess.run([etcd, "--help"], capture_output=True, text=True, timeout=30,
                                check=False)
     known = help_text.stdout + help_text.stderr
-    spec = Etcd(data_dir="/d", client_urls=("http://127.0.0.1:2379",),
-                advertise_client_urls=("http://etcd:2379",), peer_url="http://127.0.0.1:2380",
-                heartbeat_interval=100, election_timeout=1000)
+    tls = EtcdTls(cert_file="/s.crt", key_file="/s.key", trusted_ca_file="/ca.crt",
+                  client_cert_auth=True, peer_cert_file="/p.crt", peer_key_file="/p.key",
+                  peer_trusted_ca_file="/ca.crt", peer_client_cert_auth=True)
+    spec = Etcd(data_dir="/d", client_urls=("https://127.0.0.1:2379",),
+                advertise_client_urls=("https://etcd:2379",), peer_url="https://127.0.0.1:2380",
+                heartbeat_interval=100, election_timeout=1000, tls=tls)
     assert unset_fields(spec) == []
     flags = [a for a in spec.flags() if a.startswith("--")]
-    assert len(flags) == 11
+    assert len(flags) == 19
     for flag in flags:
         assert f"  {flag} " in known, f"etcd {etcd} does not take {flag}"
-    assert spec.health_url == "http://127.0.0.1:2379/health"
+    assert spec.health_url == "https://127.0.0.1:2379/health"
     assert Etcd(data_dir="/d", client_urls=("http://0.0.0.0:2379",)).health_url == (
         "http://127.0.0.1:2379/health")
+
+
+def test_etcd_tls_and_url_schemes_agree() -> None:
+    tls = EtcdTls(cert_file="/s.crt", key_file="/s.key")
+    with pytest.raises(ValueError, match="client URL http://127.0.0.1:2379: https exactly"):
+        Etcd(data_dir="/d", client_urls=("http://127.0.0.1:2379",), tls=tls)
+    with pytest.raises(ValueError, match="client URL https://127.0.0.1:2379: https exactly"):
+        Etcd(data_dir="/d", client_urls=("https://127.0.0.1:2379",))
+    with pytest.raises(ValueError, match="peer URL http://127.0.0.1:2380"):
+        Etcd(data_dir="/d", client_urls=("https://127.0.0.1:2379",),
+             peer_url="http://127.0.0.1:2380",
+             tls=EtcdTls(cert_file="/s.crt", key_file="/s.key", peer_cert_file="/p.crt",
+                         peer_key_file="/p.key"))
+    with pytest.raises(ValueError, match="cert_file and key_file go together"):
+        EtcdTls(cert_file="/s.crt")
+    with pytest.raises(ValueError, match="peer_client_cert_auth needs peer_trusted_ca_file"):
+        EtcdTls(peer_cert_file="/p.crt", peer_key_file="/p.key", peer_client_cert_auth=True)
 
 
 def test_the_etcd_helper_runs_the_specs_command(tmp_path: Any) -> None:
