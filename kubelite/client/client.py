@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 
 from kubelite.api.errors import ApiError, TooManyRequests, Unavailable, from_rpc_error
 from kubelite.api.registry import ResourceType, by_message
+from kubelite.client.config import ClientConfig, make_channel
 from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
 from protos.v1 import objects_pb2 as v1
@@ -100,6 +101,18 @@ class _Retries:
         return delay
 
 
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+)
+"""The API client's channel: large lists, keepalives, quick reconnects."""
+
+
 def _namespace(rtype: ResourceType, namespace: str, obj: Message | None = None) -> str:
     if not rtype.namespaced:
         return ""
@@ -110,29 +123,24 @@ def _namespace(rtype: ResourceType, namespace: str, obj: Message | None = None) 
 
 class ApiClient:
     def __init__(
-        self, address: str, *, timeout: float = 30.0, wait_for_ready: bool = True,
-        retry: RetrySettings = RetrySettings(),
+        self, address: str | ClientConfig, *, timeout: float = 30.0,
+        wait_for_ready: bool = True, retry: RetrySettings = RetrySettings(),
     ) -> None:
-        """``wait_for_ready``: while the server is unreachable, calls wait for it (up to
-        ``timeout``) instead of failing at once, so daemons ride out an API server restart.
-        ``timeout`` bounds each attempt; ``retry``, the attempts after TooManyRequests."""
-        self.address = address
+        """``address``: host:port of a plaintext server, or a ClientConfig (TLS and
+        credentials when it has a CA). ``wait_for_ready``: while the server is unreachable,
+        calls wait for it (up to ``timeout``) instead of failing at once, so daemons ride out
+        an API server restart. ``timeout`` bounds each attempt; ``retry``, the attempts after
+        TooManyRequests."""
+        self.config = address if isinstance(address, ClientConfig) else None
+        """The config of a TLS or authenticated client; None for a plaintext address."""
+        self.address = address.server if isinstance(address, ClientConfig) else address
         self.timeout = timeout
         self.wait_for_ready = wait_for_ready
         self.retry = retry
         self.stats = ClientStats()
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.keepalive_time_ms", 10_000),
-                ("grpc.keepalive_timeout_ms", 5_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", 2_000),
-            ],
-        )
+        self._channel = (
+            make_channel(self.config, CHANNEL_OPTIONS) if self.config is not None
+            else grpc.aio.insecure_channel(self.address, options=list(CHANNEL_OPTIONS)))
         self._stub = pb_grpc.ApiServerStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
