@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import copy
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -42,6 +45,69 @@ def applied_configuration(
     return applied
 
 
+SECRET_FIELDS = ("data", "stringData")
+"""A Secret's fields whose values never go into the last-applied annotation in plaintext."""
+
+
+def is_secret(rtype: ResourceType) -> bool:
+    return rtype.kind == "Secret" and not rtype.group
+
+
+def secret_digest(field: str, value: object) -> str:
+    """What the annotation keeps of one Secret value: the SHA-256 of its bytes (``data``
+    values decoded from base64), so a later apply still sees whether it changed."""
+    if isinstance(value, str):
+        raw = value.encode()
+        if field == "data":
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                pass  # not base64: the server refuses it when it is sent
+    else:
+        raw = json.dumps(value, sort_keys=True).encode()
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def redact_secret(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (a Secret's manifest or live object) with each data and stringData value
+    replaced by its digest."""
+    redacted = dict(doc)
+    for field in SECRET_FIELDS:
+        values = doc.get(field)
+        if isinstance(values, dict):
+            redacted[field] = {k: None if v is None else secret_digest(field, v)
+                               for k, v in values.items()}
+    return redacted
+
+
+def recorded_configuration(rtype: ResourceType, applied: dict[str, Any]) -> str:
+    """The last-applied annotation's value: the manifest as JSON, a Secret's values as
+    digests (kubectl keeps them in plaintext; here they would be a second, unencrypted copy
+    wherever the object is shown or kept)."""
+    if is_secret(rtype):
+        applied = redact_secret(applied)
+    return json.dumps(applied, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def apply_patch(rtype: ResourceType, original: dict[str, Any], modified: dict[str, Any],
+                current: dict[str, Any]) -> dict[str, Any]:
+    """kubectl's three-way patch from the last applied configuration, the manifest and the
+    live object. For a Secret the three are compared with digests in place of values (the
+    annotation only has those), then the values that changed are put back from the manifest:
+    a changed value is sent, an unchanged one is not, a removed key is removed."""
+    if not is_secret(rtype):
+        return strategic_merge.three_way_patch(original, modified, current, rtype.message)
+    patch = strategic_merge.three_way_patch(
+        original, redact_secret(modified), redact_secret(current), rtype.message)
+    for field in SECRET_FIELDS:
+        sent, wanted = patch.get(field), modified.get(field)
+        if isinstance(sent, dict) and isinstance(wanted, dict):
+            for key, value in sent.items():
+                if value is not None:
+                    sent[key] = wanted[key]
+    return patch
+
+
 async def apply_one(client: ApiClient, ctx: Context, source: str, doc: dict[str, Any],
                     flag_namespace: str | None) -> str:
     rtype, obj = decode(source, doc)
@@ -55,7 +121,7 @@ async def apply_one(client: ApiClient, ctx: Context, source: str, doc: dict[str,
         )
     namespace = manifest_namespace(rtype, obj, flag_namespace)
     applied = applied_configuration(rtype, doc, namespace)
-    recorded = json.dumps(applied, sort_keys=True, separators=(",", ":")) + "\n"
+    recorded = recorded_configuration(rtype, applied)
     modified = copy.deepcopy(applied)
     modified["metadata"].setdefault("annotations", {})[LAST_APPLIED] = recorded
     label = resource_name(rtype, meta.name)
@@ -85,7 +151,7 @@ async def apply_one(client: ApiClient, ctx: Context, source: str, doc: dict[str,
     try:
         # kubectl's three-way strategic merge patch: lists such as containers or env merge
         # by their keys, so what other writers added to the live object stays.
-        patch = strategic_merge.three_way_patch(original, modified, current, rtype.message)
+        patch = apply_patch(rtype, original, modified, current)
     except strategic_merge.PatchError as e:
         raise ObjectFailed(f'error: when creating the patch for "{source}": {e}') from e
     if not patch:
