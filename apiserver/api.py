@@ -497,7 +497,7 @@ class Api:
                 raise BadRequest("the name of the object does not match the name on the request")
             updated = self._merge_update(rtype, current, obj, status_only=subresource == "status")
             if updated is None:
-                return current
+                return await self.storage.rewrite_if_stale(rtype, current)
             try:
                 return await self._write_update(rtype, current, updated)
             except Conflict:

@@ -159,7 +159,7 @@ async def test_rotation_keeps_old_secrets_readable_and_an_update_rewrites_them(
     write_config(cluster.config, ("key1", KEY1))
     server = await cluster.start()
     async with ApiClient(server.address, timeout=10) as client:
-        for name in ("old", "changed", "forgotten"):
+        for name in ("old", "patched", "changed", "forgotten"):
             last = await client.create(secret(name, app="db"), "default")
         # Something else after them: the next server's watch window starts past them.
         await client.create(v1.ConfigMap(metadata=v1.ObjectMeta(name="after")), "default")
@@ -182,13 +182,17 @@ async def test_rotation_keeps_old_secrets_readable_and_an_update_rewrites_them(
         rewritten = await client.update(old)
         assert rewritten.metadata.resource_version != old.metadata.resource_version
         assert (await cluster.raw("secrets", "old")).startswith(b"k8s:enc:aesgcm:v1:key2:")
+        # ...an empty patch too (klctl patch secret NAME -p '{}')...
+        await client.patch(v1.Secret, "patched", {}, "default")
+        assert (await cluster.raw("secrets", "patched")).startswith(b"k8s:enc:aesgcm:v1:key2:")
         # ...and so does one that changes something.
         changed = await client.get(v1.Secret, "changed", "default")
         changed.data["password"] = b"new"
         await client.update(changed)
         assert (await cluster.raw("secrets", "changed")).startswith(b"k8s:enc:aesgcm:v1:key2:")
         assert [await events.next(), await events.next()] == [
-            ("MODIFIED", "old", PASSWORD), ("MODIFIED", "changed", b"new")]
+            ("MODIFIED", "old", PASSWORD), ("MODIFIED", "patched", PASSWORD)]
+        assert await events.next() == ("MODIFIED", "changed", b"new")
         await events.close()
         # Written now: key2, and unchanged again is not written again.
         again = await client.update(rewritten)
@@ -205,4 +209,4 @@ async def test_rotation_keeps_old_secrets_readable_and_an_update_rewrites_them(
         assert 'aesgcm key "key1"' in str(caught.value)
         assert f"{cluster.prefix}/secrets/default/forgotten" in str(caught.value)
         names = {s.metadata.name for s in (await client.list(v1.Secret, "default")).items}
-        assert names == {"old", "changed"}  # the unreadable one is skipped (and logged)
+        assert names == {"old", "patched", "changed"}  # the unreadable one is skipped (and logged)
