@@ -178,7 +178,7 @@ async def test_rotation_keeps_old_secrets_readable_and_an_update_rewrites_them(
         events = Changes(client.watch(v1.Secret, "default", label_selector="app=db",
                                       resource_version=since))
         # Step 2: rewrite every Secret. An update that changes nothing still re-encrypts
-        # (klctl get secrets -o yaml | klctl replace -f -)...
+        # (an Update of the object as read, what kubectl replace sends)...
         rewritten = await client.update(old)
         assert rewritten.metadata.resource_version != old.metadata.resource_version
         assert (await cluster.raw("secrets", "old")).startswith(b"k8s:enc:aesgcm:v1:key2:")
