@@ -7,11 +7,13 @@ import os
 import socket
 import uuid
 
+from controller_manager.certificates import SigningCA
 from controller_manager.manager import ControllerManager
 from controller_manager.node_ipam import cluster_range
 from controller_manager.settings import ControllerManagerSettings
 from kubelite import daemon, logs
 from kubelite.client.leaderelection import LeaderElectionSettings
+from kubelite.durations import duration_flag
 from kubelite.health import maybe_health_server
 
 
@@ -41,6 +43,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
     p.add_argument("--node-cidr-mask-size", type=int, default=0,
                    help="prefix length of each node's podCIDR (default 24 for IPv4, 64 for "
                         "IPv6)")
+    p.add_argument("--cluster-signing-cert-file", default="",
+                   help="PEM of the cluster CA that signs approved certificate signing"
+                        " requests (csrsigning; empty: none is signed)")
+    p.add_argument("--cluster-signing-key-file", default="",
+                   help="PEM of the private key of --cluster-signing-cert-file")
+    p.add_argument("--cluster-signing-duration", type=duration_flag, default=8760 * 3600.0,
+                   help="the longest validity of a signed certificate (default 8760h)")
     p.add_argument("--health-address", default="127.0.0.1:10257",
                    help="host:port of the gRPC health service (readiness; empty: none)")
     p.add_argument("--log-level", default="info")
@@ -51,6 +60,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
             cluster_range(a.cluster_cidr, a.node_cidr_mask_size)
         except ValueError as e:
             p.error(str(e))
+    if bool(a.cluster_signing_cert_file) != bool(a.cluster_signing_key_file):
+        p.error("--cluster-signing-cert-file and --cluster-signing-key-file: give both or"
+                " neither")
+    if a.cluster_signing_cert_file:
+        try:
+            SigningCA.load(a.cluster_signing_cert_file, a.cluster_signing_key_file)
+        except ValueError as e:
+            p.error(str(e))
+    if not a.cluster_signing_duration > 0:
+        p.error("--cluster-signing-duration: must be more than 0")
     identity = a.identity or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     settings = ControllerManagerSettings(
         server=a.server,
@@ -72,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
         allocate_node_cidrs=allocate_node_cidrs,
         cluster_cidr=a.cluster_cidr,
         node_cidr_mask_size=a.node_cidr_mask_size,
+        cluster_signing_cert_file=a.cluster_signing_cert_file,
+        cluster_signing_key_file=a.cluster_signing_key_file,
+        cluster_signing_duration=a.cluster_signing_duration,
         health_address=a.health_address,
     )
     return settings, a.log_level

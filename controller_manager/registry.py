@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from controller_manager.certificates import CSRApprovingController, CSRSigningController
 from controller_manager.context import ControllerContext
 from controller_manager.cronjob import CronJobController
 from controller_manager.daemonset import DaemonSetController
@@ -38,6 +39,8 @@ CONTROLLERS: dict[str, Factory] = {
     "namespace": NamespaceController,
     "endpoints": EndpointsController,
     "podgc": PodGCController,
+    "csrapproving": CSRApprovingController,
+    "csrsigning": CSRSigningController,
 }
 
 

@@ -53,5 +53,13 @@ class ControllerManagerSettings:
     node_cidr_mask_size: int = 0
     """--node-cidr-mask-size: prefix length of each node's podCIDR (0: 24 for an IPv4
     cluster_cidr, 64 for IPv6, as Kubernetes)."""
+    cluster_signing_cert_file: str = ""
+    """--cluster-signing-cert-file: PEM of the CA csrsigning issues certificates with (empty:
+    it signs nothing)."""
+    cluster_signing_key_file: str = ""
+    """--cluster-signing-key-file: PEM of that CA's private key."""
+    cluster_signing_duration: float = 8760 * 3600.0
+    """--cluster-signing-duration: the longest validity of a signed certificate, seconds
+    (8760h, as Kubernetes); a request's expirationSeconds may ask for less."""
     health_address: str = ""
     """host:port of the gRPC health service the process serves (empty: none)."""

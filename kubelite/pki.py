@@ -204,11 +204,11 @@ def new_ca(common_name: str, *, days: int = CA_DAYS, key: bytes | None = None
 def _leaf(
     ca_cert: x509.Certificate, ca_key: rsa.RSAPrivateKey, subject: x509.Name,
     public: Any, *, key_usage: x509.KeyUsage, extended: Sequence[x509.ObjectIdentifier],
-    sans: Sequence[x509.GeneralName], days: int,
+    sans: Sequence[x509.GeneralName], lifetime: datetime.timedelta,
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     # No certificate outlives its CA (as Kubernetes' signer does).
-    not_after = min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc)
+    not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -261,7 +261,7 @@ def issue(
         [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
     cert = _leaf(ca_cert, ca_key, _name(common_name, organizations), private.public_key(),
                  key_usage=_LEAF_KEY_USAGE, extended=extended,
-                 sans=_sans(dns_names, ip_addresses), days=days)
+                 sans=_sans(dns_names, ip_addresses), lifetime=datetime.timedelta(days=days))
     return _cert_pem(cert), _key_pem(private)
 
 
@@ -386,10 +386,11 @@ SUPPORTED_USAGES = tuple(_KEY_USAGES) + tuple(_EXTENDED_USAGES)
 
 
 def sign_csr(ca_cert_pem: bytes, ca_key_pem: bytes, csr_pem: bytes, usages: Sequence[str],
-             days: int = CERT_DAYS) -> bytes:
+             days: int = CERT_DAYS, *, duration: datetime.timedelta | None = None) -> bytes:
     """The certificate PEM for a CSR: its subject and SANs, the usages given as
     Kubernetes names them in a CertificateSigningRequest (``digital signature``, ``key
-    encipherment``, ``client auth``, ``server auth``, ...)."""
+    encipherment``, ``client auth``, ``server auth``, ...), valid for ``duration`` when
+    given (a CSR's expirationSeconds), else ``days``."""
     csr = _load_csr(csr_pem)
     ca_cert, ca_key = _load_ca(ca_cert_pem, ca_key_pem)
     flags = dict.fromkeys(("digital_signature", "content_commitment", "key_encipherment",
@@ -408,7 +409,8 @@ def sign_csr(ca_cert_pem: bytes, ca_key_pem: bytes, csr_pem: bytes, usages: Sequ
                               decipher_only=False, **flags)
     dns, ips, _, _ = _san_values(csr.extensions)
     cert = _leaf(ca_cert, ca_key, csr.subject, csr.public_key(), key_usage=key_usage,
-                 extended=extended, sans=_sans(dns, ips), days=days)
+                 extended=extended, sans=_sans(dns, ips),
+                 lifetime=duration if duration is not None else datetime.timedelta(days=days))
     return _cert_pem(cert)
 
 
