@@ -9,9 +9,11 @@ import os
 from kubelet.kubelet import Kubelet
 from kubelet.pod_ips import parse_pod_cidr
 from kubelet.routes import RouteAgentSettings
+from kubelet.server import AuthorizationSettings
 from kubelet.settings import KubeletSettings
 from kubelite import daemon, logs
 from kubelite.api.names import is_dns1123_subdomain
+from kubelite.client.config import ConfigError
 from kubelite.durations import duration_flag
 from kubelite.health import join_host_port, maybe_health_server
 
@@ -38,7 +40,27 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
         help="loopback block (e.g. 127.244.1.0/24) giving each pod its own IP; empty: pods"
         " share the node's IP",
     )
-    p.add_argument("--server", default=os.environ.get("KUBELITE_SERVER", "127.0.0.1:6443"))
+    p.add_argument("--server", default=os.environ.get("KUBELITE_SERVER", "127.0.0.1:6443"),
+                   help="API server host:port in plaintext, when there is no --kubeconfig")
+    p.add_argument("--kubeconfig", default="", metavar="PATH",
+                   help="kubeconfig with the API server, its CA and this kubelet's"
+                        " credentials (wins over --server)")
+    p.add_argument("--tls-cert-file", default="", metavar="PATH",
+                   help="serving certificate of the kubelet API (with --tls-private-key-file"
+                        " and --client-ca-file: TLS, client certificates required, callers"
+                        " authorized; none of them: plaintext, every caller served)")
+    p.add_argument("--tls-private-key-file", default="", metavar="PATH",
+                   help="private key of --tls-cert-file")
+    p.add_argument("--client-ca-file", default="", metavar="PATH",
+                   help="CA whose client certificates the kubelet API accepts")
+    p.add_argument("--authorization-webhook-cache-authorized-ttl", type=duration_flag,
+                   default=300.0, metavar="DURATION",
+                   help="how long an allow from the API server about a kubelet API caller"
+                        " is cached (5m)")
+    p.add_argument("--authorization-webhook-cache-unauthorized-ttl", type=duration_flag,
+                   default=30.0, metavar="DURATION",
+                   help="how long a denial from the API server about a kubelet API caller"
+                        " is cached (30s)")
     p.add_argument("--root-dir", default="/var/lib/kubelite/kubelet")
     p.add_argument("--port", type=int, default=10250, help="kubelet API port (0: any)")
     p.add_argument("--cpu", default="", help="capacity cpu (default: this machine's)")
@@ -149,11 +171,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
     health_address = a.health_address
     if health_address is None:
         health_address = join_host_port(a.address, 10248)
+    tls_flags = {"--tls-cert-file": a.tls_cert_file,
+                 "--tls-private-key-file": a.tls_private_key_file,
+                 "--client-ca-file": a.client_ca_file}
+    if any(tls_flags.values()) and not all(tls_flags.values()):
+        missing = ", ".join(flag for flag, value in tls_flags.items() if not value)
+        p.error(f"{missing}: required with {', '.join(f for f, v in tls_flags.items() if v)}"
+                " (a TLS kubelet API needs its certificate, its key and its callers' CA)")
+    authorization = AuthorizationSettings(
+        allowed_ttl=a.authorization_webhook_cache_authorized_ttl,
+        denied_ttl=a.authorization_webhook_cache_unauthorized_ttl)
     settings = KubeletSettings(
         node_name=a.node_name,
         address=a.address,
         pod_cidr=a.pod_cidr,
         server=a.server,
+        kubeconfig=a.kubeconfig,
         root_dir=a.root_dir,
         port=a.port,
         cpu=a.cpu,
@@ -186,6 +219,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
         cluster_domain=cluster_domain,
         resolv_conf=a.resolv_conf,
         health_address=health_address,
+        tls_cert_file=a.tls_cert_file,
+        tls_private_key_file=a.tls_private_key_file,
+        client_ca_file=a.client_ca_file,
+        authorization=authorization,
     )
     return settings, a.log_level
 
@@ -196,7 +233,10 @@ def main(argv: list[str] | None = None) -> None:
     os.makedirs(settings.root_dir, exist_ok=True)
 
     async def serve() -> None:
-        kubelet = Kubelet(settings)
+        try:
+            kubelet = Kubelet(settings)
+        except (ConfigError, ValueError) as e:  # a file of a flag: one line, no traceback
+            raise SystemExit(f"kubelite-kubelet: {e}") from e
         health = maybe_health_server(settings.health_address, "kubelet", kubelet.readiness)
 
         await daemon.serve_until_signalled(kubelet.start, kubelet.stop, health=health)

@@ -15,11 +15,13 @@ from kubelet.pod_network import PodNetwork
 from kubelet.pod_worker import NodeContext, PodWorker
 from kubelet.routes import RouteAgent
 from kubelet.runtime.interface import Runtime
-from kubelet.server import KubeletServer
+from kubelet.server import ApiAccessReviewer, CallerAuthorizer, KubeletServer
 from kubelet.service_env import ServiceEnv
 from kubelet.settings import KubeletSettings
+from kubelet.token_manager import ApiTokenRequester, TokenManager
 from kubelet.volumes import VolumeManager
 from kubelite.client.client import ApiClient
+from kubelite.client.config import load_kubeconfig
 from kubelite.client.events import EventRecorder
 from kubelite.client.informer import Informer, InformerSettings
 from kubelite.health import Readiness, all_ready, informers_readiness
@@ -49,6 +51,14 @@ def make_runtime(settings: KubeletSettings) -> Runtime:
     )
 
 
+def make_client(settings: KubeletSettings) -> ApiClient:
+    """The API client of ``--kubeconfig`` (TLS and this node's credentials), else of
+    ``--server`` in plaintext."""
+    if settings.kubeconfig:
+        return ApiClient(load_kubeconfig(settings.kubeconfig))
+    return ApiClient(settings.server)
+
+
 class Kubelet:
     def __init__(
         self,
@@ -58,9 +68,14 @@ class Kubelet:
     ) -> None:
         self.settings = settings
         self.runtime = runtime or make_runtime(settings)
-        self.client = client or ApiClient(settings.server)
+        self.client = client or make_client(settings)
         self._owns_client = client is None
-        self.server = KubeletServer(self.runtime, settings.address, settings.port)
+        tls = settings.serving_tls
+        self.server = KubeletServer(
+            self.runtime, settings.address, settings.port, tls=tls,
+            authorizer=CallerAuthorizer(settings.node_name, ApiAccessReviewer(self.client),
+                                        settings.authorization) if tls is not None else None,
+        )
         self.node = NodeAgent(self.client, settings, self.server.port)
         self.recorder = EventRecorder(self.client, "kubelet", settings.node_name)
         self.pods: Informer[v1.Pod] = Informer(
@@ -70,6 +85,7 @@ class Kubelet:
             settings=InformerSettings(backoff_initial=0.2, backoff_max=2.0),
         )
         self.services = ServiceEnv(self.client)
+        self.tokens = TokenManager(ApiTokenRequester(self.client))
         self.pod_ips = (
             PodIPAllocator(settings.pod_cidr, os.path.join(settings.root_dir, "pod-ips"),
                            reserved=(settings.address,))
@@ -102,7 +118,12 @@ class Kubelet:
             runtime=self.runtime,
             recorder=self.recorder,
             env=EnvResolver(self.client, allocatable),
-            volumes=VolumeManager(self.client, self.runtime, allocatable),  # type: ignore[arg-type]
+            volumes=VolumeManager(
+                self.client, self.runtime, allocatable,  # type: ignore[arg-type]
+                tokens=self.tokens, recorder=self.recorder,
+                # The process runtime without a mount namespace mounts nothing.
+                can_mount=getattr(self.runtime, "isolation", None) != "none",
+            ),
             service_env=self.services.for_pod,
             pod_ips=self.pod_ips,
         )
@@ -184,6 +205,8 @@ class Kubelet:
         await worker.stop(kill=False)
         if self.workers.get(worker.uid) is worker:
             del self.workers[worker.uid]
+            if self._ctx is not None:
+                self._ctx.volumes.forget_pod(worker.uid)
 
     async def _remove_orphans(self) -> None:
         """Containers of pods deleted while this kubelet was away: stop and remove them."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kubelet.routes import RouteAgentSettings
+from kubelet.server import AuthorizationSettings, ServingTls
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,10 @@ class KubeletSettings:
     pods share the node's IP and containerPorts act as host ports (nodes on separate hosts,
     which cannot reach each other's loopback addresses)."""
     server: str = "127.0.0.1:6443"
-    """API server address."""
+    """API server address (plaintext), used when there is no ``kubeconfig``."""
+    kubeconfig: str = ""
+    """A kubeconfig file: the API server, its CA and this kubelet's credentials (upstream's
+    --kubeconfig). Empty: ``server`` in plaintext."""
     root_dir: str = "/var/lib/kubelite/kubelet"
     """Pods' directories, containers' state and logs."""
     port: int = 10250
@@ -93,3 +97,27 @@ class KubeletSettings:
     loopback address)."""
     health_address: str = ""
     """host:port of the gRPC health service the process serves (empty: none)."""
+    tls_cert_file: str = ""
+    """The kubelet API's serving certificate (PEM). With ``tls_private_key_file`` and
+    ``client_ca_file`` the API speaks TLS, requires client certificates and authorizes its
+    callers; all empty: plaintext, open to every caller (insecure mode)."""
+    tls_private_key_file: str = ""
+    """The serving certificate's private key (PEM)."""
+    client_ca_file: str = ""
+    """CA(s) whose client certificates the kubelet API accepts (PEM)."""
+    authorization: AuthorizationSettings = field(default_factory=AuthorizationSettings)
+    """How long the API server's answers about the kubelet API's callers are cached."""
+
+    def __post_init__(self) -> None:
+        tls = (self.tls_cert_file, self.tls_private_key_file, self.client_ca_file)
+        if any(tls) and not all(tls):
+            raise ValueError("tls_cert_file, tls_private_key_file and client_ca_file go"
+                             " together: a TLS kubelet API needs its certificate, its key and"
+                             " the CA of its callers' certificates")
+
+    @property
+    def serving_tls(self) -> ServingTls | None:
+        """The kubelet API's TLS; None: plaintext."""
+        if not self.tls_cert_file:
+            return None
+        return ServingTls(self.tls_cert_file, self.tls_private_key_file, self.client_ca_file)
