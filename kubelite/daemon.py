@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import structlog
+
+from kubelite.client.config import ClientConfig, load_kubeconfig
 
 log = structlog.get_logger(__name__)
 
@@ -59,3 +63,29 @@ def run(main: Coroutine[Any, Any, None]) -> None:
             uvloop.run(main)
             return
     asyncio.run(main)
+
+
+DEFAULT_SERVER = "127.0.0.1:6443"
+
+
+def add_api_server_flags(parser: argparse.ArgumentParser) -> None:
+    """``--kubeconfig`` (where the API server is and who this daemon is, as upstream's
+    daemons take it) and ``--server`` (a plaintext address, or the server of the kubeconfig
+    when both are given)."""
+    parser.add_argument(
+        "--kubeconfig", default=os.environ.get("KUBELITE_KUBECONFIG") or None,
+        help="client config file (kubeconfig): the API server, its CA and this daemon's"
+             " credentials (default: $KUBELITE_KUBECONFIG)")
+    parser.add_argument(
+        "--server", default=None,
+        help="API server host:port; alone, a plaintext connection (insecure clusters);"
+             " with --kubeconfig, overrides its server (default: $KUBELITE_SERVER or"
+             f" {DEFAULT_SERVER})")
+
+
+def api_server_target(args: argparse.Namespace) -> str | ClientConfig:
+    """What ApiClient connects to, from the flags of :func:`add_api_server_flags`."""
+    if args.kubeconfig:
+        config = load_kubeconfig(args.kubeconfig)
+        return dataclasses.replace(config, server=args.server) if args.server else config
+    return str(args.server or os.environ.get("KUBELITE_SERVER") or DEFAULT_SERVER)

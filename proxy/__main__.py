@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 
 from kubelite import daemon, logs
 from kubelite.client.client import ApiClient
+from kubelite.client.config import ClientConfig
 from kubelite.durations import duration_flag
 from kubelite.health import join_host_port, maybe_health_server
 from proxy.addresses import ClusterIPInterfaceSettings, check_interface_name, parse_service_range
@@ -16,13 +16,12 @@ from proxy.tcp import DIAL_TIMEOUTS, TcpSettings
 from proxy.udp import UdpSettings
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[str, ProxySettings, str]:
-    """(API server address, settings, log level)."""
+def parse_args(argv: list[str] | None = None) -> tuple[str | ClientConfig, ProxySettings, str]:
+    """(API server address or client config, settings, log level)."""
     p = argparse.ArgumentParser(prog="kubelite-proxy", description=__doc__)
     p.add_argument("--node-name", required=True)
     p.add_argument("--node-ip", required=True, help="address NodePort listeners bind")
-    p.add_argument("--server", default=os.environ.get("KUBELITE_SERVER", "127.0.0.1:6443"),
-                   help="API server host:port (default: $KUBELITE_SERVER or 127.0.0.1:6443)")
+    daemon.add_api_server_flags(p)
     p.add_argument("--udp-timeout", type=duration_flag, default=0.25,
                    help="idle time after which a UDP client association is dropped")
     p.add_argument("--no-splice", action="store_true",
@@ -83,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, ProxySettings, str]:
             sync_period=a.cluster_ip_interface_sync_period,
         ),
     )
-    return a.server, settings, a.log_level
+    return daemon.api_server_target(a), settings, a.log_level
 
 
 def raise_open_file_limit() -> None:

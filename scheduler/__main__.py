@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import uuid
 
 from kubelite import daemon, logs
 from kubelite.client.client import ApiClient
+from kubelite.client.config import ClientConfig
 from kubelite.client.leaderelection import LeaderElectionSettings
 from kubelite.durations import duration_flag
 from kubelite.health import maybe_health_server
@@ -25,11 +25,10 @@ def boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean {text!r} (true or false)")
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[str, SchedulerSettings, str]:
-    """(API server address, settings, log level)."""
+def parse_args(argv: list[str] | None = None) -> tuple[str | ClientConfig, SchedulerSettings, str]:
+    """(API server address or client config, settings, log level)."""
     p = argparse.ArgumentParser(prog="kubelite-scheduler", description=__doc__)
-    p.add_argument("--server", default=os.environ.get("KUBELITE_SERVER", "127.0.0.1:6443"),
-                   help="API server host:port (default: $KUBELITE_SERVER or 127.0.0.1:6443)")
+    daemon.add_api_server_flags(p)
     p.add_argument("--leader-elect", type=boolean, nargs="?", const=True, default=True,
                    help="run only while holding the kube-system/kube-scheduler Lease")
     p.add_argument("--leader-elect-lease-duration", type=duration_flag, default=15.0)
@@ -74,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, SchedulerSettings, s
         identity=identity,
         health_address=a.health_address,
     )
-    return a.server, settings, a.log_level
+    return daemon.api_server_target(a), settings, a.log_level
 
 
 def main(argv: list[str] | None = None) -> None:
