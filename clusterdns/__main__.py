@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
+from pathlib import Path
 
 from clusterdns.records import DEFAULT_TTL, normalize_zone
 from clusterdns.server import ClusterDns, DnsSettings
 from clusterdns.upstream import DNS_PORT, parse_upstreams
 from kubelite import daemon, logs
 from kubelite.client.client import ApiClient
+from kubelite.client.config import (
+    SERVICE_ACCOUNT_DIR,
+    SERVICE_HOST_ENV,
+    ClientConfig,
+    ConfigError,
+    in_cluster_config,
+    load_kubeconfig,
+)
 from kubelite.durations import duration_flag
 from kubelite.health import join_host_port, maybe_health_server
 
@@ -17,26 +27,36 @@ HEALTH_PORT = 8181
 """CoreDNS' readiness port (its ``ready`` plugin)."""
 
 
-def default_server() -> str:
-    """$KUBELITE_SERVER, else the API's Service from a pod's environment
-    (KUBERNETES_SERVICE_HOST/PORT), else 127.0.0.1:6443."""
-    explicit = os.environ.get("KUBELITE_SERVER")
+def default_server(
+    env: Mapping[str, str] = os.environ, root: Path = SERVICE_ACCOUNT_DIR,
+) -> str | ClientConfig:
+    """$KUBELITE_SERVER, else in a pod the API's Service (KUBERNETES_SERVICE_HOST/PORT):
+    over TLS with the pod's ServiceAccount token and the cluster CA when they are mounted,
+    in plaintext when they are not; else 127.0.0.1:6443."""
+    explicit = env.get("KUBELITE_SERVER")
     if explicit:
         return explicit
-    host = os.environ.get("KUBERNETES_SERVICE_HOST")
-    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    if env.get(SERVICE_HOST_ENV) and (root / "token").is_file():
+        return in_cluster_config(env, root)
+    host = env.get("KUBERNETES_SERVICE_HOST")
+    port = env.get("KUBERNETES_SERVICE_PORT")
     if host and port and port.isdigit():
         return join_host_port(host, int(port))
     return "127.0.0.1:6443"
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[str, DnsSettings, str]:
-    """(API server address, settings, log level)."""
+def parse_args(argv: list[str] | None = None
+               ) -> tuple[str | ClientConfig, DnsSettings, str]:
+    """(API server address or client config, settings, log level)."""
     p = argparse.ArgumentParser(prog="kubelite-dns", description=__doc__)
     p.add_argument("--server", default=None,
-                   help="API server host:port (default: $KUBELITE_SERVER, else"
-                        " $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, else"
+                   help="API server host:port in plaintext (default: $KUBELITE_SERVER, else"
+                        " in a pod the in-cluster config: $KUBERNETES_SERVICE_HOST:"
+                        "$KUBERNETES_SERVICE_PORT with the pod's ServiceAccount token, else"
                         " 127.0.0.1:6443)")
+    p.add_argument("--kubeconfig", default="", metavar="PATH",
+                   help="kubeconfig with the API server, its CA and credentials (wins over"
+                        " --server)")
     p.add_argument("--listen-address", default="", metavar="IP",
                    help="address to serve DNS on, UDP and TCP (default: every address)")
     p.add_argument("--port", type=int, default=DNS_PORT,
@@ -85,7 +105,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, DnsSettings, str]:
         upstream_timeout=a.upstream_timeout,
         health_address=health_address,
     )
-    return a.server or default_server(), settings, a.log_level
+    try:
+        if a.kubeconfig:
+            target: str | ClientConfig = load_kubeconfig(a.kubeconfig)
+        else:
+            target = a.server or default_server()
+    except ConfigError as e:
+        p.error(f"--kubeconfig: {e}" if a.kubeconfig else str(e))
+    return target, settings, a.log_level
 
 
 def main(argv: list[str] | None = None) -> None:
