@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import uuid
 
@@ -19,7 +18,7 @@ from kubelite.health import maybe_health_server
 
 def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings, str]:
     p = argparse.ArgumentParser(prog="kubelite-controller-manager", description=__doc__)
-    p.add_argument("--server", default=os.environ.get("KUBELITE_SERVER", "127.0.0.1:6443"))
+    daemon.add_api_server_flags(p)
     p.add_argument("--controllers", default="*",
                    help="comma-separated: * for all, name to enable, -name to disable")
     p.add_argument("--workers", type=int, default=5)
@@ -72,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
         p.error("--cluster-signing-duration: must be more than 0")
     identity = a.identity or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     settings = ControllerManagerSettings(
-        server=a.server,
+        server=daemon.api_server_target(a),
         controllers=tuple(c for c in a.controllers.split(",") if c),
         workers=a.workers,
         leader_elect=a.leader_elect == "true",

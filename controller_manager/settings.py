@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kubelite.client.config import ClientConfig
 from kubelite.client.leaderelection import LeaderElectionSettings
 
 
 @dataclass(frozen=True)
 class ControllerManagerSettings:
-    server: str = "127.0.0.1:6443"
-    """API server address."""
+    server: str | ClientConfig = "127.0.0.1:6443"
+    """API server address (plaintext), or a client config (server, CA, credentials)."""
     controllers: tuple[str, ...] = ("*",)
     """Kubernetes' --controllers: ``*`` for all, a name to add one, ``-name`` to drop one."""
     workers: int = 5
