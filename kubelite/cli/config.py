@@ -1,8 +1,14 @@
-"""Where klctl finds the API server.
+"""Where klctl finds the API server, and how it talks to it.
 
-In order: the ``--server`` flag, ``$KUBELITE_SERVER``, the config file (``$KUBELITE_CONFIG``
-or ``~/.kubelite/config``, a small YAML/JSON mapping ``{"server": "127.0.0.1:6443"}`` that
-``kubelite up`` writes with :func:`write_config`), then 127.0.0.1:6443.
+The config file is ``--kubeconfig``, else ``$KUBELITE_CONFIG``, else ``~/.kubelite/config``.
+A file with clusters/users/contexts is a kubeconfig (``kubelite init`` writes them: the
+server, its CA, the user's certificate or token; ``--context`` picks a context, else its
+current-context). The legacy file, a small YAML/JSON mapping ``{"server": "127.0.0.1:6443"}``
+that ``kubelite up`` writes with :func:`write_config`, names a plaintext server.
+
+The server is then, in order: the ``--server`` flag, ``$KUBELITE_SERVER``, the file's, then
+127.0.0.1:6443. The flag and the variable replace only the address: a kubeconfig's
+credentials stay.
 
 ``kubelite up`` writes that file (the cluster started last is klctl's) and also
 ``<data-dir>/config`` for its own cluster, so with several local clusters
@@ -11,6 +17,7 @@ or ``~/.kubelite/config``, a small YAML/JSON mapping ``{"server": "127.0.0.1:644
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -21,15 +28,18 @@ from typing import Any
 
 import yaml
 
-from kubelite.api.errors import KubeliteError
+from kubelite.client.config import (
+    ClientConfig,
+    ConfigError,
+    is_kubeconfig,
+    kubeconfig_client_config,
+)
+
+__all__ = ["ConfigError"]
 
 DEFAULT_SERVER = "127.0.0.1:6443"
 SERVER_ENV = "KUBELITE_SERVER"
 CONFIG_ENV = "KUBELITE_CONFIG"
-
-
-class ConfigError(KubeliteError):
-    """The config file exists but cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,27 @@ class ServerAddress:
     """host:port for gRPC."""
     source: str
     """Where it came from ("--server", "$KUBELITE_SERVER", the file's path, "default")."""
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    config: ClientConfig
+    """The server and, from a kubeconfig, the CA and credentials."""
+    source: str
+    """Where the server came from ("--server", "$KUBELITE_SERVER", the file's path,
+    "default")."""
+    path: Path | None
+    """The kubeconfig used, if any."""
+    context: str | None
+    """Its context used (--context or its current-context)."""
+
+
+def config_path(kubeconfig_flag: str | None = None,
+                env: Mapping[str, str] | None = None) -> Path:
+    """The config file: ``--kubeconfig``, ``$KUBELITE_CONFIG``, ``~/.kubelite/config``."""
+    if kubeconfig_flag:
+        return Path(kubeconfig_flag).expanduser()
+    return default_config_path(env)
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -72,6 +103,8 @@ def read_config(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"invalid config file {path}: expected a mapping with a server key")
+    if is_kubeconfig(data):
+        return data
     server = data.get("server")
     if server is not None and not isinstance(server, str):
         raise ConfigError(f"invalid config file {path}: server must be a string like host:port")
@@ -87,6 +120,8 @@ def write_config(path: str | os.PathLike[str], server: str) -> Path:
         existing = read_config(target)
     except ConfigError:
         pass  # a broken file is replaced rather than kept
+    if is_kubeconfig(existing):
+        existing = {}  # the cluster started last is klctl's: its plaintext server replaces it
     existing["server"] = normalize_address(server)
     fd, tmp = tempfile.mkstemp(prefix=".config-", dir=target.parent)
     try:
@@ -103,18 +138,39 @@ def write_config(path: str | os.PathLike[str], server: str) -> Path:
     return target
 
 
+def resolve_client_config(
+    server_flag: str | None = None, kubeconfig_flag: str | None = None,
+    context_flag: str | None = None, env: Mapping[str, str] | None = None,
+) -> ResolvedConfig:
+    """The config klctl talks to the server with, and where its server came from."""
+    env = os.environ if env is None else env
+    path = config_path(kubeconfig_flag, env)
+    if kubeconfig_flag and not path.exists():
+        raise ConfigError(f"--kubeconfig: {path} does not exist")
+    data = read_config(path)
+    resolved: ResolvedConfig
+    if is_kubeconfig(data):
+        config = kubeconfig_client_config(data, path, context_flag)
+        context = context_flag or str(data.get("current-context"))
+        resolved = ResolvedConfig(config, str(path), path, context)
+    elif context_flag:
+        raise ConfigError(f"--context: {path} is not a kubeconfig (it has no contexts)")
+    elif data.get("server"):
+        resolved = ResolvedConfig(ClientConfig(normalize_address(data["server"])), str(path),
+                                  None, None)
+    else:
+        resolved = ResolvedConfig(ClientConfig(DEFAULT_SERVER), "default", None, None)
+    override, source = (server_flag, "--server") if server_flag else (
+        env.get(SERVER_ENV), f"${SERVER_ENV}")
+    if override:
+        config = dataclasses.replace(resolved.config, server=normalize_address(override))
+        resolved = dataclasses.replace(resolved, config=config, source=source)
+    return resolved
+
+
 def resolve_server(
     flag: str | None = None, env: Mapping[str, str] | None = None
 ) -> ServerAddress:
     """The server to talk to and where that choice came from."""
-    env = os.environ if env is None else env
-    if flag:
-        return ServerAddress(normalize_address(flag), "--server")
-    from_env = env.get(SERVER_ENV)
-    if from_env:
-        return ServerAddress(normalize_address(from_env), f"${SERVER_ENV}")
-    path = default_config_path(env)
-    server = read_config(path).get("server")
-    if server:
-        return ServerAddress(normalize_address(server), str(path))
-    return ServerAddress(DEFAULT_SERVER, "default")
+    resolved = resolve_client_config(flag, env=env)
+    return ServerAddress(resolved.config.server, resolved.source)

@@ -44,7 +44,8 @@ class ClientConfig:
     """Where the API server is and how to talk to it."""
 
     server: str
-    """host:port of the API server (a URL such as ``https://host:port`` is normalized)."""
+    """host:port of the API server (a URL such as ``https://host:port`` is normalized; other
+    gRPC targets such as ``unix:///path`` are kept)."""
     ca_pem: bytes | None = None
     """PEM of the CA(s) that sign the server's certificate; None: a plaintext channel."""
     cert_pem: bytes | None = None
@@ -95,15 +96,18 @@ class ClientConfig:
 
 
 def normalize_server(server: str) -> str:
-    """host:port from a server URL (``https://host:port``, ``https://host``, ``host:port``)."""
+    """host:port from a server URL (``https://host:port``, ``https://host``, ``host:port``);
+    another gRPC target (``unix:///path``, ``dns:///host:port``) is kept as it is."""
     text = server.strip()
     scheme, sep, rest = text.partition("://")
+    if sep and scheme not in ("https", "http"):
+        return text
     if not sep:
         scheme, rest = "", text
     host_port = rest.split("/", 1)[0]
     if not host_port:
         raise ConfigError(f"server {server!r}: expected https://host:port or host:port")
-    if scheme in ("https", "http") and not _has_port(host_port):
+    if scheme and not _has_port(host_port):
         host_port = f"{host_port}:{443 if scheme == 'https' else 80}"
     return host_port
 

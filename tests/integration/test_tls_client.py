@@ -221,3 +221,17 @@ async def test_discover_ca_names_an_unreachable_server() -> None:
     port = free_port()
     with pytest.raises(DiscoveryError, match=f"cannot connect to 127.0.0.1:{port}"):
         await asyncio.to_thread(discover_ca, "127.0.0.1", port, "sha256:" + "0" * 64, 2.0)
+
+
+async def test_klctl_uses_the_kubeconfig(server: TlsServer,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from kubelite.cli.klctl import main
+
+    args = ["version", "--kubeconfig", str(server.pki.admin_conf), "--server", server.address]
+    assert await asyncio.to_thread(main, args) == 0
+    assert f"Server: {server.address} (SERVING)" in capsys.readouterr().out
+
+    other = init_cluster(server.pki.data_dir.parent / "other").pki  # another cluster's CA
+    args[2] = str(other.admin_conf)
+    assert await asyncio.to_thread(main, args) == 1
+    assert f"cannot reach the API server at {server.address}" in capsys.readouterr().err

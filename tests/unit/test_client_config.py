@@ -233,3 +233,10 @@ def test_client_config_rules(creds: dict[str, bytes]) -> None:
 ])
 def test_normalize_server(given: str, expected: str) -> None:
     assert normalize_server(given) == expected
+
+
+def test_other_grpc_targets_are_kept() -> None:
+    assert normalize_server("unix:///run/api.sock") == "unix:///run/api.sock"
+    assert ClientConfig("dns:///api:6443").server == "dns:///api:6443"
+    with pytest.raises(ConfigError, match="expected https://host:port"):
+        normalize_server("https://")

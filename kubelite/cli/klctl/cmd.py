@@ -16,13 +16,14 @@ from collections.abc import Callable, Sequence
 from kubelite.api.errors import ApiError
 from kubelite.api.manifests import ManifestError
 from kubelite.api.registry import UnknownResource
-from kubelite.cli.config import ConfigError, resolve_server
+from kubelite.cli.config import ConfigError, resolve_client_config
 from kubelite.cli.klctl import (
     apply,
     certificate,
     delete,
     describe,
     get,
+    kubeconfig,
     logs,
     patch,
     rollout,
@@ -38,7 +39,7 @@ from kubelite.client.client import ApiClient
 REGISTER: tuple[Callable[[Commands], None], ...] = (
     apply.register, get.register, logs.register, describe.register, delete.register,
     patch.register, version.register, rollout.register, scale.register,
-    certificate.register,
+    certificate.register, kubeconfig.register,
 )
 """Each verb module adds its commands' parsers; ``klctl --help`` lists them in this order."""
 
@@ -62,7 +63,8 @@ async def _run(args: argparse.Namespace, ctx: Context) -> int:
     if getattr(args, "offline", False):
         return await version.cmd_api_resources(args, None, ctx)
     # A command line fails fast when the server is down rather than waiting for it.
-    async with ApiClient(ctx.server, timeout=ctx.request_timeout, wait_for_ready=False) as client:
+    target = ctx.client_config if ctx.client_config is not None else ctx.server
+    async with ApiClient(target, timeout=ctx.request_timeout, wait_for_ready=False) as client:
         return await handler(args, client, ctx)
 
 
@@ -91,17 +93,24 @@ def run(argv: Sequence[str]) -> int:
         return 1
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
-    for name in ("server", "request_timeout", "namespace"):
+    for name in ("server", "kubeconfig", "context", "request_timeout", "namespace"):
         if getattr(args, name, None) is None and getattr(top, name) is not None:
             setattr(args, name, getattr(top, name))
     try:
-        server = resolve_server(args.server)
+        local: Callable[[argparse.Namespace], int] | None = getattr(args, "local", None)
+        if local is not None:  # works on the config file alone, no server
+            return local(args)
+        resolved = resolve_client_config(args.server, args.kubeconfig, args.context)
+        config = resolved.config
+        if getattr(args, "namespace", "") is None and config.namespace:
+            args.namespace = config.namespace  # the context's namespace, as kubectl
         if args.request_timeout is None:
             timeout, explicit = DEFAULT_REQUEST_TIMEOUT, False
         else:
             timeout = parse_duration(args.request_timeout, "--request-timeout")
             explicit = True
-        ctx = Context(server.address, timeout or NO_TIMEOUT, explicit and timeout > 0)
+        ctx = Context(config.server, timeout or NO_TIMEOUT, explicit and timeout > 0,
+                      config if config.secure else None)
         return asyncio.run(_run(args, ctx))
     except KeyboardInterrupt:
         return 130

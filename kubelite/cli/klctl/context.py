@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kubelite.client.client import ApiClient
+from kubelite.client.config import ClientConfig
 
 DEFAULT_REQUEST_TIMEOUT = 30.0
 """Seconds a request may take when --request-timeout is not given (kubectl: none)."""
@@ -20,6 +21,8 @@ class Context:
     request_timeout: float
     explicit_timeout: bool
     """Whether --request-timeout was given (it then also bounds watches)."""
+    client_config: ClientConfig | None = None
+    """TLS and credentials from a kubeconfig; None: a plaintext ``server``."""
 
 
 Handler = Callable[[argparse.Namespace, ApiClient, Context], Awaitable[int]]

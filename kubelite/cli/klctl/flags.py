@@ -59,7 +59,12 @@ class Commands:
 
 def add_globals(p: argparse.ArgumentParser, default: Any) -> None:
     p.add_argument("-s", "--server", default=default,
-                   help="the address of the API server (host:port)")
+                   help="the address of the API server (host:port); with a kubeconfig, it"
+                        " replaces only the address")
+    p.add_argument("--kubeconfig", default=default,
+                   help="the kubeconfig file (default: $KUBELITE_CONFIG, ~/.kubelite/config)")
+    p.add_argument("--context", default=default,
+                   help="the kubeconfig context to use (default: its current-context)")
     p.add_argument("--request-timeout", default=default,
                    help="how long to wait for a single request (e.g. 5s, 1m; 0: no limit)")
 
