@@ -229,3 +229,28 @@ def test_tls_flags_go_together(capsys: pytest.CaptureFixture[str]) -> None:
             in capsys.readouterr().err)
     with pytest.raises(ValueError, match="go together"):
         KubeletSettings(node_name="n1", tls_cert_file="s.crt", tls_private_key_file="s.key")
+
+
+async def test_a_rotated_serving_certificate_and_ca_are_served_without_a_restart(
+        tmp_path: Path) -> None:
+    old, new = CertificateAuthority("old"), CertificateAuthority("new")
+    cert, key = old.issue("node-1", ips=("127.0.0.1",), client=False).write(tmp_path, "serving")
+    ca_file = old.write(tmp_path)
+    server = KubeletServer(
+        cast(Runtime, OneContainer()), "127.0.0.1", 0,
+        tls=ServingTls(str(cert), str(key), str(ca_file)),
+        authorizer=CallerAuthorizer("node-1", FakeReviewer()))
+    await server.start()
+    try:
+        assert await exec_as(server.port, old, APISERVER_KUBELET_CLIENT) == b"echo hi"
+        with pytest.raises(grpc.aio.AioRpcError):
+            await exec_as(server.port, new, APISERVER_KUBELET_CLIENT)
+
+        new.issue("node-1", ips=("127.0.0.1",), client=False).write(tmp_path, "serving")
+        new.write(tmp_path)
+
+        assert await exec_as(server.port, new, APISERVER_KUBELET_CLIENT) == b"echo hi"
+        with pytest.raises(grpc.aio.AioRpcError):
+            await exec_as(server.port, old, APISERVER_KUBELET_CLIENT)
+    finally:
+        await server.stop()
