@@ -4,6 +4,7 @@
                                                 stops it (`kubelite up --help`: every option)
     kubelite status [--data-dir D]              each component's process and health
     kubelite down [--data-dir D]                stop a cluster started by `kubelite up`
+    kubelite init [--data-dir D] ...            the cluster's certificates and client configs
 
 Components: etcd, the API server, the scheduler, the controller manager, and per node a
 kubelet and a proxy on its own loopback address (127.0.0.2, 127.0.0.3, ...). Every
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kubelite.api.errors import ApiError
+from kubelite.cli import init as init_command
 from kubelite.cli.addons import dns_cluster_ip, install_dns
 from kubelite.cli.local_containerd import (
     ContainerdNode,
@@ -695,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
                 s.add_argument(option(field_name), type=kind, metavar=metavar,
                                default=getattr(defaults, field_name), help=text,
                                choices=choices)
+    init_command.add_parser(sub, defaults.data_dir)
     return p
 
 
@@ -724,5 +727,7 @@ def main(argv: list[str] | None = None) -> None:
         serving = _grpc_healthy(a.address)
         print("SERVING" if serving else "NOT_SERVING")
         raise SystemExit(0 if serving else 1)
+    if a.command == "init":
+        raise SystemExit(init_command.run(a))
     code = {"up": up, "down": down, "status": status}[a.command](settings_from(a))
     raise SystemExit(code)
