@@ -11,6 +11,7 @@ from kubelet.pod_ips import parse_pod_cidr
 from kubelet.routes import RouteAgentSettings
 from kubelet.server import AuthorizationSettings
 from kubelet.settings import KubeletSettings
+from kubelet.tls_bootstrap import BootstrapError, bootstrap_kubelet
 from kubelite import daemon, logs
 from kubelite.api.names import is_dns1123_subdomain
 from kubelite.client.config import ConfigError
@@ -45,6 +46,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
     p.add_argument("--kubeconfig", default="", metavar="PATH",
                    help="kubeconfig with the API server, its CA and this kubelet's"
                         " credentials (wins over --server)")
+    p.add_argument("--bootstrap-kubeconfig", default="", metavar="PATH",
+                   help="kubeconfig with a bootstrap token: when --kubeconfig has no valid"
+                        " client certificate, one is asked for with it and --kubeconfig"
+                        " written (and, without --tls-cert-file, a serving certificate)")
+    p.add_argument("--cert-dir", default="", metavar="DIR",
+                   help="where bootstrapped keys and certificates are kept (default:"
+                        " ROOT_DIR/pki)")
+    p.add_argument("--bootstrap-wait-timeout", type=duration_flag, default=3600.0,
+                   metavar="DURATION",
+                   help="how long a bootstrapped certificate may take to be approved and"
+                        " signed (1h)")
     p.add_argument("--tls-cert-file", default="", metavar="PATH",
                    help="serving certificate of the kubelet API (with --tls-private-key-file"
                         " and --client-ca-file: TLS, client certificates required, callers"
@@ -178,6 +190,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
         missing = ", ".join(flag for flag, value in tls_flags.items() if not value)
         p.error(f"{missing}: required with {', '.join(f for f, v in tls_flags.items() if v)}"
                 " (a TLS kubelet API needs its certificate, its key and its callers' CA)")
+    if a.bootstrap_kubeconfig and not a.kubeconfig:
+        p.error("--kubeconfig: required with --bootstrap-kubeconfig (where the kubeconfig"
+                " with the node's own certificate is written)")
     authorization = AuthorizationSettings(
         allowed_ttl=a.authorization_webhook_cache_authorized_ttl,
         denied_ttl=a.authorization_webhook_cache_unauthorized_ttl)
@@ -187,6 +202,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[KubeletSettings, str]:
         pod_cidr=a.pod_cidr,
         server=a.server,
         kubeconfig=a.kubeconfig,
+        bootstrap_kubeconfig=a.bootstrap_kubeconfig,
+        cert_dir=a.cert_dir or os.path.join(a.root_dir, "pki"),
+        bootstrap_wait_timeout=a.bootstrap_wait_timeout,
         root_dir=a.root_dir,
         port=a.port,
         cpu=a.cpu,
@@ -234,12 +252,23 @@ def main(argv: list[str] | None = None) -> None:
 
     async def serve() -> None:
         try:
-            kubelet = Kubelet(settings)
-        except (ConfigError, ValueError) as e:  # a file of a flag: one line, no traceback
+            effective, serving = await bootstrap_kubelet(settings)
+            kubelet = Kubelet(effective)
+        except (ConfigError, ValueError, BootstrapError) as e:  # one line, no traceback
             raise SystemExit(f"kubelite-kubelet: {e}") from e
         health = maybe_health_server(settings.health_address, "kubelet", kubelet.readiness)
 
-        await daemon.serve_until_signalled(kubelet.start, kubelet.stop, health=health)
+        async def start() -> None:
+            if serving is not None:
+                serving.start()
+            await kubelet.start()
+
+        async def stop() -> None:
+            await kubelet.stop()
+            if serving is not None:
+                await serving.stop()
+
+        await daemon.serve_until_signalled(start, stop, health=health)
 
     daemon.run(serve())
 

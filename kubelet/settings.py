@@ -25,6 +25,14 @@ class KubeletSettings:
     kubeconfig: str = ""
     """A kubeconfig file: the API server, its CA and this kubelet's credentials (upstream's
     --kubeconfig). Empty: ``server`` in plaintext."""
+    bootstrap_kubeconfig: str = ""
+    """A kubeconfig with a bootstrap token (--bootstrap-kubeconfig): when ``kubeconfig`` has
+    no valid client certificate, the kubelet asks the cluster for one with it and writes
+    ``kubeconfig`` (TLS bootstrap, kubelet/tls_bootstrap.py)."""
+    cert_dir: str = ""
+    """Where bootstrapped keys and certificates live (--cert-dir; empty: root_dir/pki)."""
+    bootstrap_wait_timeout: float = 3600.0
+    """Seconds a bootstrapped certificate may take to be approved and signed."""
     root_dir: str = "/var/lib/kubelite/kubelet"
     """Pods' directories, containers' state and logs."""
     port: int = 10250
