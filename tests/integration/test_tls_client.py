@@ -235,3 +235,18 @@ async def test_klctl_uses_the_kubeconfig(server: TlsServer,
     args[2] = str(other.admin_conf)
     assert await asyncio.to_thread(main, args) == 1
     assert f"cannot reach the API server at {server.address}" in capsys.readouterr().err
+
+
+async def test_server_name_override(server: TlsServer) -> None:
+    """Reaching the server at an address its certificate does not name works when the
+    config says which name it carries (kubeconfig's tls-server-name)."""
+    base = _config(server, server.pki.admin_conf)
+    named = dataclasses.replace(base, server=f"localhost:{server.port}",
+                                server_name="kubernetes.default.svc")
+    async with ApiClient(named, timeout=5, wait_for_ready=False) as client:
+        assert await _health(client) == "SERVING"
+    wrong = dataclasses.replace(base, server_name="elsewhere.example")
+    async with ApiClient(wrong, timeout=5, wait_for_ready=False) as client:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await _health(client)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
