@@ -92,8 +92,27 @@ def _has_volume_source(vol: v1.Volume) -> bool:
             "secret",
             "downward_api",
             "persistent_volume_claim",
+            "projected",
         )
     )
+
+
+DEFAULT_TOKEN_EXPIRATION_SECONDS = 3600
+"""A projected ServiceAccount token's lifetime unless the pod says, an hour as upstream."""
+
+
+def _default_projected(source: v1.ProjectedVolumeSource) -> None:
+    if not source.HasField("default_mode"):
+        source.default_mode = DEFAULT_VOLUME_MODE
+    for projection in source.sources:
+        token = projection.service_account_token
+        if projection.HasField("service_account_token") and not token.HasField(
+            "expiration_seconds"
+        ):
+            token.expiration_seconds = DEFAULT_TOKEN_EXPIRATION_SECONDS
+        for item in projection.downward_api.items:
+            if item.HasField("field_ref") and not item.field_ref.api_version:
+                item.field_ref.api_version = "v1"
 
 
 def _default_volume(vol: v1.Volume) -> None:
@@ -111,6 +130,8 @@ def _default_volume(vol: v1.Volume) -> None:
                 item.field_ref.api_version = "v1"
     if vol.HasField("host_path") and not vol.host_path.HasField("type"):
         vol.host_path.type = ""
+    if vol.HasField("projected"):
+        _default_projected(vol.projected)
 
 
 def default_pod_spec(spec: v1.PodSpec) -> None:

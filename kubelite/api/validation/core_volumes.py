@@ -1,6 +1,6 @@
 """A pod's volumes (core/v1 ValidateVolumes): one source each, hostPath, emptyDir, configMap,
-secret, downwardAPI and persistentVolumeClaim sources, item paths and file modes, and the
-field references downwardAPI items and env vars share."""
+secret, downwardAPI, projected and persistentVolumeClaim sources, item paths and file modes,
+and the field references downwardAPI items and env vars share."""
 
 from __future__ import annotations
 
@@ -164,6 +164,102 @@ def validate_host_path(source: v1.HostPathVolumeSource, path: FieldPath) -> Erro
     return errs
 
 
+def _validate_downward_api_file(item: v1.DownwardAPIVolumeFile, path: FieldPath) -> Errors:
+    errs: Errors = []
+    if not item.path:
+        errs.append(path.child("path").required())
+    errs.extend(_validate_local_non_reserved_path(item.path, path.child("path")))
+    errs.extend(_validate_mode(item, "mode", path.child("mode")))
+    has_field = item.HasField("field_ref")
+    has_res = item.HasField("resource_field_ref")
+    if has_field and has_res:
+        errs.append(path.invalid(
+            "resource", "fieldRef and resourceFieldRef can not be specified simultaneously"))
+    elif has_field:
+        errs.extend(validate_field_ref(item.field_ref, _VOLUME_FIELD_PATHS, path.child("fieldRef")))
+    elif has_res:
+        errs.extend(validate_resource_field_ref(
+            item.resource_field_ref, path.child("resourceFieldRef"), True))
+    else:
+        errs.append(path.required("one of fieldRef and resourceFieldRef is required"))
+    return errs
+
+
+MIN_TOKEN_EXPIRATION_SECONDS = 10 * 60
+MAX_TOKEN_EXPIRATION_SECONDS = 1 << 32
+
+_PROJECTION_SOURCES = (
+    ("secret", "secret"),
+    ("config_map", "configMap"),
+    ("downward_api", "downwardAPI"),
+    ("service_account_token", "serviceAccountToken"),
+)
+
+
+def validate_projected(source: v1.ProjectedVolumeSource, path: FieldPath) -> Errors:
+    """A projected volume (validateProjectedVolumeSource): each source one of secret,
+    configMap, downwardAPI and serviceAccountToken, every file it projects at a relative path
+    of its own, tokens valid for 10 minutes to 2^32 seconds."""
+    errs = _validate_mode(source, "default_mode", path.child("defaultMode"))
+    paths: set[str] = set()
+
+    def unique(file_path: str, at: FieldPath) -> None:
+        if file_path in paths:
+            errs.append(at.invalid(file_path, "conflicting duplicate paths"))
+        paths.add(file_path)
+
+    for i, projection in enumerate(source.sources):
+        p = path.child("sources").index(i)
+        present = [(attr, name) for attr, name in _PROJECTION_SOURCES
+                   if projection.HasField(attr)]
+        if not present:
+            errs.append(p.required(
+                "must specify one of: " + ", ".join(name for _, name in _PROJECTION_SOURCES)))
+        elif len(present) > 1:
+            errs.append(p.forbidden("may not specify more than 1 volume type per source"))
+        for attr, name in present:
+            sp = p.child(name)
+            if attr in ("secret", "config_map"):
+                ref: v1.SecretProjection | v1.ConfigMapProjection = getattr(projection, attr)
+                if not ref.name:
+                    errs.append(sp.child("name").required())
+                errs.extend(_validate_key_to_paths(ref.items, sp.child("items")))
+                for j, item in enumerate(ref.items):
+                    if item.path:
+                        unique(item.path, sp.child("items").index(j).child("path"))
+            elif attr == "downward_api":
+                for j, file in enumerate(projection.downward_api.items):
+                    fp = sp.child("items").index(j)
+                    errs.extend(_validate_downward_api_file(file, fp))
+                    if file.path:
+                        unique(file.path, fp.child("path"))
+            else:
+                errs.extend(_validate_token_projection(projection.service_account_token, sp))
+                token_path = projection.service_account_token.path
+                if token_path:
+                    unique(token_path, sp.child("path"))
+    return errs
+
+
+def _validate_token_projection(token: v1.ServiceAccountTokenProjection, path: FieldPath
+                               ) -> Errors:
+    errs: Errors = []
+    # Unset is upstream's default, an hour.
+    if token.HasField("expiration_seconds"):
+        seconds = token.expiration_seconds
+        if seconds < MIN_TOKEN_EXPIRATION_SECONDS:
+            errs.append(path.child("expirationSeconds").invalid(
+                seconds, "may not specify a duration less than 10 minutes"))
+        if seconds > MAX_TOKEN_EXPIRATION_SECONDS:
+            errs.append(path.child("expirationSeconds").invalid(
+                seconds, "may not specify a duration larger than 2^32 seconds"))
+    if not token.path:
+        errs.append(path.child("path").required())
+    else:
+        errs.extend(_validate_local_non_reserved_path(token.path, path.child("path")))
+    return errs
+
+
 _VOLUME_SOURCES = (
     ("host_path", "hostPath"),
     ("empty_dir", "emptyDir"),
@@ -171,6 +267,7 @@ _VOLUME_SOURCES = (
     ("secret", "secret"),
     ("downward_api", "downwardAPI"),
     ("persistent_volume_claim", "persistentVolumeClaim"),
+    ("projected", "projected"),
 )
 
 
@@ -217,34 +314,9 @@ def _validate_volume_source(vol: v1.Volume, path: FieldPath) -> Errors:
         elif attr == "downward_api":
             errs.extend(_validate_mode(vol.downward_api, "default_mode", p.child("defaultMode")))
             for j, item in enumerate(vol.downward_api.items):
-                ip = p.child("items").index(j)
-                if not item.path:
-                    errs.append(ip.child("path").required())
-                errs.extend(_validate_local_non_reserved_path(item.path, ip.child("path")))
-                errs.extend(_validate_mode(item, "mode", ip.child("mode")))
-                has_field = item.HasField("field_ref")
-                has_res = item.HasField("resource_field_ref")
-                if has_field and has_res:
-                    errs.append(
-                        ip.invalid(
-                            "resource",
-                            "fieldRef and resourceFieldRef can not be specified simultaneously",
-                        )
-                    )
-                elif has_field:
-                    errs.extend(
-                        validate_field_ref(
-                            item.field_ref, _VOLUME_FIELD_PATHS, ip.child("fieldRef")
-                        )
-                    )
-                elif has_res:
-                    errs.extend(
-                        validate_resource_field_ref(
-                            item.resource_field_ref, ip.child("resourceFieldRef"), True
-                        )
-                    )
-                else:
-                    errs.append(ip.required("one of fieldRef and resourceFieldRef is required"))
+                errs.extend(_validate_downward_api_file(item, p.child("items").index(j)))
+        elif attr == "projected":
+            errs.extend(validate_projected(vol.projected, p))
         elif attr == "persistent_volume_claim" and not vol.persistent_volume_claim.claim_name:
             errs.append(p.child("claimName").required())
     if count == 0:
