@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kubelite.api.errors import KubeliteError
+from kubelite.auth.anonymous_transport import ANONYMOUS_CLIENT_CERT_PEM, ANONYMOUS_CLIENT_KEY_PEM
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 """Where the kubelet mounts a pod's ServiceAccount token, the cluster CA and the namespace."""
@@ -459,9 +460,13 @@ def channel_credentials(config: ClientConfig) -> grpc.ChannelCredentials:
     """TLS credentials of a secure config (with the token as call credentials)."""
     if config.ca_pem is None:
         raise ConfigError("channel credentials need the server's CA (ca_pem)")
+    # Without a certificate of its own a client presents the public anonymous-transport one
+    # (kubelite.auth.anonymous_transport): the server requires some certificate, and then
+    # authenticates this client by its token alone.
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=config.ca_pem, private_key=config.key_pem,
-        certificate_chain=config.cert_pem)
+        root_certificates=config.ca_pem,
+        private_key=config.key_pem or ANONYMOUS_CLIENT_KEY_PEM,
+        certificate_chain=config.cert_pem or ANONYMOUS_CLIENT_CERT_PEM)
     if config.has_token:
         credentials = grpc.composite_channel_credentials(
             credentials, grpc.metadata_call_credentials(_BearerToken(config), name="bearer"))

@@ -1,0 +1,86 @@
+"""The transport certificate of clients that authenticate with a token, not a certificate.
+
+gRPC's Python server can either require a verified client certificate or never ask for one;
+it cannot ask and accept none. The API server therefore requires one, and trusts two issuers:
+the cluster CA, whose certificates are identities (x509 authentication), and this public
+"anonymous transport" CA, whose certificate and key are published here for every client to
+present when it has no certificate of its own. A certificate of this CA says nothing about
+who the client is: such a request is authenticated by its bearer token or not at all, exactly
+as a TLS client without a certificate would be. Any other issuer fails the handshake.
+"""
+
+from __future__ import annotations
+
+ANONYMOUS_CA_PEM = b"""-----BEGIN CERTIFICATE-----
+MIIDIDCCAgigAwIBAgIUL6EWId2kvDiURBEJNjWI66VFfQIwDQYJKoZIhvcNAQEL
+BQAwJzElMCMGA1UEAwwca3ViZWxpdGUtYW5vbnltb3VzLWNsaWVudC1jYTAgFw0y
+NjEyMDMwNjI1MjhaGA8yMTI2MTEwOTA2MzAyOFowJzElMCMGA1UEAwwca3ViZWxp
+dGUtYW5vbnltb3VzLWNsaWVudC1jYTCCASIwDQYJKoZIhvcNAQEBBQADggEPADCC
+AQoCggEBAKb7v5B0M51KwZKSzKvLaK+oIorbKs5nNmcJQ5R5Vxy1Tfr68rQOsmvr
+ksuF1EoioyJeYOLgiU9osCvzmtH+k/RmCcp2rjqsVbXz7hw6Q8TVgSiyJcVXiHjU
+eNmVOLIN2QQdnp91mwvrq0N4uwqXjEUG8xrbxervYfL6KrHdMXWs+N8Qb6F4eFGl
+DX5s2vqa36IaiPOv+1Jf4zFEiJTXR/KDTLgt9fMHUyYlYyD5+Dyfk8l48qx8/7CL
+/fNW2pO5ctSqYx8fy2IjTRoHYfIFEWjwEpOU3u4WLmeFkpMkcUdMC4cmOTNExBt/
+uKIMaiVxfBGW9Ztj6g40381jYUOY8dUCAwEAAaNCMEAwDwYDVR0TAQH/BAUwAwEB
+/zAOBgNVHQ8BAf8EBAMCAqQwHQYDVR0OBBYEFANwuRZPnEg8kH7pSufsecgEOJ5B
+MA0GCSqGSIb3DQEBCwUAA4IBAQBWw29LN/CrN3kodViWgZ1/vNGAqErj5LrAl5LC
+uTiM/JrtlG8nYTNtLJUBTm3YZ52ocsMM4Pjruy6+2Lq169NH4rI7lrjTQdx4L9tj
+OwVYzFjYJBUoDtSUpB5CqcUjivZIdGMG4CTq8UFbuNYKv9g06LKuwYMt5N/N2V59
+dmvW1s1gP0JTUKIF1ZpypvyIzIWkwyTB+IzVsscLB9UHaVWhonC7HvoE+1lTo9xl
+BxUSxTj8LcyCYQpqImGXLALHY3YYFd39iJJSygrmr/NlAHNbYklUcuSQaemzN+Id
+2A3Il7zh1fD0sHEccP7MvzJp867UB/vVG/H05bTU2Q1Uajgw
+-----END CERTIFICATE-----
+"""
+"""The issuer the API server and the kubelets accept beside the cluster CA (no identity)."""
+
+ANONYMOUS_CLIENT_CERT_PEM = b"""-----BEGIN CERTIFICATE-----
+MIIDMjCCAhqgAwIBAgIUN6eB8s+b1oRUcRFQljBDaklcYBMwDQYJKoZIhvcNAQEL
+BQAwJzElMCMGA1UEAwwca3ViZWxpdGUtYW5vbnltb3VzLWNsaWVudC1jYTAgFw0y
+NjEyMDMwNjI1MjhaGA8yMTI2MTEwOTA2MzAyOFowJTEjMCEGA1UEAwwac3lzdGVt
+OmFub255bW91cy10cmFuc3BvcnQwggEiMA0GCSqGSIb3DQEBAQUAA4IBDwAwggEK
+AoIBAQCvMV6Y4Vlu8gg0YMT6lB6o4MtgA34KaU+Xx8YaoBVnfc9XcOeuThMYr5VF
+0R71D8DRs9d1nF9DVKV/aRuHoXBgh47X7tB7XerGwV2cq9fjgfNtTp8L/QDPZN5x
+PYgHRX+sHxNOomOFNhgyZz/qU9nuahgwRZhQIUe6N9tQd8s7n2WUJi2TunxB7jfA
+T7eFbOgpHm8yZlS0HtD6/MCXNZX+ddp7M9Bf08EcTqubLTL6/7FTt1QpuRXyn+uu
+V098EqdbrB30+g6xs4gQCFq8e22MpROuZpa8gtESSwMNnNeEh3NN2XJ2PYnMLwg9
+oFgtGLeN16h8yjN1pkEqaZP2zNGrAgMBAAGjVjBUMAwGA1UdEwEB/wQCMAAwDgYD
+VR0PAQH/BAQDAgWgMB8GA1UdIwQYMBaAFANwuRZPnEg8kH7pSufsecgEOJ5BMBMG
+A1UdJQQMMAoGCCsGAQUFBwMCMA0GCSqGSIb3DQEBCwUAA4IBAQAKir8dbJF9vjQz
+NnB3r70rTlMJY89NuelQtpWjmflDmSgZs8DC4yqiGFzQrKz4xaHuZJNKSHFYvUNh
+UA2G7mt+4AMpDaqFDCizunmePBEnC5HZ44xpNzSZfTVrjfHVWHMHA9iLubrpWDiw
+h5Xb2JYsyCEkk7951JvHOFRHRunEGo4WKEEA75BANodbTA2mI4L3m77VRRlvweYL
+cTIgmnQvg2g/mOUZVlExPesCSAEP56qbPUdaNXPkc9/jky9bArIGDJ7ykHyR6ylm
+mQbtjBoa1jwPck/wJlToss9nKnaGC8qsahARPS6/CwsNSRzgNQ+vpOhmNJf9z6ql
++zjSKg+E
+-----END CERTIFICATE-----
+"""
+
+ANONYMOUS_CLIENT_KEY_PEM = b"""-----BEGIN RSA PRIVATE KEY-----
+MIIEpAIBAAKCAQEArzFemOFZbvIINGDE+pQeqODLYAN+CmlPl8fGGqAVZ33PV3Dn
+rk4TGK+VRdEe9Q/A0bPXdZxfQ1Slf2kbh6FwYIeO1+7Qe13qxsFdnKvX44HzbU6f
+C/0Az2TecT2IB0V/rB8TTqJjhTYYMmc/6lPZ7moYMEWYUCFHujfbUHfLO59llCYt
+k7p8Qe43wE+3hWzoKR5vMmZUtB7Q+vzAlzWV/nXaezPQX9PBHE6rmy0y+v+xU7dU
+KbkV8p/rrldPfBKnW6wd9PoOsbOIEAhavHttjKUTrmaWvILREksDDZzXhIdzTdly
+dj2JzC8IPaBYLRi3jdeofMozdaZBKmmT9szRqwIDAQABAoIBABWNHzPzVMsfHv9C
+gDjLC9J+hMY058ZkGhRz0NzpoHhws5bwHrAEjrjUsKo8BXDkFTY2x2SCbf2cZhd8
+WJSguXBGfL33dNIYRY9Zrihdw1sLW2Sw7UPORdE9eVe42Aj89a24zOk5dMCoXOWm
+aehrlD2N85fMl+YTkf1IbcRCWE/nISjZ0PvaTymTyhRv05dh6EyQjJAC6KS/txuu
+m9AIE740Rq+YTfmESklnPgzP7YClChH6iMQIsMIJxeyohARmy+pS5WuddUIQgtEB
+dP35AaSE4UWdtPphqAuHDcStISNI69v5IUULcyBp8CaNK9zGdAQsjuw9IfJZ6U3V
+0dSyjSECgYEA9gxhF0+zeopMIX32PnHDeVeXeK/JXxQpyldfIyM/hXHPK90tw5pb
+DP+mEABbN/jf7TtqLHk0A5YQwabTbB62n7SMQCfjoHyAMczr27i43+PDT/7OuOmi
+N2/sDbhdXs45zNPA/af++LwoZyF1YQd7s5CI64hW1UJaalmqDmSh94MCgYEAtkdX
+io8dtdQ+tUaLQx7KqFdwMPutAZM+gk7XfJle7FdNznBUfuaM+ALz8gmD2xv0XhGt
+aMRZ/P/yrp62nAQrLqyv+UilW96FCyXTVdD0Kkj3721S0Iw8i8CAk4ofFqSVL/Fl
+Mp/85OWyJWGaeNTiiBDZiAcOgvzf4wRYJEK0/LkCgYEAsaTscJ09syqonsHICPuw
+Kyq/lQYt+LShG5MLgF4RnbI25q+RPBl0xaTKa+El+vp4ClsMZEG5+SDexkJBgV2H
+czUy0Zs7MILTN6GBZKkw6Y0TVe1dqYodcbMgFiPXXfy9JJJ6U2l4oHORJCy3B7AU
+cufWw18zelOm3gQQ0MV9XysCgYEAq9C9nLbga3eAEIFJXeBVaK7a6uEgp75yioPk
+rOcoyaBVkATkMKYDNPgbmAcOCefkxRLmoT2MEWX1DFJAkPmA9sMCMPkgHWO3htWF
+yntm28DiLAahrEC0BYtT5z6npUFH+uQQ3tJdoCk/ber9n24ThexUD9uO+zt/kk6T
+AsL6NMkCgYBdmKrZc/GkA5kz7NL/FdqNUU51DQvrsry77fEmXTDhncXurv2u2130
+srxJ+2fWeb+bVHyfAar7D2Zz5u+WhVVZHxaPNgLz7nYm156F7u2WolFW2OY5Ar19
+/2sWhEWnMNRTVaaqI6o4/zziVNEg+DxP+6gEbSjGbs2LAfz0cHe9XA==
+-----END RSA PRIVATE KEY-----
+"""
+"""Public on purpose: this key proves nothing, it only completes the TLS handshake."""
