@@ -5,6 +5,7 @@
     kubelite status [--data-dir D]              each component's process and health
     kubelite down [--data-dir D]                stop a cluster started by `kubelite up`
     kubelite init [--data-dir D] ...            the cluster's certificates and client configs
+    kubelite join SERVER --token ID.SECRET ...  join this machine to a cluster as a node
 
 Components: etcd, the API server, the scheduler, the controller manager, and per node a
 kubelet and a proxy on its own loopback address (127.0.0.2, 127.0.0.3, ...). Every
@@ -37,6 +38,7 @@ from typing import Protocol
 
 from kubelite.api.errors import ApiError
 from kubelite.cli import init as init_command
+from kubelite.cli import join as join_command
 from kubelite.cli.addons import dns_cluster_ip, install_dns
 from kubelite.cli.local_containerd import (
     ContainerdNode,
@@ -698,6 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
                                default=getattr(defaults, field_name), help=text,
                                choices=choices)
     init_command.add_parser(sub, defaults.data_dir)
+    join_command.add_parser(sub)
     return p
 
 
@@ -716,8 +719,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, LocalClusterSettings
     """The command (up, down or status) and its settings; bad input exits with usage (2)."""
     p = build_parser()
     a = p.parse_args(argv)
-    if a.command == "health":
-        p.error("health takes a component's address, not cluster options")
+    if a.command in ("health", "join"):
+        p.error(f"{a.command} takes its own options, not cluster options")
     return a.command, settings_from(a)
 
 
@@ -729,5 +732,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0 if serving else 1)
     if a.command == "init":
         raise SystemExit(init_command.run(a))
+    if a.command == "join":
+        raise SystemExit(join_command.main(a))
     code = {"up": up, "down": down, "status": status}[a.command](settings_from(a))
     raise SystemExit(code)
