@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from kubelite.api import meta as m
+from kubelite.api.quantity import Quantity, is_valid_quantity, parse_quantity
 from kubelite.api.registry import ResourceType
 from kubelite.cli.printers.formats import (
     LAST_APPLIED,
@@ -461,6 +463,142 @@ def _describe_job(w: DescribeWriter, rtype: ResourceType, job: v1.Job) -> None:
     _conditions(w, status.conditions, ("type", "status", "reason"))
 
 
+# ---------------------------------------------------------------------------- access and policy
+
+
+def _go_list(values: Sequence[str]) -> str:
+    """A list as kubectl prints one (Go's %v): ``[get list]``."""
+    return "[" + " ".join(values) + "]"
+
+
+@dataclass
+class _Rule:
+    """A policy rule as describe breaks it down and compacts it again."""
+
+    verbs: list[str]
+    api_groups: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    resource_names: tuple[str, ...] = ()
+    non_resource_urls: tuple[str, ...] = ()
+
+    def sort_key(self) -> str:
+        # kubectl orders rules by the Go text of the PolicyRule message.
+        return (f"&PolicyRule{{Verbs:{_go_list(self.verbs)},"
+                f"APIGroups:{_go_list(self.api_groups)},"
+                f"Resources:{_go_list(self.resources)},"
+                f"ResourceNames:{_go_list(self.resource_names)},"
+                f"NonResourceURLs:{_go_list(self.non_resource_urls)},}}")
+
+
+def policy_rule_rows(rules: Sequence[v1.PolicyRule]) -> list[tuple[str, str, str, str]]:
+    """(Resources, Non-Resource URLs, Resource Names, Verbs) lines of a role's PolicyRule
+    table, as kubectl describe makes them: every rule broken down to one group, resource,
+    name (or URL) and verb, the verbs of each group/resource/name gathered again."""
+    compacted: list[_Rule] = []
+    by_resource: dict[tuple[str, str, str | None], _Rule] = {}
+    for rule in rules:
+        names: list[str | None] = list(rule.resource_names) or [None]
+        for group in rule.api_groups:
+            for resource in rule.resources:
+                for verb in rule.verbs:
+                    for name in names:
+                        key = (group, resource, name)
+                        if key in by_resource:
+                            by_resource[key].verbs.append(verb)
+                        else:
+                            by_resource[key] = _Rule(
+                                [verb], (group,), (resource,), () if name is None else (name,))
+        compacted.extend(_Rule([verb], non_resource_urls=(url,))
+                         for url in rule.non_resource_urls for verb in rule.verbs)
+    compacted.extend(by_resource.values())
+    compacted.sort(key=_Rule.sort_key)
+    return [(_combine_resource_group(r.resources, r.api_groups), _go_list(r.non_resource_urls),
+             _go_list(r.resource_names), _go_list(r.verbs)) for r in compacted]
+
+
+def _combine_resource_group(resources: Sequence[str], groups: Sequence[str]) -> str:
+    """``deployments.apps``, ``pods/log``, ``deployments.apps/scale``: a resource in its group
+    (the core group has no suffix)."""
+    if not resources:
+        return ""
+    resource, slash, subresource = resources[0].partition("/")
+    if groups and groups[0]:
+        resource += "." + groups[0]
+    return resource + slash + subresource
+
+
+def _describe_role(w: DescribeWriter, rtype: ResourceType, role: v1.Role | v1.ClusterRole
+                   ) -> None:
+    w.pair(0, "Name", role.metadata.name)
+    w.multiline(0, "Labels", _labels_lines(role.metadata.labels))
+    w.multiline(0, "Annotations", _annotation_lines(role.metadata.annotations))
+    w.write(0, "PolicyRule:")
+    w.write(1, "Resources\tNon-Resource URLs\tResource Names\tVerbs")
+    w.write(1, "---------\t-----------------\t--------------\t-----")
+    for row in policy_rule_rows(role.rules):
+        w.write(1, "\t".join(row))
+
+
+def _describe_binding(w: DescribeWriter, rtype: ResourceType,
+                      binding: v1.RoleBinding | v1.ClusterRoleBinding) -> None:
+    w.pair(0, "Name", binding.metadata.name)
+    w.multiline(0, "Labels", _labels_lines(binding.metadata.labels))
+    w.multiline(0, "Annotations", _annotation_lines(binding.metadata.annotations))
+    w.write(0, "Role:")
+    w.pair(1, "Kind", binding.role_ref.kind)
+    w.pair(1, "Name", binding.role_ref.name)
+    w.write(0, "Subjects:")
+    w.write(1, "Kind\tName\tNamespace")
+    w.write(1, "----\t----\t---------")
+    for s in binding.subjects:
+        w.write(1, f"{s.kind}\t{s.name}\t{s.namespace}")
+
+
+_QUOTA_SCOPE_HELP = {
+    "Terminating": "Matches all pods that have an active deadline. These pods have a limited"
+                   " lifespan on a node before being actively terminated by the system.",
+    "NotTerminating": "Matches all pods that do not have an active deadline. These pods usually"
+                      " include long running pods whose container command is not expected to"
+                      " terminate.",
+    "BestEffort": "Matches all pods that do not have resource requirements set. These pods have"
+                  " a best effort quality of service.",
+    "NotBestEffort": "Matches all pods that have at least one resource requirement set. These"
+                     " pods have a burstable or guaranteed quality of service.",
+}
+
+
+def _parsed(text: str) -> Quantity | None:
+    return parse_quantity(text) if is_valid_quantity(text) else None
+
+
+def _quota_used(used_text: str, hard_text: str) -> str:
+    """The used amount in the hard limit's format (``0`` of ``1Gi``, ``512Mi`` of ``1Gi``)."""
+    used, hard = _parsed(used_text), _parsed(hard_text)
+    if used is None or hard is None:
+        return used_text
+    if used.format != hard.format:
+        used = Quantity.from_int(used.value(), hard.format)
+    return str(used)
+
+
+def _describe_quota(w: DescribeWriter, rtype: ResourceType, quota: v1.ResourceQuota) -> None:
+    w.pair(0, "Name", quota.metadata.name)
+    w.pair(0, "Namespace", quota.metadata.namespace)
+    if quota.spec.scopes:
+        scopes = sorted(quota.spec.scopes)
+        w.pair(0, "Scopes", ", ".join(scopes))
+        for scope in scopes:
+            if scope in _QUOTA_SCOPE_HELP:
+                w.write(0, f"* {_QUOTA_SCOPE_HELP[scope]}")
+    w.write(0, "Resource\tUsed\tHard")
+    w.write(0, "--------\t----\t----")
+    for name in sorted(quota.status.hard):
+        hard = quota.status.hard[name]
+        used = _quota_used(quota.status.used.get(name, "0"), hard)
+        shown = _parsed(hard)
+        w.write(0, f"{name}\t{used}\t{shown if shown is not None else hard}")
+
+
 def _title(name: str) -> str:
     """``lastTransitionTime`` / ``last_transition_time`` -> ``Last Transition Time``."""
     words: list[str] = []
@@ -547,7 +685,16 @@ DESCRIBERS: dict[str, Describer] = {
     "ConfigMap": _describe_configmap,
     "Secret": _describe_secret,
     "Job": _describe_job,
+    "Role": _describe_role,
+    "ClusterRole": _describe_role,
+    "RoleBinding": _describe_binding,
+    "ClusterRoleBinding": _describe_binding,
+    "ResourceQuota": _describe_quota,
 }
+
+_WITHOUT_EVENTS = frozenset({"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding",
+                             "ResourceQuota"})
+"""Kinds kubectl describes without their events."""
 
 
 def describe_events(w: DescribeWriter, events: Sequence[v1.Event], now: dt.datetime) -> None:
@@ -581,6 +728,6 @@ def describe(rtype: ResourceType, obj: Message, events: Sequence[v1.Event] | Non
     now = now or m.now()
     w = DescribeWriter()
     DESCRIBERS.get(rtype.kind, _describe_generic)(w, rtype, obj)
-    if events is not None:
+    if events is not None and rtype.kind not in _WITHOUT_EVENTS:
         describe_events(w, sorted(events, key=event_sort_key), now)
     return w.render()

@@ -426,11 +426,95 @@ def _pv_row(pv: v1.PersistentVolume, now: dt.datetime) -> tuple[Cells, Cells]:
     )
 
 
+# ---------------------------------------------------------------------------- access and policy
+
+
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def created_at(obj: Message) -> str:
+    """CREATED AT: the creation time in RFC 3339, UTC (kubectl's column for roles and limit
+    ranges, which show no age)."""
+    t = parse_timestamp(m.meta(obj).creation_timestamp)
+    return m.format_time(t) if t is not None else _ZERO_TIME
+
+
+def _created_row(obj: Message, now: dt.datetime) -> tuple[Cells, Cells]:
+    return [m.meta(obj).name, created_at(obj)], []
+
+
+def _service_account_row(sa: v1.ServiceAccount, now: dt.datetime) -> tuple[Cells, Cells]:
+    return [sa.metadata.name, str(len(sa.secrets)), _age(sa, now)], []
+
+
+def subjects_strings(subjects: Iterable[v1.Subject]) -> tuple[list[str], list[str], list[str]]:
+    """(users, groups, ServiceAccounts as namespace/name) of a binding, in order."""
+    users: list[str] = []
+    groups: list[str] = []
+    service_accounts: list[str] = []
+    for subject in subjects:
+        if subject.kind == "ServiceAccount":
+            service_accounts.append(f"{subject.namespace}/{subject.name}")
+        elif subject.kind == "User":
+            users.append(subject.name)
+        elif subject.kind == "Group":
+            groups.append(subject.name)
+    return users, groups, service_accounts
+
+
+def _binding_row(binding: v1.RoleBinding | v1.ClusterRoleBinding, now: dt.datetime
+                 ) -> tuple[Cells, Cells]:
+    ref = binding.role_ref
+    users, groups, service_accounts = subjects_strings(binding.subjects)
+    return (
+        [binding.metadata.name, f"{ref.kind}/{ref.name}", _age(binding, now)],
+        [", ".join(users), ", ".join(groups), ", ".join(service_accounts)],
+    )
+
+
+def canonical_quantity(text: str) -> str:
+    """A quantity as Kubernetes prints it (``1.5Gi`` -> ``1536Mi``); text that is no quantity
+    as it is."""
+    return str(parse_quantity(text)) if is_valid_quantity(text) else text
+
+
+def _quota_row(quota: v1.ResourceQuota, now: dt.datetime) -> tuple[Cells, Cells]:
+    requests: list[str] = []
+    limits: list[str] = []
+    for name in sorted(quota.status.hard):
+        used = canonical_quantity(quota.status.used.get(name, "0"))
+        hard = canonical_quantity(quota.status.hard[name])
+        pieces = name.split(".")
+        column = limits if len(pieces) > 1 and pieces[0] == "limits" else requests
+        column.append(f"{name}: {used}/{hard}")
+    return [quota.metadata.name, _age(quota, now), ", ".join(requests), ", ".join(limits)], []
+
+
+def csr_condition(csr: v1.CertificateSigningRequest) -> str:
+    """CONDITION: Denied, Approved or Pending, then Failed and Issued when they are so."""
+    types = {c.type for c in csr.status.conditions}
+    status = "Denied" if "Denied" in types else "Approved" if "Approved" in types else "Pending"
+    if "Failed" in types:
+        status += ",Failed"
+    if csr.status.certificate:
+        status += ",Issued"
+    return status
+
+
+def _csr_row(csr: v1.CertificateSigningRequest, now: dt.datetime) -> tuple[Cells, Cells]:
+    spec = csr.spec
+    duration = (human_duration(spec.expiration_seconds) if spec.HasField("expiration_seconds")
+                else NONE)
+    return [csr.metadata.name, _age(csr, now), or_none(spec.signer_name), spec.username,
+            duration, csr_condition(csr)], []
+
+
 def _generic_row(obj: Message, now: dt.datetime) -> tuple[Cells, Cells]:
     return [m.meta(obj).name, _age(obj, now)], []
 
 
 _WORKLOAD_WIDE = ("CONTAINERS", "IMAGES", "SELECTOR")
+_BINDING_WIDE = ("USERS", "GROUPS", "SERVICEACCOUNTS")
 
 # kind -> (columns, wide columns, row function)
 TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], RowFunc]] = {
@@ -462,6 +546,15 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], RowFunc]] = {
                                "STORAGECLASS", "AGE"), ("VOLUMEMODE",), _pvc_row),
     "PersistentVolume": (("NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM",
                           "STORAGECLASS", "REASON", "AGE"), ("VOLUMEMODE",), _pv_row),
+    "ServiceAccount": (("NAME", "SECRETS", "AGE"), (), _service_account_row),
+    "Role": (("NAME", "CREATED AT"), (), _created_row),
+    "ClusterRole": (("NAME", "CREATED AT"), (), _created_row),
+    "RoleBinding": (("NAME", "ROLE", "AGE"), _BINDING_WIDE, _binding_row),
+    "ClusterRoleBinding": (("NAME", "ROLE", "AGE"), _BINDING_WIDE, _binding_row),
+    "ResourceQuota": (("NAME", "AGE", "REQUEST", "LIMIT"), (), _quota_row),
+    "LimitRange": (("NAME", "CREATED AT"), (), _created_row),
+    "CertificateSigningRequest": (("NAME", "AGE", "SIGNERNAME", "REQUESTOR",
+                                   "REQUESTEDDURATION", "CONDITION"), (), _csr_row),
 }
 
 
