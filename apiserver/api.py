@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import structlog
 from google.protobuf.message import Message
 
+from apiserver.admission import Admission, AdmissionSettings
 from apiserver.allocator import ServiceAllocator
 from apiserver.event_leases import EventLeases
 from apiserver.kind_hooks import EventHooks, KindHooks, NamespaceHooks, PodHooks, ServiceHooks
@@ -78,6 +79,8 @@ class ApiSettings:
     pod that does not tolerate those taints already (DefaultTolerationSeconds admission)."""
     event_ttl: int = 3600
     """Seconds an Event lives before etcd removes it (Kubernetes' --event-ttl); 0: forever."""
+    admission: AdmissionSettings = AdmissionSettings()
+    """Which admission plugins check writes (apiserver.admission)."""
 
 
 def _parse_revision(text: str, what: str = "resourceVersion") -> int:
@@ -192,10 +195,12 @@ class Api:
             "Service": ServiceHooks(self.services, storage, by_kind("Service")),
         }
         """The server's part per kind (by kind); other kinds get ``KindHooks``."""
+        self.admission = Admission(settings.admission, storage, self.caches)
 
     async def start(self) -> None:
         for cache in self.caches.values():
             await cache.start()
+        await self.admission.start()
         await self.ensure_system_namespaces()
         self._namespace_task = asyncio.create_task(self._track_namespaces(), name="namespaces")
 
@@ -203,6 +208,7 @@ class Api:
         if self._namespace_task is not None:
             self._namespace_task.cancel()
             await asyncio.gather(self._namespace_task, return_exceptions=True)
+        await self.admission.stop()
         await self.services.close()
         for cache in self.caches.values():
             await cache.stop()
@@ -365,9 +371,11 @@ class Api:
         generate = not meta.name
         if generate:
             meta.name = m.generated_name(meta.generate_name)
+        await self._check_namespace(rtype, meta.namespace)
+        attributes = await self.admission.admit_create(rtype, obj, dry_run)
         self._validate(rtype, obj)
         strategy.complete_create(obj)
-        await self._check_namespace(rtype, meta.namespace)
+        await self.admission.validate(attributes)
         if dry_run:
             return obj
         return await hooks.create(obj, lambda lease: self._store_new(rtype, obj, generate, lease))
@@ -412,6 +420,9 @@ class Api:
         if meta.resource_version and meta.resource_version != current_rv:
             raise conflict(rtype, meta.name)
         updated = self._merge_update(rtype, current, obj, status_only)
+        if updated is not None:
+            subresource = "status" if status_only else ""
+            await self.admission.update(rtype, current, updated, subresource, dry_run)
         if updated is None and not dry_run:
             # No change, but a value under an old encryption key is written again.
             return await self.storage.rewrite_if_stale(rtype, current)
@@ -498,6 +509,7 @@ class Api:
             updated = self._merge_update(rtype, current, obj, status_only=subresource == "status")
             if updated is None:
                 return await self.storage.rewrite_if_stale(rtype, current)
+            await self.admission.update(rtype, current, updated, subresource, False)
             try:
                 return await self._write_update(rtype, current, updated)
             except Conflict:
@@ -544,6 +556,7 @@ class Api:
                 precondition_resource_version != meta.resource_version
             ):
                 raise conflict(rtype, name)
+            await self.admission.delete(rtype, current)
             updated = self._mark_deleted(rtype, current, grace_period_seconds, propagation_policy)
             revision = int(meta.resource_version)
             try:
