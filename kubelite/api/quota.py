@@ -98,6 +98,7 @@ def pod_total(spec: v1.PodSpec, which: str) -> Usage:
         for name, q in _container_list(container, which).items():
             total[name] = total.get(name, Quantity.zero()) + q
     sidecars: Usage = {}
+    init_max: Usage = {}
     for container in spec.init_containers:
         values = _container_list(container, which)
         if container.HasField("restart_policy") and container.restart_policy == "Always":
@@ -107,8 +108,11 @@ def pod_total(spec: v1.PodSpec, which: str) -> Usage:
             continue
         for name, q in values.items():
             with_sidecars = q + sidecars.get(name, Quantity.zero())
-            if name not in total or total[name] < with_sidecars:
-                total[name] = with_sidecars
+            if name not in init_max or init_max[name] < with_sidecars:
+                init_max[name] = with_sidecars
+    for name, q in init_max.items():
+        if name not in total or total[name] < q:
+            total[name] = q
     return total
 
 
