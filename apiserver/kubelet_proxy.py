@@ -1,8 +1,15 @@
-"""pods/log and pods/exec: find the pod's node and relay the stream to its kubelet."""
+"""pods/log and pods/exec: find the pod's node and relay the stream to its kubelet.
+
+On a secure cluster the server reaches kubelets over TLS as ``kube-apiserver-kubelet-client``
+(--kubelet-client-certificate/--kubelet-client-key) and verifies each kubelet's serving
+certificate against --kubelet-certificate-authority (the cluster CA); without them, plaintext.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -16,6 +23,45 @@ from protos.v1 import objects_pb2 as v1
 
 PODS = by_kind("Pod")
 NODES = by_kind("Node")
+
+
+@dataclass(frozen=True)
+class KubeletClientSettings:
+    client_certificate: str = ""
+    """--kubelet-client-certificate: the certificate (PEM) the server presents to kubelets."""
+    client_key: str = ""
+    """--kubelet-client-key: its private key (PEM)."""
+    certificate_authority: str = ""
+    """--kubelet-certificate-authority: the CA kubelets' serving certificates are verified
+    against; empty: kubelets are reached in plaintext."""
+
+    def __post_init__(self) -> None:
+        if bool(self.client_certificate) != bool(self.client_key):
+            raise ValueError("--kubelet-client-certificate and --kubelet-client-key go together")
+        if self.client_certificate and not self.certificate_authority:
+            raise ValueError("--kubelet-client-certificate needs --kubelet-certificate-authority"
+                             " to verify the kubelets it talks to")
+
+
+def _read(flag: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"{flag}: cannot read {path}: {e}") from e
+
+
+def kubelet_credentials(settings: KubeletClientSettings) -> grpc.ChannelCredentials | None:
+    """TLS credentials for kubelet connections; None for plaintext."""
+    if not settings.certificate_authority:
+        return None
+    ca = _read("--kubelet-certificate-authority", settings.certificate_authority)
+    if not settings.client_certificate:
+        return grpc.ssl_channel_credentials(root_certificates=ca)
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca,
+        private_key=_read("--kubelet-client-key", settings.client_key),
+        certificate_chain=_read("--kubelet-client-certificate", settings.client_certificate),
+    )
 
 
 def pick_container(pod: v1.Pod, requested: str) -> str:
@@ -38,8 +84,10 @@ def pick_container(pod: v1.Pod, requested: str) -> str:
 
 
 class KubeletProxy:
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, settings: KubeletClientSettings = KubeletClientSettings()
+                 ) -> None:
         self.api = api
+        self._credentials = kubelet_credentials(settings)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     async def close(self) -> None:
@@ -63,7 +111,8 @@ class KubeletProxy:
         target = f"{address}:{port}"
         channel = self._channels.get(target)
         if channel is None:
-            channel = grpc.aio.insecure_channel(target)
+            channel = (grpc.aio.insecure_channel(target) if self._credentials is None
+                       else grpc.aio.secure_channel(target, self._credentials))
             self._channels[target] = channel
         return kpb_grpc.KubeletStub(channel), pod, chosen  # type: ignore[no-untyped-call]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import structlog
@@ -12,17 +13,64 @@ from grpc_health.v1._async import HealthServicer
 
 from apiserver import encryption
 from apiserver.api import Api, ApiSettings
+from apiserver.authn import AuthenticationSettings
 from apiserver.bootstrap import BootstrapSettings, KubernetesService
 from apiserver.etcd import Etcd, EtcdSettings, put_op, version_is
 from apiserver.inflight import InflightSettings, RequestAdmission
+from apiserver.kubelet_proxy import KubeletClientSettings
+from apiserver.security import AuthorizationSettings, Security
 from apiserver.servicer import ApiServicer
 from apiserver.storage import Storage
+from apiserver.token_request import TokenRequestSettings
 from kubelite.api.errors import ApiError
+from kubelite.auth.anonymous_transport import ANONYMOUS_CA_PEM
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
 
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = "kubelite.v1.ApiServer"
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    cert_file: str = ""
+    """--tls-cert-file: the serving certificate (PEM), followed by its CA so that clients
+    (and ``kubelite join``'s discovery) get the chain."""
+    key_file: str = ""
+    """--tls-private-key-file: its private key (PEM)."""
+    client_ca_file: str = ""
+    """--client-ca-file: the CA whose client certificates are identities (x509
+    authentication); empty: clients authenticate with bearer tokens only."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file or self.key_file)
+
+
+def _read(flag: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"{flag}: cannot read {path}: {e}") from e
+
+
+def server_credentials(tls: TlsSettings) -> tuple[grpc.ServerCredentials, bytes | None]:
+    """The port's TLS credentials and the client CA's PEM (None without one).
+
+    gRPC's Python server cannot ask for an optional client certificate, so it requires one
+    and trusts the client CA and the public anonymous-transport CA, whose certificate
+    token-only clients present (kubelite.auth.anonymous_transport); only the client CA's
+    certificates are identities. Any other issuer fails the handshake.
+    """
+    if not tls.cert_file or not tls.key_file:
+        raise ValueError("--tls-cert-file and --tls-private-key-file go together")
+    cert = _read("--tls-cert-file", tls.cert_file)
+    key = _read("--tls-private-key-file", tls.key_file)
+    client_ca = _read("--client-ca-file", tls.client_ca_file) if tls.client_ca_file else None
+    roots = (client_ca.rstrip(b"\n") + b"\n" if client_ca else b"") + ANONYMOUS_CA_PEM
+    credentials = grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=roots, require_client_auth=True)
+    return credentials, client_ca
 
 
 @dataclass(frozen=True)
@@ -41,6 +89,26 @@ class ApiServerSettings:
     """Seconds between checks that etcd answers; health turns NOT_SERVING when it does not."""
     shutdown_grace: float = 5.0
     """Seconds in-flight requests get to finish on stop."""
+    insecure: bool = True
+    """Plaintext, and no authentication nor authorization: every request may do anything.
+    The command line refuses to start so unless --insecure is given; in-process servers
+    (tests) default to it."""
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    """Serving certificate and client CA of a secure server."""
+    authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
+    authorization: AuthorizationSettings = field(default_factory=AuthorizationSettings)
+    token_requests: TokenRequestSettings = field(default_factory=TokenRequestSettings)
+    """How ServiceAccount tokens are signed (serviceaccounts/token)."""
+    kubelet_client: KubeletClientSettings = field(default_factory=KubeletClientSettings)
+    """How the server reaches kubelets for logs and exec."""
+
+    def __post_init__(self) -> None:
+        if self.insecure and self.tls.enabled:
+            raise ValueError("--insecure serves plaintext: drop --tls-cert-file and"
+                             " --tls-private-key-file, or --insecure")
+        if not self.insecure and not (self.tls.cert_file and self.tls.key_file):
+            raise ValueError("a secure API server needs --tls-cert-file and"
+                             " --tls-private-key-file (or --insecure, for learning only)")
     encryption_provider_config: str | None = None
     """Path of an EncryptionConfiguration (--encryption-provider-config): the resources it
     names are encrypted in etcd; None: every value is stored as it is."""
@@ -59,6 +127,15 @@ class ApiServer:
         self.bootstrap = KubernetesService(self.api, settings.bootstrap)
         self.health = HealthServicer()
         self.admission = RequestAdmission(settings.inflight)
+        self._credentials: grpc.ServerCredentials | None = None
+        client_ca = None
+        if not settings.insecure:
+            self._credentials, client_ca = server_credentials(settings.tls)
+        self.security = Security(
+            self.api, enabled=not settings.insecure,
+            authentication=settings.authentication, authorization=settings.authorization,
+            token_requests=settings.token_requests, client_ca_pem=client_ca,
+        )
         for cache in self.api.caches.values():
             # Watches from before a cache's window hold an uncached-watch slot while they
             # replay from etcd, and give it back once the cache serves them.
@@ -90,12 +167,16 @@ class ApiServer:
     async def start(self) -> None:
         await self._wait_for_etcd()
         await self.api.start()
-        self.servicer = ApiServicer(self.api)
+        await self.security.start()
+        self.servicer = ApiServicer(self.api, self.security, self.settings.kubelet_client)
         pb_grpc.add_ApiServerServicer_to_server(  # type: ignore[no-untyped-call]
             self.servicer, self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        self.port = self._server.add_insecure_port(self.settings.listen)
+        if self._credentials is not None:
+            self.port = self._server.add_secure_port(self.settings.listen, self._credentials)
+        else:
+            self.port = self._server.add_insecure_port(self.settings.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.listen}")
         await self._server.start()
@@ -105,7 +186,8 @@ class ApiServer:
         if self.settings.compaction_interval > 0:
             self._tasks.append(asyncio.create_task(self._compact_forever(), name="compactor"))
         log.info("API server serving", address=self.address,
-                 etcd=",".join(self.settings.etcd.endpoints))
+                 etcd=",".join(self.settings.etcd.endpoints),
+                 secure=not self.settings.insecure)
 
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()
@@ -113,6 +195,7 @@ class ApiServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.security.stop()
         await self.api.stop()
         await self._server.stop(self.settings.shutdown_grace)
         if self.servicer is not None:

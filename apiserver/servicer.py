@@ -12,8 +12,12 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from apiserver.api import Api
-from apiserver.kubelet_proxy import KubeletProxy
+from apiserver.authz import review
+from apiserver.kubelet_proxy import KubeletClientSettings, KubeletProxy
+from apiserver.request_context import acting_as
+from apiserver.security import Security
 from apiserver.watch_cache import BOOKMARK
+from kubelite.api import meta as m
 from kubelite.api.errors import (
     ApiError,
     BadRequest,
@@ -21,14 +25,18 @@ from kubelite.api.errors import (
     RequestEntityTooLarge,
     status_metadata,
 )
-from kubelite.api.registry import ResourceType, UnknownResource, by_plural
+from kubelite.api.registry import ResourceType, UnknownResource, by_kind, by_plural
+from kubelite.auth.user import UserInfo
 from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
+from protos.v1 import objects_pb2 as v1
 
 log = structlog.get_logger(__name__)
 
 R = TypeVar("R")
+M = TypeVar("M", bound=Message)
 Context = grpc.aio.ServicerContext[Any, Any]
+PODS = by_kind("Pod")
 
 
 async def _abort(context: Context, error: ApiError) -> None:
@@ -66,15 +74,24 @@ def _api_call(
 def _decode(rtype: ResourceType, data: bytes) -> Message:
     """The object in a request; BadRequest when it does not decode or carries fields this
     server does not know (they would be stored unseen, past every validation)."""
+    return _decode_message(rtype.message, rtype.kind, data)
+
+
+def _decode_message(message: type[M], kind: str, data: bytes) -> M:
+    def decode() -> M:
+        obj = message()
+        obj.ParseFromString(data)
+        return obj
+
     try:
-        obj = rtype.decode(data)
+        obj = decode()
     except DecodeError as e:
-        raise BadRequest(f"object is not a valid serialized {rtype.kind}: {e}") from e
+        raise BadRequest(f"object is not a valid serialized {kind}: {e}") from e
     size = obj.ByteSize()
     obj.DiscardUnknownFields()
     if obj.ByteSize() != size:
-        places = ", ".join(_unknown_fields(rtype.decode(data), rtype.kind))
-        raise BadRequest(f"{rtype.kind} is not valid: strict decoding error: {places}")
+        places = ", ".join(_unknown_fields(decode(), kind))
+        raise BadRequest(f"{kind} is not valid: strict decoding error: {places}")
     return obj
 
 
@@ -105,25 +122,74 @@ def _encode(obj: Message) -> pb.ObjectResponse:
 
 
 class ApiServicer(pb_grpc.ApiServerServicer):
-    def __init__(self, api: Api) -> None:
+    """Every call: who it comes from (``Security.user``), whether they may (Kubernetes' verb
+    of the method on the resource it names), then the API's answer, computed as that user
+    (``acting_as``: admission sees who asks)."""
+
+    def __init__(self, api: Api, security: Security,
+                 kubelets: KubeletClientSettings = KubeletClientSettings()) -> None:
         self.api = api
-        self.kubelets = KubeletProxy(api)
+        self.security = security
+        self.kubelets = KubeletProxy(api, kubelets)
+
+    async def _user(
+        self, context: Context, verb: str, rtype: ResourceType, namespace: str,
+        name: str = "", subresource: str = "",
+    ) -> UserInfo | None:
+        """The caller, once authorized to ``verb`` the resource (Unauthorized, Forbidden)."""
+        user = await self.security.user(context)
+        self.security.check(user, verb, rtype.plural, api_group=rtype.group,
+                            subresource=subresource,
+                            namespace=namespace if rtype.namespaced else "", name=name)
+        return user
 
     @_api_call
     async def Create(self, request: pb.CreateRequest, context: Any) -> pb.ObjectResponse:
         rtype = by_plural(request.resource)
+        if request.subresource:
+            return await self._create_subresource(rtype, request, context)
         obj = _decode(rtype, request.object)
-        return _encode(await self.api.create(rtype, request.namespace, obj, request.dry_run))
+        namespace = m.meta(obj).namespace or request.namespace or "default"
+        user = await self._user(context, "create", rtype, namespace)
+        if not rtype.stored:
+            return _encode(self._review(rtype, obj, user))
+        with acting_as(user):
+            return _encode(await self.api.create(rtype, request.namespace, obj,
+                                                 request.dry_run))
+
+    async def _create_subresource(self, rtype: ResourceType, request: pb.CreateRequest,
+                                  context: Context) -> pb.ObjectResponse:
+        if (rtype.plural, request.subresource) != ("serviceaccounts", "token"):
+            raise BadRequest(f'{rtype.plural} have no "{request.subresource}" subresource to'
+                             " create")
+        if not request.name:
+            raise BadRequest("a TokenRequest names its ServiceAccount (name)")
+        namespace = request.namespace or "default"
+        token_request = _decode_message(v1.TokenRequest, "TokenRequest", request.object)
+        user = await self._user(context, "create", rtype, namespace, request.name, "token")
+        with acting_as(user):
+            return _encode(await self.security.tokens.create(namespace, request.name,
+                                                             token_request))
+
+    def _review(self, rtype: ResourceType, obj: Message, user: UserInfo | None) -> Message:
+        reviewer = self.security.reviewer()
+        if isinstance(obj, v1.SubjectAccessReview):
+            return review.subject_access_review(obj, reviewer)
+        if isinstance(obj, v1.SelfSubjectAccessReview):
+            return review.self_subject_access_review(obj, user, reviewer)
+        raise BadRequest(f"{rtype.plural} cannot be created on this server")
 
     @_api_call
     async def Get(self, request: pb.GetRequest, context: Any) -> pb.ObjectResponse:
         rtype = by_plural(request.resource)
+        await self._user(context, "get", rtype, request.namespace, request.name)
         data = await self.api.get_serialized(rtype, request.namespace, request.name)
         return pb.ObjectResponse(object=data)
 
     @_api_call
     async def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:
         rtype = by_plural(request.resource)
+        await self._user(context, "list", rtype, request.namespace)
         items, revision, token = await self.api.list(
             rtype,
             request.namespace,
@@ -142,49 +208,71 @@ class ApiServicer(pb_grpc.ApiServerServicer):
     async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.ObjectResponse:
         rtype = by_plural(request.resource)
         obj = _decode(rtype, request.object)
-        return _encode(await self.api.update(rtype, request.namespace, obj, request.dry_run))
+        meta = m.meta(obj)
+        user = await self._user(context, "update", rtype,
+                                meta.namespace or request.namespace or "default", meta.name)
+        with acting_as(user):
+            return _encode(await self.api.update(rtype, request.namespace, obj,
+                                                 request.dry_run))
 
     @_api_call
     async def UpdateStatus(self, request: pb.UpdateRequest, context: Any) -> pb.ObjectResponse:
         rtype = by_plural(request.resource)
         obj = _decode(rtype, request.object)
-        return _encode(await self.api.update_status(rtype, request.namespace, obj, request.dry_run))
+        meta = m.meta(obj)
+        user = await self._user(context, "update", rtype,
+                                meta.namespace or request.namespace or "default", meta.name,
+                                "status")
+        with acting_as(user):
+            return _encode(await self.api.update_status(rtype, request.namespace, obj,
+                                                        request.dry_run))
 
     @_api_call
     async def Patch(self, request: pb.PatchRequest, context: Any) -> pb.ObjectResponse:
         rtype = by_plural(request.resource)
-        return _encode(
-            await self.api.patch(
-                rtype, request.namespace, request.name, request.patch, request.patch_type,
-                request.subresource,
+        user = await self._user(context, "patch", rtype, request.namespace or "default",
+                                request.name, request.subresource)
+        with acting_as(user):
+            return _encode(
+                await self.api.patch(
+                    rtype, request.namespace, request.name, request.patch, request.patch_type,
+                    request.subresource,
+                )
             )
-        )
 
     @_api_call
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.ObjectResponse:
         rtype = by_plural(request.resource)
+        user = await self._user(context, "delete", rtype, request.namespace or "default",
+                                request.name)
         grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
-        return _encode(
-            await self.api.delete(
-                rtype,
-                request.namespace,
-                request.name,
-                grace,
-                request.propagation_policy,
-                request.preconditions.uid,
-                request.preconditions.resource_version,
+        with acting_as(user):
+            return _encode(
+                await self.api.delete(
+                    rtype,
+                    request.namespace,
+                    request.name,
+                    grace,
+                    request.propagation_policy,
+                    request.preconditions.uid,
+                    request.preconditions.resource_version,
+                )
             )
-        )
 
     @_api_call
     async def Bind(self, request: pb.BindRequest, context: Any) -> pb.ObjectResponse:
-        pod = await self.api.bind(request.namespace, request.name, request.node_name,
-                                  request.pod_uid)
+        user = await self._user(context, "create", PODS, request.namespace or "default",
+                                request.name, "binding")
+        with acting_as(user):
+            pod = await self.api.bind(request.namespace, request.name, request.node_name,
+                                      request.pod_uid)
         return _encode(pod)
 
     async def PodLogs(self, request: pb.PodLogsRequest, context: Context
                       ) -> AsyncIterator[pb.Chunk]:
         try:
+            await self._user(context, "get", PODS, request.namespace or "default",
+                             request.name, "log")
             async for chunk in self.kubelets.logs(request):
                 yield chunk
         except ApiError as e:
@@ -193,6 +281,8 @@ class ApiServicer(pb_grpc.ApiServerServicer):
     async def PodExec(self, request: pb.PodExecRequest, context: Context
                       ) -> AsyncIterator[pb.Chunk]:
         try:
+            await self._user(context, "create", PODS, request.namespace or "default",
+                             request.name, "exec")
             async for chunk in self.kubelets.exec(request):
                 yield chunk
         except ApiError as e:
@@ -203,6 +293,7 @@ class ApiServicer(pb_grpc.ApiServerServicer):
     ) -> AsyncIterator[pb.WatchEvent]:
         try:
             rtype = by_plural(request.resource)
+            await self._user(context, "watch", rtype, request.namespace)
             stream = self.api.watch(
                 rtype,
                 request.namespace,
