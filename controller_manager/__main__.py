@@ -9,6 +9,7 @@ import uuid
 from controller_manager.certificates import SigningCA
 from controller_manager.manager import ControllerManager
 from controller_manager.node_ipam import cluster_range
+from controller_manager.serviceaccounts import read_root_ca
 from controller_manager.settings import ControllerManagerSettings
 from kubelite import daemon, logs
 from kubelite.client.leaderelection import LeaderElectionSettings
@@ -49,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
                    help="PEM of the private key of --cluster-signing-cert-file")
     p.add_argument("--cluster-signing-duration", type=duration_flag, default=8760 * 3600.0,
                    help="the longest validity of a signed certificate (default 8760h)")
+    p.add_argument("--root-ca-file", default="",
+                   help="PEM of the cluster CA published as kube-root-ca.crt in every namespace"
+                        " (default: the CA the API server is trusted with)")
+    p.add_argument("--resource-quota-sync-period", type=duration_flag, default=300.0,
+                   help="how often every ResourceQuota's usage is recomputed (default 5m)")
     p.add_argument("--health-address", default="127.0.0.1:10257",
                    help="host:port of the gRPC health service (readiness; empty: none)")
     p.add_argument("--log-level", default="info")
@@ -69,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
             p.error(str(e))
     if not a.cluster_signing_duration > 0:
         p.error("--cluster-signing-duration: must be more than 0")
+    if a.root_ca_file:
+        try:
+            read_root_ca(a.root_ca_file)
+        except ValueError as e:
+            p.error(str(e))
+    if a.resource_quota_sync_period < 0:
+        p.error("--resource-quota-sync-period: must not be negative")
     identity = a.identity or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     settings = ControllerManagerSettings(
         server=daemon.api_server_target(a),
@@ -94,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ControllerManagerSettings
         cluster_signing_key_file=a.cluster_signing_key_file,
         cluster_signing_duration=a.cluster_signing_duration,
         health_address=a.health_address,
+        root_ca_file=a.root_ca_file,
+        resource_quota_sync_period=a.resource_quota_sync_period,
     )
     return settings, a.log_level
 

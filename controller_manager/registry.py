@@ -21,6 +21,8 @@ from controller_manager.node_ipam import NodeIPAMController
 from controller_manager.nodelifecycle import NodeLifecycleController
 from controller_manager.podgc import PodGCController
 from controller_manager.replicaset import ReplicaSetController
+from controller_manager.resourcequota import ResourceQuotaController
+from controller_manager.serviceaccounts import RootCACertPublisher, ServiceAccountsController
 from controller_manager.statefulset import StatefulSetController
 from kubelite.client.controller import Controller
 
@@ -41,6 +43,9 @@ CONTROLLERS: dict[str, Factory] = {
     "podgc": PodGCController,
     "csrapproving": CSRApprovingController,
     "csrsigning": CSRSigningController,
+    "serviceaccount": ServiceAccountsController,
+    "root-ca-cert-publisher": RootCACertPublisher,
+    "resourcequota": ResourceQuotaController,
 }
 
 

@@ -64,3 +64,9 @@ class ControllerManagerSettings:
     (8760h, as Kubernetes); a request's expirationSeconds may ask for less."""
     health_address: str = ""
     """host:port of the gRPC health service the process serves (empty: none)."""
+    root_ca_file: str = ""
+    """--root-ca-file: PEM of the cluster CA that root-ca-cert-publisher puts in every
+    namespace's kube-root-ca.crt ConfigMap (empty: the CA this process trusts the API server
+    with, if any)."""
+    resource_quota_sync_period: float = 300.0
+    """--resource-quota-sync-period: seconds between recomputations of every quota's usage."""
