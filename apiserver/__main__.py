@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 
 from apiserver import encryption
+from apiserver.admission.chain import DEFAULT_ON, ORDER, AdmissionSettings
 from apiserver.allocator import IPRange, PortRange
 from apiserver.api import ApiSettings
 from apiserver.bootstrap import BootstrapSettings
@@ -76,6 +77,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
     p.add_argument("--max-pending-calls", type=int, default=limits.max_pending_calls,
                    help="calls gRPC holds before the server takes them up (past it gRPC"
                         " cancels calls)")
+    p.add_argument("--enable-admission-plugins", default="",
+                   help="comma-separated admission plugins to run beside the default set"
+                        f" ({', '.join(DEFAULT_ON)}); known: {', '.join(ORDER)}")
+    p.add_argument("--disable-admission-plugins", default="",
+                   help="comma-separated admission plugins of the default set not to run")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     if a.advertise_address:
@@ -109,6 +115,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
         except encryption.EncryptionConfigError as e:
             p.error(f"--encryption-provider-config: {e}")
     try:
+        admission = AdmissionSettings(
+            enable_plugins=tuple(n.strip() for n in a.enable_admission_plugins.split(",")
+                                 if n.strip()),
+            disable_plugins=tuple(n.strip() for n in a.disable_admission_plugins.split(",")
+                                  if n.strip()),
+        )
+    except ValueError as e:
+        p.error(str(e))
+    try:
         etcd = EtcdSettings(
             endpoints=tuple(s.strip() for s in a.etcd_servers.split(",") if s),
             ca_file=a.etcd_cafile, cert_file=a.etcd_certfile, key_file=a.etcd_keyfile,
@@ -129,6 +144,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
             ),
             default_toleration_seconds=a.default_toleration_seconds,
             event_ttl=a.event_ttl,
+            admission=admission,
         ),
         inflight=inflight,
         bootstrap=BootstrapSettings(advertise_address=a.advertise_address),
