@@ -2,11 +2,12 @@
 it and deploy/node-entrypoint.sh run the commands kubelite.components builds (which the
 daemons' parsers take: tests/unit/test_components.py). Cluster DNS runs as pods, as in
 Kubernetes: the one-shot ``addons`` service applies deploy/addons/dns.yaml and the kubelets give
-pods its Service as their nameserver."""
+pods its Service as their nameserver. test_compose_cluster.py runs the stack."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import shlex
 import shutil
 import subprocess
@@ -41,9 +42,17 @@ DNS_ADDON = ROOT / "deploy" / "addons" / "dns.yaml"
 DNS_ADDON_IN_IMAGE = "/opt/kubelite/deploy/addons/dns.yaml"
 """Where the image holds dns.yaml (WORKDIR /opt/kubelite) for the addons service to apply."""
 SERVER = "apiserver:6443"
-NODES = ("node-1", "node-2", "node-3")
-ONE_SHOT = {"addons"}
+NODE = "node"
+"""The nodes' service (scaled: `--scale node=N`)."""
+NODEPORTS = "nodeports"
+"""The proxy whose NodePorts the host reaches."""
+ONE_SHOT = {"addons", "client-config"}
 """Services that do one job and exit (restarted only on failure)."""
+CONTROL_PLANE = ("etcd", "apiserver", "scheduler", "controller-manager")
+NODE_PORTS = "30000-30019"
+"""The API server's node port range in the compose file, which nodeports publishes."""
+NODE_IP = "$(hostname -i | cut -d' ' -f1)"
+"""How a container's command finds its own address (its first)."""
 RUN_AS_PODS: dict[type[Daemon], Path] = {ClusterDns: DNS_ADDON}
 """Daemons no compose service runs: Kubernetes runs cluster DNS as pods, so the stack does too,
 from the addon manifest whose image runs the daemon's module on the nodes."""
@@ -56,6 +65,10 @@ DAEMONS_OF_SERVICES: dict[str, Daemon] = {
     "controller-manager": ControllerManager(server=SERVER),
 }
 """The compose file's control-plane services besides etcd, as specs."""
+EXTRA_FLAGS: dict[str, list[str]] = {
+    "apiserver": ["--service-node-port-range", NODE_PORTS],
+}
+"""Flags a service passes beyond its spec's (ApiServer has no node port range field)."""
 KUBELET = Kubelet(node_name="$NODE_NAME", address="$NODE_IP", server="$SERVER",
                   root_dir="/var/lib/kubelite/kubelet", stop_pods_on_exit=True)
 PROXY = Proxy(node_name="$NODE_NAME", node_ip="$NODE_IP", server="$SERVER")
@@ -63,7 +76,22 @@ PROXY = Proxy(node_name="$NODE_NAME", node_ip="$NODE_IP", server="$SERVER")
 
 
 def services() -> dict[str, Any]:
-    return dict(yaml.safe_load(COMPOSE.read_text())["services"])
+    """The compose file's services with its variables at their defaults, as compose reads
+    them (``${VAR:-default}`` is the default, ``$$`` a ``$``)."""
+    return dict(interpolated(yaml.safe_load(COMPOSE.read_text()))["services"])
+
+
+VARIABLE = re.compile(r"\$\$|\$\{(\w+):-([^}]*)\}")
+
+
+def interpolated(value: Any) -> Any:
+    if isinstance(value, str):
+        return VARIABLE.sub(lambda m: "$" if m.group(0) == "$$" else m.group(2), value)
+    if isinstance(value, dict):
+        return {key: interpolated(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolated(item) for item in value]
+    return value
 
 
 def healthcheck(service: dict[str, Any]) -> str:
@@ -79,14 +107,51 @@ def test_compose_file_is_valid() -> None:
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     services = config["services"]
-    assert {"etcd", "apiserver", "scheduler", "controller-manager", *NODES,
-            *ONE_SHOT} <= set(services)
+    assert set(services) == {*CONTROL_PLANE, NODE, NODEPORTS, *ONE_SHOT}
     for name, service in services.items():
         restart = "on-failure" if name in ONE_SHOT else "unless-stopped"
         assert service.get("restart") == restart, name
-    for name in ("etcd", "apiserver", "scheduler", "controller-manager", *NODES):
+    for name in (*CONTROL_PLANE, NODE, NODEPORTS):
         assert "healthcheck" in services[name], name
-    assert all(services[name]["privileged"] for name in NODES)
+    assert services[NODE]["scale"] == 3
+    assert config["volumes"] == {"etcd-data": {}}
+
+
+def test_nodes_may_mount_but_need_no_privileged_mode() -> None:
+    # `privileged` asks for every capability, which an engine running without some refuses.
+    node = services()[NODE]
+    assert "privileged" not in node
+    assert node["cap_add"] == ["SYS_ADMIN"]
+    assert set(node["security_opt"]) == {"seccomp=unconfined", "apparmor=unconfined"}
+    # Pods' overlay layers cannot be on the container's own overlay root.
+    assert node["tmpfs"] == ["/var/lib/kubelite:exec,mode=755"]
+    assert KUBELET.root_dir is not None and KUBELET.root_dir.startswith("/var/lib/kubelite/")
+
+
+def test_the_host_reaches_the_api_and_node_ports_on_loopback() -> None:
+    found = services()
+    assert found["apiserver"]["ports"] == ["127.0.0.1:6443:6443"]
+    assert found[NODEPORTS]["ports"] == [f"127.0.0.1:{NODE_PORTS}:{NODE_PORTS}"]
+    # The published ports are the ones the API server hands out.
+    apiserver, _ = parse_apiserver_args(found["apiserver"]["command"][1:])
+    assert apiserver.api.service_node_port_range == NODE_PORTS
+    # The nodeports service is a proxy as every node runs, on its container's address.
+    command = found[NODEPORTS]["command"]
+    assert command[:2] == ["sh", "-c"]
+    words = shlex.split(command[2])
+    assert words[0] == "exec"
+    assert words[1:] == Proxy(node_name=NODEPORTS, node_ip=NODE_IP, server=SERVER).argv()
+    assert healthcheck(found[NODEPORTS]) == (
+        f'sh -c kubelite health "{NODE_IP}:{Proxy.HEALTH_PORT}"')
+
+
+def test_the_stack_exports_klctls_config_first() -> None:
+    config = services()["client-config"]
+    assert "depends_on" not in config  # nothing to wait for: it runs at once
+    assert config["volumes"] == ["./.kubelite:/export"]
+    assert config["environment"] == {"API_PORT": "6443"}
+    script = config["command"][2]
+    assert script == "printf '{\"server\": \"127.0.0.1:%s\"}\\n' \"$API_PORT\" > /export/config"
 
 
 def test_every_console_script_the_compose_file_runs_exists() -> None:
@@ -161,8 +226,7 @@ def test_kubelets_give_pods_the_dns_service_as_nameserver() -> None:
     service_range = ipaddress.ip_network(apiserver.api.service_cluster_ip_range)
     assert cluster_ip == str(service_range[10])
     node_args = ["--cluster-dns", cluster_ip, "--cluster-domain", "cluster.local"]
-    for name in NODES:
-        assert services()[name]["command"] == ["kubelite-node", *node_args], name
+    assert services()[NODE]["command"] == ["kubelite-node", *node_args]
     # The entrypoint hands its arguments to the kubelet ("$@"), which takes them.
     kubelet = Kubelet(node_name="node-1", address="172.18.0.5", server=SERVER,
                       root_dir="/var/lib/kubelite/kubelet", stop_pods_on_exit=True)
@@ -176,7 +240,7 @@ def test_control_plane_services_run_the_specs_commands() -> None:
     assert found["etcd"]["command"] == ETCD.argv()
     assert found["etcd"]["healthcheck"]["test"] == ["CMD", "curl", "-fs", ETCD.health_url]
     for name, spec in DAEMONS_OF_SERVICES.items():
-        assert found[name]["command"] == spec.argv(), name
+        assert found[name]["command"] == [*spec.argv(), *EXTRA_FLAGS.get(name, [])], name
         assert healthcheck(found[name]) == f"kubelite health {spec.health}", name
 
 
@@ -198,8 +262,7 @@ def test_node_entrypoint_runs_the_specs_commands() -> None:
 def test_node_healthcheck_asks_the_node_daemons_default_health_ports() -> None:
     # The node's daemons serve health on NODE_IP (the container's first address) at their
     # default ports, which the healthcheck asks.
-    check = healthcheck(services()["node-1"])
-    node_ip = "$$(hostname -i | cut -d' ' -f1)"
+    check = healthcheck(services()[NODE])
     for spec, port in ((KUBELET, Kubelet.HEALTH_PORT), (PROXY, Proxy.HEALTH_PORT)):
         assert spec.health == f"$NODE_IP:{port}"
-        assert f'kubelite health "{node_ip}:{port}"' in check
+        assert f'kubelite health "{NODE_IP}:{port}"' in check
