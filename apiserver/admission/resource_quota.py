@@ -45,15 +45,19 @@ class ResourceQuotaAdmission(Plugin):
             lock = self._locks[namespace] = asyncio.Lock()
         return lock
 
+    async def _quotas(self, namespace: str) -> list[v1.ResourceQuota]:
+        items = await self.quotas.in_namespace(namespace)
+        return sorted((q for q in items if isinstance(q, v1.ResourceQuota)),
+                      key=lambda q: q.metadata.name)
+
     async def validate(self, a: Attributes) -> None:
         if a.operation != CREATE or a.subresource or not a.rtype.namespaced or a.obj is None:
             return
+        if not await self._quotas(a.namespace):
+            return  # nothing to charge: creates here need not wait for each other
         async with self._lock(a.namespace):
-            quotas = sorted(
-                (q for q in await self.quotas.in_namespace(a.namespace)
-                 if isinstance(q, v1.ResourceQuota)),
-                key=lambda q: q.metadata.name,
-            )
+            # Read again: the charges made while this create waited are in the copy now.
+            quotas = await self._quotas(a.namespace)
             # Every quota must take the object before any is charged.
             charged = [q for q in quotas if self.charge(a, q) is not None]
             if a.dry_run:

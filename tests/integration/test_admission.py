@@ -211,6 +211,26 @@ async def test_limit_range_defaults_appear_in_created_pods_and_max_is_enforced(
 
 
 @pytest.mark.usefixtures("controllers")
+async def test_a_limit_range_made_after_pods_applies_to_the_next_ones_at_once(
+    client: ApiClient,
+) -> None:
+    await new_namespace(client, "later")
+    # The admission copy has no LimitRange here and remembers so for live_lookup_ttl...
+    before = await client.create(new_pod("before", "later"))
+    assert not before.spec.containers[0].resources.limits
+    lr = v1.LimitRange(metadata=v1.ObjectMeta(name="limits", namespace="later"))
+    lr.spec.limits.add(type="Container").default["cpu"] = "300m"
+    await client.create(lr)
+
+    async def defaulted() -> bool:
+        pod = await client.create(new_pod("probe", "later"), dry_run=True)
+        return dict(pod.spec.containers[0].resources.limits) == {"cpu": "300m"}
+
+    # ...until its watch brings one.
+    await eventually(defaulted, timeout=5, message="the LimitRange applied")
+
+
+@pytest.mark.usefixtures("controllers")
 async def test_pod_security_baseline_refuses_host_network(client: ApiClient) -> None:
     await new_namespace(client, "baseline", **{"pod-security.kubernetes.io/enforce": "baseline"})
     pod = new_pod("host", "baseline")
