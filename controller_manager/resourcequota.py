@@ -140,4 +140,4 @@ class ResourceQuotaController(Controller):
             await self.client.update_status(updated)
         except NotFound:
             return
-        log.info("quota usage", quota=key, used=dict(updated.status.used))
+        log.debug("quota usage", quota=key, used=dict(updated.status.used))
