@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+from typing import Any
 
 from apiserver import encryption
 from apiserver.admission.chain import DEFAULT_ON, ORDER, AdmissionSettings
 from apiserver.allocator import IPRange, PortRange
 from apiserver.api import ApiSettings
+from apiserver.authn import AuthenticationSettings
 from apiserver.bootstrap import BootstrapSettings
 from apiserver.etcd import EtcdSettings
 from apiserver.inflight import InflightSettings
-from apiserver.server import ApiServer, ApiServerSettings
+from apiserver.kubelet_proxy import KubeletClientSettings
+from apiserver.security import AuthorizationSettings, modes_from_flag
+from apiserver.server import ApiServer, ApiServerSettings, TlsSettings
+from apiserver.token_request import TokenRequestSettings
 from apiserver.watch_cache import WatchCacheSettings
-from kubelite import daemon, logs
+from kubelite import daemon, durations, logs
+from kubelite.auth import tokens
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
@@ -77,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
     p.add_argument("--max-pending-calls", type=int, default=limits.max_pending_calls,
                    help="calls gRPC holds before the server takes them up (past it gRPC"
                         " cancels calls)")
+    _add_security_flags(p)
     p.add_argument("--enable-admission-plugins", default="",
                    help="comma-separated admission plugins to run beside the default set"
                         f" ({', '.join(DEFAULT_ON)}); known: {', '.join(ORDER)}")
@@ -130,7 +137,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
         )
     except ValueError as e:
         p.error(str(e))
+    try:
+        security = _security_settings(a)
+    except ValueError as e:
+        p.error(str(e))
     settings = ApiServerSettings(
+        **security,
         listen=a.listen,
         etcd=etcd,
         api=ApiSettings(
@@ -152,6 +164,79 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
         encryption_provider_config=a.encryption_provider_config,
     )
     return settings, a.log_level
+
+
+def _add_security_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--insecure", action="store_true",
+                   help="serve plaintext with no authentication or authorization (for learning"
+                        " only; without it, --tls-cert-file and --tls-private-key-file are"
+                        " required)")
+    p.add_argument("--tls-cert-file", default="",
+                   help="serving certificate (PEM), followed by its CA")
+    p.add_argument("--tls-private-key-file", default="", help="its private key (PEM)")
+    p.add_argument("--client-ca-file", default="",
+                   help="CA whose client certificates authenticate users (CN the name, O the"
+                        " groups)")
+    p.add_argument("--anonymous-auth", default="false", choices=("true", "false"),
+                   help="serve requests without credentials as system:anonymous instead of"
+                        " refusing them")
+    p.add_argument("--enable-bootstrap-token-auth", action="store_true",
+                   help="accept bootstrap tokens (Secrets kube-system/bootstrap-token-ID) as"
+                        " bearer tokens, for nodes joining")
+    p.add_argument("--service-account-key-file", action="append", default=[],
+                   help="PEM file of public keys that ServiceAccount tokens may be signed with"
+                        " (repeatable)")
+    p.add_argument("--service-account-signing-key-file", default="",
+                   help="RSA private key (PEM) that ServiceAccount tokens are signed with")
+    p.add_argument("--service-account-issuer", action="append", default=[],
+                   help="issuer of ServiceAccount tokens: the first signs, all are accepted"
+                        f" (default {tokens.DEFAULT_ISSUER})")
+    p.add_argument("--api-audiences", default="",
+                   help="comma-separated audiences a token must name (default: the issuer)")
+    p.add_argument("--service-account-max-token-expiration", default="",
+                   help="longest lifetime of a requested token (e.g. 48h; default: none)")
+    p.add_argument("--authorization-mode", default="Node,RBAC",
+                   help="comma-separated authorizers in order: Node, RBAC, AlwaysAllow")
+    p.add_argument("--kubelet-client-certificate", default="",
+                   help="certificate the server presents to kubelets (PEM)")
+    p.add_argument("--kubelet-client-key", default="", help="its private key (PEM)")
+    p.add_argument("--kubelet-certificate-authority", default="",
+                   help="CA that kubelets' serving certificates are verified against")
+
+
+def _security_settings(a: argparse.Namespace) -> dict[str, Any]:
+    """The security fields of ApiServerSettings from the flags; ValueError naming the flag."""
+    if not a.insecure and not (a.tls_cert_file and a.tls_private_key_file):
+        raise ValueError("--tls-cert-file and --tls-private-key-file are required (or"
+                         " --insecure, to serve plaintext with no authentication, for learning"
+                         " only)")
+    max_expiration = 0
+    if a.service_account_max_token_expiration:
+        try:
+            max_expiration = int(durations.parse_duration(
+                a.service_account_max_token_expiration))
+        except ValueError as e:
+            raise ValueError(f"--service-account-max-token-expiration: {e}") from None
+        if max_expiration < tokens.MIN_EXPIRATION_SECONDS:
+            raise ValueError("--service-account-max-token-expiration: must be at least 10m")
+    return {
+        "insecure": a.insecure,
+        "tls": TlsSettings(a.tls_cert_file, a.tls_private_key_file, a.client_ca_file),
+        "authentication": AuthenticationSettings(
+            anonymous=a.anonymous_auth == "true",
+            bootstrap_tokens=a.enable_bootstrap_token_auth,
+            service_account_key_files=tuple(a.service_account_key_file),
+            service_account_issuers=tuple(a.service_account_issuer)
+            or (tokens.DEFAULT_ISSUER,),
+            api_audiences=tuple(x.strip() for x in a.api_audiences.split(",") if x.strip()),
+        ),
+        "authorization": AuthorizationSettings(modes=modes_from_flag(a.authorization_mode)),
+        "token_requests": TokenRequestSettings(a.service_account_signing_key_file,
+                                               max_expiration),
+        "kubelet_client": KubeletClientSettings(a.kubelet_client_certificate,
+                                                a.kubelet_client_key,
+                                                a.kubelet_certificate_authority),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

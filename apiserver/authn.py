@@ -45,6 +45,9 @@ class AuthenticationSettings:
     anonymous: bool = False
     """--anonymous-auth: requests without credentials are served as ``system:anonymous``
     (group ``system:unauthenticated``) instead of refused; RBAC then decides."""
+    bootstrap_tokens: bool = False
+    """--enable-bootstrap-token-auth: bootstrap tokens (``ID.SECRET``, their Secret in
+    kube-system) authenticate, for nodes joining."""
     service_account_key_files: tuple[str, ...] = ()
     """--service-account-key-file: PEM files of the public keys (or certificates, or private
     keys) that ServiceAccount tokens may be signed with; the signing key's own public half is
@@ -196,6 +199,9 @@ class Authenticator:
         try:
             bootstrap = tokens.parse_bootstrap_token(token)
             if bootstrap is not None:
+                if not self.settings.bootstrap_tokens:
+                    raise tokens.TokenInvalid("bootstrap tokens are not enabled"
+                                              " (--enable-bootstrap-token-auth)")
                 return await self._bootstrap_user(*bootstrap)
             return self._service_account_user(token)
         except (tokens.TokenInvalid, jwt.JwtError) as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +102,9 @@ class ApiServerSettings:
     """How ServiceAccount tokens are signed (serviceaccounts/token)."""
     kubelet_client: KubeletClientSettings = field(default_factory=KubeletClientSettings)
     """How the server reaches kubelets for logs and exec."""
+    encryption_provider_config: str | None = None
+    """Path of an EncryptionConfiguration (--encryption-provider-config): the resources it
+    names are encrypted in etcd; None: every value is stored as it is."""
 
     def __post_init__(self) -> None:
         if self.insecure and self.tls.enabled:
@@ -109,9 +113,6 @@ class ApiServerSettings:
         if not self.insecure and not (self.tls.cert_file and self.tls.key_file):
             raise ValueError("a secure API server needs --tls-cert-file and"
                              " --tls-private-key-file (or --insecure, for learning only)")
-    encryption_provider_config: str | None = None
-    """Path of an EncryptionConfiguration (--encryption-provider-config): the resources it
-    names are encrypted in etcd; None: every value is stored as it is."""
 
 
 class ApiServer:
@@ -123,7 +124,11 @@ class ApiServer:
             encryption.load(settings.encryption_provider_config).transformers()
             if settings.encryption_provider_config else None,
         )
-        self.api = Api(self.storage, settings.api)
+        # Admission plugins that need a user (ServiceAccount) are on when requests have one.
+        api_settings = dataclasses.replace(settings.api, admission=dataclasses.replace(
+            settings.api.admission,
+            secured=settings.api.admission.secured or not settings.insecure))
+        self.api = Api(self.storage, api_settings)
         self.bootstrap = KubernetesService(self.api, settings.bootstrap)
         self.health = HealthServicer()
         self.admission = RequestAdmission(settings.inflight)

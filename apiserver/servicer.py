@@ -26,6 +26,7 @@ from kubelite.api.errors import (
     status_metadata,
 )
 from kubelite.api.registry import ResourceType, UnknownResource, by_kind, by_plural
+from kubelite.api.strategies.access import set_requester
 from kubelite.auth.user import UserInfo
 from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
@@ -153,6 +154,10 @@ class ApiServicer(pb_grpc.ApiServerServicer):
         user = await self._user(context, "create", rtype, namespace)
         if not rtype.stored:
             return _encode(self._review(rtype, obj, user))
+        if user is not None and isinstance(obj, v1.CertificateSigningRequest):
+            # Signers and approvers trust who asked: the server says, never the client. (An
+            # insecure server has no one to say it and keeps what the client wrote.)
+            set_requester(obj, user)
         with acting_as(user):
             return _encode(await self.api.create(rtype, request.namespace, obj,
                                                  request.dry_run))

@@ -333,14 +333,18 @@ async def reconcile(api: Api, attempts: int = 5) -> None:
     """Creates the bootstrap ClusterRoles and ClusterRoleBindings that are missing and adds
     what the auto-updated ones lack. Several API servers starting at once are fine: a lost
     race on create or update is retried from what the winner wrote."""
+    done: list[str] = []
     for role in cluster_roles():
-        await _reconcile_one(api, CLUSTER_ROLES, role, attempts)
+        done.append(await _reconcile_one(api, CLUSTER_ROLES, role, attempts))
     for binding in cluster_role_bindings():
-        await _reconcile_one(api, CLUSTER_ROLE_BINDINGS, binding, attempts)
+        done.append(await _reconcile_one(api, CLUSTER_ROLE_BINDINGS, binding, attempts))
+    log.info("bootstrap RBAC policy reconciled", created=done.count("created"),
+             updated=done.count("updated"), unchanged=done.count("unchanged"))
 
 
 async def _reconcile_one(api: Api, rtype: ResourceType,
-                         wanted: v1.ClusterRole | v1.ClusterRoleBinding, attempts: int) -> None:
+                         wanted: v1.ClusterRole | v1.ClusterRoleBinding, attempts: int) -> str:
+    """Reconciles one object; says whether it was "created", "updated" or "unchanged"."""
     name = wanted.metadata.name
     for _ in range(attempts):
         try:
@@ -348,8 +352,7 @@ async def _reconcile_one(api: Api, rtype: ResourceType,
         except NotFound:
             try:
                 await api.create(rtype, "", m.copy(wanted))
-                log.info("created bootstrap RBAC object", kind=rtype.kind, name=name)
-                return
+                return "created"
             except AlreadyExists:
                 continue
         if isinstance(current, v1.ClusterRole) and isinstance(wanted, v1.ClusterRole):
@@ -360,11 +363,11 @@ async def _reconcile_one(api: Api, rtype: ResourceType,
         else:
             raise TypeError(f"cannot reconcile a {type(current).__name__}")
         if updated is None:
-            return
+            return "unchanged"
         try:
             await api.update(rtype, "", updated)
             log.info("updated bootstrap RBAC object", kind=rtype.kind, name=name)
-            return
+            return "updated"
         except Conflict:
             continue
     raise Conflict(f"could not reconcile {rtype.plural} {name!r}: it kept changing")

@@ -15,6 +15,7 @@ from kubelite.api import convert, strategic_merge
 from kubelite.api import meta as m
 from kubelite.api.errors import ApiError, NotFound
 from kubelite.api.registry import ResourceType
+from kubelite.cli.klctl import auth
 from kubelite.cli.klctl.batch import for_each_object
 from kubelite.cli.klctl.context import Context
 from kubelite.cli.klctl.errors import CliError, ObjectFailed
@@ -188,6 +189,8 @@ def generated_documents(what: Sequence[str]) -> list[tuple[str, dict[str, Any]]]
 
 
 async def cmd_create(args: argparse.Namespace, client: ApiClient, ctx: Context) -> int:
+    if args.what[:1] == ["token"] and not args.filename:
+        return await auth.create_token(args, client, ctx)
     if args.what and args.filename:
         raise CliError("cannot give both -f and a kind to create")
     docs = generated_documents(args.what) if args.what else load(args)
@@ -212,8 +215,9 @@ def register(commands: Commands) -> None:
     p.set_defaults(handler=cmd_apply)
 
     p = commands.add_parser("create", help="create objects from a file or stdin")
-    p.add_argument("what", nargs="*", metavar="namespace NAME",
-                   help="create a namespace without a manifest")
+    p.add_argument("what", nargs="*", metavar="namespace NAME | token SERVICEACCOUNT",
+                   help="create a namespace without a manifest, or a ServiceAccount token")
     add_files(p)
+    auth.add_create_token_flags(p)
     add_namespace(p, all_namespaces=False)
     p.set_defaults(handler=cmd_create)

@@ -19,6 +19,7 @@ from kubelite.api.registry import UnknownResource
 from kubelite.cli.config import ConfigError, resolve_client_config
 from kubelite.cli.klctl import (
     apply,
+    auth,
     certificate,
     delete,
     describe,
@@ -39,7 +40,7 @@ from kubelite.client.client import ApiClient
 REGISTER: tuple[Callable[[Commands], None], ...] = (
     apply.register, get.register, logs.register, describe.register, delete.register,
     patch.register, version.register, rollout.register, scale.register,
-    certificate.register, kubeconfig.register,
+    certificate.register, kubeconfig.register, auth.register,
 )
 """Each verb module adds its commands' parsers; ``klctl --help`` lists them in this order."""
 
