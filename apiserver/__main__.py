@@ -192,7 +192,7 @@ def _add_security_flags(p: argparse.ArgumentParser) -> None:
                    help="issuer of ServiceAccount tokens: the first signs, all are accepted"
                         f" (default {tokens.DEFAULT_ISSUER})")
     p.add_argument("--api-audiences", default="",
-                   help="comma-separated audiences a token must name (default: the issuer)")
+                   help="comma-separated audiences a token must name (default: the issuers)")
     p.add_argument("--service-account-max-token-expiration", default="",
                    help="longest lifetime of a requested token (e.g. 48h; default: none)")
     p.add_argument("--authorization-mode", default="Node,RBAC",

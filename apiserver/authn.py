@@ -56,7 +56,7 @@ class AuthenticationSettings:
     """--service-account-issuer: the ``iss`` of the tokens this server signs (the first) and
     accepts (any)."""
     api_audiences: tuple[str, ...] = ()
-    """--api-audiences: a token must name one of these in ``aud``; empty: the first issuer."""
+    """--api-audiences: a token must name one of these in ``aud``; empty: the issuers."""
     x509_cache_size: int = 1024
     """Distinct client certificates whose parsed identity is kept."""
 
@@ -67,7 +67,7 @@ class AuthenticationSettings:
 
     @property
     def audiences(self) -> tuple[str, ...]:
-        return self.api_audiences or self.service_account_issuers[:1]
+        return self.api_audiences or self.service_account_issuers
 
 
 def load_verification_keys(files: Sequence[str]) -> list[rsa.RSAPublicKey]:

@@ -21,7 +21,9 @@ from kubelite.api import meta as m
 from kubelite.api.errors import (
     ApiError,
     BadRequest,
+    Forbidden,
     InternalError,
+    NotFound,
     RequestEntityTooLarge,
     status_metadata,
 )
@@ -38,6 +40,11 @@ R = TypeVar("R")
 M = TypeVar("M", bound=Message)
 Context = grpc.aio.ServicerContext[Any, Any]
 PODS = by_kind("Pod")
+CSRS = by_kind("CertificateSigningRequest")
+
+
+def _decisions(csr: v1.CertificateSigningRequest) -> set[tuple[str, str]]:
+    return {(c.type, c.status) for c in csr.status.conditions if c.type in ("Approved", "Denied")}
 
 
 async def _abort(context: Context, error: ApiError) -> None:
@@ -118,6 +125,16 @@ def _unknown_fields(msg: Message, path: str) -> list[str]:
     return found
 
 
+def _stored(plural: str) -> ResourceType:
+    """The resource of a request that reads or changes stored objects; access reviews are
+    only ever created (Kubernetes answers 405 to anything else)."""
+    rtype = by_plural(plural)
+    if not rtype.stored:
+        raise BadRequest(f"the server does not allow this method on the requested resource:"
+                         f" {rtype.plural} can only be created")
+    return rtype
+
+
 def _encode(obj: Message) -> pb.ObjectResponse:
     return pb.ObjectResponse(object=obj.SerializeToString())
 
@@ -176,6 +193,35 @@ class ApiServicer(pb_grpc.ApiServerServicer):
             return _encode(await self.security.tokens.create(namespace, request.name,
                                                              token_request))
 
+    async def _check_csr_status(self, user: UserInfo,
+                                csr: v1.CertificateSigningRequest) -> None:
+        """Approving or denying a request needs ``update`` on certificatesigningrequests/
+        approval and ``approve`` on its signer, issuing its certificate ``sign`` on the signer
+        (upstream's CertificateApproval and CertificateSigning checks)."""
+        try:
+            current = await self.api.get(CSRS, "", csr.metadata.name)
+        except NotFound:
+            return  # the update fails on its own terms
+        assert isinstance(current, v1.CertificateSigningRequest)
+        signer = current.spec.signer_name
+        if _decisions(current) != _decisions(csr):
+            self.security.check(user, "update", CSRS.plural, api_group=CSRS.group,
+                                subresource="approval", name=csr.metadata.name)
+            self._check_signer(user, "approve", signer, csr.metadata.name)
+        if current.status.certificate != csr.status.certificate:
+            self._check_signer(user, "sign", signer, csr.metadata.name)
+
+    def _check_signer(self, user: UserInfo, verb: str, signer: str, name: str) -> None:
+        """``verb`` on ``signers/<signerName>`` or on ``signers/<domain>/*``."""
+        for target in (signer, f"{signer.partition('/')[0]}/*"):
+            try:
+                self.security.check(user, verb, "signers", api_group=CSRS.group, name=target)
+                return
+            except Forbidden:
+                continue
+        raise Forbidden(f'{CSRS.plural}.{CSRS.group} "{name}" is forbidden: user not permitted'
+                        f' to {verb} requests with signerName "{signer}"')
+
     def _review(self, rtype: ResourceType, obj: Message, user: UserInfo | None) -> Message:
         reviewer = self.security.reviewer()
         if isinstance(obj, v1.SubjectAccessReview):
@@ -186,14 +232,14 @@ class ApiServicer(pb_grpc.ApiServerServicer):
 
     @_api_call
     async def Get(self, request: pb.GetRequest, context: Any) -> pb.ObjectResponse:
-        rtype = by_plural(request.resource)
+        rtype = _stored(request.resource)
         await self._user(context, "get", rtype, request.namespace, request.name)
         data = await self.api.get_serialized(rtype, request.namespace, request.name)
         return pb.ObjectResponse(object=data)
 
     @_api_call
     async def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:
-        rtype = by_plural(request.resource)
+        rtype = _stored(request.resource)
         await self._user(context, "list", rtype, request.namespace)
         items, revision, token = await self.api.list(
             rtype,
@@ -211,7 +257,7 @@ class ApiServicer(pb_grpc.ApiServerServicer):
 
     @_api_call
     async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.ObjectResponse:
-        rtype = by_plural(request.resource)
+        rtype = _stored(request.resource)
         obj = _decode(rtype, request.object)
         meta = m.meta(obj)
         user = await self._user(context, "update", rtype,
@@ -222,21 +268,30 @@ class ApiServicer(pb_grpc.ApiServerServicer):
 
     @_api_call
     async def UpdateStatus(self, request: pb.UpdateRequest, context: Any) -> pb.ObjectResponse:
-        rtype = by_plural(request.resource)
+        rtype = _stored(request.resource)
         obj = _decode(rtype, request.object)
         meta = m.meta(obj)
         user = await self._user(context, "update", rtype,
                                 meta.namespace or request.namespace or "default", meta.name,
                                 "status")
+        if user is not None and isinstance(obj, v1.CertificateSigningRequest):
+            await self._check_csr_status(user, obj)
         with acting_as(user):
             return _encode(await self.api.update_status(rtype, request.namespace, obj,
                                                         request.dry_run))
 
     @_api_call
     async def Patch(self, request: pb.PatchRequest, context: Any) -> pb.ObjectResponse:
-        rtype = by_plural(request.resource)
+        rtype = _stored(request.resource)
         user = await self._user(context, "patch", rtype, request.namespace or "default",
                                 request.name, request.subresource)
+        if (user is not None and rtype.kind == "CertificateSigningRequest"
+                and request.subresource == "status"):
+            # What a patch changes is known only once applied: it may approve and sign.
+            current = await self.api.get(rtype, "", request.name)
+            assert isinstance(current, v1.CertificateSigningRequest)
+            for verb in ("approve", "sign"):
+                self._check_signer(user, verb, current.spec.signer_name, request.name)
         with acting_as(user):
             return _encode(
                 await self.api.patch(
@@ -247,7 +302,7 @@ class ApiServicer(pb_grpc.ApiServerServicer):
 
     @_api_call
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.ObjectResponse:
-        rtype = by_plural(request.resource)
+        rtype = _stored(request.resource)
         user = await self._user(context, "delete", rtype, request.namespace or "default",
                                 request.name)
         grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
@@ -297,7 +352,7 @@ class ApiServicer(pb_grpc.ApiServerServicer):
         self, request: pb.WatchRequest, context: Context
     ) -> AsyncIterator[pb.WatchEvent]:
         try:
-            rtype = by_plural(request.resource)
+            rtype = _stored(request.resource)
             await self._user(context, "watch", rtype, request.namespace)
             stream = self.api.watch(
                 rtype,

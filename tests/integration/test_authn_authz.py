@@ -23,7 +23,15 @@ from kubelite.auth import jwt, tokens
 from kubelite.cli.klctl import main as klctl_main
 from kubelite.client.client import ApiClient, Impersonation
 from kubelite.client.config import ClientConfig, load_kubeconfig, write_kubeconfig
-from kubelite.pki import ClusterPki, bootstrap_token_secret_data, init_cluster, issue, new_ca
+from kubelite.pki import (
+    ClusterPki,
+    bootstrap_token_secret_data,
+    init_cluster,
+    issue,
+    new_ca,
+    new_csr,
+    new_rsa_key_pair,
+)
 from kubelite.testing.apiserver import server_settings
 from kubelite.testing.etcd import EtcdProcess
 from kubelite.testing.wait import eventually
@@ -388,3 +396,41 @@ async def test_klctl_auth_can_i_and_create_token(
     code, _, err = await klctl(capsys, "--kubeconfig", str(admin_conf), "create", "token",
                                "nobody", "-n", "a")
     assert code == 1 and 'serviceaccounts "nobody" not found' in err
+
+
+async def test_approving_a_csr_needs_approve_on_its_signer(
+        server: ApiServer, pki: ClusterPki, admin: ApiClient) -> None:
+    await admin.create(v1.ClusterRole(metadata=v1.ObjectMeta(name="csr-editor"), rules=[
+        v1.PolicyRule(verbs=["create", "get", "update"], api_groups=["certificates.k8s.io"],
+                      resources=["certificatesigningrequests",
+                                 "certificatesigningrequests/status",
+                                 "certificatesigningrequests/approval"])]))
+    await admin.create(v1.ClusterRoleBinding(
+        metadata=v1.ObjectMeta(name="alice-csrs"), subjects=[user_subject("alice")],
+        role_ref=v1.RoleRef(api_group=RBAC, kind="ClusterRole", name="csr-editor")))
+    key, _ = new_rsa_key_pair()
+    request = v1.CertificateSigningRequest(metadata=v1.ObjectMeta(name="alice-cert"))
+    request.spec.request = new_csr("alice", key_pem=key)
+    request.spec.signer_name = "kubernetes.io/kube-apiserver-client"
+    request.spec.usages.extend(["digital signature", "key encipherment", "client auth"])
+    request.spec.username = "kubernetes-admin"  # the server says who asks, not the client
+    async with client_of(user_config(server, pki, "alice", ["devs"])) as alice:
+        csr = await eventually(lambda: alice.create(request), message="alice creates a CSR")
+        assert csr.spec.username == "alice"
+        assert "devs" in csr.spec.groups
+        csr.status.conditions.add(type="Approved", status="True", reason="ByAlice")
+        with pytest.raises(Forbidden) as caught:
+            await alice.update_status(csr)
+        assert caught.value.message == (
+            'certificatesigningrequests.certificates.k8s.io "alice-cert" is forbidden: user not'
+            ' permitted to approve requests with signerName'
+            ' "kubernetes.io/kube-apiserver-client"')
+        await admin.create(v1.ClusterRole(metadata=v1.ObjectMeta(name="approver"), rules=[
+            v1.PolicyRule(verbs=["approve"], api_groups=["certificates.k8s.io"],
+                          resources=["signers"], resource_names=["kubernetes.io/*"])]))
+        await admin.create(v1.ClusterRoleBinding(
+            metadata=v1.ObjectMeta(name="alice-approves"), subjects=[user_subject("alice")],
+            role_ref=v1.RoleRef(api_group=RBAC, kind="ClusterRole", name="approver")))
+        approved = await eventually(lambda: alice.update_status(csr),
+                                    message="alice approves once she may")
+        assert approved.status.conditions[0].type == "Approved"
