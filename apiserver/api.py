@@ -40,6 +40,7 @@ from kubelite.api.errors import (
     Conflict,
     Forbidden,
     Invalid,
+    MethodNotAllowed,
     NotFound,
 )
 from kubelite.api.field_errors import FieldPath
@@ -245,6 +246,14 @@ class Api:
     def _mark_terminating(self, namespace: str) -> None:
         self._namespaces[namespace] = True
 
+    @staticmethod
+    def _stored(rtype: ResourceType) -> None:
+        """Refuses every verb but create on kinds that are evaluated, never stored."""
+        if not rtype.stored:
+            raise MethodNotAllowed(
+                "the server does not allow this method on the requested resource"
+                f" ({rtype.plural} are only ever created)")
+
     def _hooks(self, rtype: ResourceType) -> KindHooks:
         return self.hooks.get(rtype.kind, _NO_HOOKS)
 
@@ -258,9 +267,11 @@ class Api:
     # ------------------------------------------------------------ reads
 
     async def get(self, rtype: ResourceType, namespace: str, name: str) -> Message:
+        self._stored(rtype)
         return await self.storage.get(rtype, self._namespace_for(rtype, namespace), name)
 
     async def get_serialized(self, rtype: ResourceType, namespace: str, name: str) -> bytes:
+        self._stored(rtype)
         return await self.storage.get_raw(rtype, self._namespace_for(rtype, namespace), name)
 
     async def list(
@@ -272,6 +283,7 @@ class Api:
         limit: int = 0,
         continue_token: str = "",
     ) -> tuple[list[Message], int, str]:
+        self._stored(rtype)
         selectors = parse_selectors(rtype, label_selector, field_selector)
         namespace = self._namespace_for(rtype, namespace)
         prefix = self.storage.resource_prefix(rtype, namespace)
@@ -297,6 +309,7 @@ class Api:
         field_selector: str = "",
         resource_version: str = "",
     ) -> AsyncIterator[WatchItem]:
+        self._stored(rtype)
         selectors = parse_selectors(rtype, label_selector, field_selector)
         matches = None if selectors.empty else selectors.matches
         namespace = namespace if rtype.namespaced else ""
@@ -410,6 +423,7 @@ class Api:
         dry_run: bool,
     ) -> Message:
         meta = m.meta(obj)
+        self._stored(rtype)
         namespace = self._namespace_for(rtype, meta.namespace or namespace or "default")
         if not meta.name:
             raise Invalid.from_field_errors(
@@ -489,6 +503,7 @@ class Api:
     ) -> Message:
         """Applies a strategic merge, JSON merge or JSON patch (kubelite.api.patches) to the
         live object, re-reading and re-applying it when another write lands in between."""
+        self._stored(rtype)
         kind = patches.patch_type(patch_type)
         if subresource not in ("", "status"):
             raise BadRequest(f'subresource "{subresource}" is not supported by patch')
@@ -528,6 +543,7 @@ class Api:
         precondition_uid: str = "",
         precondition_resource_version: str = "",
     ) -> Message:
+        self._stored(rtype)
         if propagation_policy and propagation_policy not in PROPAGATION_POLICIES:
             raise BadRequest(
                 f'propagationPolicy: Unsupported value: "{propagation_policy}": supported'

@@ -196,7 +196,7 @@ class GarbageCollector(Controller):
         self.graph = Graph()
         self.absent = AbsentOwners()
         self.informers: dict[str, Informer[Message]] = {}
-        for rtype in RESOURCES:
+        for rtype in (r for r in RESOURCES if r.stored):
             informer: Informer[Message] = ctx.informers.informer(rtype.message)
             self.informers[rtype.plural] = informer
             informer.add_handlers(

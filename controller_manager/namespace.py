@@ -24,7 +24,7 @@ from protos.v1 import objects_pb2 as v1
 log = structlog.get_logger(__name__)
 
 NAMESPACE_FINALIZER = "kubernetes"
-NAMESPACED = tuple(r for r in RESOURCES if r.namespaced)
+NAMESPACED = tuple(r for r in RESOURCES if r.namespaced and r.stored)
 RECHECK_INITIAL = 0.1
 RECHECK_MAX = 5.0
 UPDATE_ATTEMPTS = 5

@@ -221,6 +221,34 @@ class Etcd(Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApiServerSecurity:
+    """A secured API server's files (upstream's flags of the same names): its serving
+    certificate, the CA of client certificates, the ServiceAccount keys, the kubelet client
+    certificate, etcd's client certificate and the encryption configuration."""
+
+    tls_cert_file: str
+    tls_private_key_file: str
+    client_ca_file: str
+    service_account_key_file: str
+    """Public key that verifies ServiceAccount tokens."""
+    service_account_signing_key_file: str
+    """Private key that signs them (TokenRequest)."""
+    kubelet_client_certificate: str
+    kubelet_client_key: str
+    kubelet_certificate_authority: str | None = None
+    """CA of the kubelets' serving certificates (None: not verified, as upstream's default)."""
+    etcd_cafile: str | None = None
+    etcd_certfile: str | None = None
+    etcd_keyfile: str | None = None
+    encryption_provider_config: str | None = None
+    enable_bootstrap_token_auth: bool = True
+    """Accept bootstrap tokens (nodes joining)."""
+
+    def flags(self) -> list[str]:
+        return flags_of(self)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApiServer(Daemon):
     component: ClassVar[str] = "apiserver"
     script: ClassVar[str] = "kubelite-apiserver"
@@ -237,6 +265,12 @@ class ApiServer(Daemon):
     """CIDR of Service ClusterIPs."""
     watch_progress_interval: float | None = None
     """Seconds between bookmarks on quiet watches."""
+    security: ApiServerSecurity | None = None
+    """TLS, authentication, authorization and encryption (None: --insecure, for learning)."""
+
+    def flags(self) -> list[str]:
+        # No security: the explicit --insecure (a daemon without it refuses to start bare).
+        return flags_of(self) + (["--insecure"] if self.security is None else [])
 
     @property
     def health(self) -> str:
@@ -252,6 +286,8 @@ class LeaderElected(Daemon):
 
     server: str
     """The API server's host:port."""
+    kubeconfig: str | None = None
+    """Its client config: the API server's CA and its own credentials (None: plaintext)."""
     health_address: str | None = None
     """host:port of its gRPC health service ("": none; None: 127.0.0.1:HEALTH_PORT)."""
     identity: str | None = None
@@ -314,6 +350,11 @@ class ControllerManager(LeaderElected):
     """The pods' network the nodes' podCIDRs are cut from."""
     node_cidr_mask_size: int | None = None
     """Prefix length of each node's podCIDR (None: 24)."""
+    cluster_signing_cert_file: str | None = None
+    """CA certificate that signs approved CertificateSigningRequests (nodes joining)."""
+    cluster_signing_key_file: str | None = None
+    root_ca_file: str | None = None
+    """CA certificate published to every namespace as the kube-root-ca.crt ConfigMap."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -350,6 +391,13 @@ class Kubelet(Daemon):
     API listens."""
     server: str
     """The API server's host:port."""
+    kubeconfig: str | None = None
+    """Its client config: the API server's CA and the node's credentials (None: plaintext)."""
+    tls_cert_file: str | None = None
+    """The kubelet API's serving certificate (None: the kubelet API is plaintext)."""
+    tls_private_key_file: str | None = None
+    client_ca_file: str | None = None
+    """CA of the client certificates the kubelet API requires."""
     root_dir: str | None = None
     """Where its pods' files live (default /var/lib/kubelite/kubelet)."""
     port: int | None = None
@@ -408,6 +456,8 @@ class Proxy(Daemon):
     """The node's IP: where NodePort listeners bind."""
     server: str
     """The API server's host:port."""
+    kubeconfig: str | None = None
+    """Its client config: the API server's CA and its own credentials (None: plaintext)."""
     health_address: str | None = None
     """host:port of its gRPC health service ("": none; None: NODE_IP:HEALTH_PORT)."""
     cluster_ip_interface: str | None = None
@@ -434,6 +484,8 @@ class ClusterDns(Daemon):
 
     server: str
     """The API server's host:port."""
+    kubeconfig: str | None = None
+    """Its client config (None: plaintext, or the pod's ServiceAccount in a cluster)."""
     listen_address: str | None = None
     """Address it serves DNS on, UDP and TCP (None: every address)."""
     port: int | None = None

@@ -15,6 +15,7 @@ either side catches ``NotFound`` or ``Conflict`` rather than inspecting status c
 | Expired        | OUT_OF_RANGE        | 410 Gone    |
 | Unauthorized   | UNAUTHENTICATED     | 401         |
 | Forbidden      | PERMISSION_DENIED   | 403         |
+| MethodNotAllowed | UNIMPLEMENTED     | 405         |
 | TooManyRequests| RESOURCE_EXHAUSTED  | 429 / quota |
 | Unavailable    | UNAVAILABLE         | 503         |
 | Timeout        | DEADLINE_EXCEEDED   | 504         |
@@ -122,6 +123,15 @@ class Forbidden(ApiError):
     http_status = 403
 
 
+class MethodNotAllowed(ApiError):
+    """The verb does not apply to the resource (a get of an access review: those are only
+    ever created)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "MethodNotAllowed"
+    http_status = 405
+
+
 class TooManyRequests(ApiError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "TooManyRequests"
@@ -178,6 +188,7 @@ _BY_REASON: dict[str, type[ApiError]] = {
     for c in (
         BadRequest, Invalid, NotFound, AlreadyExists, Conflict, Expired, Unauthorized,
         Forbidden, TooManyRequests, Unavailable, Timeout, InternalError, RequestEntityTooLarge,
+        MethodNotAllowed,
     )
 }
 _BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
@@ -192,6 +203,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Timeout,
     grpc.StatusCode.CANCELLED: Unavailable,
+    grpc.StatusCode.UNIMPLEMENTED: MethodNotAllowed,
 }
 
 

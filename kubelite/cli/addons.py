@@ -12,6 +12,7 @@ from kubelite.api import meta as m
 from kubelite.api.errors import AlreadyExists, NotFound
 from kubelite.api.manifests import load_documents
 from kubelite.client.client import ApiClient
+from kubelite.client.config import ClientConfig
 from protos.v1 import objects_pb2 as v1
 
 DNS_MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "addons" / "dns.yaml"
@@ -23,7 +24,9 @@ def dns_cluster_ip(service_range: str) -> str:
     return str(ipaddress.ip_network(service_range, strict=False)[DNS_SERVICE_INDEX])
 
 
-async def install_dns(server: str, service_range: str, manifest: Path = DNS_MANIFEST) -> int:
+async def install_dns(
+    server: str | ClientConfig, service_range: str, manifest: Path = DNS_MANIFEST
+) -> int:
     """Creates the DNS Service (its ClusterIP in ``service_range``) and Deployment; those that
     exist already (a restart on the same data dir) are left as they are. Returns how many
     objects it created."""

@@ -28,6 +28,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 import urllib.request
@@ -45,6 +46,8 @@ from kubelite.cli.local_containerd import (
     RegistryComponent,
     missing_for_containerd,
 )
+from kubelite.client.config import ClientConfig, load_kubeconfig
+from kubelite.cluster_security import apiserver_security, etcd_tls
 from kubelite.components import (
     ApiServer,
     ControllerManager,
@@ -56,6 +59,7 @@ from kubelite.components import (
 )
 from kubelite.etcd_process import find_etcd
 from kubelite.health import join_host_port
+from kubelite.pki import ClusterPki, init_cluster
 from kubelite.processes import ManagedProcess
 
 STATE_FILE = "cluster.json"
@@ -123,6 +127,10 @@ class LocalClusterSettings:
     nginx) from a registry on 127.0.0.1 and pull docker.io's images from it."""
     registry_port: int = 5000
     """The local registry's port on 127.0.0.1."""
+    insecure: bool = False
+    """No TLS, authentication, authorization, admission or encryption at rest (for learning
+    only: every process on this machine may then do anything to the cluster). By default the
+    cluster is secured as kubeadm sets one up (`kubelite init` in the data dir first)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -320,27 +328,68 @@ def _script(name: str) -> str:
     return str(beside) if beside.exists() else name
 
 
+def cluster_pki(s: LocalClusterSettings) -> ClusterPki | None:
+    """Where the cluster's credentials are (None: an insecure cluster)."""
+    return None if s.insecure else ClusterPki(s.data_dir)
+
+
+def node_names(s: LocalClusterSettings) -> list[str]:
+    return [f"node-{i}" for i in range(1, s.nodes + 1)]
+
+
+def init_credentials(s: LocalClusterSettings) -> None:
+    """`kubelite init` for this cluster: what is missing of its CAs, certificates, client
+    configs, keys and encryption config is made; what exists is kept."""
+    init_cluster(
+        s.data_dir, apiserver_addresses=[CONTROL_PLANE_ADDRESS], apiserver_port=s.api_port,
+        nodes=[(name, [address]) for name, address in zip(node_names(s), s.node_addresses(),
+                                                           strict=True)],
+        service_cidr=s.service_cluster_ip_range, etcd_addresses=[CONTROL_PLANE_ADDRESS],
+    )
+
+
+def admin_target(s: LocalClusterSettings) -> str | ClientConfig:
+    """How the cluster's administrator connects (a plaintext address when insecure)."""
+    pki = cluster_pki(s)
+    server = f"{CONTROL_PLANE_ADDRESS}:{s.api_port}"
+    return server if pki is None else load_kubeconfig(pki.admin_conf)
+
+
 def _components(s: LocalClusterSettings) -> list[Component]:
     data = s.data_dir
     logs = data / "logs"
     host = CONTROL_PLANE_ADDRESS
+    pki = cluster_pki(s)
+    scheme = "http" if pki is None else "https"
 
     def component(name: str, argv: list[str], health: str) -> Component:
         return Component(ManagedProcess(name, argv, logs / f"{name}.log",
                                         {**os.environ, "PYTHONUNBUFFERED": "1"}), health)
 
-    etcd = Etcd(data_dir=str(data / "etcd"), client_urls=(f"http://{host}:{s.etcd_port}",),
-                peer_url=f"http://{host}:{s.etcd_peer_port}")
+    etcd = Etcd(data_dir=str(data / "etcd"),
+                client_urls=(f"{scheme}://{host}:{s.etcd_port}",),
+                peer_url=f"{scheme}://{host}:{s.etcd_peer_port}",
+                tls=None if pki is None else etcd_tls(pki))
     api = ApiServer(listen=f"{host}:{s.api_port}", etcd_servers=f"{host}:{s.etcd_port}",
-                    service_cluster_ip_range=s.service_cluster_ip_range)
+                    service_cluster_ip_range=s.service_cluster_ip_range,
+                    security=None if pki is None else apiserver_security(pki))
     scheduler = Scheduler(server=api.listen,
+                          kubeconfig=None if pki is None else str(pki.scheduler_conf),
                           health_address=f"{host}:{s.scheduler_health_port}")
     containers = s.runtime == "containerd"
     controller_manager = ControllerManager(
         server=api.listen, health_address=f"{host}:{s.controller_manager_health_port}",
         allocate_node_cidrs=containers, cluster_cidr=s.cluster_cidr if containers else None)
+    if pki is not None:
+        controller_manager = replace(
+            controller_manager, kubeconfig=str(pki.controller_manager_conf),
+            cluster_signing_cert_file=str(pki.ca_cert),
+            cluster_signing_key_file=str(pki.ca_key), root_ca_file=str(pki.ca_cert))
     components = [component(etcd.component, etcd.argv(find_etcd()), etcd.health_url)]
-    for daemon in (api, scheduler, controller_manager):
+    # The API server's health is on its own (TLS) port; the others serve plaintext health.
+    components.append(component(api.component, api.argv(_script(api.script)),
+                                f"{'grpc' if pki is None else 'grpcs'}://{api.health}"))
+    for daemon in (scheduler, controller_manager):
         components.append(component(daemon.component, daemon.argv(_script(daemon.script)),
                                     f"grpc://{daemon.health}"))
     images = data / "images"
@@ -359,6 +408,12 @@ def _components(s: LocalClusterSettings) -> list[Component]:
                           health_address=join_host_port(address, s.kubelet_health_port),
                           pod_cidr=pod_cidrs[i - 1] or None, stop_pods_on_exit=True,
                           cluster_dns=(dns_cluster_ip(s.service_cluster_ip_range),))
+        if pki is not None:
+            kubelet = replace(
+                kubelet, kubeconfig=str(pki.kubelet_conf(name)),
+                tls_cert_file=str(pki.kubelet_serving_cert(name)),
+                tls_private_key_file=str(pki.kubelet_serving_key(name)),
+                client_ca_file=str(pki.ca_cert))
         if containers:
             containerd = ContainerdNode(f"containerd-{name}", node_dir / "containerd", images,
                                         registry_url)
@@ -373,6 +428,7 @@ def _components(s: LocalClusterSettings) -> list[Component]:
                                     f"grpc://{kubelet.health} node:{name}"))
         if with_proxy:
             proxy = Proxy(node_name=name, node_ip=address, server=api.listen,
+                          kubeconfig=None if pki is None else str(pki.proxy_conf),
                           health_address=join_host_port(address, s.proxy_health_port),
                           cluster_ip_interface=CLUSTER_IP_INTERFACE if containers else None,
                           service_cluster_ip_range=(
@@ -382,11 +438,21 @@ def _components(s: LocalClusterSettings) -> list[Component]:
     return components
 
 
-def _grpc_healthy(address: str) -> bool:
+def _grpc_healthy(address: str, ca_pem: bytes | None = None) -> bool:
+    """gRPC health says SERVING (over TLS trusting ``ca_pem`` when given)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    from kubelite.auth.anonymous_transport import (
+        ANONYMOUS_CLIENT_CERT_PEM,
+        ANONYMOUS_CLIENT_KEY_PEM,
+    )
+
+    # Health answers anyone who completes the handshake (with the anonymous certificate).
+    channel = (grpc.insecure_channel(address) if ca_pem is None
+               else grpc.secure_channel(address, grpc.ssl_channel_credentials(
+                   ca_pem, ANONYMOUS_CLIENT_KEY_PEM, ANONYMOUS_CLIENT_CERT_PEM)))
+    with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=1
@@ -396,7 +462,7 @@ def _grpc_healthy(address: str) -> bool:
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def _node_ready(server: str, name: str) -> bool:
+def _node_ready(server: str | ClientConfig, name: str) -> bool:
     from kubelite.api.errors import ApiError
     from kubelite.client.client import ApiClient
     from protos.v1 import objects_pb2 as v1
@@ -412,22 +478,33 @@ def _node_ready(server: str, name: str) -> bool:
     return asyncio.run(check())
 
 
-def healthy(health: str, pid_alive: bool, server: str) -> bool:
-    """Whether the process runs and every check in ``health`` (see Component) passes."""
+def healthy(health: str, pid_alive: bool, server: str | ClientConfig,
+            pki: ClusterPki | None = None) -> bool:
+    """Whether the process runs and every check in ``health`` (see Component) passes
+    (``pki``: the secured cluster's credentials, for its TLS checks)."""
     if not pid_alive:
         return False
-    return all(_check(check, server) for check in health.split())
+    return all(_check(check, server, pki) for check in health.split())
 
 
-def _check(health: str, server: str) -> bool:
-    if health.startswith("http://"):
+def _check(health: str, server: str | ClientConfig, pki: ClusterPki | None) -> bool:
+    if health.startswith(("http://", "https://")):
+        context = None
+        if health.startswith("https://") and pki is not None:
+            # etcd's /health: its CA, and a client certificate it accepts.
+            context = ssl.create_default_context(cafile=str(pki.etcd_ca_cert))
+            context.load_cert_chain(str(pki.apiserver_etcd_client_cert),
+                                    str(pki.apiserver_etcd_client_key))
         try:
-            with urllib.request.urlopen(health, timeout=1) as r:
+            with urllib.request.urlopen(health, timeout=1, context=context) as r:
                 return b"true" in r.read()
         except OSError:
             return False
     if health.startswith("grpc://"):
         return _grpc_healthy(health.removeprefix("grpc://"))
+    if health.startswith("grpcs://"):
+        ca = None if pki is None else pki.ca_cert.read_bytes()
+        return _grpc_healthy(health.removeprefix("grpcs://"), ca)
     if health.startswith("node:"):
         return _node_ready(server, health.removeprefix("node:"))
     return True
@@ -440,8 +517,13 @@ def _say(text: str) -> None:
 class LocalCluster:
     def __init__(self, settings: LocalClusterSettings) -> None:
         self.settings = settings
+        self.pki = cluster_pki(settings)
+        if self.pki is not None:
+            init_credentials(settings)
         self.components = _components(settings)
         self.server = f"{CONTROL_PLANE_ADDRESS}:{settings.api_port}"
+        self.admin = admin_target(settings)
+        """How the cluster's administrator connects (its client config when secured)."""
         self.logs = settings.data_dir / "logs"
 
     def start(self) -> None:
@@ -465,7 +547,7 @@ class LocalCluster:
     def _wait(self, c: Component) -> None:
         started = time.monotonic()
         deadline = started + self.settings.ready_timeout
-        while not healthy(c.health, c.process.running(), self.server):
+        while not healthy(c.health, c.process.running(), self.admin, self.pki):
             if not c.process.running():
                 raise RuntimeError(f"{c.name} exited with code {c.process.returncode};"
                                    f" see {c.process.log_path}:\n{c.process.tail(15)}")
@@ -479,6 +561,7 @@ class LocalCluster:
         state = {
             "supervisor": os.getpid(),
             "server": self.server,
+            "secure": self.pki is not None,
             "components": {c.name: {"pid": c.process.pid, "health": c.health}
                            for c in self.components},
         }
@@ -512,16 +595,64 @@ class LocalCluster:
         return 0
 
 
-def _write_klctl_config(server: str, data_dir: Path) -> tuple[Path, Path]:
+def _write_klctl_config(server: str, data_dir: Path, pki: ClusterPki | None
+                        ) -> tuple[Path, Path]:
     """Writes klctl's config: the default one (the cluster started last is klctl's) and
-    ``<data-dir>/config`` (this cluster's, for $KUBELITE_CONFIG); returns both paths."""
+    ``<data-dir>/config`` (this cluster's, for $KUBELITE_CONFIG); returns both paths. A
+    secured cluster's is a copy of its admin kubeconfig (admin.conf)."""
     from kubelite.cli.config import default_config_path, write_config
 
     default, own = default_config_path(), data_dir / "config"
-    write_config(default, server)
-    if own.resolve() != default.resolve():
-        write_config(own, server)
+    for path in (default, own) if own.resolve() != default.resolve() else (default,):
+        if pki is None:
+            write_config(path, server)
+        else:
+            _copy_private(pki.admin_conf, path)
     return default, own
+
+
+def _copy_private(source: Path, target: Path) -> None:
+    """Copies a credentials file atomically, readable by its owner alone."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(source.read_bytes())
+    os.replace(tmp, target)
+
+
+async def ensure_bootstrap_token(admin: str | ClientConfig, pki: ClusterPki) -> None:
+    """The Secret of init's join token (kube-system/bootstrap-token-ID), so nodes can join
+    with `kubelite join`; kept when it exists."""
+    from kubelite.api.errors import AlreadyExists
+    from kubelite.client.client import ApiClient
+    from kubelite.pki import bootstrap_token_secret_data, bootstrap_token_secret_name
+    from protos.v1 import objects_pb2 as v1
+
+    token = pki.read_bootstrap_token()
+    secret = v1.Secret(
+        metadata=v1.ObjectMeta(name=bootstrap_token_secret_name(token),
+                               namespace="kube-system"),
+        type="bootstrap.kubernetes.io/token",
+        string_data=bootstrap_token_secret_data(token),
+    )
+    async with ApiClient(admin) as client:
+        try:
+            await client.create(secret)
+        except AlreadyExists:
+            pass
+
+
+def _security_summary(cluster: LocalCluster) -> str:
+    pki = cluster.pki
+    if pki is None:
+        return ("INSECURE: no TLS, authentication or authorization (--insecure); any process"
+                " on this machine may do anything to this cluster.\n")
+    return (f"Secured: TLS everywhere, x509/token authentication, RBAC, Secrets encrypted."
+            f" Admin credentials: {pki.admin_conf}.\n"
+            f"Join another node: kubelite join {cluster.server} --token"
+            f" {pki.read_bootstrap_token()} --discovery-token-ca-cert-hash"
+            f" {pki.ca_cert_hash()} --node-name NAME\n")
 
 
 def _alive(pid: int) -> bool:
@@ -576,10 +707,12 @@ def up(settings: LocalClusterSettings) -> int:
     started = time.monotonic()
     try:
         cluster.start()
-        if asyncio.run(install_dns(cluster.server, settings.service_cluster_ip_range)):
+        if cluster.pki is not None:
+            asyncio.run(ensure_bootstrap_token(cluster.admin, cluster.pki))
+        if asyncio.run(install_dns(cluster.admin, settings.service_cluster_ip_range)):
             _say(f"  cluster DNS: kube-dns at"
                  f" {dns_cluster_ip(settings.service_cluster_ip_range)} (kube-system)")
-        config, own = _write_klctl_config(cluster.server, settings.data_dir)
+        config, own = _write_klctl_config(cluster.server, settings.data_dir, cluster.pki)
         also = f" (this cluster's alone: KUBELITE_CONFIG={own})" if own != config else ""
         where = ("" if settings.data_dir == default_data_dir()
                  else f" --data-dir {settings.data_dir}")
@@ -591,6 +724,7 @@ def up(settings: LocalClusterSettings) -> int:
             f"  klctl apply -f deploy/examples/\n"
             f"  klctl get pods -o wide\n"
             f"Logs: {cluster.logs}/. Stop with Ctrl-C or `kubelite down{where}`.\n"
+            + _security_summary(cluster)
         )
         code = cluster.supervise()
     except (RuntimeError, TimeoutError, FileNotFoundError, ApiError) as e:
@@ -627,10 +761,12 @@ def status(settings: LocalClusterSettings) -> int:
     state = json.loads(state_file.read_text())
     print(f"{'COMPONENT':<22}{'PID':<10}{'PROCESS':<10}HEALTH")
     all_ok = True
-    check: Callable[[str, bool, str], bool] = healthy
+    check: Callable[[str, bool, str | ClientConfig, ClusterPki | None], bool] = healthy
+    pki = ClusterPki(settings.data_dir) if state.get("secure") else None
+    admin = state["server"] if pki is None else load_kubeconfig(pki.admin_conf)
     for name, info in state["components"].items():
         alive = info["pid"] is not None and _alive(int(info["pid"]))
-        ok = check(info["health"], alive, state["server"])
+        ok = check(info["health"], alive, admin, pki)
         all_ok = all_ok and ok
         print(f"{name:<22}{info['pid']!s:<10}{'running' if alive else 'stopped':<10}"
               f"{'healthy' if ok else 'unhealthy'}")
@@ -664,6 +800,8 @@ UP_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
                                  " and its test server as nginx) from a registry on"
                                  " 127.0.0.1 and pull docker.io's images from it"),
     ("registry_port", int, "PORT", "the local registry's port on 127.0.0.1"),
+    ("insecure", bool, "", "for learning only: no TLS, authentication, authorization,"
+                           " admission or encryption (any local process may do anything)"),
     ("pod_network", str, "CIDR", "loopback block node N's podCIDR is the N-th /24 of (each pod"
                                  " its own address); empty: pods share their node's address;"
                                  " two clusters on one machine need blocks that do not overlap"),

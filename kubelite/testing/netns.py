@@ -50,6 +50,7 @@ import re
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -60,6 +61,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubelite.client.config import ClientConfig, load_kubeconfig
+from kubelite.cluster_security import apiserver_security, etcd_tls
 from kubelite.components import (
     ApiServer,
     ControllerManager,
@@ -76,6 +79,7 @@ from kubelite.components import (
 )
 from kubelite.containerd_process import ContainerdProcess, ContainerdSettings
 from kubelite.etcd_process import FAST_ELECTION_TIMEOUT, FAST_HEARTBEAT_INTERVAL, find_etcd
+from kubelite.pki import ClusterPki, init_cluster
 from kubelite.processes import ManagedProcess
 from kubelite.registry import LocalRegistry, LocalRegistrySettings
 from kubelite.testing.images import (
@@ -220,6 +224,9 @@ class MultiHostSettings:
     between runs to build them once); None: WORKDIR/images."""
     registry_port: int = 5000
     """containerd runtime: the registry's port on the control-plane host's address."""
+    secure: bool = True
+    """Run secured, as `kubelite up` does (`kubelite init` in the workdir: TLS everywhere,
+    x509 and token authentication, RBAC, admission, Secrets encrypted); False: --insecure."""
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -541,6 +548,26 @@ class MultiHostCluster:
     def host(self, name: str) -> Host:
         return self.hosts[name]
 
+    @property
+    def pki(self) -> ClusterPki | None:
+        """The cluster's credentials (None: an insecure cluster)."""
+        return ClusterPki(self.workdir) if self.settings.secure else None
+
+    @property
+    def admin(self) -> str | ClientConfig:
+        """How the tests connect as the cluster's administrator (from the root namespace)."""
+        pki = self.pki
+        return self.server if pki is None else load_kubeconfig(pki.admin_conf)
+
+    def _init_credentials(self) -> None:
+        init_cluster(
+            self.workdir, apiserver_addresses=[self.control_plane.address, "127.0.0.1"],
+            apiserver_port=API_PORT,
+            nodes=[(h.name, [h.address]) for h in self.workers],
+            service_cidr=self.settings.service_cluster_ip_range,
+            etcd_addresses=[self.control_plane.address, "127.0.0.1"],
+        )
+
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> MultiHostCluster:
@@ -621,13 +648,16 @@ class MultiHostCluster:
 
     def _etcd_argv(self) -> list[str]:
         cp = self.control_plane
+        pki = self.pki
+        scheme = "http" if pki is None else "https"
         return Etcd(
             data_dir=str(self.workdir / "etcd"),
-            client_urls=(f"http://127.0.0.1:{ETCD_CLIENT_PORT}",
-                         f"http://{cp.address}:{ETCD_CLIENT_PORT}"),
-            advertise_client_urls=(f"http://{cp.address}:{ETCD_CLIENT_PORT}",),
-            peer_url=f"http://127.0.0.1:{ETCD_PEER_PORT}",
+            client_urls=(f"{scheme}://127.0.0.1:{ETCD_CLIENT_PORT}",
+                         f"{scheme}://{cp.address}:{ETCD_CLIENT_PORT}"),
+            advertise_client_urls=(f"{scheme}://{cp.address}:{ETCD_CLIENT_PORT}",),
+            peer_url=f"{scheme}://127.0.0.1:{ETCD_PEER_PORT}",
             heartbeat_interval=FAST_HEARTBEAT_INTERVAL, election_timeout=FAST_ELECTION_TIMEOUT,
+            tls=None if pki is None else etcd_tls(pki),
         ).argv(find_etcd())
 
     @property
@@ -635,11 +665,13 @@ class MultiHostCluster:
         return self.settings.runtime == "containerd"
 
     def _api_server_argv(self) -> list[str]:
+        pki = self.pki
         return _argv(ApiServer(
             listen=f"0.0.0.0:{API_PORT}", etcd_servers=f"127.0.0.1:{ETCD_CLIENT_PORT}",
             watch_progress_interval=self.settings.watch_progress_interval,
             service_cluster_ip_range=(self.settings.service_cluster_ip_range
-                                      if self.containerd_runtime else None)))
+                                      if self.containerd_runtime else None),
+            security=None if pki is None else apiserver_security(pki)))
 
     def _leader_election(self) -> LeaderElection:
         s = self.settings
@@ -652,14 +684,19 @@ class MultiHostCluster:
         # Active and standby share the control-plane host: any free health port.
         return _argv(Scheduler(
             server=f"127.0.0.1:{API_PORT}", health_address="127.0.0.1:0", identity=identity,
+            kubeconfig=self._kubeconfig("scheduler"),
             leader_election=self._leader_election(),
             timers=SchedulerTimers(pod_initial_backoff=s.scheduler_initial_backoff,
                                    pod_max_backoff=s.scheduler_max_backoff)))
 
     def _controller_manager_argv(self, identity: str) -> list[str]:
         s = self.settings
+        pki = self.pki
+        ca = None if pki is None else str(pki.ca_cert)
         return _argv(ControllerManager(
             server=f"127.0.0.1:{API_PORT}", health_address="127.0.0.1:0", identity=identity,
+            kubeconfig=self._kubeconfig("controller-manager"), cluster_signing_cert_file=ca,
+            cluster_signing_key_file=None if pki is None else str(pki.ca_key), root_ca_file=ca,
             leader_election=self._leader_election(),
             timers=ControllerManagerTimers(
                 node_monitor_period=s.node_monitor_period,
@@ -669,8 +706,14 @@ class MultiHostCluster:
 
     def _kubelet_argv(self, host: Host) -> list[str]:
         s = self.settings
+        pki = self.pki
         return _argv(Kubelet(
             node_name=host.name, address=host.address, server=self.server,
+            kubeconfig=None if pki is None else str(pki.kubelet_conf(host.name)),
+            tls_cert_file=None if pki is None else str(pki.kubelet_serving_cert(host.name)),
+            tls_private_key_file=None if pki is None else str(
+                pki.kubelet_serving_key(host.name)),
+            client_ca_file=None if pki is None else str(pki.ca_cert),
             root_dir=str(self.workdir / "hosts" / host.name / "kubelet"), port=KUBELET_PORT,
             cpu=s.node_cpu, memory=s.node_memory,
             timers=KubeletTimers(
@@ -699,11 +742,22 @@ class MultiHostCluster:
 
     def _proxy_argv(self, host: Host) -> list[str]:
         s = self.settings
+        kubeconfig = self._kubeconfig("proxy")
         if self.containerd_runtime:
             return _argv(Proxy(node_name=host.name, node_ip=host.address, server=self.server,
+                               kubeconfig=kubeconfig,
                                cluster_ip_interface=s.cluster_ip_interface,
                                service_cluster_ip_range=s.service_cluster_ip_range))
-        return _argv(Proxy(node_name=host.name, node_ip=host.address, server=self.server))
+        return _argv(Proxy(node_name=host.name, node_ip=host.address, server=self.server,
+                           kubeconfig=kubeconfig))
+
+    def _kubeconfig(self, component: str) -> str | None:
+        pki = self.pki
+        if pki is None:
+            return None
+        return str({"scheduler": pki.scheduler_conf,
+                    "controller-manager": pki.controller_manager_conf,
+                    "proxy": pki.proxy_conf}[component])
 
     # ------------------------------------------------------------------ containerd runtime
 
@@ -773,6 +827,8 @@ class MultiHostCluster:
         cp = self.control_plane
         if self.containerd_runtime:
             self._start_registry_and_containerds()
+        if s.secure:
+            self._init_credentials()
         etcd = self._add("etcd", cp, self._etcd_argv())
         etcd.process.start()
         self.wait_for(self.etcd_healthy, "etcd healthy", s.start_timeout,
@@ -927,8 +983,11 @@ class MultiHostCluster:
     def klctl(self, *args: str, check: bool = True, input: str | None = None,
               timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """klctl from the root namespace against the API server."""
+        pki = self.pki
+        target = (["--server", self.server] if pki is None
+                  else ["--kubeconfig", str(pki.admin_conf)])
         result = subprocess.run(
-            [str(installed_script("klctl")), "--server", self.server, *args],
+            [str(installed_script("klctl")), *target, *args],
             capture_output=True, text=True, input=input, timeout=timeout, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"klctl {' '.join(args)} exited {result.returncode}:\n"
@@ -986,9 +1045,16 @@ class MultiHostCluster:
     # ------------------------------------------------------------------ state
 
     def etcd_healthy(self) -> bool:
+        pki = self.pki
+        context = None
+        if pki is not None:
+            context = ssl.create_default_context(cafile=str(pki.etcd_ca_cert))
+            context.load_cert_chain(str(pki.apiserver_etcd_client_cert),
+                                    str(pki.apiserver_etcd_client_key))
+        scheme = "http" if pki is None else "https"
         try:
-            with urllib.request.urlopen(f"http://{self.etcd_endpoint}/health",
-                                        timeout=1) as response:
+            with urllib.request.urlopen(f"{scheme}://{self.etcd_endpoint}/health",
+                                        timeout=1, context=context) as response:
                 return b'"true"' in response.read()
         except OSError:
             return False

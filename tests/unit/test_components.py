@@ -4,13 +4,18 @@ health address a spec reports is the one the daemon serves."""
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import importlib
+import shutil
 import subprocess
+import tempfile
 from typing import Any
 
 import pytest
 
+from kubelite.client.config import ClientConfig
+from kubelite.cluster_security import apiserver_security
 from kubelite.components import (
     DAEMONS,
     ApiServer,
@@ -29,24 +34,38 @@ from kubelite.components import (
     flags_of,
 )
 from kubelite.etcd_process import EtcdProcess, find_etcd
+from kubelite.pki import init_cluster
+
+# Real credentials: the daemons read the files their flags name while parsing.
+_PKI_DIR = tempfile.mkdtemp(prefix="kubelite-components-")
+atexit.register(shutil.rmtree, _PKI_DIR, True)
+PKI = init_cluster(_PKI_DIR, nodes=[("node-1", ["127.0.0.2"])]).pki
 
 ELECTION = LeaderElection(lease_duration=3, renew_deadline=2.5, retry_period=0.5)
 
 FULL: dict[type[Daemon], Daemon] = {
     ApiServer: ApiServer(etcd_servers="127.0.0.1:2479,127.0.0.1:2579", listen="0.0.0.0:7443",
                          etcd_prefix="/p", service_cluster_ip_range="127.97.0.0/16",
-                         watch_progress_interval=0.3),
-    Scheduler: Scheduler(server="127.0.0.1:7443", health_address="127.0.0.1:11259",
+                         watch_progress_interval=0.3, security=apiserver_security(PKI)),
+    Scheduler: Scheduler(server="127.0.0.1:7443", kubeconfig=str(PKI.scheduler_conf),
+                         health_address="127.0.0.1:11259",
                          identity="s-1", leader_election=ELECTION,
                          timers=SchedulerTimers(pod_initial_backoff=0.7, pod_max_backoff=3)),
     ControllerManager: ControllerManager(
-        server="127.0.0.1:7443", health_address="127.0.0.1:11257", identity="cm-1",
+        server="127.0.0.1:7443", kubeconfig=str(PKI.controller_manager_conf),
+        health_address="127.0.0.1:11257", identity="cm-1",
         leader_election=ELECTION,
         timers=ControllerManagerTimers(node_monitor_period=0.5, node_monitor_grace_period=4,
                                        cronjob_check_period=0.5, cron_time_scale=60),
-        allocate_node_cidrs=True, cluster_cidr="10.244.0.0/16", node_cidr_mask_size=24),
+        allocate_node_cidrs=True, cluster_cidr="10.244.0.0/16", node_cidr_mask_size=24,
+        cluster_signing_cert_file=str(PKI.ca_cert), cluster_signing_key_file=str(PKI.ca_key),
+        root_ca_file=str(PKI.ca_cert)),
     Kubelet: Kubelet(node_name="node-1", address="127.0.0.2", server="127.0.0.1:7443",
-                     root_dir="/tmp/k", port=0, cpu="2", memory="4Gi",
+                     kubeconfig=str(PKI.kubelet_conf("node-1")),
+                     tls_cert_file=str(PKI.kubelet_serving_cert("node-1")),
+                     tls_private_key_file=str(PKI.kubelet_serving_key("node-1")),
+                     client_ca_file=str(PKI.ca_cert), root_dir="/tmp/k", port=0, cpu="2",
+                     memory="4Gi",
                      labels={"disktype": "ssd", "zone": "a"},
                      taints=("dedicated=db:NoSchedule", "gpu:NoExecute"),
                      pod_cidr="127.244.1.0/24", health_address="127.0.0.2:11248",
@@ -59,9 +78,11 @@ FULL: dict[type[Daemon], Daemon] = {
                      cni_bridge="kubelite1", host_gw_routes=True,
                      cluster_dns=("127.96.0.10",), cluster_domain="cluster.example"),
     Proxy: Proxy(node_name="node-1", node_ip="127.0.0.2", server="127.0.0.1:7443",
-                 health_address="127.0.0.2:11256", cluster_ip_interface="kube-ipvs0",
+                 kubeconfig=str(PKI.proxy_conf), health_address="127.0.0.2:11256",
+                 cluster_ip_interface="kube-ipvs0",
                  service_cluster_ip_range="10.96.0.0/16"),
-    ClusterDns: ClusterDns(server="127.0.0.1:7443", listen_address="127.0.0.3", port=1053,
+    ClusterDns: ClusterDns(server="127.0.0.1:7443", kubeconfig=str(PKI.admin_conf),
+                           listen_address="127.0.0.3", port=1053,
                            cluster_domain="corp.example", upstream=("10.0.0.2", "[::1]:5353"),
                            resolv_conf="/tmp/resolv.conf", ttl=30, upstream_timeout=0.5,
                            health_address="127.0.0.3:18181"),
@@ -96,7 +117,8 @@ def parse(spec: Daemon) -> Any:
     assert spec.module is not None
     main = importlib.import_module(f"{spec.module}.__main__")
     result = main.parse_args(spec.flags())
-    return next(r for r in result if dataclasses.is_dataclass(r))
+    return next(r for r in result
+                if dataclasses.is_dataclass(r) and not isinstance(r, ClientConfig))
 
 
 def served_health(spec: Daemon, settings: Any) -> str:

@@ -18,7 +18,7 @@ UP_OPTIONS = {
     "--etcd-peer-port", "--kubelet-port", "--kubelet-health-port", "--proxy-health-port",
     "--scheduler-health-port", "--controller-manager-health-port",
     "--service-cluster-ip-range", "--ready-timeout", "--pod-network", "--runtime",
-    "--cluster-cidr", "--local-registry", "--registry-port",
+    "--cluster-cidr", "--local-registry", "--registry-port", "--insecure",
 }
 
 
@@ -68,8 +68,18 @@ def test_every_option_reaches_the_components(tmp_path: Path,
         args = argv[name]
         return args[args.index(flag) + 1]
 
-    assert value("etcd", "--listen-client-urls") == "http://127.0.0.1:3479"
-    assert value("etcd", "--listen-peer-urls") == "http://127.0.0.1:3490"
+    # Secured by default: TLS to etcd, the API server's certificates, every client's config.
+    pki = tmp_path / "rel" / "dir" / "pki"
+    assert value("etcd", "--listen-client-urls") == "https://127.0.0.1:3479"
+    assert value("etcd", "--listen-peer-urls") == "https://127.0.0.1:3490"
+    assert "--client-cert-auth" in argv["etcd"]
+    assert value("apiserver", "--tls-cert-file") == str(pki / "apiserver.crt")
+    assert value("apiserver", "--client-ca-file") == str(pki / "ca.crt")
+    assert value("apiserver", "--encryption-provider-config") == str(
+        pki / "encryption-config.yaml")
+    assert "--insecure" not in argv["apiserver"]
+    assert value("scheduler", "--kubeconfig").endswith("scheduler.conf")
+    assert value("controller-manager", "--cluster-signing-key-file") == str(pki / "ca.key")
     assert value("etcd", "--data-dir") == str(tmp_path / "rel" / "dir" / "etcd")
     assert value("apiserver", "--listen") == "127.0.0.1:7443"
     assert value("apiserver", "--etcd-servers") == "127.0.0.1:3479"
@@ -83,6 +93,18 @@ def test_every_option_reaches_the_components(tmp_path: Path,
         assert value(f"kubelet-{name}", "--server") == "127.0.0.1:7443"
         assert value(f"proxy-{name}", "--node-ip") == address
         assert value(f"proxy-{name}", "--health-address") == f"{address}:11256"
+        assert value(f"kubelet-{name}", "--kubeconfig").endswith(f"kubelet/{name}.conf")
+        assert value(f"kubelet-{name}", "--tls-cert-file") == str(
+            pki / "kubelet" / f"{name}-serving.crt")
+
+
+def test_insecure_is_explicit_and_drops_every_credential() -> None:
+    _, s = parse_args(["up", "--insecure"])
+    argv = argv_of(s)
+    assert "--insecure" in argv["apiserver"]
+    assert "--tls-cert-file" not in argv["apiserver"]
+    assert argv["etcd"][argv["etcd"].index("--listen-client-urls") + 1].startswith("http://")
+    assert all("--kubeconfig" not in args for args in argv.values())
 
 
 def test_up_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
