@@ -15,6 +15,7 @@ from grpc_health.v1._async import HealthServicer
 from apiserver import encryption
 from apiserver.api import Api, ApiSettings
 from apiserver.authn import AuthenticationSettings
+from apiserver.authz.escalation import EscalationCheck
 from apiserver.bootstrap import BootstrapSettings, KubernetesService
 from apiserver.etcd import Etcd, EtcdSettings, put_op, version_is
 from apiserver.inflight import InflightSettings, RequestAdmission
@@ -141,6 +142,11 @@ class ApiServer:
             authentication=settings.authentication, authorization=settings.authorization,
             token_requests=settings.token_requests, client_ca_pem=client_ca,
         )
+        if not settings.insecure and "RBAC" in settings.authorization.modes:
+            # Nobody grants RBAC permissions they do not hold (checked on the stored object,
+            # with the admission plugins).
+            self.api.admission.plugins.append(
+                EscalationCheck(self.security.rbac, self.security.authorizer))
         for cache in self.api.caches.values():
             # Watches from before a cache's window hold an uncached-watch slot while they
             # replay from etcd, and give it back once the cache serves them.

@@ -190,6 +190,9 @@ class ApiServicer(pb_grpc.ApiServerServicer):
         token_request = _decode_message(v1.TokenRequest, "TokenRequest", request.object)
         user = await self._user(context, "create", rtype, namespace, request.name, "token")
         with acting_as(user):
+            # NodeRestriction: a node asks tokens only for pods bound to it.
+            await self.api.admission.create_subresource(rtype, namespace, request.name,
+                                                        "token", token_request)
             return _encode(await self.security.tokens.create(namespace, request.name,
                                                              token_request))
 

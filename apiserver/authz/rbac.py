@@ -241,6 +241,26 @@ class RbacIndex:
             return self._roles.get((binding.namespace, binding.role_name), ())
         return ()
 
+    def referenced_rules(self, role_kind: str, namespace: str, name: str
+                         ) -> tuple[Rule, ...] | None:
+        """The rules of the role a binding in ``namespace`` refers to; None when there is
+        no such role (here, yet)."""
+        if role_kind == "ClusterRole":
+            if name not in self._cluster_roles:
+                return None
+            return self.cluster_role_rules(name)
+        if role_kind == "Role" and (namespace, name) in self._roles:
+            return self._roles[(namespace, name)]
+        return None
+
+    def rules_for(self, user: UserInfo, namespace: str) -> list[Rule]:
+        """Every rule the user holds in ``namespace`` (cluster-wide ones too; only those for
+        ``namespace=""``)."""
+        rules: dict[Rule, None] = {}
+        for binding in self.bindings_for(user, namespace):
+            rules.update(dict.fromkeys(self.role_rules(binding)))
+        return list(rules)
+
     def bindings_for(self, user: UserInfo, namespace: str) -> Iterator[Binding]:
         """The ClusterRoleBindings naming the user or one of its groups, then (for a
         namespace) the RoleBindings there that do."""

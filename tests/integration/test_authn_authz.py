@@ -434,3 +434,32 @@ async def test_approving_a_csr_needs_approve_on_its_signer(
         approved = await eventually(lambda: alice.update_status(csr),
                                     message="alice approves once she may")
         assert approved.status.conditions[0].type == "Approved"
+
+
+async def test_a_namespace_admin_grants_only_what_it_holds(
+        server: ApiServer, pki: ClusterPki, admin: ApiClient) -> None:
+    await bind(admin, "a", "alice-admin", "ClusterRole", "admin", user_subject("alice"))
+    async with client_of(user_config(server, pki, "alice")) as alice:
+        async def bind_view() -> bool:
+            await bind(alice, "a", "bob-views", "ClusterRole", "view", user_subject("bob"))
+            return True
+
+        await eventually(bind_view, message="alice binds view in her namespace")
+        with pytest.raises(Forbidden) as caught:
+            await bind(alice, "a", "bob-rules", "ClusterRole", "cluster-admin",
+                       user_subject("bob"))
+        assert "is attempting to grant RBAC permissions not currently held" in (
+            caught.value.message)
+        with pytest.raises(Forbidden):
+            await alice.create(v1.Role(
+                metadata=v1.ObjectMeta(name="god", namespace="a"),
+                rules=[v1.PolicyRule(verbs=["*"], api_groups=["*"], resources=["*"])]))
+        reader = await alice.create(v1.Role(
+            metadata=v1.ObjectMeta(name="secret-reader", namespace="a"),
+            rules=[v1.PolicyRule(verbs=["get"], api_groups=[""], resources=["secrets"])]))
+        reader.rules.add(verbs=["create"], api_groups=[""], resources=["nodes"])
+        with pytest.raises(Forbidden):
+            await alice.update(reader)
+        with pytest.raises(Forbidden):
+            await alice.patch(v1.Role, "secret-reader", {"rules": [
+                {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]}, "a")

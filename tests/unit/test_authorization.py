@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import pytest
 
+from apiserver.admission.plugin import Attributes as AdmissionAttributes
 from apiserver.authz import bootstrap_policy, impersonation, review
 from apiserver.authz.attributes import Attributes, Chain, PrivilegedGroups
+from apiserver.authz.escalation import EscalationCheck, uncovered
 from apiserver.authz.node import NodeAuthorizer, NodeGraph, pod_references
-from apiserver.authz.rbac import RbacAuthorizer, RbacIndex
+from apiserver.authz.rbac import RbacAuthorizer, RbacIndex, rules_of
 from kubelite.api.errors import BadRequest, Forbidden, Invalid
+from kubelite.api.registry import by_kind
 from kubelite.auth.user import ALL_AUTHENTICATED, UserInfo
 from protos.v1 import objects_pb2 as v1
 
@@ -444,3 +447,65 @@ def test_bootstrap_reconciliation_adds_what_is_missing_unless_told_not_to() -> N
     fixed = bootstrap_policy.reconcile_binding(emptied, binding)
     assert fixed is not None
     assert [s.name for s in fixed.subjects] == ["me", "system:masters"]
+
+
+# ------------------------------------------------------------------ escalation prevention
+
+
+def test_uncovered_permissions_follow_wildcards_and_names() -> None:
+    owner = rules_of([rule(["get", "list"], [""], ["pods", "pods/log"]),
+                      rule(["update"], ["*"], ["*/status"]),
+                      rule(["get"], [""], ["configmaps"], ["settings"])])
+    assert uncovered(owner, rules_of([rule(["get"], [""], ["pods"])])) == []
+    assert uncovered(owner, rules_of([rule(["update"], ["apps"], ["deployments/status"])])) == []
+    assert uncovered(owner, rules_of([rule(["get"], [""], ["configmaps"], ["settings"])])) == []
+    assert uncovered(owner, rules_of([rule(["get"], [""], ["configmaps"])])) == [
+        ("get", "", "configmaps", "")]
+    assert uncovered(owner, rules_of([rule(["*"], [""], ["pods"])])) == [("*", "", "pods", "")]
+    assert uncovered(owner, rules_of([rule(["get"], ["*"], ["pods"])])) == [("get", "*", "pods",
+                                                                             "")]
+    assert uncovered(owner, rules_of([rule(["delete"], [""], ["pods"])])) == [
+        ("delete", "", "pods", "")]
+    everything = rules_of([rule(["*"], ["*"], ["*"])])
+    assert uncovered(everything, rules_of([rule(["*"], ["*"], ["*"], ["x"])])) == []
+
+
+async def test_roles_and_bindings_grant_only_what_their_author_holds() -> None:
+    index = index_of(*bootstrap_policy.cluster_roles(), *bootstrap_policy.cluster_role_bindings(),
+                     role_binding("a", "alice-admin", "ClusterRole", "admin",
+                                  subject("User", "alice")))
+    chain = Chain([PrivilegedGroups(), RbacAuthorizer(index)])
+    check = EscalationCheck(index, chain)
+
+    async def write(obj: v1.Role | v1.ClusterRole | v1.RoleBinding, user: UserInfo = ALICE
+                    ) -> None:
+        await check.validate(AdmissionAttributes(
+            "CREATE", by_kind(type(obj).__name__), obj.metadata.namespace, obj.metadata.name,
+            obj, user=user))
+
+    await write(role("a", "secret-reader", rule(["get"], [""], ["secrets"])))
+    await write(role_binding("a", "bob-views", "ClusterRole", "view", subject("User", "bob")))
+    with pytest.raises(Forbidden) as caught:
+        await write(role("a", "god", rule(["*"], ["*"], ["*"])))
+    assert caught.value.message.startswith(
+        'roles.rbac.authorization.k8s.io "god" is forbidden: user "alice" (groups=["devs"'
+        ' "system:authenticated"]) is attempting to grant RBAC permissions not currently'
+        ' held: {APIGroups:["*"], Resources:["*"], Verbs:["*"]}')
+    with pytest.raises(Forbidden):
+        await write(role("b", "secret-reader", rule(["get"], [""], ["secrets"])))
+    with pytest.raises(Forbidden):
+        await write(role_binding("a", "bob-rules", "ClusterRole", "cluster-admin",
+                                 subject("User", "bob")))
+    with pytest.raises(Forbidden, match="does not exist"):
+        await write(role_binding("a", "bob-x", "Role", "missing", subject("User", "bob")))
+    with pytest.raises(Forbidden):
+        await write(cluster_role("pod-reader", rule(["get"], [""], ["pods"])))
+    admin = UserInfo("root", groups=("system:masters",))
+    await write(role("a", "god", rule(["*"], ["*"], ["*"])), admin)
+    index.apply("ClusterRole", cluster_role("binder", rule(["bind"], ["rbac.authorization.k8s.io"],
+                                                           ["clusterroles"], ["cluster-admin"])),
+                False)
+    index.apply("RoleBinding", role_binding("a", "alice-binds", "ClusterRole", "binder",
+                                            subject("User", "alice")), False)
+    await write(role_binding("a", "bob-rules", "ClusterRole", "cluster-admin",
+                             subject("User", "bob")))
