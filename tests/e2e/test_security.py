@@ -27,6 +27,7 @@ from kubelite.client.client import ApiClient
 from kubelite.client.config import ClientConfig, load_kubeconfig, write_kubeconfig
 from kubelite.pki import ClusterPki, issue, new_ca, new_rsa_key_pair
 from kubelite.testing.cluster import TestCluster, script
+from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
 from tests.e2e.test_local_cluster import Options, up, wait_ready
 
@@ -322,6 +323,13 @@ async def test_a_quota_of_five_pods_holds_under_twenty_concurrent_creates(
                    "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: five\n"
                    "  namespace: quota-test\nspec:\n  hard:\n    pods: '5'\n")
     async with ApiClient(secured.admin, timeout=30) as admin:
+        # As upstream, creates wait for the quota controller to have counted the namespace.
+        async def counted() -> bool:
+            quota = await admin.get(v1.ResourceQuota, "five", "quota-test")
+            return quota.status.hard.get("pods") == "5"
+
+        await eventually(counted, timeout=30, message="the quota controller counting")
+
         async def create(i: int) -> bool:
             pod = v1.Pod(metadata=v1.ObjectMeta(name=f"p{i}", namespace="quota-test"))
             pod.spec.containers.add(name="main", image="busybox", command=["sleep", "60"])
