@@ -56,7 +56,7 @@ async def cmd_can_i(args: argparse.Namespace, client: ApiClient, ctx: Context) -
         raise CliError(f"invalid verb {args.verb!r}")
     if args.resource is None:
         raise CliError("you must specify two arguments: verb resource or verb resource/name")
-    target = _target(args.resource, args.name or "", args.subresource or "")
+    target = can_i_target(args.resource, args.name or "", args.subresource or "")
     namespace = "" if args.all_namespaces or not target.namespaced else namespace_of(args)
     review = v1.SelfSubjectAccessReview()
     review.spec.resource_attributes.CopyFrom(v1.ResourceAttributes(
@@ -82,7 +82,7 @@ async def cmd_can_i(args: argparse.Namespace, client: ApiClient, ctx: Context) -
     return 1
 
 
-def _target(text: str, name: str, subresource: str) -> Resource:
+def can_i_target(text: str, name: str, subresource: str) -> Resource:
     """What ``RESOURCE [NAME]`` names: ``TYPE/NAME`` as kubectl takes it, or ``TYPE/SUB`` for
     a subresource kubectl's form names (pods/log, deployments/scale ...)."""
     head, slash, tail = text.partition("/")
