@@ -9,7 +9,6 @@ issuer. An insecure server has none of it: every request is served with no user 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,5 +166,3 @@ class Security:
 def modes_from_flag(text: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in text.split(",") if m.strip())
 
-
-__all__: Sequence[str] = ("AuthorizationSettings", "Security", "modes_from_flag")
