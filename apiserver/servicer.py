@@ -156,19 +156,24 @@ class ApiServicer(pb_grpc.ApiServerServicer):
     ) -> UserInfo | None:
         """The caller, once authorized to ``verb`` the resource (Unauthorized, Forbidden)."""
         user = await self.security.user(context)
+        self._authorize(user, verb, rtype, namespace, name, subresource)
+        return user
+
+    def _authorize(self, user: UserInfo | None, verb: str, rtype: ResourceType, namespace: str,
+                   name: str = "", subresource: str = "") -> None:
         self.security.check(user, verb, rtype.plural, api_group=rtype.group,
                             subresource=subresource,
                             namespace=namespace if rtype.namespaced else "", name=name)
-        return user
 
     @_api_call
     async def Create(self, request: pb.CreateRequest, context: Any) -> pb.ObjectResponse:
         rtype = by_plural(request.resource)
         if request.subresource:
             return await self._create_subresource(rtype, request, context)
+        user = await self.security.user(context)
         obj = _decode(rtype, request.object)
         namespace = m.meta(obj).namespace or request.namespace or "default"
-        user = await self._user(context, "create", rtype, namespace)
+        self._authorize(user, "create", rtype, namespace)
         if not rtype.stored:
             return _encode(self._review(rtype, obj, user))
         if user is not None and isinstance(obj, v1.CertificateSigningRequest):
@@ -187,8 +192,8 @@ class ApiServicer(pb_grpc.ApiServerServicer):
         if not request.name:
             raise BadRequest("a TokenRequest names its ServiceAccount (name)")
         namespace = request.namespace or "default"
-        token_request = _decode_message(v1.TokenRequest, "TokenRequest", request.object)
         user = await self._user(context, "create", rtype, namespace, request.name, "token")
+        token_request = _decode_message(v1.TokenRequest, "TokenRequest", request.object)
         with acting_as(user):
             # NodeRestriction: a node asks tokens only for pods bound to it.
             await self.api.admission.create_subresource(rtype, namespace, request.name,
@@ -261,10 +266,11 @@ class ApiServicer(pb_grpc.ApiServerServicer):
     @_api_call
     async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.ObjectResponse:
         rtype = _stored(request.resource)
+        user = await self.security.user(context)
         obj = _decode(rtype, request.object)
         meta = m.meta(obj)
-        user = await self._user(context, "update", rtype,
-                                meta.namespace or request.namespace or "default", meta.name)
+        self._authorize(user, "update", rtype, meta.namespace or request.namespace or "default",
+                        meta.name)
         with acting_as(user):
             return _encode(await self.api.update(rtype, request.namespace, obj,
                                                  request.dry_run))
@@ -272,11 +278,11 @@ class ApiServicer(pb_grpc.ApiServerServicer):
     @_api_call
     async def UpdateStatus(self, request: pb.UpdateRequest, context: Any) -> pb.ObjectResponse:
         rtype = _stored(request.resource)
+        user = await self.security.user(context)
         obj = _decode(rtype, request.object)
         meta = m.meta(obj)
-        user = await self._user(context, "update", rtype,
-                                meta.namespace or request.namespace or "default", meta.name,
-                                "status")
+        self._authorize(user, "update", rtype, meta.namespace or request.namespace or "default",
+                        meta.name, "status")
         if user is not None and isinstance(obj, v1.CertificateSigningRequest):
             await self._check_csr_status(user, obj)
         with acting_as(user):
