@@ -164,8 +164,8 @@ async def write_run(cluster: MultiHostCluster, request: pytest.FixtureRequest
     label = f"{request.node.originalname.removeprefix('test_')[:20]}-" \
             f"{request.node.callspec.params['run']}-{random.randrange(1 << 16):04x}"
     label = label.replace("_", "-")
-    writer = ApiClient(cluster.server, timeout=2)
-    watcher = ApiClient(cluster.server, timeout=5)
+    writer = ApiClient(cluster.admin, timeout=2)
+    watcher = ApiClient(cluster.admin, timeout=5)
     informer: Informer[v1.ConfigMap] = Informer(
         watcher, v1.ConfigMap, "default", label_selector=f"fault={label}",
         settings=InformerSettings(backoff_initial=0.1, backoff_max=1.0))
@@ -197,7 +197,7 @@ async def stop_writer(run: WriteRun) -> None:
 async def audit(cluster: MultiHostCluster, run: WriteRun) -> tuple[int, list[str]]:
     """(objects lost, details): acknowledged writes missing or wrong in a full list, and
     differences between what the informer delivered and that list."""
-    async with ApiClient(cluster.server, timeout=10) as client:
+    async with ApiClient(cluster.admin, timeout=10) as client:
         listed = await client.list(v1.ConfigMap, "default", label_selector=f"fault={run.label}")
     actual = {o.metadata.name: o for o in listed.items}
     problems: list[str] = []
@@ -349,7 +349,7 @@ async def test_scheduler_and_controller_manager_failover(cluster: MultiHostClust
             "controller-manager-standby": "controller-manager"}
     name = f"failover-{run}-{random.randrange(1 << 16):04x}"
     history = History()
-    async with ApiClient(cluster.server, timeout=10) as client:
+    async with ApiClient(cluster.admin, timeout=10) as client:
         leases = {lease: (await client.get(v1.Lease, lease, "kube-system")).spec.holder_identity
                   for lease in ("kube-scheduler", "kube-controller-manager")}
         active = list(leases.values())

@@ -161,7 +161,7 @@ async def test_nodeport_answers_from_every_host(cluster: MultiHostCluster, appli
                                                 e2e_report: E2EReport) -> None:
     started = applied.at
     node_port = applied.node_port
-    async with ApiClient(cluster.server, timeout=5) as client:
+    async with ApiClient(cluster.admin, timeout=5) as client:
         pods = await wait_all_ready(client)
         ready_at = time.monotonic() - started
         names = {p.metadata.name for p in pods}
@@ -202,7 +202,7 @@ async def test_nodeport_answers_from_every_host(cluster: MultiHostCluster, appli
 async def test_lost_host_is_replaced_and_recovers(cluster: MultiHostCluster, applied: Applied,
                                                   e2e_report: E2EReport) -> None:
     node_port = applied.node_port
-    async with ApiClient(cluster.server, timeout=5) as client:
+    async with ApiClient(cluster.admin, timeout=5) as client:
         pods = await wait_all_ready(client)
         victim = pods[0].spec.node_name
         lost = {p.metadata.name for p in pods if p.spec.node_name == victim}
