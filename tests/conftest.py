@@ -8,6 +8,11 @@ import os
 # Before grpc loads: tests fork processes (etcd, components, containers) from a process with
 # gRPC threads; gRPC's fork handlers must not run in those children (see kubelite/__init__).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# klctl and the daemons never read the user's own cluster config (~/.kubelite/config, which
+# `kubelite up` makes an admin kubeconfig): tests say which cluster they talk to.
+os.environ["KUBELITE_CONFIG"] = os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), f"kubelite-tests-{os.getpid()}-no-config")
+os.environ.pop("KUBELITE_KUBECONFIG", None)
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
