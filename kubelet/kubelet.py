@@ -18,7 +18,7 @@ from kubelet.runtime.interface import Runtime
 from kubelet.server import ApiAccessReviewer, CallerAuthorizer, KubeletServer
 from kubelet.service_env import ServiceEnv
 from kubelet.settings import KubeletSettings
-from kubelet.token_manager import ApiTokenRequester, TokenManager
+from kubelet.token_manager import TokenManager
 from kubelet.volumes import VolumeManager
 from kubelite.client.client import ApiClient
 from kubelite.client.config import load_kubeconfig
@@ -85,7 +85,7 @@ class Kubelet:
             settings=InformerSettings(backoff_initial=0.2, backoff_max=2.0),
         )
         self.services = ServiceEnv(self.client)
-        self.tokens = TokenManager(ApiTokenRequester(self.client))
+        self.tokens = TokenManager(self.client)
         self.pod_ips = (
             PodIPAllocator(settings.pod_cidr, os.path.join(settings.root_dir, "pod-ips"),
                            reserved=(settings.address,))

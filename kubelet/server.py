@@ -146,7 +146,7 @@ class ApiAccessReviewer:
         self.client = client
 
     async def review(self, review: v1.SubjectAccessReview) -> v1.SubjectAccessReview:
-        return await self.client.create(review)
+        return await self.client.access_review(review)
 
 
 @dataclass(frozen=True)

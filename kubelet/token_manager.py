@@ -16,14 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import grpc
 import structlog
 
-from kubelite.api.errors import from_rpc_error
 from kubelite.api.meta import parse_time
-from kubelite.client.client import ApiClient
-from protos.v1 import apiserver_pb2 as pb
-from protos.v1 import apiserver_pb2_grpc as pb_grpc
 from protos.v1 import objects_pb2 as v1
 
 log = structlog.get_logger(__name__)
@@ -34,32 +29,12 @@ defaulting does."""
 
 
 class TokenRequester(Protocol):
-    """Creates the ``token`` subresource of a ServiceAccount (a TokenRequest)."""
+    """Creates the ``token`` subresource of a ServiceAccount (a TokenRequest), as
+    ApiClient.request_token does."""
 
     async def request_token(
         self, namespace: str, service_account: str, request: v1.TokenRequest
     ) -> v1.TokenRequest: ...
-
-
-class ApiTokenRequester:
-    """A TokenRequester over an ApiClient's channel: Create of ``serviceaccounts/token``."""
-
-    def __init__(self, client: ApiClient) -> None:
-        self.client = client
-        self._stub = pb_grpc.ApiServerStub(client.channel)  # type: ignore[no-untyped-call]
-
-    async def request_token(
-        self, namespace: str, service_account: str, request: v1.TokenRequest
-    ) -> v1.TokenRequest:
-        create = pb.CreateRequest(
-            resource="serviceaccounts", namespace=namespace, name=service_account,
-            subresource="token", object=request.SerializeToString())
-        try:
-            response = await self._stub.Create(
-                create, timeout=self.client.timeout, wait_for_ready=self.client.wait_for_ready)
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e) from e
-        return v1.TokenRequest.FromString(response.object)
 
 
 @dataclass(frozen=True)
@@ -206,7 +181,6 @@ class TokenManager:
 
 __all__ = [
     "DEFAULT_EXPIRATION_SECONDS",
-    "ApiTokenRequester",
     "CachedToken",
     "TokenKey",
     "TokenManager",
