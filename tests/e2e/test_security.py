@@ -31,7 +31,7 @@ from kubelite.pki import ClusterPki, issue, new_ca, new_rsa_key_pair
 from kubelite.testing.cluster import TestCluster, script
 from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
-from tests.e2e.test_local_cluster import Options, up, wait_ready
+from tests.e2e.test_local_cluster import Options, unused_port, up, wait_ready
 
 pytestmark = [
     pytest.mark.e2e,
@@ -424,3 +424,53 @@ async def test_key_rotation_keeps_old_secrets_readable(tmp_path: Path) -> None:
         assert secret_value(secured, "old") == b"written-under-key1"
     finally:
         stop(process)
+
+
+def test_a_node_joins_with_a_bootstrap_token_and_the_ca_hash(secured: Secured) -> None:
+    """kubeadm join's flow: the CA pinned by its hash, the token, CSRs the controller
+    manager approves and signs, then a Node like any other that runs pods."""
+    pki = secured.pki
+    base = secured.options.node_base.rsplit(".", 1)
+    address = f"{base[0]}.{int(base[1]) + 5}"
+    node_dir = secured.data / "joined"
+    wrong = subprocess.run(
+        [script("kubelite"), "join", secured.server, "--token", pki.read_bootstrap_token(),
+         "--discovery-token-ca-cert-hash", "sha256:" + "0" * 64, "--node-name", "joined",
+         "--data-dir", str(node_dir), "--node-address", address],
+        capture_output=True, text=True, timeout=60, check=False, env=secured.env)
+    assert wrong.returncode != 0 and "hash" in (wrong.stdout + wrong.stderr).lower()
+    join = subprocess.Popen(
+        [script("kubelite"), "join", secured.server, "--token", pki.read_bootstrap_token(),
+         "--discovery-token-ca-cert-hash", pki.ca_cert_hash(), "--node-name", "joined",
+         "--data-dir", str(node_dir), "--node-address", address,
+         "--kubelet-port", str(unused_port()), "--kubelet-health-port", str(unused_port()),
+         "--proxy-health-port", str(unused_port())],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=secured.env)
+    try:
+        def ready() -> bool:
+            got = secured.klctl("get", "node", "joined", "-o", "json")
+            return got.returncode == 0 and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in json.loads(got.stdout)["status"].get("conditions", []))
+
+        TestCluster.wait_for(ready, "the joined node Ready", timeout=90)
+        csrs = json.loads(secured.klctl("get", "csr", "-o", "json").stdout)["items"]
+        mine = [c for c in csrs if c["spec"].get("username", "").startswith("system:")]
+        approved = {c["spec"]["signerName"] for c in mine
+                    if any(x["type"] == "Approved" for x in c["status"].get("conditions", []))
+                    and c["status"].get("certificate")}
+        assert approved >= {"kubernetes.io/kube-apiserver-client-kubelet",
+                            "kubernetes.io/kubelet-serving"}, csrs
+        apply(secured, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: joined-test\n")
+        apply(secured, sleeper("on-joined", "joined-test", node="joined"))
+        wait_running(secured, "joined-test", "on-joined")
+        logs = secured.klctl("exec", "on-joined", "-n", "joined-test", "--", "echo", "hi")
+        assert logs.returncode == 0 and logs.stdout.strip() == "hi", logs.stderr
+    finally:
+        join.send_signal(signal.SIGTERM)
+        try:
+            join.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            join.kill()
+            join.wait()
+        secured.klctl("delete", "node", "joined")
