@@ -59,8 +59,6 @@ AUTHENTICATION = "authentication.k8s.io"
 CLUSTER_ROLES = by_kind("ClusterRole")
 CLUSTER_ROLE_BINDINGS = by_kind("ClusterRoleBinding")
 
-KUBE_DNS_ROLE = "system:kube-dns"
-KUBE_DNS_SERVICE_ACCOUNT = ("kube-system", "kube-dns")
 NODE_CLIENT_ROLE = "system:certificates.k8s.io:certificatesigningrequests:nodeclient"
 SELF_NODE_CLIENT_ROLE = "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"
 
@@ -245,9 +243,6 @@ def cluster_roles() -> list[v1.ClusterRole]:
         cluster_role(SELF_NODE_CLIENT_ROLE, [
             rule(["create"], [CERTIFICATES], ["certificatesigningrequests/selfnodeclient"]),
         ]),
-        cluster_role(KUBE_DNS_ROLE, [
-            rule(["list", "watch"], [CORE], ["services", "endpoints", "pods", "namespaces"]),
-        ]),
     ]
 
 
@@ -274,9 +269,6 @@ def cluster_role_bindings() -> list[v1.ClusterRoleBinding]:
                              [_subject(group, BOOTSTRAPPERS)]),
         cluster_role_binding("system:node-autoapprove-certificate-rotation",
                              SELF_NODE_CLIENT_ROLE, [_subject(group, NODES)]),
-        cluster_role_binding(KUBE_DNS_ROLE, KUBE_DNS_ROLE,
-                             [_subject("ServiceAccount", KUBE_DNS_SERVICE_ACCOUNT[1],
-                                       KUBE_DNS_SERVICE_ACCOUNT[0])]),
     ]
 
 
