@@ -1,0 +1,1 @@
+"""The Kubernetes-compatible HTTP/JSON API, served beside gRPC over the same Api."""
