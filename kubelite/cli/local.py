@@ -6,6 +6,7 @@
     kubelite down [--data-dir D]                stop a cluster started by `kubelite up`
     kubelite init [--data-dir D] ...            the cluster's certificates and client configs
     kubelite join SERVER --token ID.SECRET ...  join this machine to a cluster as a node
+    kubelite token create [--data-dir D] ...    the join token's Secret, for nodes to join
 
 Components: etcd, the API server, the scheduler, the controller manager, and per node a
 kubelet and a proxy on its own loopback address (127.0.0.2, 127.0.0.3, ...). Every
@@ -40,6 +41,7 @@ from typing import Protocol
 from kubelite.api.errors import ApiError
 from kubelite.cli import init as init_command
 from kubelite.cli import join as join_command
+from kubelite.cli import token as token_command
 from kubelite.cli.addons import dns_cluster_ip, install_dns
 from kubelite.cli.local_containerd import (
     ContainerdNode,
@@ -815,6 +817,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     probe = sub.add_parser("health", help="exit 0 when a component's gRPC health is SERVING")
     probe.add_argument("address", help="host:port of the component's health service")
+    probe.add_argument("--ca-file", type=Path, default=None, metavar="PATH",
+                       help="ask over TLS, trusting this CA (the API server's port)")
     defaults = LocalClusterSettings()
     summaries = {
         "up": "start a local cluster (Ctrl-C or `kubelite down` stops it)",
@@ -839,6 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
                                choices=choices)
     init_command.add_parser(sub, defaults.data_dir)
     join_command.add_parser(sub)
+    token_command.add_parser(sub, defaults.data_dir)
     return p
 
 
@@ -857,7 +862,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, LocalClusterSettings
     """The command (up, down or status) and its settings; bad input exits with usage (2)."""
     p = build_parser()
     a = p.parse_args(argv)
-    if a.command in ("health", "join"):
+    if a.command in ("health", "join", "token"):
         p.error(f"{a.command} takes its own options, not cluster options")
     return a.command, settings_from(a)
 
@@ -865,12 +870,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, LocalClusterSettings
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     if a.command == "health":
-        serving = _grpc_healthy(a.address)
+        serving = _grpc_healthy(a.address, None if a.ca_file is None else a.ca_file.read_bytes())
         print("SERVING" if serving else "NOT_SERVING")
         raise SystemExit(0 if serving else 1)
     if a.command == "init":
         raise SystemExit(init_command.run(a))
     if a.command == "join":
         raise SystemExit(join_command.main(a))
+    if a.command == "token":
+        raise SystemExit(token_command.run(a))
     code = {"up": up, "down": down, "status": status}[a.command](settings_from(a))
     raise SystemExit(code)
