@@ -40,7 +40,8 @@ def api_process(etcd: EtcdProcess, tmp_path: Path) -> Iterator[tuple[subprocess.
     log = open(tmp_path / "apiserver.log", "wb")  # noqa: SIM115  # closed below
     process = subprocess.Popen(
         [sys.executable, "-m", "apiserver", "--listen", address,
-         "--etcd-servers", etcd.endpoint, "--etcd-prefix", f"/e2e-{uuid.uuid4().hex[:10]}"],
+         "--etcd-servers", etcd.endpoint, "--etcd-prefix", f"/e2e-{uuid.uuid4().hex[:10]}",
+         "--insecure"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
