@@ -13,6 +13,8 @@ from apiserver.api import ApiSettings
 from apiserver.authn import AuthenticationSettings
 from apiserver.bootstrap import BootstrapSettings
 from apiserver.etcd import EtcdSettings
+from apiserver.http.server import HttpSettings
+from apiserver.http.watch import WatchSettings
 from apiserver.inflight import InflightSettings
 from apiserver.kubelet_proxy import KubeletClientSettings
 from apiserver.security import AuthorizationSettings, modes_from_flag
@@ -26,6 +28,13 @@ from kubelite.auth import tokens
 def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
     p = argparse.ArgumentParser(prog="kubelite-apiserver", description=__doc__)
     p.add_argument("--listen", default="127.0.0.1:6443", help="host:port to serve gRPC on")
+    p.add_argument("--http-listen", default="",
+                   help="host:port to serve the Kubernetes-compatible HTTP/JSON API on (kubectl"
+                        " and the official clients; TLS unless --insecure); empty: none")
+    p.add_argument("--min-request-timeout", type=float,
+                   default=WatchSettings.min_request_timeout,
+                   help="seconds an HTTP watch without timeoutSeconds lasts at least (it ends"
+                        " at a random time up to twice this)")
     p.add_argument("--advertise-address", default="",
                    help="IP address published in the kubernetes Service's Endpoints (default:"
                         " the --listen host; this host's address when that is 0.0.0.0)")
@@ -141,9 +150,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
         security = _security_settings(a)
     except ValueError as e:
         p.error(str(e))
+    try:
+        http = HttpSettings(watch=WatchSettings(min_request_timeout=a.min_request_timeout))
+    except ValueError as e:
+        p.error(str(e))
     settings = ApiServerSettings(
         **security,
         listen=a.listen,
+        http_listen=a.http_listen,
+        http=http,
         etcd=etcd,
         api=ApiSettings(
             storage_prefix=a.etcd_prefix,

@@ -18,6 +18,7 @@ from apiserver.authn import AuthenticationSettings
 from apiserver.authz.escalation import EscalationCheck
 from apiserver.bootstrap import BootstrapSettings, KubernetesService
 from apiserver.etcd import Etcd, EtcdSettings, put_op, version_is
+from apiserver.http.server import HttpApi, HttpSettings, tls_context
 from apiserver.inflight import InflightSettings, RequestAdmission
 from apiserver.kubelet_proxy import KubeletClientSettings
 from apiserver.security import AuthorizationSettings, Security
@@ -106,6 +107,12 @@ class ApiServerSettings:
     encryption_provider_config: str | None = None
     """Path of an EncryptionConfiguration (--encryption-provider-config): the resources it
     names are encrypted in etcd; None: every value is stored as it is."""
+    http_listen: str = ""
+    """host:port to serve the Kubernetes-compatible HTTP/JSON API on (kubectl, client-go,
+    the official client libraries), over TLS with the serving certificate unless insecure;
+    port 0 picks a free port; empty: no HTTP API."""
+    http: HttpSettings = field(default_factory=HttpSettings)
+    """Timers of the HTTP API (how long its watches last)."""
 
     def __post_init__(self) -> None:
         if self.insecure and self.tls.enabled:
@@ -137,6 +144,7 @@ class ApiServer:
         client_ca = None
         if not settings.insecure:
             self._credentials, client_ca = server_credentials(settings.tls)
+        self._client_ca = client_ca
         self.security = Security(
             self.api, enabled=not settings.insecure,
             authentication=settings.authentication, authorization=settings.authorization,
@@ -168,12 +176,23 @@ class ApiServer:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.servicer: ApiServicer | None = None
+        self.http: HttpApi | None = None
         self.port = 0
+        self.http_port = 0
+        self.serving = False
+        """Whether etcd answered the last health check (the HTTP API's /readyz)."""
 
     @property
     def address(self) -> str:
         host = self.settings.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
+
+    @property
+    def http_address(self) -> str:
+        """host:port of the HTTP API ("" without one)."""
+        if self.http is None:
+            return ""
+        return f"{self.settings.http_listen.rpartition(':')[0]}:{self.http_port}"
 
     async def start(self) -> None:
         await self._wait_for_etcd()
@@ -191,6 +210,15 @@ class ApiServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.listen}")
         await self._server.start()
+        if self.settings.http_listen:
+            tls = self.settings.tls
+            self.http = HttpApi(
+                self.api, self.security, self.admission, self.servicer,
+                settings=self.settings.http,
+                ssl_context=None if self.settings.insecure
+                else tls_context(tls.cert_file, tls.key_file, self._client_ca),
+                ready=lambda: self.serving, shutdown_grace=self.settings.shutdown_grace)
+            self.http_port = await self.http.start(self.settings.http_listen)
         await self.bootstrap.start(self.settings.listen.rpartition(":")[0], self.port)
         await self._set_health(True)
         self._tasks.append(asyncio.create_task(self._watch_etcd_health(), name="etcd-health"))
@@ -206,6 +234,8 @@ class ApiServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.http is not None:
+            await self.http.stop()
         await self.security.stop()
         await self.api.stop()
         await self._server.stop(self.settings.shutdown_grace)
@@ -234,6 +264,7 @@ class ApiServer:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
+        self.serving = serving
         await self.health.set("", status)
         await self.health.set(SERVICE_NAME, status)
 
