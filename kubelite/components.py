@@ -254,9 +254,14 @@ class ApiServer(Daemon):
     script: ClassVar[str] = "kubelite-apiserver"
     module: ClassVar[str | None] = "apiserver"
     PORT: ClassVar[int] = 6443
+    HTTP_PORT: ClassVar[int] = 6444
+    """The Kubernetes-compatible HTTP API's port (kubectl's), beside the gRPC one."""
 
     listen: str = f"{LOCALHOST}:{PORT}"
     """host:port it serves the API (and its gRPC health) on."""
+    http_listen: str | None = None
+    """host:port it serves the Kubernetes-compatible HTTP/JSON API on, for kubectl and the
+    official clients (None: none)."""
     etcd_servers: str
     """Comma-separated etcd host:port list."""
     etcd_prefix: str | None = None

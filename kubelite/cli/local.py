@@ -36,7 +36,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from kubelite.api.errors import ApiError
 from kubelite.cli import init as init_command
@@ -101,6 +101,9 @@ class LocalClusterSettings:
     """etcd peer port on 127.0.0.1 (not 2380, so a system etcd can run beside it)."""
     api_port: int = ApiServer.PORT
     """API server port on 127.0.0.1."""
+    http_api_port: int = ApiServer.HTTP_PORT
+    """The API server's Kubernetes-compatible HTTP API port on 127.0.0.1 (kubectl's server in
+    ``<data-dir>/kubectl.conf``)."""
     kubelet_port: int = Kubelet.PORT
     """Kubelet API port on each node's address."""
     scheduler_health_port: int = Scheduler.HEALTH_PORT
@@ -265,7 +268,7 @@ class LocalClusterSettings:
 
 NODE_PORT_FIELDS = ("kubelet_port", "kubelet_health_port", "proxy_health_port")
 """Ports every node listens on at its own address."""
-PORT_FIELDS = ("api_port", "etcd_port", "etcd_peer_port", "scheduler_health_port",
+PORT_FIELDS = ("api_port", "http_api_port", "etcd_port", "etcd_peer_port", "scheduler_health_port",
                "controller_manager_health_port", *NODE_PORT_FIELDS)
 
 
@@ -372,7 +375,8 @@ def _components(s: LocalClusterSettings) -> list[Component]:
                 client_urls=(f"{scheme}://{host}:{s.etcd_port}",),
                 peer_url=f"{scheme}://{host}:{s.etcd_peer_port}",
                 tls=None if pki is None else etcd_tls(pki))
-    api = ApiServer(listen=f"{host}:{s.api_port}", etcd_servers=f"{host}:{s.etcd_port}",
+    api = ApiServer(listen=f"{host}:{s.api_port}", http_listen=f"{host}:{s.http_api_port}",
+                    etcd_servers=f"{host}:{s.etcd_port}",
                     service_cluster_ip_range=s.service_cluster_ip_range,
                     security=None if pki is None else apiserver_security(pki))
     scheduler = Scheduler(server=api.listen,
@@ -613,6 +617,34 @@ def _write_klctl_config(server: str, data_dir: Path, pki: ClusterPki | None
     return default, own
 
 
+KUBECTL_CONFIG = "kubectl.conf"
+
+
+def write_kubectl_config(settings: LocalClusterSettings, pki: ClusterPki | None) -> Path:
+    """Writes ``<data-dir>/kubectl.conf``: a kubeconfig for kubectl and the official clients,
+    whose server is the HTTP API; a secured cluster's is its admin's (admin.conf's
+    credentials), an insecure one's plain HTTP with none."""
+    from kubelite.client.config import read_kubeconfig_file, write_kubeconfig_data
+
+    server = f"{CONTROL_PLANE_ADDRESS}:{settings.http_api_port}"
+    path = settings.data_dir / KUBECTL_CONFIG
+    data: dict[str, Any]
+    if pki is None:
+        data = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "kubelite", "cluster": {"server": f"http://{server}"}}],
+            "users": [{"name": "kubelite", "user": {}}],
+            "contexts": [{"name": "kubelite", "context": {"cluster": "kubelite",
+                                                          "user": "kubelite"}}],
+            "current-context": "kubelite", "preferences": {},
+        }
+    else:
+        data = read_kubeconfig_file(pki.admin_conf)
+        for entry in data.get("clusters") or []:
+            entry["cluster"]["server"] = f"https://{server}"
+    return write_kubeconfig_data(path, data)
+
+
 def _copy_private(source: Path, target: Path) -> None:
     """Copies a credentials file atomically, readable by its owner alone."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -715,6 +747,7 @@ def up(settings: LocalClusterSettings) -> int:
             _say(f"  cluster DNS: kube-dns at"
                  f" {dns_cluster_ip(settings.service_cluster_ip_range)} (kube-system)")
         config, own = _write_klctl_config(cluster.server, settings.data_dir, cluster.pki)
+        kubectl_config = write_kubectl_config(settings, cluster.pki)
         also = f" (this cluster's alone: KUBELITE_CONFIG={own})" if own != config else ""
         where = ("" if settings.data_dir == default_data_dir()
                  else f" --data-dir {settings.data_dir}")
@@ -725,6 +758,11 @@ def up(settings: LocalClusterSettings) -> int:
             f"  klctl get nodes\n"
             f"  klctl apply -f deploy/examples/\n"
             f"  klctl get pods -o wide\n"
+            f"kubectl and the Kubernetes clients: the HTTP API at"
+            f" {'http' if cluster.pki is None else 'https'}://{CONTROL_PLANE_ADDRESS}:"
+            f"{settings.http_api_port}; try:\n"
+            f"  export KUBECONFIG={kubectl_config}\n"
+            f"  kubectl get nodes\n"
             f"Logs: {cluster.logs}/. Stop with Ctrl-C or `kubelite down{where}`.\n"
             + _security_summary(cluster)
         )
@@ -784,6 +822,8 @@ UP_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
                                               " from (inside 127.0.0.0/8); two clusters on one"
                                               " machine need ranges that do not overlap"),
     ("api_port", int, "PORT", "API server port on 127.0.0.1 (klctl's server)"),
+    ("http_api_port", int, "PORT", "the API server's Kubernetes HTTP API port on 127.0.0.1"
+                                   " (kubectl's server, in <data-dir>/kubectl.conf)"),
     ("etcd_port", int, "PORT", "etcd client port on 127.0.0.1"),
     ("etcd_peer_port", int, "PORT", "etcd peer port on 127.0.0.1"),
     ("scheduler_health_port", int, "PORT", "scheduler's gRPC health port on 127.0.0.1"),

@@ -45,6 +45,7 @@ ELECTION = LeaderElection(lease_duration=3, renew_deadline=2.5, retry_period=0.5
 
 FULL: dict[type[Daemon], Daemon] = {
     ApiServer: ApiServer(etcd_servers="127.0.0.1:2479,127.0.0.1:2579", listen="0.0.0.0:7443",
+                         http_listen="0.0.0.0:7444",
                          etcd_prefix="/p", service_cluster_ip_range="127.97.0.0/16",
                          watch_progress_interval=0.3, security=apiserver_security(PKI)),
     Scheduler: Scheduler(server="127.0.0.1:7443", kubeconfig=str(PKI.scheduler_conf),

@@ -14,7 +14,8 @@ from kubelite.cli import local
 from kubelite.cli.local import LocalClusterSettings, build_parser, parse_args
 
 UP_OPTIONS = {
-    "--data-dir", "--nodes", "--node-address-base", "--api-port", "--etcd-port",
+    "--data-dir", "--nodes", "--node-address-base", "--api-port", "--http-api-port",
+    "--etcd-port",
     "--etcd-peer-port", "--kubelet-port", "--kubelet-health-port", "--proxy-health-port",
     "--scheduler-health-port", "--controller-manager-health-port",
     "--service-cluster-ip-range", "--ready-timeout", "--pod-network", "--runtime",
@@ -39,6 +40,7 @@ def test_defaults_are_kubernetes_ports_and_an_absolute_data_dir() -> None:
     assert s.node_addresses() == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
     assert (s.api_port, s.etcd_port, s.etcd_peer_port, s.kubelet_port) == (6443, 2479, 2480,
                                                                              10250)
+    assert s.http_api_port == 6444
     assert (s.scheduler_health_port, s.controller_manager_health_port, s.kubelet_health_port,
             s.proxy_health_port) == (10259, 10257, 10248, 10256)
     assert s.service_cluster_ip_range == "127.96.0.0/16"
@@ -51,7 +53,8 @@ def test_every_option_reaches_the_components(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     _, s = parse_args([
         "up", "--data-dir", "rel/dir", "--nodes", "2", "--node-address-base", "127.0.1.10",
-        "--api-port", "7443", "--etcd-port", "3479", "--etcd-peer-port", "3490",
+        "--api-port", "7443", "--http-api-port", "7444", "--etcd-port", "3479",
+        "--etcd-peer-port", "3490",
         "--kubelet-port", "11250", "--kubelet-health-port", "11248",
         "--proxy-health-port", "11256", "--scheduler-health-port", "11259",
         "--controller-manager-health-port", "11257",
@@ -82,6 +85,7 @@ def test_every_option_reaches_the_components(tmp_path: Path,
     assert value("controller-manager", "--cluster-signing-key-file") == str(pki / "ca.key")
     assert value("etcd", "--data-dir") == str(tmp_path / "rel" / "dir" / "etcd")
     assert value("apiserver", "--listen") == "127.0.0.1:7443"
+    assert value("apiserver", "--http-listen") == "127.0.0.1:7444"
     assert value("apiserver", "--etcd-servers") == "127.0.0.1:3479"
     assert value("apiserver", "--service-cluster-ip-range") == "127.97.0.0/16"
     assert value("scheduler", "--health-address") == "127.0.0.1:11259"
@@ -138,6 +142,7 @@ def test_up_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> N
      " 127.0.0.1"),
     (["--kubelet-port", "6443"], "--kubelet-port: invalid value 6443: --api-port uses it"),
     (["--etcd-peer-port", "2479"], "--etcd-peer-port: invalid value 2479: --etcd-port uses it"),
+    (["--http-api-port", "6443"], "--http-api-port: invalid value 6443: --api-port uses it"),
     (["--service-cluster-ip-range", "nope"],
      "--service-cluster-ip-range: invalid value nope: must be a CIDR"),
     (["--service-cluster-ip-range", "10.96.0.0/12"],
@@ -226,3 +231,24 @@ def test_containerd_sockets_move_to_run_when_the_data_dir_is_deep() -> None:
     moved = socket_path(deep)
     assert moved.parent.parent == SOCKET_DIR and len(str(moved)) < 100
     assert moved != socket_path(Path(str(deep).replace("node-1", "node-2")))
+
+
+def test_kubectl_config_points_at_the_http_api_with_the_admins_credentials(
+        tmp_path: Path) -> None:
+    from kubelite.client.config import read_kubeconfig_file
+    from kubelite.pki import init_cluster
+
+    _, s = parse_args(["up", "--data-dir", str(tmp_path / "c"), "--http-api-port", "7444"])
+    pki = init_cluster(s.data_dir).pki
+    path = local.write_kubectl_config(s, pki)
+    assert path == s.data_dir / "kubectl.conf" and path.stat().st_mode & 0o077 == 0
+    config, admin = read_kubeconfig_file(path), read_kubeconfig_file(pki.admin_conf)
+    assert config["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:7444"
+    assert config["clusters"][0]["cluster"]["certificate-authority-data"] == (
+        admin["clusters"][0]["cluster"]["certificate-authority-data"])
+    assert config["users"] == admin["users"]
+    assert config["current-context"] == admin["current-context"]
+
+    _, insecure = parse_args(["up", "--data-dir", str(tmp_path / "i"), "--insecure"])
+    config = read_kubeconfig_file(local.write_kubectl_config(insecure, None))
+    assert config["clusters"][0]["cluster"] == {"server": "http://127.0.0.1:6444"}
