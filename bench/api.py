@@ -9,16 +9,22 @@ Prints one JSON object:
   a user who is not an admin and is authorized by RBAC (a RoleBinding to ``edit`` in the
   benchmark's namespace), the Node and RBAC authorizers, the default admission plugins and
   Secrets encrypted in etcd (aesgcm); etcd over mutual TLS unless ``--secured-etcd plain``.
-  Each secured measurement runs right after its insecure twin, and
-  ``ratio_secured_to_insecure_*`` is their quotient (the cost of security; 1.0 is free);
-- raw etcd puts/s and ranges/s from the same gRPC etcd client at the same concurrencies;
-- their ratios to the insecure API server's;
-- watch event latency p50/p99 (write acknowledged -> event delivered) with 100 watchers;
-- a second reference: the same client against a do-nothing Python gRPC server
-  (bench/echo_server.py), the ceiling any Python gRPC API server has on this machine.
+  The two servers take turns (``--rounds`` chunks per measurement), and
+  ``ratio_secured_to_insecure_*`` is the quotient of their rates: the cost of security (1.0
+  is free; the goal is 0.8 or more);
+- ``cpu_ms_per_op``: CPU one operation costs the client, the API server and etcd on each
+  side, and ``ratio_secured_to_insecure_cpu_efficiency_*``, the quotient of their sums
+  (steadier than the rates when other processes share the machine);
+- raw etcd puts/s and ranges/s from the same gRPC etcd client at the same concurrencies, their
+  ratios to the insecure API server's, and the same over etcd's mutual TLS (``etcd_tls_*``);
+- a ceiling: the same client against a do-nothing Python gRPC server (bench/echo_server.py),
+  in plaintext and with the secured server's TLS and client certificate (``echo_tls_*``), so
+  the cost of TLS alone in Python gRPC shows beside the cost of security;
+- watch event latency p50/p99 (write acknowledged -> event delivered) with 100 watchers on
+  the insecure server.
 
-Usage: python -m bench.api [--ops N] [--watchers N] [--security on|off]
-                           [--secured-etcd tls|plain]
+Usage: python -m bench.api [--ops N] [--rounds N] [--watchers N] [--events N]
+                           [--security on|off] [--secured-etcd tls|plain]
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from apiserver.encryption import ENCRYPTED_PREFIX
@@ -44,6 +51,7 @@ from bench.harness import (
     rate,
     temporary_etcd,
 )
+from bench.proxy import cpu_seconds
 from kubelite import daemon
 from kubelite.api.errors import Forbidden
 from kubelite.client.client import ApiClient
@@ -64,10 +72,13 @@ BENCH_GROUP = "bench-developers"
 EDIT_BINDING = "bench-user-edit"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 ETCD_PREFIX = "/registry"
-"""The secured server's key prefix (its own etcd, or beside the insecure one's)."""
 SECURED_PREFIX_ON_SHARED_ETCD = "/registry-secured"
+"""The secured server's key prefix when it shares the insecure server's etcd."""
 PERMISSION_TIMEOUT = 20.0
 """Seconds the secured server gets to see the RoleBinding (its RBAC copy follows a watch)."""
+API_FIGURES = ("creates_per_s", "gets_per_s", "secret_creates_per_s")
+"""What is measured through each API server (gets read what the creates before them made)."""
+ECHO_FIGURES = ("creates_per_s",)
 
 
 def configmap(name: str) -> v1.ConfigMap:
@@ -79,8 +90,8 @@ def secret(name: str) -> v1.Secret:
                      data=SECRET_PAYLOAD, type="Opaque")
 
 
-async def raw_etcd(endpoint: str, ops: int) -> dict[str, float]:
-    etcd = Etcd(EtcdSettings(endpoints=(endpoint,)))
+async def raw_etcd(settings: EtcdSettings, ops: int) -> dict[str, float]:
+    etcd = Etcd(settings)
     value = configmap("x").SerializeToString()
     prefix = f"/raw-{uuid.uuid4().hex[:8]}/"
     figures: dict[str, float] = {}
@@ -98,56 +109,234 @@ async def raw_etcd(endpoint: str, ops: int) -> dict[str, float]:
     return figures
 
 
-Measurement = Callable[[ApiClient, int, int], Awaitable[float]]
-"""(client, concurrency, ops) -> operations per second."""
+# --------------------------------------------------------------------------- sides
 
 
-def api_measurements() -> dict[str, Measurement]:
-    """What is measured through each API server, by figure name (without the ``_cC``).
-
-    Gets read the ConfigMaps the creates before them made (names shared through ``runs``).
-    """
-    runs: dict[tuple[int, int], str] = {}
-
-    def run_of(client: ApiClient, c: int) -> str:
-        return runs.setdefault((id(client), c), uuid.uuid4().hex[:6])
-
-    async def creates(client: ApiClient, c: int, ops: int) -> float:
-        run = run_of(client, c)
-        return await rate(lambda i: client.create(configmap(f"cm-{run}-{i}"), NAMESPACE), c, ops)
-
-    async def gets(client: ApiClient, c: int, ops: int) -> float:
-        run = run_of(client, c)
-        return await rate(lambda i: client.get(v1.ConfigMap, f"cm-{run}-{i}", NAMESPACE), c, ops)
-
-    async def secret_creates(client: ApiClient, c: int, ops: int) -> float:
-        run = uuid.uuid4().hex[:6]
-        return await rate(lambda i: client.create(secret(f"s-{run}-{i}"), NAMESPACE), c, ops)
-
-    return {"creates_per_s": creates, "gets_per_s": gets, "secret_creates_per_s": secret_creates}
+def operation(figure: str, client: ApiClient, c: int, chunk: int
+              ) -> Callable[[int], Awaitable[object]]:
+    """The ``i``-th call of one chunk of a measurement. Names depend on the concurrency and
+    the chunk only: each server has its own store, and the gets find the creates' objects."""
+    if figure == "creates_per_s":
+        return lambda i: client.create(configmap(f"cm-c{c}-{chunk}-{i}"), NAMESPACE)
+    if figure == "gets_per_s":
+        return lambda i: client.get(v1.ConfigMap, f"cm-c{c}-{chunk}-{i}", NAMESPACE)
+    if figure == "secret_creates_per_s":
+        return lambda i: client.create(secret(f"s-c{c}-{chunk}-{i}"), NAMESPACE)
+    raise ValueError(f"figure: unknown {figure!r}")
 
 
-async def side_by_side(clients: dict[str, ApiClient], ops: int) -> dict[str, float]:
-    """Every API measurement at every concurrency on each client in turn (``{side}_{figure}_cC``),
-    so that load from elsewhere on the machine falls on both sides alike."""
-    figures: dict[str, float] = {}
+@dataclass
+class Side:
+    """One server measured: its client, and the processes whose CPU its work costs."""
+
+    name: str
+    client: ApiClient
+    server_pid: int
+    etcd_pid: int | None = None
+    """None: the server has no etcd (the echo server)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per measurement (``figure_cC``)."""
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    """CPU seconds per measurement: of this client's process, the server and etcd."""
+
+    async def run(self, key: str, op: Callable[[int], Awaitable[object]], c: int,
+                  count: int) -> None:
+        before = self.cpu_now()
+        start = time.perf_counter()
+        await rate(op, c, count)
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
+        spent = self.cpu.setdefault(key, {})
+        for process, value in self.cpu_now().items():
+            spent[process] = spent.get(process, 0.0) + value - before[process]
+
+    def cpu_now(self) -> dict[str, float]:
+        now = {"client": time.process_time(), "server": cpu_seconds(self.server_pid)}
+        if self.etcd_pid is not None:
+            now["etcd"] = cpu_seconds(self.etcd_pid)
+        return now
+
+    def rates(self, ops: int) -> dict[str, float]:
+        """``{name}_{figure}_cC``: operations per second."""
+        return {f"{self.name}_{key}": ops / seconds for key, seconds in self.seconds.items()}
+
+    def cpu_ms_per_op(self, ops: int) -> dict[str, dict[str, float]]:
+        """Per measurement (``figure_cC`` without ``_per_s``): CPU ms per operation."""
+        return {key.replace("_per_s", ""): {process: round(seconds / ops * 1000, 3)
+                                            for process, seconds in spent.items()}
+                for key, spent in self.cpu.items()}
+
+
+async def side_by_side(sides: Sequence[Side], figures: Sequence[str], ops: int,
+                       rounds: int) -> None:
+    """Every measurement at every concurrency on each side, in ``rounds`` chunks that take
+    turns (A B, B A, A B, ...), so that load from elsewhere on the machine falls on every side
+    alike."""
+    chunks = [ops // rounds + (1 if r < ops % rounds else 0) for r in range(rounds)]
     for c in CONCURRENCIES:
-        for figure, measure in api_measurements().items():
-            for side, client in clients.items():
-                figures[f"{side}_{figure}_c{c}"] = await measure(client, c, ops)
-    return figures
+        for figure in figures:
+            key = f"{figure}_c{c}"
+            for r, count in enumerate(chunks):
+                for side in sides if r % 2 == 0 else list(reversed(sides)):
+                    await side.run(key, operation(figure, side.client, c, r), c, count)
 
 
-async def python_grpc_ceiling(ops: int) -> dict[str, float]:
-    """The same client against a do-nothing Python gRPC server (bench/echo_server.py)."""
-    with module_process("bench.echo_server") as address:
-        async with ApiClient(address) as client:
-            return {
-                f"creates_per_s_c{c}": await rate(
-                    lambda i: client.create(configmap(f"e-{i}")), c, ops
-                )
-                for c in CONCURRENCIES
-            }
+def child_serving(address: str) -> int:
+    """The pid of this process's child started with ``--listen address``."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if parent == me and address.encode() in argv:
+            return int(entry.name)
+    raise RuntimeError(f"no child process of this one serves {address}")
+
+
+def process_id(etcd: EtcdProcess) -> int:
+    if etcd.process is None:
+        raise RuntimeError("etcd is not running")
+    return etcd.process.pid
+
+
+# --------------------------------------------------------------------------- secured server
+
+
+def user_config(pki: ClusterPki, address: str) -> ClientConfig:
+    """The benchmark's user: a certificate of the cluster CA, no permission but its binding."""
+    cert, key = issue(pki.ca_cert.read_bytes(), pki.ca_key.read_bytes(), BENCH_USER,
+                      [BENCH_GROUP], client=True)
+    return ClientConfig(address, ca_pem=pki.ca_cert.read_bytes(), cert_pem=cert, key_pem=key)
+
+
+@dataclass(frozen=True)
+class SecuredServer:
+    """A secured API server of the benchmark."""
+
+    address: str
+    pki: ClusterPki
+    etcd: EtcdSettings
+    """How a client reaches its etcd (the Secrets' check, the raw etcd TLS reference)."""
+    etcd_pid: int
+    prefix: str
+
+    def admin(self) -> ClientConfig:
+        """``kubelite init``'s admin (system:masters)."""
+        return dataclasses.replace(load_kubeconfig(self.pki.admin_conf), server=self.address)
+
+
+@contextmanager
+def secured_apiserver(pki: ClusterPki, shared_etcd: EtcdProcess, directory: Path,
+                      etcd_transport: str) -> Iterator[SecuredServer]:
+    """The API server as ``kubelite up`` runs it, on ``kubelite init``'s files: over its own
+    etcd (data under ``directory``) with mutual TLS (``etcd_transport`` "tls"), or over the
+    shared plaintext etcd under a prefix of its own ("plain")."""
+    security = apiserver_security(pki)
+    if etcd_transport == "plain":
+        security = dataclasses.replace(security, etcd_cafile=None, etcd_certfile=None,
+                                       etcd_keyfile=None)
+        with apiserver_process(shared_etcd.endpoint, "--etcd-prefix",
+                               SECURED_PREFIX_ON_SHARED_ETCD, *security.flags()) as address:
+            yield SecuredServer(address, pki, EtcdSettings(endpoints=(shared_etcd.endpoint,)),
+                                process_id(shared_etcd), SECURED_PREFIX_ON_SHARED_ETCD)
+        return
+    etcd = EtcdProcess(directory / "etcd-tls", tls=etcd_tls(pki))
+    etcd.start()
+    try:
+        with apiserver_process(etcd.endpoint, "--etcd-prefix", ETCD_PREFIX,
+                               *security.flags()) as address:
+            yield SecuredServer(address, pki, EtcdSettings(
+                endpoints=(etcd.endpoint,), ca_file=str(pki.etcd_ca_cert),
+                cert_file=str(pki.apiserver_etcd_client_cert),
+                key_file=str(pki.apiserver_etcd_client_key)), process_id(etcd), ETCD_PREFIX)
+    finally:
+        etcd.stop()
+
+
+async def grant_edit(server: SecuredServer, user: ApiClient) -> None:
+    """The namespace and the user's RoleBinding to ``edit`` in it (made by the admin); returns
+    once the user's first create is allowed."""
+    async with ApiClient(server.admin()) as admin:
+        await admin.create(v1.Namespace(metadata=v1.ObjectMeta(name=NAMESPACE)))
+        await admin.create(v1.RoleBinding(
+            metadata=v1.ObjectMeta(name=EDIT_BINDING, namespace=NAMESPACE),
+            subjects=[v1.Subject(kind="User", api_group=RBAC_GROUP, name=BENCH_USER)],
+            role_ref=v1.RoleRef(api_group=RBAC_GROUP, kind="ClusterRole", name="edit")))
+    deadline = time.monotonic() + PERMISSION_TIMEOUT
+    while True:
+        try:
+            await user.create(configmap("permission-check"), NAMESPACE)
+            return
+        except Forbidden:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
+async def stored_secret_prefixes(server: SecuredServer) -> set[bytes]:
+    """How the secured server's Secrets start in etcd (the encryption prefix, or raw)."""
+    etcd = Etcd(server.etcd)
+    try:
+        start = f"{server.prefix}/secrets/{NAMESPACE}/".encode()
+        response = await etcd.range(start, start[:-1] + b"0", limit=20)
+    finally:
+        await etcd.close()
+    return {kv.value[:len(ENCRYPTED_PREFIX)] for kv in response.kvs}
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+@dataclass
+class ApiFigures:
+    sides: list[Side]
+    etcd_tls: dict[str, float] | None = None
+    """Raw etcd over mutual TLS (the secured server's own etcd), when it has one."""
+
+
+async def measure_api(etcd: EtcdProcess, address: str, pki: ClusterPki | None, tmp: Path,
+                      ops: int, rounds: int, secured_etcd: str) -> ApiFigures:
+    """The API measurements on the insecure server at ``address`` and, given a PKI, on a
+    secured one beside it."""
+    async with ApiClient(address) as insecure:
+        await insecure.create(v1.Namespace(metadata=v1.ObjectMeta(name=NAMESPACE)))
+        sides = [Side("api", insecure, child_serving(address), process_id(etcd))]
+        if pki is None:
+            await side_by_side(sides, API_FIGURES, ops, rounds)
+            return ApiFigures(sides)
+        with secured_apiserver(pki, etcd, tmp, secured_etcd) as server:
+            async with ApiClient(user_config(pki, server.address)) as user:
+                await grant_edit(server, user)
+                sides.append(Side("secured", user, child_serving(server.address),
+                                  server.etcd_pid))
+                await side_by_side(sides, API_FIGURES, ops, rounds)
+            prefixes = await stored_secret_prefixes(server)
+            etcd_tls = await raw_etcd(server.etcd, ops) if secured_etcd == "tls" else None
+        if prefixes != {ENCRYPTED_PREFIX}:
+            raise RuntimeError("the secured server's Secrets are not all stored encrypted:"
+                               f" values start with {sorted(prefixes)}")
+        return ApiFigures(sides, etcd_tls)
+
+
+async def echo_ceiling(ops: int, rounds: int, pki: ClusterPki | None) -> list[Side]:
+    """The same client against a do-nothing Python gRPC server (bench/echo_server.py) in
+    plaintext and, given a PKI, with the secured server's TLS and client certificate."""
+    with module_process("bench.echo_server") as plain:
+        async with ApiClient(plain) as client:
+            sides = [Side("echo", client, child_serving(plain))]
+            if pki is None:
+                await side_by_side(sides, ECHO_FIGURES, ops, rounds)
+                return sides
+            with module_process("bench.echo_server", "--tls-cert-file", str(pki.apiserver_cert),
+                                "--tls-private-key-file", str(pki.apiserver_key),
+                                "--client-ca-file", str(pki.ca_cert)) as secure:
+                async with ApiClient(user_config(pki, secure)) as tls_client:
+                    sides.append(Side("echo_tls", tls_client, child_serving(secure)))
+                    await side_by_side(sides, ECHO_FIGURES, ops, rounds)
+            return sides
 
 
 async def watch_latency(address: str, watchers: int, events: int) -> dict[str, float]:
@@ -205,122 +394,26 @@ async def watch_latency(address: str, watchers: int, events: int) -> dict[str, f
     }
 
 
-# --------------------------------------------------------------------------- secured server
-
-
-@dataclass(frozen=True)
-class SecuredServer:
-    """A secured API server of the benchmark and what its client needs."""
-
-    address: str
-    pki: ClusterPki
-    etcd: EtcdSettings
-    """How to reach its etcd (to check that Secrets are stored encrypted)."""
-    prefix: str
-
-    def admin(self) -> ClientConfig:
-        """``kubelite init``'s admin (system:masters)."""
-        return dataclasses.replace(load_kubeconfig(self.pki.admin_conf), server=self.address)
-
-    def user(self) -> ClientConfig:
-        """A user with a certificate of the cluster CA and no permission but its binding."""
-        cert, key = issue(self.pki.ca_cert.read_bytes(), self.pki.ca_key.read_bytes(),
-                          BENCH_USER, [BENCH_GROUP], client=True)
-        return ClientConfig(self.address, ca_pem=self.pki.ca_cert.read_bytes(), cert_pem=cert,
-                            key_pem=key)
-
-
-@contextmanager
-def secured_apiserver(shared_etcd: str, directory: Path, etcd_transport: str
-                      ) -> Iterator[SecuredServer]:
-    """The API server as ``kubelite up`` runs it, on ``kubelite init``'s files under
-    ``directory``: over its own etcd with mutual TLS (``etcd_transport`` "tls"), or over the
-    shared plaintext etcd under a prefix of its own ("plain")."""
-    pki = init_cluster(directory / "cluster").pki
-    security = apiserver_security(pki)
-    if etcd_transport == "plain":
-        security = dataclasses.replace(security, etcd_cafile=None, etcd_certfile=None,
-                                       etcd_keyfile=None)
-        with apiserver_process(shared_etcd, "--etcd-prefix", SECURED_PREFIX_ON_SHARED_ETCD,
-                               *security.flags()) as address:
-            yield SecuredServer(address, pki, EtcdSettings(endpoints=(shared_etcd,)),
-                                SECURED_PREFIX_ON_SHARED_ETCD)
-        return
-    etcd = EtcdProcess(directory / "etcd-tls", tls=etcd_tls(pki))
-    etcd.start()
-    try:
-        with apiserver_process(etcd.endpoint, "--etcd-prefix", ETCD_PREFIX,
-                               *security.flags()) as address:
-            yield SecuredServer(address, pki, EtcdSettings(
-                endpoints=(etcd.endpoint,), ca_file=str(pki.etcd_ca_cert),
-                cert_file=str(pki.apiserver_etcd_client_cert),
-                key_file=str(pki.apiserver_etcd_client_key)), ETCD_PREFIX)
-    finally:
-        etcd.stop()
-
-
-async def grant_edit(server: SecuredServer, user: ApiClient) -> None:
-    """The namespace and the user's RoleBinding to ``edit`` in it (made by the admin); returns
-    once the user's first create is allowed."""
-    async with ApiClient(server.admin()) as admin:
-        await admin.create(v1.Namespace(metadata=v1.ObjectMeta(name=NAMESPACE)))
-        await admin.create(v1.RoleBinding(
-            metadata=v1.ObjectMeta(name=EDIT_BINDING, namespace=NAMESPACE),
-            subjects=[v1.Subject(kind="User", api_group=RBAC_GROUP, name=BENCH_USER)],
-            role_ref=v1.RoleRef(api_group=RBAC_GROUP, kind="ClusterRole", name="edit")))
-    deadline = time.monotonic() + PERMISSION_TIMEOUT
-    while True:
-        try:
-            await user.create(configmap("permission-check"), NAMESPACE)
-            return
-        except Forbidden:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.05)
-
-
-async def stored_secret_prefixes(server: SecuredServer) -> set[bytes]:
-    """How the secured server's Secrets start in etcd (the encryption prefix, or raw)."""
-    etcd = Etcd(server.etcd)
-    try:
-        start = f"{server.prefix}/secrets/{NAMESPACE}/".encode()
-        response = await etcd.range(start, start[:-1] + b"0", limit=20)
-    finally:
-        await etcd.close()
-    return {kv.value[:len(ENCRYPTED_PREFIX)] for kv in response.kvs}
-
-
-@asynccontextmanager
-async def secured_client(server: SecuredServer) -> AsyncIterator[ApiClient]:
-    async with ApiClient(server.user()) as user:
-        await grant_edit(server, user)
-        yield user
-
-
 # --------------------------------------------------------------------------- the run
 
 
-async def main_async(ops: int, watchers: int, events: int, security: bool,
+def ratio(numerator: float, denominator: float) -> float:
+    return round(numerator / denominator, 3)
+
+
+async def main_async(ops: int, rounds: int, watchers: int, events: int, security: bool,
                      secured_etcd: str) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="kubelite-bench-api-") as tmp, \
-            temporary_etcd() as etcd, \
-            apiserver_process(etcd.endpoint, "--insecure") as address:
-        raw = await raw_etcd(etcd.endpoint, ops)
-        async with ApiClient(address) as insecure:
-            await insecure.create(v1.Namespace(metadata=v1.ObjectMeta(name=NAMESPACE)))
-            if security:
-                with secured_apiserver(etcd.endpoint, Path(tmp), secured_etcd) as server:
-                    async with secured_client(server) as secured:
-                        api = await side_by_side({"api": insecure, "secured": secured}, ops)
-                    prefixes = await stored_secret_prefixes(server)
-                if prefixes != {ENCRYPTED_PREFIX}:
-                    raise RuntimeError("the secured server's Secrets are not all stored"
-                                       f" encrypted: values start with {sorted(prefixes)}")
-            else:
-                api = await side_by_side({"api": insecure}, ops)
-        latency = await watch_latency(address, watchers, events)
-    echo = await python_grpc_ceiling(ops)
-    result: dict[str, object] = {"benchmark": "api", "ops_per_measurement": ops}
+    with tempfile.TemporaryDirectory(prefix="kubelite-bench-api-") as tmp:
+        pki = init_cluster(Path(tmp) / "cluster").pki if security else None
+        with temporary_etcd() as etcd, \
+                apiserver_process(etcd.endpoint, "--insecure") as address:
+            raw = await raw_etcd(EtcdSettings(endpoints=(etcd.endpoint,)), ops)
+            api = await measure_api(etcd, address, pki, Path(tmp), ops, rounds, secured_etcd)
+            latency = await watch_latency(address, watchers, events)
+        echo_sides = await echo_ceiling(ops, rounds, pki)
+
+    result: dict[str, object] = {"benchmark": "api", "ops_per_measurement": ops,
+                                 "rounds": rounds}
     if security:
         result["security"] = {
             "secured_server": "TLS; x509 client certificate of a user bound to ClusterRole"
@@ -331,24 +424,40 @@ async def main_async(ops: int, watchers: int, events: int, security: bool,
         }
     else:
         result["security"] = "off: the insecure server only (--security off)"
-    result.update({k: round(v, 1) for k, v in api.items()})
+    rates: dict[str, float] = {}
+    cpu: dict[str, dict[str, dict[str, float]]] = {}
+    for side in [*api.sides, *echo_sides]:
+        rates.update(side.rates(ops))
+        for key, spent in side.cpu_ms_per_op(ops).items():
+            cpu.setdefault(key, {})[side.name] = spent
+    result.update({k: round(v, 1) for k, v in rates.items()})
     result.update({f"etcd_{k}": round(v, 1) for k, v in raw.items()})
+    if api.etcd_tls is not None:
+        result.update({f"etcd_tls_{k}": round(v, 1) for k, v in api.etcd_tls.items()})
     for c in CONCURRENCIES:
         if security:
-            for figure in api_measurements():
+            for figure in API_FIGURES:
                 name = figure.removesuffix("_per_s")
-                result[f"ratio_secured_to_insecure_{name}_c{c}"] = round(
-                    api[f"secured_{figure}_c{c}"] / api[f"api_{figure}_c{c}"], 3)
-        result[f"ratio_creates_to_etcd_puts_c{c}"] = round(
-            api[f"api_creates_per_s_c{c}"] / raw[f"puts_per_s_c{c}"], 3
-        )
-        result[f"ratio_gets_to_etcd_ranges_c{c}"] = round(
-            api[f"api_gets_per_s_c{c}"] / raw[f"ranges_per_s_c{c}"], 3
-        )
-        result[f"echo_python_grpc_creates_per_s_c{c}"] = round(echo[f"creates_per_s_c{c}"], 1)
-        result[f"ratio_creates_to_python_grpc_echo_c{c}"] = round(
-            api[f"api_creates_per_s_c{c}"] / echo[f"creates_per_s_c{c}"], 3
-        )
+                result[f"ratio_secured_to_insecure_{name}_c{c}"] = ratio(
+                    rates[f"secured_{figure}_c{c}"], rates[f"api_{figure}_c{c}"])
+            for figure in API_FIGURES:
+                name = figure.removesuffix("_per_s")
+                costs = cpu[f"{name}_c{c}"]
+                result[f"ratio_secured_to_insecure_cpu_efficiency_{name}_c{c}"] = ratio(
+                    sum(costs["api"].values()), sum(costs["secured"].values()))
+            result[f"ratio_echo_tls_to_echo_creates_c{c}"] = ratio(
+                rates[f"echo_tls_creates_per_s_c{c}"], rates[f"echo_creates_per_s_c{c}"])
+            if api.etcd_tls is not None:
+                for op in ("puts", "ranges"):
+                    result[f"ratio_etcd_tls_to_etcd_{op}_c{c}"] = ratio(
+                        api.etcd_tls[f"{op}_per_s_c{c}"], raw[f"{op}_per_s_c{c}"])
+        result[f"ratio_creates_to_etcd_puts_c{c}"] = ratio(
+            rates[f"api_creates_per_s_c{c}"], raw[f"puts_per_s_c{c}"])
+        result[f"ratio_gets_to_etcd_ranges_c{c}"] = ratio(
+            rates[f"api_gets_per_s_c{c}"], raw[f"ranges_per_s_c{c}"])
+        result[f"ratio_creates_to_python_grpc_echo_c{c}"] = ratio(
+            rates[f"api_creates_per_s_c{c}"], rates[f"echo_creates_per_s_c{c}"])
+    result["cpu_ms_per_op"] = cpu
     result["watchers"] = watchers
     result.update(latency)
     return result
@@ -357,6 +466,8 @@ async def main_async(ops: int, watchers: int, events: int, security: bool,
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--ops", type=int, default=3000, help="operations per measurement")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="chunks each measurement is cut into, the servers taking turns")
     p.add_argument("--watchers", type=int, default=100)
     p.add_argument("--events", type=int, default=200, help="events each watcher must receive")
     p.add_argument("--security", choices=("on", "off"), default="on",
@@ -368,11 +479,13 @@ def main() -> None:
     a = p.parse_args()
     if a.ops <= 0:
         p.error(f"--ops: must be greater than 0, got {a.ops}")
+    if not 0 < a.rounds <= a.ops:
+        p.error(f"--rounds: must be between 1 and --ops ({a.ops}), got {a.rounds}")
     result: dict[str, object] = {}
 
     async def run() -> None:
-        result.update(await main_async(a.ops, a.watchers, a.events, a.security == "on",
-                                       a.secured_etcd))
+        result.update(await main_async(a.ops, a.rounds, a.watchers, a.events,
+                                       a.security == "on", a.secured_etcd))
 
     daemon.run(run())
     print(json.dumps(result, indent=2))

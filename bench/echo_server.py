@@ -2,7 +2,8 @@
 
 Create and Get answer at once with the request's object, touching no storage. The API
 benchmark measures it beside the real API server so the report separates what gRPC in Python
-costs from what kubelite's own work costs.
+costs from what kubelite's own work costs. With ``--tls-cert-file`` it serves TLS and requires
+client certificates as the secured API server does, which separates what TLS costs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 
 import grpc
 
+from apiserver.server import TlsSettings, server_credentials
 from kubelite import daemon
 from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
@@ -24,10 +26,13 @@ class EchoServicer(pb_grpc.ApiServerServicer):
         return pb.ObjectResponse(object=b"")
 
 
-async def serve(listen: str) -> None:
+async def serve(listen: str, tls: TlsSettings) -> None:
     server = grpc.aio.server()
     pb_grpc.add_ApiServerServicer_to_server(EchoServicer(), server)  # type: ignore[no-untyped-call]
-    server.add_insecure_port(listen)
+    if tls.enabled:
+        server.add_secure_port(listen, server_credentials(tls)[0])
+    else:
+        server.add_insecure_port(listen)
 
     async def start() -> None:
         await server.start()
@@ -41,7 +46,15 @@ async def serve(listen: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--listen", required=True)
-    daemon.run(serve(p.parse_args().listen))
+    p.add_argument("--tls-cert-file", default="", help="serve TLS with this certificate (PEM)")
+    p.add_argument("--tls-private-key-file", default="", help="its private key (PEM)")
+    p.add_argument("--client-ca-file", default="",
+                   help="CA of the client certificates (required, as the API server does)")
+    a = p.parse_args()
+    tls = TlsSettings(a.tls_cert_file, a.tls_private_key_file, a.client_ca_file)
+    if tls.enabled and not (a.tls_cert_file and a.tls_private_key_file):
+        p.error("--tls-cert-file and --tls-private-key-file go together")
+    daemon.run(serve(a.listen, tls))
 
 
 if __name__ == "__main__":
