@@ -31,6 +31,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from apiserver.api import Api
+from apiserver.http import status
 from apiserver.kubelet_proxy import KubeletProxy, pick_container
 from kubelite.api.errors import ApiError, BadRequest, InternalError, Invalid, RequestEntityTooLarge
 from kubelite.api.field_errors import FieldError, FieldPath
@@ -201,13 +202,7 @@ def check_exec_target(pod: v1.Pod) -> None:
 
 def failure_status(error: ApiError) -> dict[str, Any]:
     """A Status object for an error (what the error channel carries)."""
-    status: dict[str, Any] = {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": error.message, "reason": error.reason, "code": error.http_status,
-    }
-    if error.causes:
-        status["details"] = {"causes": error.causes}
-    return status
+    return status.status(error)
 
 
 def exit_status(exit_code: int, command: tuple[str, ...]) -> dict[str, Any]:
@@ -388,8 +383,10 @@ class _ExecSession:
         data = bytearray()
         while True:
             msg = await self.ws.receive()
-            if msg.type is WSMsgType.BINARY:
-                payload: bytes = msg.data
+            if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+                # Text frames carry the same bytes (the official Python client sends str
+                # stdin as text), as upstream reads them.
+                payload: bytes = msg.data if msg.type is WSMsgType.BINARY else msg.data.encode()
                 if not payload:
                     continue
                 if payload[0] == STDIN:
@@ -401,9 +398,6 @@ class _ExecSession:
                 elif payload[0] == CLOSE and payload[1:2] == bytes([STDIN]):
                     return bytes(data)
                 # Anything else (a resize) means nothing to a command without a terminal.
-            elif msg.type is WSMsgType.TEXT:
-                raise BadRequest("remote command messages are binary: a channel byte, then"
-                                 " data")
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
                               WSMsgType.ERROR):
                 raise _ClientGone()

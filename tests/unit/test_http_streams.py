@@ -366,7 +366,7 @@ async def test_stdin_is_collected_until_the_client_closes_it(harness: Harness) -
     ) as ws:
         await ws.send_bytes(bytes([streams.STDIN]) + b"a\n")
         await ws.send_bytes(bytes([streams.RESIZE]) + b'{"Width":80,"Height":24}')
-        await ws.send_bytes(bytes([streams.STDIN]) + b"b\n")
+        await ws.send_str("\x00b\n")  # as text, as the Python client sends a str
         await ws.send_bytes(bytes([streams.CLOSE, streams.STDIN]))
         frames = await read_all(ws)
     assert frames.channels[streams.STDOUT] == b"2\n"
