@@ -3,11 +3,14 @@
 A dockerd of the test's own builds the image offline: its base is a Debian root made by
 mmdebstrap from this host's Debian sources (cached, keyed by what it holds) and imported, and
 kubelite's dependencies are wheels built on this host (cached, pinned to this venv's versions).
-Then `docker-compose up`, 3 Ready nodes (the time to them is reported), deploy/examples applied
-and its NodePort Service reached from the host with exact round robin over every pod, the API
-server's and etcd's containers restarted with no object lost, a fourth node, and `down -v`
-leaving no container, network or volume. dockerd is stopped and its files removed, also when
-the test fails.
+Then `docker-compose up` of the secured stack and 3 Ready nodes (the time to them is
+reported), each joined with the bootstrap token through CertificateSigningRequests the
+controller manager approved; klctl on the host works with the admin kubeconfig the stack
+exports and is Unauthorized without credentials; cluster DNS answers from pods that read the
+API with their ServiceAccount's token; deploy/examples applied and its NodePort Service
+reached from the host with exact round robin over every pod, the API server's and etcd's
+containers restarted with no object lost, a fourth node, and `down -v` leaving no container,
+network or volume. dockerd is stopped and its files removed, also when the test fails.
 
 The engine changes nothing of the host's network: no default bridge, no iptables rules (the
 ports the stack publishes go through docker-proxy), no IP forwarding; its address pool is its
@@ -16,6 +19,7 @@ own block. It skips only where dockerd cannot start.
 
 from __future__ import annotations
 
+import base64
 import collections
 import ctypes
 import hashlib
@@ -41,6 +45,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from kubelite.client.config import load_kubeconfig, write_kubeconfig
+from kubelite.pki import csr_subject
 from kubelite.processes import ManagedProcess
 from kubelite.testing.cluster import TestCluster, script
 from kubelite.testing.ports import free_port
@@ -438,16 +444,23 @@ class Stack:
         return result.stdout
 
     def container(self, service: str) -> str:
-        [container] = self.compose("ps", "-q", service).split()
+        container = self.compose("ps", "-q", service).split()[0]
         return container
 
     def klctl(self, *args: str) -> Any:
         """klctl's JSON output (``-o json`` is added)."""
-        result = subprocess.run([script("klctl"), *args, "-o", "json"], env=self.env,
-                                capture_output=True, text=True, timeout=30, check=False)
+        result = self.klctl_as(self.env, *args, "-o", "json")
         if result.returncode != 0:
             raise AssertionError(f"klctl {' '.join(args)}: {result.stderr}")
         return json.loads(result.stdout)
+
+    def klctl_as(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([script("klctl"), *args], env=env, capture_output=True,
+                              text=True, timeout=30, check=False)
+
+    def exec(self, service: str, *argv: str) -> str:
+        """A command's output in the service's (first) container."""
+        return self.engine.docker("exec", self.container(service), *argv, timeout=60)
 
     def apply(self, path: Path) -> None:
         result = subprocess.run([script("klctl"), "apply", "-f", str(path)], env=self.env,
@@ -491,6 +504,54 @@ def round_robin(port: int, pods: list[str], rounds: int = 3) -> bool:
     return sorted(counts) == pods and set(counts.values()) == {rounds}
 
 
+def joined_through_csrs(stack: Stack, nodes: list[str]) -> dict[str, list[str]]:
+    """Each node's approved and issued CertificateSigningRequests: "client" (asked with a
+    bootstrap token for system:node:N) and "serving" (asked by system:node:N itself)."""
+    found: dict[str, list[str]] = {node: [] for node in nodes}
+    for csr in stack.klctl("get", "csr")["items"]:
+        status = csr.get("status", {})
+        approved = any(c["type"] == "Approved" and c["status"] == "True"
+                       for c in status.get("conditions", []))
+        if not approved or not status.get("certificate"):
+            continue
+        spec = csr["spec"]
+        subject = csr_subject(base64.b64decode(spec["request"])).common_name
+        node = subject.removeprefix("system:node:")
+        kinds = {("kubernetes.io/kube-apiserver-client-kubelet", "system:bootstrap:"): "client",
+                 ("kubernetes.io/kubelet-serving", subject): "serving"}
+        for (signer, requester), kind in kinds.items():
+            if spec["signerName"] == signer and spec["username"].startswith(requester) \
+                    and node in found:
+                found[node].append(kind)
+    return {node: sorted(kinds) for node, kinds in found.items()}
+
+
+def no_credentials_refused(stack: Stack, tmp_path: Path) -> None:
+    """klctl with the cluster's CA but no identity is Unauthorized; plaintext gets nowhere."""
+    admin = load_kubeconfig(stack.client_dir / "config")
+    assert admin.ca_pem is not None
+    anonymous = write_kubeconfig(tmp_path / "anonymous.conf", cluster="kle2e",
+                                 server=admin.server, ca_pem=admin.ca_pem, user="nobody")
+    result = stack.klctl_as({**stack.env, "KUBELITE_CONFIG": str(anonymous)}, "get", "pods")
+    assert result.returncode != 0 and "Unauthorized" in result.stderr, result
+    plaintext = tmp_path / "plaintext.json"
+    plaintext.write_text(json.dumps({"server": admin.server}))
+    result = stack.klctl_as({**stack.env, "KUBELITE_CONFIG": str(plaintext)},
+                            "--request-timeout", "5", "get", "pods")
+    assert result.returncode != 0 and "NAME" not in result.stdout, result
+
+
+def resolves(stack: Stack, name: str, address: str) -> bool:
+    """Whether the cluster DNS Service, asked from a node, answers ``name`` with ``address``."""
+    try:
+        answer = stack.exec("node", "busybox", "nslookup", name, DNS_SERVICE_IP)
+    except AssertionError:
+        return False
+    return address in answer.split("Name:", 1)[-1]
+
+
+DNS_SERVICE_IP = "127.96.0.10"
+"""The kube-dns Service's ClusterIP (deploy/addons/dns.yaml)."""
 DURABLE_CONFIGMAPS = 30
 """ConfigMaps written before the restarts, beside the examples' and the addons' objects."""
 KINDS = "namespaces,nodes,configmaps,services,endpoints,deployments,replicasets,pods"
@@ -547,10 +608,21 @@ def test_the_compose_stack_runs_a_cluster(engine: DockerEngine, tmp_path: Path,
         TestCluster.wait_for(lambda: len(ready_nodes(stack)) == 3, "3 Ready nodes",
                              timeout=NODES_READY_TIMEOUT, interval=0.5)
         up_seconds = time.monotonic() - started
-        # The stack exported klctl's config for the host; klctl found the cluster through it.
-        assert json.loads((client_dir / "config").read_text()) == {
-            "server": f"127.0.0.1:{stack.api_port}"}
-        assert ready_nodes(stack) == [f"{PROJECT}-node-{n}" for n in (1, 2, 3)]
+        # The stack exported the admin's kubeconfig for the host (the API server on the
+        # published loopback port); klctl found the cluster through it. Without credentials
+        # it is Unauthorized.
+        admin = load_kubeconfig(client_dir / "config")
+        assert admin.server == f"127.0.0.1:{stack.api_port}"
+        assert admin.cert_pem is not None and admin.ca_pem is not None
+        no_credentials_refused(stack, tmp_path)
+        nodes = [f"{PROJECT}-node-{n}" for n in (1, 2, 3)]
+        assert ready_nodes(stack) == nodes
+        # Each node joined with the bootstrap token: its client certificate and then its
+        # serving certificate were asked for, approved and issued.
+        TestCluster.wait_for(
+            lambda: joined_through_csrs(stack, nodes) == {n: ["client", "serving"]
+                                                          for n in nodes},
+            "each node's client and serving CSRs approved", timeout=30, interval=0.5)
         # The addons service applied cluster DNS; its pods run on the nodes.
         TestCluster.wait_for(lambda: len(ready_pods(stack, "-n", "kube-system")) == 2,
                              "2 Ready kube-dns pods", timeout=PODS_READY_TIMEOUT, interval=0.5)
@@ -560,8 +632,13 @@ def test_the_compose_stack_runs_a_cluster(engine: DockerEngine, tmp_path: Path,
                              "the example's 3 Ready pods", timeout=PODS_READY_TIMEOUT,
                              interval=0.5)
         pods = ready_pods(stack, "-l", "app=web")
-        [port] = stack.klctl("get", "service", "web")["spec"]["ports"]
+        web = stack.klctl("get", "service", "web")
+        [port] = web["spec"]["ports"]
         node_port = int(port["nodePort"])
+        # Cluster DNS, whose pods list Services with their ServiceAccount's token, answers.
+        TestCluster.wait_for(
+            lambda: resolves(stack, "web.default.svc.cluster.local", web["spec"]["clusterIP"]),
+            "web.default.svc.cluster.local resolved by cluster DNS", timeout=30, interval=0.5)
         assert stack.node_ports[0] <= node_port <= stack.node_ports[1]
         TestCluster.wait_for(lambda: round_robin(node_port, pods),
                              f"round robin over {pods} on 127.0.0.1:{node_port}",
@@ -610,7 +687,8 @@ def test_the_compose_stack_runs_a_cluster(engine: DockerEngine, tmp_path: Path,
     cached = "; ".join(f"{what} {'built' if built else 'cached'}" for what, built in
                        (("base", base_built), ("wheels", wheels_built)))
     e2e_report.add(
-        f"docker-compose: up -> 3 Ready nodes {up_seconds:.1f}s; image {image_seconds:.1f}s "
+        f"docker-compose (secured): up -> 3 Ready nodes {up_seconds:.1f}s;"
+        f" image {image_seconds:.1f}s "
         f"({cached}); objects kept over restarts of "
         + ", ".join(f"{s} ({t:.1f}s to answer)" for s, t in restarts.items())
         + f": {len(before)}; scale to 4 Ready {scale_seconds:.1f}s; down {down_seconds:.1f}s")
