@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +67,9 @@ PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
 APPLY_PATCH = "application/apply-patch+yaml"
 SCALE_VERSION = "autoscaling/v1"
 CONFLICT_RETRIES = 20
-OBJECT_NAME = "kubelite.object_name"
-"""Key of the request's object name when its path names none (a create), for its Status."""
+OBJECT_NAME: ContextVar[str] = ContextVar("kubelite_http_object_name", default="")
+"""The name of the request's object when its path names none (a create), for the Status
+of its failure (each request is served in its own task, with its own value)."""
 
 
 # ---------------------------------------------------------------- content negotiation
@@ -376,7 +378,7 @@ class Handlers:
         output = negotiate(http.headers.get("Accept", ""), http.query)
         data = decode_json(http, await read_body(http, self.max_body))
         obj = decode_object(rtype, data)
-        http[OBJECT_NAME] = m.meta(obj).name  # what a failure's Status names
+        OBJECT_NAME.set(m.meta(obj).name)  # what a failure's Status names
         if not rtype.stored:
             return json_response(render(rtype, self._review(obj, user), output), 201)
         if user is not None and isinstance(obj, v1.CertificateSigningRequest):

@@ -177,7 +177,7 @@ class HttpApi:
             finally:
                 slot.release()
         except ApiError as e:
-            return error_response(e, rtype, name or request.get(OBJECT_NAME, ""))
+            return error_response(e, rtype, name or OBJECT_NAME.get())
         except UnknownResource as e:
             return error_response(BadRequest(str(e)), rtype, name)
         except ConnectionResetError:
