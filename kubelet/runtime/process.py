@@ -198,7 +198,14 @@ class ProcessRuntime:
         for mode in candidates:
             reason = self._probe(mode)
             if reason is None:
-                log.info("process runtime isolation", isolation=mode, root_dir=self.root_dir)
+                if reasons:
+                    # A fallback changes what pods can do (user namespaces cannot mount on
+                    # every path): say why the stronger isolation was not taken.
+                    log.warning("process runtime isolation falls back", isolation=mode,
+                                root_dir=self.root_dir, reasons=reasons)
+                else:
+                    log.info("process runtime isolation", isolation=mode,
+                             root_dir=self.root_dir)
                 return mode
             reasons.append(reason)
         if requested != "auto":
