@@ -24,7 +24,7 @@ Prints one JSON object:
   the insecure server.
 
 Usage: python -m bench.api [--ops N] [--rounds N] [--watchers N] [--events N]
-                           [--security on|off] [--secured-etcd tls|plain]
+                           [--security on|off] [--secured-etcd tls|plain] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ import asyncio
 import dataclasses
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -74,6 +78,8 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 ETCD_PREFIX = "/registry"
 SECURED_PREFIX_ON_SHARED_ETCD = "/registry-secured"
 """The secured server's key prefix when it shares the insecure server's etcd."""
+PROFILE_RATE = 100
+"""Samples per second py-spy takes of each API server with --profile."""
 PERMISSION_TIMEOUT = 20.0
 """Seconds the secured server gets to see the RoleBinding (its RBAC copy follows a watch)."""
 API_FIGURES = ("creates_per_s", "gets_per_s", "secret_creates_per_s")
@@ -297,22 +303,58 @@ class ApiFigures:
     """Raw etcd over mutual TLS (the secured server's own etcd), when it has one."""
 
 
+def py_spy() -> str:
+    """The py-spy executable (on PATH or beside this interpreter); not a dependency."""
+    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise FileNotFoundError("--profile needs py-spy: pip install py-spy")
+    return found
+
+
+@contextmanager
+def profiled(sides: Sequence[Side], directory: Path | None) -> Iterator[None]:
+    """py-spy records each side's server while the block runs, into DIRECTORY/SIDE.txt:
+    collapsed stacks of the thread holding the GIL (what costs the server's Python time)."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    spy = py_spy()
+    recorders = [subprocess.Popen(
+        [spy, "record", "--pid", str(side.server_pid), "--gil", "--nonblocking",
+         "--format", "raw", "--rate", str(PROFILE_RATE), "-o", str(directory / f"{side.name}.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for side in sides]
+    try:
+        yield
+    finally:
+        for recorder in recorders:
+            recorder.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+        for recorder in recorders:
+            _, err = recorder.communicate(timeout=30)
+            if recorder.returncode != 0:
+                raise RuntimeError(f"py-spy failed ({recorder.returncode}):"
+                                   f" {err.decode(errors='replace')[-2000:]}")
+
+
 async def measure_api(etcd: EtcdProcess, address: str, pki: ClusterPki | None, tmp: Path,
-                      ops: int, rounds: int, secured_etcd: str) -> ApiFigures:
+                      ops: int, rounds: int, secured_etcd: str, profile: Path | None
+                      ) -> ApiFigures:
     """The API measurements on the insecure server at ``address`` and, given a PKI, on a
-    secured one beside it."""
+    secured one beside it (both profiled into ``profile`` when given)."""
     async with ApiClient(address) as insecure:
         await insecure.create(v1.Namespace(metadata=v1.ObjectMeta(name=NAMESPACE)))
         sides = [Side("api", insecure, child_serving(address), process_id(etcd))]
         if pki is None:
-            await side_by_side(sides, API_FIGURES, ops, rounds)
+            with profiled(sides, profile):
+                await side_by_side(sides, API_FIGURES, ops, rounds)
             return ApiFigures(sides)
         with secured_apiserver(pki, etcd, tmp, secured_etcd) as server:
             async with ApiClient(user_config(pki, server.address)) as user:
                 await grant_edit(server, user)
                 sides.append(Side("secured", user, child_serving(server.address),
                                   server.etcd_pid))
-                await side_by_side(sides, API_FIGURES, ops, rounds)
+                with profiled(sides, profile):
+                    await side_by_side(sides, API_FIGURES, ops, rounds)
             prefixes = await stored_secret_prefixes(server)
             etcd_tls = await raw_etcd(server.etcd, ops) if secured_etcd == "tls" else None
         if prefixes != {ENCRYPTED_PREFIX}:
@@ -402,13 +444,14 @@ def ratio(numerator: float, denominator: float) -> float:
 
 
 async def main_async(ops: int, rounds: int, watchers: int, events: int, security: bool,
-                     secured_etcd: str) -> dict[str, object]:
+                     secured_etcd: str, profile: Path | None = None) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="kubelite-bench-api-") as tmp:
         pki = init_cluster(Path(tmp) / "cluster").pki if security else None
         with temporary_etcd() as etcd, \
                 apiserver_process(etcd.endpoint, "--insecure") as address:
             raw = await raw_etcd(EtcdSettings(endpoints=(etcd.endpoint,)), ops)
-            api = await measure_api(etcd, address, pki, Path(tmp), ops, rounds, secured_etcd)
+            api = await measure_api(etcd, address, pki, Path(tmp), ops, rounds, secured_etcd,
+                                    profile)
             latency = await watch_latency(address, watchers, events)
         echo_sides = await echo_ceiling(ops, rounds, pki)
 
@@ -458,6 +501,8 @@ async def main_async(ops: int, rounds: int, watchers: int, events: int, security
         result[f"ratio_creates_to_python_grpc_echo_c{c}"] = ratio(
             rates[f"api_creates_per_s_c{c}"], rates[f"echo_creates_per_s_c{c}"])
     result["cpu_ms_per_op"] = cpu
+    if profile is not None:
+        result["profiles"] = str(profile)
     result["watchers"] = watchers
     result.update(latency)
     return result
@@ -465,7 +510,7 @@ async def main_async(ops: int, rounds: int, watchers: int, events: int, security
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--ops", type=int, default=3000, help="operations per measurement")
+    p.add_argument("--ops", type=int, default=2000, help="operations per measurement")
     p.add_argument("--rounds", type=int, default=4,
                    help="chunks each measurement is cut into, the servers taking turns")
     p.add_argument("--watchers", type=int, default=100)
@@ -476,7 +521,16 @@ def main() -> None:
                    help="the secured server's etcd: its own with mutual TLS, as kubelite up"
                         " runs it (default), or the insecure server's plaintext one, which"
                         " leaves the API server's own cost of security alone in the ratio")
+    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                   help="record each API server with py-spy (pip install py-spy) during the API"
+                        " measurements: DIR/api.txt and DIR/secured.txt, collapsed stacks of"
+                        " the thread holding the GIL")
     a = p.parse_args()
+    if a.profile is not None:
+        try:
+            py_spy()
+        except FileNotFoundError as e:
+            p.error(f"--profile: {e}")
     if a.ops <= 0:
         p.error(f"--ops: must be greater than 0, got {a.ops}")
     if not 0 < a.rounds <= a.ops:
@@ -485,7 +539,7 @@ def main() -> None:
 
     async def run() -> None:
         result.update(await main_async(a.ops, a.rounds, a.watchers, a.events,
-                                       a.security == "on", a.secured_etcd))
+                                       a.security == "on", a.secured_etcd, a.profile))
 
     daemon.run(run())
     print(json.dumps(result, indent=2))
