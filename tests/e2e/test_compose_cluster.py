@@ -3,8 +3,9 @@
 A dockerd of the test's own builds the image offline: its base is a Debian root made by
 mmdebstrap from this host's Debian sources (cached, keyed by what it holds) and imported, and
 kubelite's dependencies are wheels built on this host (cached, pinned to this venv's versions).
-Then `docker-compose up` of the secured stack and 3 Ready nodes (the time to them is
-reported), each joined with the bootstrap token through CertificateSigningRequests the
+First the learning-only insecure override, up to 3 Ready nodes and down again, for its time
+beside the secured one. Then `docker-compose up` of the secured stack and 3 Ready nodes (the
+time to them is reported), each joined with the bootstrap token through CertificateSigningRequests the
 controller manager approved; klctl on the host works with the admin kubeconfig the stack
 exports and is Unauthorized without credentials; cluster DNS answers from pods that read the
 API with their ServiceAccount's token; deploy/examples applied and its NodePort Service
@@ -56,6 +57,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
+INSECURE = ROOT / "deploy" / "docker-compose.insecure.yml"
+"""The learning-only override: brought up first, for the time to 3 Ready nodes without
+security in the same run."""
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 EXAMPLES = ROOT / "deploy" / "examples"
 
@@ -420,6 +424,8 @@ class Stack:
     client_dir: Path
     api_port: int
     node_ports: tuple[int, int]
+    files: tuple[Path, ...] = (COMPOSE,)
+    """The compose files, merged in order."""
 
     @property
     def env(self) -> dict[str, str]:
@@ -437,7 +443,8 @@ class Stack:
         if tool is None:
             raise AssertionError("docker-compose is not installed (Debian package "
                                  "docker-compose; ./dev test installs it)")
-        result = subprocess.run([tool, "-p", PROJECT, "-f", str(COMPOSE), *args], env=self.env,
+        files = [arg for path in self.files for arg in ("-f", str(path))]
+        result = subprocess.run([tool, "-p", PROJECT, *files, *args], env=self.env,
                                 capture_output=True, text=True, timeout=timeout, check=False)
         if result.returncode != 0:
             raise AssertionError(f"docker-compose {' '.join(args)}:\n{result.stderr}")
@@ -586,6 +593,28 @@ def restart_and_compare(stack: Stack, service: str, before: dict[str, str],
     return answered
 
 
+def insecure_up(engine: DockerEngine, client_dir: Path) -> float:
+    """Brings the learning-only insecure stack up and down again; returns the seconds to
+    3 Ready nodes. klctl reaches it with the plaintext config it exports."""
+    stack = Stack(engine, client_dir, free_port(), free_port_range(NODE_PORT_COUNT),
+                  files=(COMPOSE, INSECURE))
+    try:
+        started = time.monotonic()
+        stack.compose("up", "-d", "--no-build")
+        TestCluster.wait_for(lambda: len(ready_nodes(stack)) == 3, "3 Ready nodes (insecure)",
+                             timeout=NODES_READY_TIMEOUT, interval=0.5)
+        seconds = time.monotonic() - started
+        assert json.loads((client_dir / "config").read_text()) == {
+            "server": f"127.0.0.1:{stack.api_port}"}
+    except BaseException:
+        print(stack.logs())
+        raise
+    finally:
+        stack.compose("down", "-v", "--remove-orphans")
+    assert stack.engine.leftovers() == []
+    return seconds
+
+
 def test_the_compose_stack_runs_a_cluster(engine: DockerEngine, tmp_path: Path,
                                           e2e_report: E2EReport) -> None:
     cache = cache_dir()
@@ -598,6 +627,8 @@ def test_the_compose_stack_runs_a_cluster(engine: DockerEngine, tmp_path: Path,
                   f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", "PIP_OPTIONS=--no-index",
                   "-t", IMAGE, str(context), timeout=BUILD_TIMEOUT)
     image_seconds = time.monotonic() - began
+
+    insecure_seconds = insecure_up(engine, tmp_path / "insecure")
 
     client_dir = tmp_path / "client"
     stack = Stack(engine, client_dir, free_port(), free_port_range(NODE_PORT_COUNT))
@@ -687,7 +718,8 @@ def test_the_compose_stack_runs_a_cluster(engine: DockerEngine, tmp_path: Path,
     cached = "; ".join(f"{what} {'built' if built else 'cached'}" for what, built in
                        (("base", base_built), ("wheels", wheels_built)))
     e2e_report.add(
-        f"docker-compose (secured): up -> 3 Ready nodes {up_seconds:.1f}s;"
+        f"docker-compose: up -> 3 Ready nodes {up_seconds:.1f}s secured"
+        f" ({insecure_seconds:.1f}s insecure, the same run);"
         f" image {image_seconds:.1f}s "
         f"({cached}); objects kept over restarts of "
         + ", ".join(f"{s} ({t:.1f}s to answer)" for s, t in restarts.items())
