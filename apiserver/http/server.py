@@ -172,7 +172,7 @@ class HttpApi:
             try:
                 user = await self.user(request)
                 if isinstance(target, NonResourceRequest):
-                    return self._non_resource(target)
+                    return self._non_resource(target, request.headers.get("Accept", ""))
                 return await self.handlers.serve(request, target, user)
             finally:
                 slot.release()
@@ -205,7 +205,7 @@ class HttpApi:
         return web.Response(text="ok", content_type="text/plain")
 
     @staticmethod
-    def _non_resource(target: NonResourceRequest) -> web.Response:
+    def _non_resource(target: NonResourceRequest, accept: str) -> web.Response:
         if target.endpoint is Endpoint.VERSION:
             return json_response(discovery.version())
         if target.endpoint is Endpoint.CORE_VERSIONS:
@@ -213,12 +213,14 @@ class HttpApi:
         if target.endpoint is Endpoint.GROUPS:
             return json_response(discovery.api_group_list())
         if target.endpoint is Endpoint.OPENAPI:
-            return json_response(openapi.document())
+            # JSON, or the protobuf kubectl downloads for its validation and explain.
+            body, content_type = openapi.serialized(accept)
+            return web.Response(body=body, headers={"Content-Type": content_type})
         if target.endpoint is Endpoint.GROUP:
-            for group in discovery.api_group_list().get("groups", []):
-                if group.get("name") == target.group:
-                    return json_response({"kind": "APIGroup", "apiVersion": "v1", **group})
-            raise NotFound(NOT_FOUND)
+            group = discovery.api_group(target.group)
+            if group is None:
+                raise NotFound(NOT_FOUND)
+            return json_response(group)
         resources = discovery.resource_list(target.group, target.version)
         if resources is None:
             raise NotFound(NOT_FOUND)
