@@ -345,6 +345,7 @@ class Handlers:
         output = negotiate(http.headers.get("Accept", ""), query)
         limit = _int_param(query, "limit") or 0
         version = query.get("resourceVersion", "")
+        check_resource_version_match(query)
         if version not in ("", "0") and not query.get("continue"):
             # Not older than the version asked: the list reads etcd's latest, once the
             # server has seen that version at all (TooLargeResourceVersion after a while).
@@ -636,6 +637,24 @@ class Handlers:
             http, self.api, self.kubelets, request.namespace, request.name,
             authorize=authorize)
         return response
+
+
+LIST_OPTIONS = "ListOptions.meta.k8s.io"
+
+
+def check_resource_version_match(query: Mapping[str, str]) -> None:
+    """resourceVersionMatch as kube-apiserver validates it; only NotOlderThan (the default
+    meaning of a resourceVersion) is served."""
+    match = query.get("resourceVersionMatch", "")
+    if not match:
+        return
+    path = FieldPath("resourceVersionMatch")
+    if not query.get("resourceVersion"):
+        raise Invalid.from_field_errors(LIST_OPTIONS, "", [path.forbidden(
+            "resourceVersionMatch is forbidden unless resourceVersion is provided")])
+    if match != "NotOlderThan":
+        raise Invalid.from_field_errors(LIST_OPTIONS, "", [
+            path.not_supported(match, ["NotOlderThan"])])
 
 
 def _delete_arguments(query: Mapping[str, str], options: Mapping[str, Any]

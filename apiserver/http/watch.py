@@ -26,7 +26,8 @@ from apiserver.api import Api, parse_selectors
 from apiserver.http.routes import ResourceRequest, is_true
 from apiserver.http.status import JSON, dumps, status
 from apiserver.watch_cache import BOOKMARK, WatchItem
-from kubelite.api.errors import ApiError, BadRequest, Unavailable
+from kubelite.api.errors import ApiError, BadRequest, Invalid, Unavailable
+from kubelite.api.field_errors import FieldPath
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +98,13 @@ class Watches:
                 s for s in (field_selector, f"metadata.name={request.name}") if s)
         # Bad input is a 400 before the stream starts; later failures are ERROR events.
         parse_selectors(rtype, label_selector, field_selector)
+        if is_true(query.get("sendInitialEvents")):
+            # Upstream's answer while its WatchList feature is off; clients then list and
+            # watch.
+            raise Invalid.from_field_errors("ListOptions.meta.k8s.io", "", [
+                FieldPath("sendInitialEvents").forbidden(
+                    "sendInitialEvents is forbidden for watch unless the WatchList feature"
+                    " gate is enabled")])
         version = query.get("resourceVersion", "")
         if version not in ("", "0"):
             try:

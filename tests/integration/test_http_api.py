@@ -556,6 +556,13 @@ async def test_failures_are_status_objects_with_kubernetes_codes(
     assert (code, body["reason"]) == (405, "MethodNotAllowed")
     code, body = await send(admin, "GET", "/apis/authorization.k8s.io/v1/subjectaccessreviews")
     assert code == 405
+    code, body = await send(admin, "GET",
+                            f"{CONFIGMAPS}?resourceVersionMatch=Exact&resourceVersion=1")
+    assert (code, body["reason"]) == (422, "Invalid")
+    code, body = await send(admin, "GET", f"{CONFIGMAPS}?watch=1&sendInitialEvents=true")
+    assert (code, body["reason"]) == (422, "Invalid")
+    code, body = await send(admin, "GET", f"{CONFIGMAPS}?watch=1&resourceVersion=abc")
+    assert (code, body["reason"]) == (400, "BadRequest")
     code, body = await send(admin, "GET", "/api/v1/namespaces/default/widgets")
     assert (code, body["reason"]) == (404, "NotFound")
     code, body = await send(admin, "GET", "/api/v1/namespaces/default/nodes")
