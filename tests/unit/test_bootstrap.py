@@ -53,10 +53,10 @@ def test_the_service_is_upstreams() -> None:
 
 
 def test_advertise_address_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    settings, _ = parse_args(["--advertise-address", "10.1.2.3"])
+    settings, _ = parse_args(["--insecure", "--advertise-address", "10.1.2.3"])
     assert settings.bootstrap.advertise_address == "10.1.2.3"
-    assert parse_args([])[0].bootstrap.advertise_address == ""
+    assert parse_args(["--insecure"])[0].bootstrap.advertise_address == ""
     with pytest.raises(SystemExit):
-        parse_args(["--advertise-address", "api.example.com"])
+        parse_args(["--insecure", "--advertise-address", "api.example.com"])
     assert "--advertise-address: 'api.example.com' is not an IP address" in (
         capsys.readouterr().err)

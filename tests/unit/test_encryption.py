@@ -116,7 +116,7 @@ def test_the_api_server_refuses_a_bad_configuration_at_start(
     bad = tmp_path / "enc.yaml"
     bad.write_text("apiVersion: v1\n")
     with pytest.raises(SystemExit):
-        parse_args(["--encryption-provider-config", str(bad)])
+        parse_args(["--insecure", "--encryption-provider-config", str(bad)])
     assert "--encryption-provider-config" in capsys.readouterr().err
     good = tmp_path / "good.yaml"
     good.write_text(
@@ -124,18 +124,18 @@ def test_the_api_server_refuses_a_bad_configuration_at_start(
         f"- resources: [secrets]\n  providers:\n  - aesgcm:\n      keys:\n      - name: key1\n"
         f"        secret: {KEY1}\n  - identity: {{}}\n"
     )
-    settings, _ = parse_args(["--encryption-provider-config", str(good)])
+    settings, _ = parse_args(["--insecure", "--encryption-provider-config", str(good)])
     assert settings.encryption_provider_config == str(good)
 
 
 def test_etcd_tls_flags_reach_the_settings() -> None:
-    settings, _ = parse_args(["--etcd-servers", "https://127.0.0.1:2379",
+    settings, _ = parse_args(["--insecure", "--etcd-servers", "https://127.0.0.1:2379",
                               "--etcd-cafile", "/ca.crt", "--etcd-certfile", "/c.crt",
                               "--etcd-keyfile", "/c.key"])
     assert (settings.etcd.ca_file, settings.etcd.cert_file, settings.etcd.key_file) == (
         "/ca.crt", "/c.crt", "/c.key")
     with pytest.raises(SystemExit):
-        parse_args(["--etcd-certfile", "/c.crt"])
+        parse_args(["--insecure", "--etcd-certfile", "/c.crt"])
 
 
 def test_resources_take_the_first_rule_that_names_them() -> None:

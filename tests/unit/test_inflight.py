@@ -29,11 +29,11 @@ def test_defaults_are_kube_apiservers() -> None:
     assert settings.max_requests_inflight == 400
     assert settings.max_mutating_requests_inflight == 200
     assert settings.retry_after_seconds == 1
-    assert parse_args([])[0].inflight == settings
+    assert parse_args(["--insecure"])[0].inflight == settings
 
 
 def test_flags_set_the_limits() -> None:
-    settings, _ = parse_args([
+    settings, _ = parse_args(["--insecure",
         "--max-requests-inflight", "7", "--max-mutating-requests-inflight", "0",
         "--max-long-running-requests", "9", "--max-uncached-watches", "3",
         "--retry-after-seconds", "2", "--max-pending-calls", "500",
@@ -58,7 +58,7 @@ def test_bad_limits_are_refused_naming_the_flag(
     flag: str, value: str, rule: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
-        parse_args([flag, value])
+        parse_args(["--insecure", flag, value])
     assert f"{flag}: {rule}, got {value}" in capsys.readouterr().err
 
 
