@@ -194,7 +194,7 @@ class ProcessRuntime:
                 "user-namespace"]
         else:
             candidates = [requested]
-        reasons = []
+        reasons: list[str] = []
         for mode in candidates:
             reason = self._probe(mode)
             if reason is None:
