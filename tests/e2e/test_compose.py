@@ -198,9 +198,10 @@ def test_init_runs_first_and_everything_else_waits_for_it() -> None:
     completed = {"condition": "service_completed_successfully"}
     for name in (*CONTROL_PLANE, NODEPORTS, "token", "addons"):
         assert found[name]["depends_on"]["init"] == completed, name
-    # Nodes wait for the join token's Secret (made once the API server is healthy).
+    # Nodes wait for the join token's Secret, which the token service makes as soon as the
+    # API server answers (it waits for it itself).
     assert found[NODE]["depends_on"] == {"token": completed}
-    assert found["token"]["depends_on"]["apiserver"] == {"condition": "service_healthy"}
+    assert found["token"]["depends_on"] == {"init": completed}
 
 
 def test_the_ca_key_stays_in_the_control_plane() -> None:
@@ -301,6 +302,7 @@ def test_the_token_service_makes_the_join_tokens_secret() -> None:
     parsed = build_parser().parse_args(words[2:-1])
     assert (parsed.command, parsed.token_command) == ("token", "create")
     assert parsed.data_dir == Path(PKI_DIR)
+    assert parsed.timeout >= 60  # long enough for the API server to come up
     assert parsed.kubeconfig is None and parsed.token is None  # init's admin.conf and token
 
 
