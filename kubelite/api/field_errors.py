@@ -55,7 +55,11 @@ class FieldError:
         return text
 
     def to_json(self) -> dict[str, str]:
-        return {"reason": _REASONS[self.type], "field": self.field, "message": str(self)}
+        # As Kubernetes' StatusCause: the field apart, the message without it (clients
+        # print "field: message").
+        text = str(self)
+        message = text.removeprefix(f"{self.field}: ") if self.field else text
+        return {"reason": _REASONS[self.type], "field": self.field, "message": message}
 
 
 _REASONS = {

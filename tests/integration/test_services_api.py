@@ -38,6 +38,7 @@ def service(name: str, type_: str = "ClusterIP", *, cluster_ip: str = "", node_p
 
 
 def causes(error: Invalid) -> list[tuple[str, str]]:
+    """(field, message) of each cause; the message leaves the field out, as Kubernetes'."""
     return [(c["field"], c["message"]) for c in error.causes]
 
 
@@ -112,14 +113,14 @@ async def test_duplicates_are_rejected_with_the_field(client: ApiClient) -> None
         await client.create(service("second", cluster_ip=first.spec.cluster_ip))
     assert causes(e.value) == [(
         "spec.clusterIP",
-        f'spec.clusterIP: Invalid value: "{first.spec.cluster_ip}": provided IP is already'
+        f'Invalid value: "{first.spec.cluster_ip}": provided IP is already'
         " allocated",
     )]
     with pytest.raises(Invalid) as e:
         await client.create(service("third", "NodePort", node_port=first.spec.ports[0].node_port))
     assert causes(e.value) == [(
         "spec.ports[0].nodePort",
-        f"spec.ports[0].nodePort: Invalid value: {first.spec.ports[0].node_port}: provided port"
+        f"Invalid value: {first.spec.ports[0].node_port}: provided port"
         " is already allocated",
     )]
     # The failed creates took nothing: only the first service's values are held.
@@ -139,7 +140,7 @@ async def test_out_of_range_values_are_rejected(client: ApiClient) -> None:
         await client.create(service("ip", cluster_ip="10.0.0.1"))
     assert causes(e.value) == [(
         "spec.clusterIP",
-        'spec.clusterIP: Invalid value: "10.0.0.1": provided IP is not in the valid range.'
+        'Invalid value: "10.0.0.1": provided IP is not in the valid range.'
         " The range of valid IPs is 127.96.0.0/16",
     )]
     for edge in ("127.96.0.0", "127.96.255.255"):  # network and broadcast addresses
@@ -149,12 +150,12 @@ async def test_out_of_range_values_are_rejected(client: ApiClient) -> None:
         await client.create(service("port", "NodePort", node_port=20000))
     assert causes(e.value) == [(
         "spec.ports[0].nodePort",
-        "spec.ports[0].nodePort: Invalid value: 20000: provided port is not in the valid range."
+        "Invalid value: 20000: provided port is not in the valid range."
         " The range of valid ports is 30000-32767",
     )]
     with pytest.raises(Invalid) as e:
         await client.create(service("big", port=70000))
-    assert ("spec.ports[0].port", "spec.ports[0].port: Invalid value: 70000: must be between 1"
+    assert ("spec.ports[0].port", "Invalid value: 70000: must be between 1"
             " and 65535, inclusive") in causes(e.value)
     with pytest.raises(Invalid) as e:
         await client.create(service("cip", node_port=30080))

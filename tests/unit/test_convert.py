@@ -500,7 +500,7 @@ def test_conversion_error_message_and_api_error() -> None:
         {
             "reason": "FieldValueTypeInvalid",
             "field": "spec.replicas",
-            "message": 'spec.replicas: Invalid type: "three": expected integer',
+            "message": 'Invalid type: "three": expected integer',
         }
     ]
 

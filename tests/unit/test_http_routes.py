@@ -175,7 +175,7 @@ def test_status_objects_name_the_object_as_kubernetes_does() -> None:
     assert body["code"] == 422 and body["details"]["kind"] == "Deployment"
     assert body["details"]["causes"] == [{
         "reason": "FieldValueInvalid", "field": "spec.replicas",
-        "message": "spec.replicas: Invalid value: -1: must be greater than or equal to 0"}]
+        "message": "Invalid value: -1: must be greater than or equal to 0"}]
     busy = status(TooManyRequests("slow down", retry_after_seconds=2))
     assert (busy["code"], busy["details"]) == (429, {"retryAfterSeconds": 2})
     assert success(rtype=by_plural("pods"), name="p", uid="u") == {
