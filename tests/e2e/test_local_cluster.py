@@ -35,7 +35,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 PORT_OPTIONS = ("--api-port", "--etcd-port", "--etcd-peer-port", "--scheduler-health-port",
                 "--controller-manager-health-port", "--kubelet-port", "--kubelet-health-port",
-                "--proxy-health-port")
+                "--proxy-health-port", "--http-api-port")
 
 
 _handed_out: set[int] = set()

@@ -91,6 +91,6 @@ async def test_the_default_comes_from_the_api_settings(short_client: ApiClient) 
 def test_the_apiserver_option_sets_it() -> None:
     from apiserver.__main__ import parse_args
 
-    settings, _ = parse_args(["--default-toleration-seconds", "42"])
+    settings, _ = parse_args(["--insecure", "--default-toleration-seconds", "42"])
     assert settings.api.default_toleration_seconds == 42
-    assert parse_args([])[0].api.default_toleration_seconds == 300
+    assert parse_args(["--insecure"])[0].api.default_toleration_seconds == 300

@@ -139,15 +139,16 @@ async def test_pod_with_a_claim_volume_is_refused(
     assert (await client.list(v1.Pod, "default")).items == []
 
 
-async def test_projected_volume_is_unsupported(
+async def test_the_docs_projected_volume_is_accepted(
     klctl: Klctl, client: ApiClient, tmp_path: Path
 ) -> None:
+    # Kubernetes' docs example (tasks/configure-pod-container/configure-projected-volume).
     result = await klctl("apply", "-f", write(tmp_path, "projected.yaml", PROJECTED))
-    assert result.code != 0
-    assert ("spec.volumes[0].projected: Unsupported value: projected volumes are not"
-            " supported") in result.err, result.err
-    assert "Unknown field" not in result.err
-    assert (await client.list(v1.Pod, "default")).items == []
+    assert result.code == 0, result.err
+    pod = await client.get(v1.Pod, "test-projected-volume", "default")
+    sources = pod.spec.volumes[0].projected.sources
+    assert [s.secret.name for s in sources] == ["user", "pass"]
+    assert pod.spec.volumes[0].projected.default_mode == 0o644
 
 
 async def test_canonical_stateful_set_is_accepted(
