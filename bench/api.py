@@ -20,11 +20,16 @@ Prints one JSON object:
 - a ceiling: the same client against a do-nothing Python gRPC server (bench/echo_server.py),
   in plaintext and with the secured server's TLS and client certificate (``echo_tls_*``), so
   the cost of TLS alone in Python gRPC shows beside the cost of security;
+- creates/s and gets/s of ConfigMaps through the insecure server's Kubernetes HTTP/JSON API
+  (``--http-listen``; aiohttp, a keep-alive pool of as many connections as the concurrency)
+  at concurrency 1 and 64 (``http_*``), taking turns with its gRPC API, and
+  ``ratio_http_to_grpc_*``, the quotient of their rates (and of their CPU per operation);
 - watch event latency p50/p99 (write acknowledged -> event delivered) with 100 watchers on
   the insecure server.
 
 Usage: python -m bench.api [--ops N] [--rounds N] [--watchers N] [--events N]
-                           [--security on|off] [--secured-etcd tls|plain] [--profile DIR]
+                           [--security on|off] [--secured-etcd tls|plain] [--http on|off]
+                           [--profile DIR]
 """
 
 from __future__ import annotations
@@ -41,10 +46,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from apiserver.encryption import ENCRYPTED_PREFIX
 from apiserver.etcd import Etcd, EtcdSettings
@@ -63,6 +71,8 @@ from kubelite.client.config import ClientConfig, load_kubeconfig
 from kubelite.cluster_security import apiserver_security, etcd_tls
 from kubelite.etcd_process import EtcdProcess
 from kubelite.pki import ClusterPki, init_cluster, issue
+from kubelite.ports import free_port
+from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
 
 PAYLOAD = {"config.yaml": "replicas: 3\nimage: web:1.0\n" * 4}
@@ -85,6 +95,14 @@ PERMISSION_TIMEOUT = 20.0
 API_FIGURES = ("creates_per_s", "gets_per_s", "secret_creates_per_s")
 """What is measured through each API server (gets read what the creates before them made)."""
 ECHO_FIGURES = ("creates_per_s",)
+HTTP_FIGURES = ("creates_per_s", "gets_per_s")
+"""What is measured through the insecure server's HTTP API, beside the same through gRPC."""
+HTTP_READY_TIMEOUT = 20.0
+"""Seconds the insecure server's HTTP API gets to answer /readyz once its gRPC API serves."""
+
+Operation = Callable[[int], Awaitable[object]]
+Operations = Callable[[str, int, int], Operation]
+"""``(figure, concurrency, chunk)`` -> the ``i``-th call of that chunk of a measurement."""
 
 
 def configmap(name: str) -> v1.ConfigMap:
@@ -118,17 +136,66 @@ async def raw_etcd(settings: EtcdSettings, ops: int) -> dict[str, float]:
 # --------------------------------------------------------------------------- sides
 
 
-def operation(figure: str, client: ApiClient, c: int, chunk: int
-              ) -> Callable[[int], Awaitable[object]]:
-    """The ``i``-th call of one chunk of a measurement. Names depend on the concurrency and
-    the chunk only: each server has its own store, and the gets find the creates' objects."""
-    if figure == "creates_per_s":
-        return lambda i: client.create(configmap(f"cm-c{c}-{chunk}-{i}"), NAMESPACE)
-    if figure == "gets_per_s":
-        return lambda i: client.get(v1.ConfigMap, f"cm-c{c}-{chunk}-{i}", NAMESPACE)
-    if figure == "secret_creates_per_s":
-        return lambda i: client.create(secret(f"s-c{c}-{chunk}-{i}"), NAMESPACE)
-    raise ValueError(f"figure: unknown {figure!r}")
+def grpc_operations(client: ApiClient) -> Operations:
+    """Calls through the gRPC API. Names depend on the concurrency and the chunk only: each
+    server has its own store, and the gets find the creates' objects."""
+    def operation(figure: str, c: int, chunk: int) -> Operation:
+        if figure == "creates_per_s":
+            return lambda i: client.create(configmap(f"cm-c{c}-{chunk}-{i}"), NAMESPACE)
+        if figure == "gets_per_s":
+            return lambda i: client.get(v1.ConfigMap, f"cm-c{c}-{chunk}-{i}", NAMESPACE)
+        if figure == "secret_creates_per_s":
+            return lambda i: client.create(secret(f"s-c{c}-{chunk}-{i}"), NAMESPACE)
+        raise ValueError(f"figure: unknown {figure!r}")
+    return operation
+
+
+def configmap_json(name: str) -> dict[str, Any]:
+    """:func:`configmap` as the HTTP API takes it."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": {"app": "bench"}}, "data": PAYLOAD}
+
+
+async def http_call(session: aiohttp.ClientSession, method: str, path: str, expected: int,
+                    body: dict[str, Any] | None = None) -> object:
+    """One request; the decoded JSON answer (as the gRPC client decodes its own)."""
+    async with session.request(method, path, json=body) as response:
+        if response.status != expected:
+            text = await response.text()
+            raise RuntimeError(f"{method} {path}: HTTP {response.status}, expected {expected}:"
+                               f" {text[:500]}")
+        return await response.json()
+
+
+@asynccontextmanager
+async def http_operations(address: str) -> AsyncIterator[Operations]:
+    """Calls through the HTTP API at ``address`` (plaintext): at each concurrency, a session
+    keeping alive as many connections as the calls in flight. Their names differ from the
+    gRPC API's, which writes to the same server."""
+    base = f"http://{address}"
+    sessions = {c: aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(
+        limit=c, limit_per_host=c, force_close=False)) for c in CONCURRENCIES}
+    try:
+        async def ready() -> bool:
+            async with sessions[1].get("/readyz") as response:
+                return response.status == 200
+        await eventually(ready, timeout=HTTP_READY_TIMEOUT,
+                         message=f"the HTTP API at {address} to answer /readyz")
+        configmaps = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
+
+        def operation(figure: str, c: int, chunk: int) -> Operation:
+            session = sessions[c]
+            if figure == "creates_per_s":
+                return lambda i: http_call(session, "POST", configmaps, 201,
+                                           configmap_json(f"http-cm-c{c}-{chunk}-{i}"))
+            if figure == "gets_per_s":
+                return lambda i: http_call(session, "GET",
+                                           f"{configmaps}/http-cm-c{c}-{chunk}-{i}", 200)
+            raise ValueError(f"figure: unknown {figure!r}")
+        yield operation
+    finally:
+        for session in sessions.values():
+            await session.close()
 
 
 @dataclass
@@ -136,7 +203,9 @@ class Side:
     """One server measured: its client, and the processes whose CPU its work costs."""
 
     name: str
-    client: ApiClient
+    operations: Operations
+    figures: Sequence[str]
+    """What is measured on this side (of the figures a measurement asks for)."""
     server_pid: int
     etcd_pid: int | None = None
     """None: the server has no etcd (the echo server)."""
@@ -145,8 +214,7 @@ class Side:
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
     """CPU seconds per measurement: of this client's process, the server and etcd."""
 
-    async def run(self, key: str, op: Callable[[int], Awaitable[object]], c: int,
-                  count: int) -> None:
+    async def run(self, key: str, op: Operation, c: int, count: int) -> None:
         before = self.cpu_now()
         start = time.perf_counter()
         await rate(op, c, count)
@@ -176,14 +244,15 @@ async def side_by_side(sides: Sequence[Side], figures: Sequence[str], ops: int,
                        rounds: int) -> None:
     """Every measurement at every concurrency on each side, in ``rounds`` chunks that take
     turns (A B, B A, A B, ...), so that load from elsewhere on the machine falls on every side
-    alike."""
+    alike. A side measures only the figures among its own."""
     chunks = [ops // rounds + (1 if r < ops % rounds else 0) for r in range(rounds)]
     for c in CONCURRENCIES:
         for figure in figures:
             key = f"{figure}_c{c}"
+            measured = [side for side in sides if figure in side.figures]
             for r, count in enumerate(chunks):
-                for side in sides if r % 2 == 0 else list(reversed(sides)):
-                    await side.run(key, operation(figure, side.client, c, r), c, count)
+                for side in measured if r % 2 == 0 else list(reversed(measured)):
+                    await side.run(key, side.operations(figure, c, r), c, count)
 
 
 def child_serving(address: str) -> int:
@@ -336,31 +405,46 @@ def profiled(sides: Sequence[Side], directory: Path | None) -> Iterator[None]:
                                    f" {err.decode(errors='replace')[-2000:]}")
 
 
-async def measure_api(etcd: EtcdProcess, address: str, pki: ClusterPki | None, tmp: Path,
-                      ops: int, rounds: int, secured_etcd: str, profile: Path | None
-                      ) -> ApiFigures:
-    """The API measurements on the insecure server at ``address`` and, given a PKI, on a
-    secured one beside it (both profiled into ``profile`` when given)."""
-    async with ApiClient(address) as insecure:
+@asynccontextmanager
+async def http_side(address: str, http_address: str | None, etcd: EtcdProcess
+                    ) -> AsyncIterator[list[Side]]:
+    """The insecure server's HTTP API at ``http_address`` as a side (none without one)."""
+    if http_address is None:
+        yield []
+        return
+    async with http_operations(http_address) as operations:
+        yield [Side("http", operations, HTTP_FIGURES, child_serving(address),
+                    process_id(etcd))]
+
+
+async def measure_api(etcd: EtcdProcess, address: str, http_address: str | None,
+                      pki: ClusterPki | None, tmp: Path, ops: int, rounds: int,
+                      secured_etcd: str, profile: Path | None) -> ApiFigures:
+    """The API measurements on the insecure server at ``address`` (and through its HTTP API
+    at ``http_address`` when given) and, given a PKI, on a secured one beside it (each server
+    profiled into ``profile`` when given)."""
+    async with ApiClient(address) as insecure, \
+            http_side(address, http_address, etcd) as http:
         await insecure.create(v1.Namespace(metadata=v1.ObjectMeta(name=NAMESPACE)))
-        sides = [Side("api", insecure, child_serving(address), process_id(etcd))]
+        grpc = [Side("api", grpc_operations(insecure), API_FIGURES, child_serving(address),
+                     process_id(etcd))]
         if pki is None:
-            with profiled(sides, profile):
-                await side_by_side(sides, API_FIGURES, ops, rounds)
-            return ApiFigures(sides)
+            with profiled(grpc, profile):
+                await side_by_side([*grpc, *http], API_FIGURES, ops, rounds)
+            return ApiFigures([*grpc, *http])
         with secured_apiserver(pki, etcd, tmp, secured_etcd) as server:
             async with ApiClient(user_config(pki, server.address)) as user:
                 await grant_edit(server, user)
-                sides.append(Side("secured", user, child_serving(server.address),
-                                  server.etcd_pid))
-                with profiled(sides, profile):
-                    await side_by_side(sides, API_FIGURES, ops, rounds)
+                grpc.append(Side("secured", grpc_operations(user), API_FIGURES,
+                                 child_serving(server.address), server.etcd_pid))
+                with profiled(grpc, profile):
+                    await side_by_side([*grpc, *http], API_FIGURES, ops, rounds)
             prefixes = await stored_secret_prefixes(server)
             etcd_tls = await raw_etcd(server.etcd, ops) if secured_etcd == "tls" else None
         if prefixes != {ENCRYPTED_PREFIX}:
             raise RuntimeError("the secured server's Secrets are not all stored encrypted:"
                                f" values start with {sorted(prefixes)}")
-        return ApiFigures(sides, etcd_tls)
+        return ApiFigures([*grpc, *http], etcd_tls)
 
 
 async def echo_ceiling(ops: int, rounds: int, pki: ClusterPki | None) -> list[Side]:
@@ -368,7 +452,8 @@ async def echo_ceiling(ops: int, rounds: int, pki: ClusterPki | None) -> list[Si
     plaintext and, given a PKI, with the secured server's TLS and client certificate."""
     with module_process("bench.echo_server") as plain:
         async with ApiClient(plain) as client:
-            sides = [Side("echo", client, child_serving(plain))]
+            sides = [Side("echo", grpc_operations(client), ECHO_FIGURES,
+                          child_serving(plain))]
             if pki is None:
                 await side_by_side(sides, ECHO_FIGURES, ops, rounds)
                 return sides
@@ -376,7 +461,8 @@ async def echo_ceiling(ops: int, rounds: int, pki: ClusterPki | None) -> list[Si
                                 "--tls-private-key-file", str(pki.apiserver_key),
                                 "--client-ca-file", str(pki.ca_cert)) as secure:
                 async with ApiClient(user_config(pki, secure)) as tls_client:
-                    sides.append(Side("echo_tls", tls_client, child_serving(secure)))
+                    sides.append(Side("echo_tls", grpc_operations(tls_client), ECHO_FIGURES,
+                                      child_serving(secure)))
                     await side_by_side(sides, ECHO_FIGURES, ops, rounds)
             return sides
 
@@ -444,14 +530,17 @@ def ratio(numerator: float, denominator: float) -> float:
 
 
 async def main_async(ops: int, rounds: int, watchers: int, events: int, security: bool,
-                     secured_etcd: str, profile: Path | None = None) -> dict[str, object]:
+                     secured_etcd: str, profile: Path | None = None, http: bool = True
+                     ) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="kubelite-bench-api-") as tmp:
         pki = init_cluster(Path(tmp) / "cluster").pki if security else None
+        http_address = f"127.0.0.1:{free_port()}" if http else None
+        http_flags = ("--http-listen", http_address) if http_address is not None else ()
         with temporary_etcd() as etcd, \
-                apiserver_process(etcd.endpoint, "--insecure") as address:
+                apiserver_process(etcd.endpoint, "--insecure", *http_flags) as address:
             raw = await raw_etcd(EtcdSettings(endpoints=(etcd.endpoint,)), ops)
-            api = await measure_api(etcd, address, pki, Path(tmp), ops, rounds, secured_etcd,
-                                    profile)
+            api = await measure_api(etcd, address, http_address, pki, Path(tmp), ops, rounds,
+                                    secured_etcd, profile)
             latency = await watch_latency(address, watchers, events)
         echo_sides = await echo_ceiling(ops, rounds, pki)
 
@@ -467,6 +556,8 @@ async def main_async(ops: int, rounds: int, watchers: int, events: int, security
         }
     else:
         result["security"] = "off: the insecure server only (--security off)"
+    if not http:
+        result["http"] = "off: the gRPC API only (--http off)"
     rates: dict[str, float] = {}
     cpu: dict[str, dict[str, dict[str, float]]] = {}
     for side in [*api.sides, *echo_sides]:
@@ -500,6 +591,14 @@ async def main_async(ops: int, rounds: int, watchers: int, events: int, security
             rates[f"api_gets_per_s_c{c}"], raw[f"ranges_per_s_c{c}"])
         result[f"ratio_creates_to_python_grpc_echo_c{c}"] = ratio(
             rates[f"api_creates_per_s_c{c}"], rates[f"echo_creates_per_s_c{c}"])
+        if http:
+            for figure in HTTP_FIGURES:
+                name = figure.removesuffix("_per_s")
+                result[f"ratio_http_to_grpc_{name}_c{c}"] = ratio(
+                    rates[f"http_{figure}_c{c}"], rates[f"api_{figure}_c{c}"])
+                costs = cpu[f"{name}_c{c}"]
+                result[f"ratio_http_to_grpc_cpu_efficiency_{name}_c{c}"] = ratio(
+                    sum(costs["api"].values()), sum(costs["http"].values()))
     result["cpu_ms_per_op"] = cpu
     if profile is not None:
         result["profiles"] = str(profile)
@@ -521,6 +620,9 @@ def main() -> None:
                    help="the secured server's etcd: its own with mutual TLS, as kubelite up"
                         " runs it (default), or the insecure server's plaintext one, which"
                         " leaves the API server's own cost of security alone in the ratio")
+    p.add_argument("--http", choices=("on", "off"), default="on",
+                   help="on: measure the insecure server's HTTP API beside its gRPC API"
+                        " (default)")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="record each API server with py-spy (pip install py-spy) during the API"
                         " measurements: DIR/api.txt and DIR/secured.txt, collapsed stacks of"
@@ -539,7 +641,8 @@ def main() -> None:
 
     async def run() -> None:
         result.update(await main_async(a.ops, a.rounds, a.watchers, a.events,
-                                       a.security == "on", a.secured_etcd, a.profile))
+                                       a.security == "on", a.secured_etcd, a.profile,
+                                       a.http == "on"))
 
     daemon.run(run())
     print(json.dumps(result, indent=2))
