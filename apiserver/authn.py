@@ -13,6 +13,7 @@ one whose credentials fail, with the reason in the log and only "Unauthorized" i
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,7 +90,8 @@ class _Certificate:
     user: UserInfo | None
     """None when the certificate is no identity: the anonymous-transport one, one the client
     CA did not issue, or one not for client authentication."""
-    not_after: dt.datetime
+    not_after: float
+    """When it expires, in seconds since the epoch (compared on every request)."""
 
 
 def load_client_cas(pem: bytes) -> list[x509.Certificate]:
@@ -157,13 +159,22 @@ class Authenticator:
         self.keys = list(verification_keys)
         self.client_cas = list(client_cas)
         self.clock = clock
+        # Certificate expiry is checked on every request: seconds are far cheaper than an
+        # aware datetime, and tests' clocks still decide.
+        self._seconds: Callable[[], float] = (
+            time.time if clock is _utc_now else lambda: clock().timestamp())
         self._certificates: OrderedDict[bytes, _Certificate] = OrderedDict()
+
+    @property
+    def accepts_certificates(self) -> bool:
+        """Whether a client certificate can name a user here (a client CA is configured)."""
+        return bool(self.client_cas)
 
     async def authenticate(self, certificate: bytes | None, authorization: str | None
                            ) -> UserInfo:
         """The user of a request with this verified client certificate (PEM) and this
         ``authorization`` header; Unauthorized when there is none to be had."""
-        if certificate:
+        if certificate and self.client_cas:
             user = self._certificate_user(certificate)
             if user is not None:
                 return user
@@ -182,13 +193,13 @@ class Authenticator:
             except ValueError as e:
                 log.info("client certificate refused", reason=f"does not parse: {e}")
                 raise Unauthorized(UNAUTHORIZED) from None
-            cached = _Certificate(user, not_after)
+            cached = _Certificate(user, not_after.timestamp())
             self._certificates[pem] = cached
             if len(self._certificates) > self.settings.x509_cache_size:
                 self._certificates.popitem(last=False)
         else:
             self._certificates.move_to_end(pem)
-        if cached.not_after <= self.clock():
+        if cached.not_after <= self._seconds():
             # The handshake checked it; a connection may outlive it.
             log.info("client certificate refused", reason="expired",
                      user=cached.user.name if cached.user else "")

@@ -65,10 +65,6 @@ class AlwaysAllow:
         return Verdict(Decision.ALLOW)
 
 
-def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> list[tuple[str, str | bytes]]:
-    return [(key, value) for key, value in (context.invocation_metadata() or ())]
-
-
 class Security:
     def __init__(
         self,
@@ -135,15 +131,26 @@ class Security:
         Raises Unauthorized, or Forbidden for an impersonation the caller may not do."""
         if not self.enabled:
             return None
-        certificates = list(context.auth_context().get("x509_pem_cert", ()))
-        certificate = certificates[0] if certificates else None
-        metadata = _metadata(context)
-        header = next((v for k, v in metadata if k == "authorization"), None)
+        # One pass over the metadata for the two things read from it on every call.
+        metadata = context.invocation_metadata() or ()
+        header: str | bytes | None = None
+        impersonating = False
+        for key, value in metadata:
+            if key == "authorization":
+                if header is None:
+                    header = value
+            elif (not impersonating and key.startswith(impersonation.KEY_PREFIX)
+                  and impersonation.is_impersonation_key(key)):
+                impersonating = True
         if isinstance(header, bytes):
             header = header.decode(errors="replace")
+        # The TLS auth context is built afresh on each call: only asked for when a
+        # certificate can be someone.
+        certificate = (_peer_certificate(context)
+                       if self.authenticator.accepts_certificates else None)
         user = await self.authenticator.authenticate(certificate, header)
-        if impersonation.requested(metadata):
-            user = impersonation.impersonate(user, metadata, self.authorizer)
+        if impersonating:
+            user = impersonation.impersonate(user, tuple(metadata), self.authorizer)
         return user
 
     def check(self, user: UserInfo | None, verb: str, resource: str, *, api_group: str = "",
@@ -161,6 +168,13 @@ class Security:
     def reviewer(self) -> Authorizer | None:
         """What access reviews are answered with; None (everything allowed) when insecure."""
         return self.authorizer if self.enabled else None
+
+
+def _peer_certificate(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
+    """The PEM of the client certificate the TLS handshake verified, if any."""
+    for certificate in context.auth_context().get("x509_pem_cert", ()):
+        return certificate
+    return None
 
 
 def modes_from_flag(text: str) -> tuple[str, ...]:

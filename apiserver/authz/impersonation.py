@@ -23,12 +23,21 @@ USER = "impersonate-user"
 GROUP = "impersonate-group"
 UID = "impersonate-uid"
 EXTRA_PREFIX = "impersonate-extra-"
+KEY_PREFIX = "impersonate-"
+"""What every impersonation key starts with."""
 AUTHENTICATION_GROUP = "authentication.k8s.io"
 
 
+_KEYS = frozenset((USER, GROUP, UID))
+
+
+def is_impersonation_key(key: str) -> bool:
+    """Whether a metadata key asks for impersonation."""
+    return key in _KEYS or key.startswith(EXTRA_PREFIX)
+
+
 def requested(metadata: Sequence[tuple[str, str | bytes]]) -> bool:
-    return any(k in (USER, GROUP, UID) or k.startswith(EXTRA_PREFIX)
-               for k, _ in metadata)
+    return any(is_impersonation_key(k) for k, _ in metadata)
 
 
 def impersonate(user: UserInfo, metadata: Sequence[tuple[str, str | bytes]],

@@ -6,13 +6,16 @@ delivers them (``apply``), with the bindings indexed by subject, so a decision l
 bindings of the request's user and groups. ClusterRoles with an aggregationRule get the rules of
 every ClusterRole their selectors match, recursively (what upstream's aggregation controller
 writes into them), worked out when first needed after a ClusterRole changes.
+
+Allow decisions that hold for every object name are remembered, by user, groups and what the
+request asks, until any RBAC object changes: most requests repeat one another's.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from google.protobuf.message import Message
@@ -44,9 +47,13 @@ class Rule:
                    frozenset(rule.resource_names))
 
     def allows(self, a: Attributes) -> bool:
-        return (verb_matches(self, a.verb) and api_group_matches(self, a.api_group)
-                and resource_matches(self, a.combined_resource, a.subresource)
+        return (self.matches(a.verb, a.api_group, a.combined_resource, a.subresource)
                 and resource_name_matches(self, a.name))
+
+    def matches(self, verb: str, api_group: str, combined: str, subresource: str) -> bool:
+        """Whether the rule covers the request, its resourceNames left aside."""
+        return (verb_matches(self, verb) and api_group_matches(self, api_group)
+                and resource_matches(self, combined, subresource))
 
 
 def verb_matches(rule: Rule, verb: str) -> bool:
@@ -111,10 +118,21 @@ class Binding:
     role_kind: str
     role_name: str
     subjects: frozenset[SubjectKey]
+    allowed: Verdict = field(init=False, compare=False, repr=False)
+    """What a request this binding allows is answered (its reason built once)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed",
+                           Verdict(Decision.ALLOW, f"RBAC: allowed by {self.describe()}"))
 
     def describe(self) -> str:
         where = f' in namespace "{self.namespace}"' if self.namespace else ""
         return (f'{self.kind} "{self.name}"{where} of {self.role_kind} "{self.role_name}"')
+
+
+DecisionKey = tuple[str, tuple[str, ...], str, str, str, str, str]
+"""(user name, groups, verb, API group, resource, subresource, namespace): what an RBAC
+decision depends on, the object's name aside."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +146,11 @@ class _ClusterRole:
 class RbacIndex:
     """The RBAC objects, by what a decision looks up."""
 
-    def __init__(self) -> None:
+    def __init__(self, decision_cache_size: int = 4096) -> None:
+        self.decision_cache_size = decision_cache_size
+        """Allow decisions remembered at most; all are forgotten when there are more."""
+        self._allowed: dict[DecisionKey, Verdict] = {}
+        """Allow decisions that hold whatever the object's name; emptied on any change."""
         self._roles: dict[tuple[str, str], tuple[Rule, ...]] = {}
         self._cluster_roles: dict[str, _ClusterRole] = {}
         self._effective: dict[str, tuple[Rule, ...]] = {}
@@ -143,6 +165,7 @@ class RbacIndex:
 
     def apply(self, kind: str, obj: Message, deleted: bool) -> None:
         """Takes in an added, changed or deleted (``deleted``) object of an RBAC kind."""
+        self._allowed.clear()
         if isinstance(obj, v1.Role):
             key = (obj.metadata.namespace, obj.metadata.name)
             if deleted:
@@ -165,6 +188,7 @@ class RbacIndex:
 
     def reset(self, kind: str) -> None:
         """Forgets every object of ``kind`` (before a relist feeds them again)."""
+        self._allowed.clear()
         if kind == "Role":
             self._roles.clear()
         elif kind == "ClusterRole":
@@ -209,6 +233,16 @@ class RbacIndex:
                     del self._by_subject[index]
 
     # ---------------------------------------------------------------- reads
+
+    def remembered(self, key: DecisionKey) -> Verdict | None:
+        """The allow decision remembered for ``key``, if any."""
+        return self._allowed.get(key)
+
+    def remember(self, key: DecisionKey, verdict: Verdict) -> None:
+        """Keeps an allow decision that holds for every object name, until RBAC changes."""
+        if len(self._allowed) >= self.decision_cache_size:
+            self._allowed.clear()  # simpler than LRU; refilled by the requests that repeat
+        self._allowed[key] = verdict
 
     def cluster_role_rules(self, name: str) -> tuple[Rule, ...]:
         """The rules a ClusterRole grants, aggregated ones included; none if it is missing."""
@@ -279,9 +313,26 @@ class RbacAuthorizer:
     def __init__(self, index: RbacIndex) -> None:
         self.index = index
 
-    def authorize(self, attributes: Attributes) -> Verdict:
-        for binding in self.index.bindings_for(attributes.user, attributes.namespace):
+    def authorize(self, a: Attributes) -> Verdict:
+        user = a.user
+        key = (user.name, user.groups, a.verb, a.api_group, a.resource, a.subresource,
+               a.namespace)
+        remembered = self.index.remembered(key)
+        if remembered is not None:
+            return remembered
+        combined = a.combined_resource
+        # The first rule that allows decides (its binding is the reason). The decision is
+        # the same for every name unless a rule limited to some names came before it.
+        named_before = False
+        for binding in self.index.bindings_for(user, a.namespace):
             for rule in self.index.role_rules(binding):
-                if rule.allows(attributes):
-                    return Verdict(Decision.ALLOW, f"RBAC: allowed by {binding.describe()}")
+                if not rule.matches(a.verb, a.api_group, combined, a.subresource):
+                    continue
+                if not rule.resource_names:
+                    if not named_before:
+                        self.index.remember(key, binding.allowed)
+                    return binding.allowed
+                if a.name in rule.resource_names:
+                    return binding.allowed
+                named_before = True
         return NO_OPINION

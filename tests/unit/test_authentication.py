@@ -50,7 +50,7 @@ def key() -> rsa.RSAPrivateKey:
 
 class World:
     def __init__(self, ca: tuple[bytes, bytes], key: rsa.RSAPrivateKey,
-                 **settings: Any) -> None:
+                 client_ca: bool = True, **settings: Any) -> None:
         self.api = FakeApi()
         self.accounts = Uids()
         self.pods = NodeGraph()
@@ -58,7 +58,8 @@ class World:
         self.authenticator = Authenticator(
             cast(Api, self.api), AuthenticationSettings(**settings),
             service_accounts=self.accounts, pods=self.pods,
-            verification_keys=[key.public_key()], client_cas=load_client_cas(ca[0]),
+            verification_keys=[key.public_key()],
+            client_cas=load_client_cas(ca[0]) if client_ca else (),
             clock=lambda: self.now)
 
     async def user(self, certificate: bytes | None = None, header: str | None = None
@@ -206,3 +207,16 @@ async def test_a_certificate_wins_over_a_token(ca: tuple[bytes, bytes],
     world = World(ca, key)
     cert, _ = issue(*ca, "alice", client=True)
     assert (await world.user(cert, "Bearer garbage")).name == "alice"
+
+
+async def test_without_a_client_ca_certificates_are_nobody(
+        ca: tuple[bytes, bytes], key: rsa.RSAPrivateKey) -> None:
+    world = World(ca, key, client_ca=False)
+    assert not world.authenticator.accepts_certificates
+    cert, _ = issue(*ca, "alice", client=True)
+    with pytest.raises(Unauthorized):
+        await world.user(cert)
+    _account(world)
+    _pod(world)
+    assert (await world.user(cert, _token(key))).name == (
+        "system:serviceaccount:ns:robot")

@@ -170,6 +170,60 @@ def test_changes_and_deletes_take_effect() -> None:
     assert not allowed(index, BOB, "get", "pods", namespace="a", name="p")
 
 
+
+def _reason(index: RbacIndex, user: UserInfo, verb: str, resource: str, *,
+            namespace: str = "", name: str = "") -> str:
+    return RbacAuthorizer(index).authorize(Attributes(
+        user, verb, resource, namespace=namespace, name=name)).reason
+
+
+def test_remembered_decisions_are_forgotten_when_rbac_changes() -> None:
+    reader = cluster_role("reader", rule(["get", "list"], [""], ["pods"]))
+    binding = role_binding("a", "read", "ClusterRole", "reader", subject("User", "alice"))
+    index = index_of(reader, binding)
+    for _ in range(2):  # the second answer is the remembered one
+        assert allowed(index, ALICE, "list", "pods", namespace="a")
+        assert allowed(index, ALICE, "get", "pods", namespace="a", name="p")
+    assert not allowed(index, BOB, "list", "pods", namespace="a")
+    assert not allowed(index, ALICE, "list", "pods", namespace="b")
+    assert not allowed(index, UserInfo("alice", groups=("ops",)), "get", "pods",
+                       namespace="b", name="p")
+    del reader.rules[:]
+    reader.rules.append(rule(["list"], [""], ["pods"]))
+    index.apply("ClusterRole", reader, False)
+    assert not allowed(index, ALICE, "get", "pods", namespace="a", name="p")
+    assert allowed(index, ALICE, "list", "pods", namespace="a")
+    index.reset("ClusterRole")
+    assert not allowed(index, ALICE, "list", "pods", namespace="a")
+
+
+def test_names_limited_rules_keep_their_say_beside_remembered_decisions() -> None:
+    # "settings" is allowed by the binding limited to it, which comes first; other names by
+    # the general one: each keeps its reason however the requests are ordered.
+    index = index_of(
+        cluster_role("one-cm", rule(["get"], [""], ["configmaps"], ["settings"])),
+        cluster_role("all-cm", rule(["get"], [""], ["configmaps"])),
+        cluster_binding("a-one", "one-cm", subject("User", "alice")),
+        cluster_binding("b-all", "all-cm", subject("User", "alice")),
+    )
+    named = 'RBAC: allowed by ClusterRoleBinding "a-one" of ClusterRole "one-cm"'
+    general = 'RBAC: allowed by ClusterRoleBinding "b-all" of ClusterRole "all-cm"'
+    for _ in range(2):
+        assert _reason(index, ALICE, "get", "configmaps", namespace="n",
+                       name="other") == general
+        assert _reason(index, ALICE, "get", "configmaps", namespace="n",
+                       name="settings") == named
+
+
+def test_the_remembered_decisions_are_bounded() -> None:
+    index = index_of(cluster_role("reader", rule(["get"], [""], ["pods"])),
+                     cluster_binding("read", "reader", subject("Group", "devs")))
+    index.decision_cache_size = 3
+    for n in range(10):
+        assert allowed(index, ALICE, "get", "pods", namespace=f"n{n}", name="p")
+        assert len(index._allowed) <= 3
+
+
 def test_aggregated_cluster_roles_take_the_rules_of_the_roles_they_select() -> None:
     index = index_of(
         cluster_role("view", aggregate={"agg/view": "true"}, labels={"agg/edit": "true"}),
