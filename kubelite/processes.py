@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 
 @dataclass
@@ -79,3 +81,35 @@ class ManagedProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+class Watched(Protocol):
+    """What :func:`supervise_until_signalled` needs of a process."""
+
+    name: str
+    log_path: Path
+
+    @property
+    def returncode(self) -> int | None: ...
+    def running(self) -> bool: ...
+
+
+def supervise_until_signalled(processes: Sequence[Watched], say: Callable[[str], None],
+                              poll_interval: float = 0.2) -> int:
+    """Blocks until SIGINT or SIGTERM (0) or until one of ``processes`` dies (1, said)."""
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stopping:
+        for process in processes:
+            if not process.running():
+                say(f"{process.name} exited with code {process.returncode};"
+                    f" see {process.log_path}")
+                return 1
+        time.sleep(poll_interval)
+    return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from kubelite.api import meta as m
 from kubelite.api.quantity import Quantity, parse_quantity
 from protos.v1 import objects_pb2 as v1
@@ -65,20 +67,29 @@ def pod_requests(pod: v1.Pod | v1.PodSpec) -> dict[str, Quantity]:
     init containers) and the largest regular init container, per resource (Kubernetes'
     effective request)."""
     spec = pod.spec if isinstance(pod, v1.Pod) else pod
+    return effective_total(spec, _container_requests)
+
+
+def effective_total(
+    spec: v1.PodSpec, per_container: Callable[[v1.Container], dict[str, Quantity]]
+) -> dict[str, Quantity]:
+    """Kubernetes' PodRequests/PodLimits over ``per_container``'s amounts: the larger of the
+    regular containers plus sidecars and the largest regular init container (beside the
+    sidecars started before it), per resource."""
     total: dict[str, Quantity] = {}
     for container in spec.containers:
-        for name, q in _container_requests(container).items():
+        for name, q in per_container(container).items():
             total[name] = total.get(name, Quantity.zero()) + q
     init_max: dict[str, Quantity] = {}
     sidecars: dict[str, Quantity] = {}
     for container in spec.init_containers:
-        requests = _container_requests(container)
+        amounts = per_container(container)
         if container.HasField("restart_policy") and container.restart_policy == "Always":
-            for name, q in requests.items():
+            for name, q in amounts.items():
                 sidecars[name] = sidecars.get(name, Quantity.zero()) + q
                 total[name] = total.get(name, Quantity.zero()) + q
             continue
-        for name, q in requests.items():
+        for name, q in amounts.items():
             # A regular init container runs beside the sidecars started before it.
             with_sidecars = q + sidecars.get(name, Quantity.zero())
             if name not in init_max or init_max[name] < with_sidecars:

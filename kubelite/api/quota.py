@@ -91,29 +91,8 @@ def _container_list(container: v1.Container, which: str) -> Usage:
 
 
 def pod_total(spec: v1.PodSpec, which: str) -> Usage:
-    """Kubernetes' PodRequests/PodLimits: the larger of the regular containers plus sidecars
-    and the largest regular init container (beside the sidecars started before it)."""
-    total: Usage = {}
-    for container in spec.containers:
-        for name, q in _container_list(container, which).items():
-            total[name] = total.get(name, Quantity.zero()) + q
-    sidecars: Usage = {}
-    init_max: Usage = {}
-    for container in spec.init_containers:
-        values = _container_list(container, which)
-        if container.HasField("restart_policy") and container.restart_policy == "Always":
-            for name, q in values.items():
-                sidecars[name] = sidecars.get(name, Quantity.zero()) + q
-                total[name] = total.get(name, Quantity.zero()) + q
-            continue
-        for name, q in values.items():
-            with_sidecars = q + sidecars.get(name, Quantity.zero())
-            if name not in init_max or init_max[name] < with_sidecars:
-                init_max[name] = with_sidecars
-    for name, q in init_max.items():
-        if name not in total or total[name] < q:
-            total[name] = q
-    return total
+    """Kubernetes' PodRequests/PodLimits of ``which`` (requests or limits)."""
+    return podutil.effective_total(spec, lambda c: _container_list(c, which))
 
 
 def _compute_usage(requests: Usage, limits: Usage) -> Usage:

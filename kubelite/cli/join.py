@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import socket
 import sys
 import time
@@ -39,7 +38,7 @@ from kubelite.client.config import ClientConfig, ConfigError, normalize_server, 
 from kubelite.components import Kubelet, Proxy, installed_script
 from kubelite.health import check_health, join_host_port
 from kubelite.join_discovery import DiscoveryError, discover_ca, normalize_ca_hash
-from kubelite.processes import ManagedProcess
+from kubelite.processes import ManagedProcess, supervise_until_signalled
 from protos.v1 import objects_pb2 as v1
 
 BOOTSTRAP_KUBECONFIG = "bootstrap-kubelet.conf"
@@ -278,22 +277,7 @@ class JoinedNode:
 
     def supervise(self) -> int:
         """Blocks until a signal (0) or until a process dies (1)."""
-        stopping = False
-
-        def on_signal(signum: int, frame: object) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-        while not stopping:
-            for p in self.started:
-                if not p.process.running():
-                    _say(f"{p.name} exited with code {p.process.returncode}; see"
-                         f" {p.process.log_path}")
-                    return 1
-            time.sleep(0.2)
-        return 0
+        return supervise_until_signalled([p.process for p in self.started], _say)
 
     def stop(self) -> None:
         for p in reversed(self.started):

@@ -62,7 +62,7 @@ from kubelite.components import (
 from kubelite.etcd_process import find_etcd
 from kubelite.health import join_host_port
 from kubelite.pki import ClusterPki, init_cluster
-from kubelite.processes import ManagedProcess
+from kubelite.processes import ManagedProcess, supervise_until_signalled
 
 STATE_FILE = "cluster.json"
 CONTROL_PLANE_ADDRESS = "127.0.0.1"
@@ -583,22 +583,7 @@ class LocalCluster:
 
     def supervise(self) -> int:
         """Blocks until a signal (0) or until a component dies (1)."""
-        stopping = False
-
-        def on_signal(signum: int, frame: object) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-        while not stopping:
-            for c in self.components:
-                if not c.process.running():
-                    _say(f"{c.name} exited with code {c.process.returncode};"
-                         f" see {c.process.log_path}")
-                    return 1
-            time.sleep(0.2)
-        return 0
+        return supervise_until_signalled([c.process for c in self.components], _say)
 
 
 def _write_klctl_config(server: str, data_dir: Path, pki: ClusterPki | None
