@@ -9,11 +9,14 @@ import re
 import sys
 from pathlib import Path
 
+from kubelite.client.config import join_host_port, read_kubeconfig_file, write_kubeconfig_data
+from kubelite.components import ApiServer
 from kubelite.pki import (
     DEFAULT_APISERVER_PORT,
     DEFAULT_CLUSTER_DOMAIN,
     DEFAULT_CLUSTER_NAME,
     DEFAULT_SERVICE_CIDR,
+    ClusterPki,
     InitResult,
     PkiError,
     init_cluster,
@@ -45,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
                         " 127.0.0.1 when none)")
     p.add_argument("--apiserver-port", type=int, default=DEFAULT_APISERVER_PORT,
                    metavar="PORT", help="the API server's port in the client configs")
+    p.add_argument("--http-api-port", type=int, default=ApiServer.HTTP_PORT, metavar="PORT",
+                   help="the API server's Kubernetes HTTP API port, kubectl.conf's server")
     p.add_argument("--node", action="append", default=[], metavar="NAME=ADDR[,ADDR]",
                    help="a node to make kubelet credentials for, with its addresses"
                         " (repeatable)")
@@ -82,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
             apiserver_port=args.apiserver_port, nodes=nodes,
             service_cidr=args.service_cluster_ip_range, cluster_domain=args.cluster_domain,
             etcd_addresses=args.etcd_address, cluster_name=args.cluster_name)
+        if not 0 < args.http_api_port < 65536:
+            raise PkiError(f"--http-api-port: {args.http_api_port} is not a port number"
+                           " (1-65535)")
+        host = args.apiserver_address[0] if args.apiserver_address else "127.0.0.1"
+        write_kubectl_config(result.pki, join_host_port(host, args.http_api_port))
     except PkiError as e:
         print(f"error: {flag_message(str(e))}", file=sys.stderr)
         return 1
@@ -90,6 +100,19 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(report(result), end="")
     return 0
+
+
+KUBECTL_CONFIG = "kubectl.conf"
+
+
+def write_kubectl_config(pki: ClusterPki, server: str) -> Path:
+    """``<data-dir>/kubectl.conf``: the admin's kubeconfig (admin.conf's credentials) with
+    the Kubernetes HTTP API (``host:port``) as its server, for kubectl and the official
+    clients."""
+    data = read_kubeconfig_file(pki.admin_conf)
+    for entry in data.get("clusters") or []:
+        entry["cluster"]["server"] = f"https://{server}"
+    return write_kubeconfig_data(pki.data_dir / KUBECTL_CONFIG, data)
 
 
 def flag_message(message: str) -> str:
@@ -114,6 +137,8 @@ def report(result: InitResult) -> str:
         f"The cluster's credentials are in {root}.",
         "klctl as the cluster's admin:",
         f"  export KUBELITE_CONFIG={result.pki.admin_conf}",
+        "kubectl (or the official clients) as the cluster's admin:",
+        f"  export KUBECONFIG={result.pki.data_dir / KUBECTL_CONFIG}",
         "A node joins with:",
         f"  kubelite join {result.server} --token {result.bootstrap_token} \\",
         f"    --discovery-token-ca-cert-hash {result.ca_cert_hash} --node-name NAME"

@@ -602,32 +602,27 @@ def _write_klctl_config(server: str, data_dir: Path, pki: ClusterPki | None
     return default, own
 
 
-KUBECTL_CONFIG = "kubectl.conf"
+KUBECTL_CONFIG = init_command.KUBECTL_CONFIG
 
 
 def write_kubectl_config(settings: LocalClusterSettings, pki: ClusterPki | None) -> Path:
     """Writes ``<data-dir>/kubectl.conf``: a kubeconfig for kubectl and the official clients,
     whose server is the HTTP API; a secured cluster's is its admin's (admin.conf's
     credentials), an insecure one's plain HTTP with none."""
-    from kubelite.client.config import read_kubeconfig_file, write_kubeconfig_data
+    from kubelite.client.config import write_kubeconfig_data
 
     server = f"{CONTROL_PLANE_ADDRESS}:{settings.http_api_port}"
-    path = settings.data_dir / KUBECTL_CONFIG
-    data: dict[str, Any]
-    if pki is None:
-        data = {
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "kubelite", "cluster": {"server": f"http://{server}"}}],
-            "users": [{"name": "kubelite", "user": {}}],
-            "contexts": [{"name": "kubelite", "context": {"cluster": "kubelite",
-                                                          "user": "kubelite"}}],
-            "current-context": "kubelite", "preferences": {},
-        }
-    else:
-        data = read_kubeconfig_file(pki.admin_conf)
-        for entry in data.get("clusters") or []:
-            entry["cluster"]["server"] = f"https://{server}"
-    return write_kubeconfig_data(path, data)
+    if pki is not None:
+        return init_command.write_kubectl_config(pki, server)
+    data: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "kubelite", "cluster": {"server": f"http://{server}"}}],
+        "users": [{"name": "kubelite", "user": {}}],
+        "contexts": [{"name": "kubelite", "context": {"cluster": "kubelite",
+                                                      "user": "kubelite"}}],
+        "current-context": "kubelite", "preferences": {},
+    }
+    return write_kubeconfig_data(settings.data_dir / KUBECTL_CONFIG, data)
 
 
 def _copy_private(source: Path, target: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from kubelite.cli.init import parse_node
 from kubelite.cli.local import main
+from kubelite.client.config import load_kubeconfig
 from kubelite.pki import ClusterPki, certificate_sans
 
 
@@ -26,6 +27,12 @@ def test_init_prints_what_it_made_and_the_join_command(
     out = capsys.readouterr().out
     assert "wrote pki/ca.crt\n" in out and "wrote kubelet/n1.conf\n" in out
     assert f"export KUBELITE_CONFIG={d / 'admin.conf'}" in out
+    # kubectl's kubeconfig: the admin's credentials, the Kubernetes HTTP API as its server.
+    assert f"export KUBECONFIG={d / 'kubectl.conf'}" in out
+    kubectl = load_kubeconfig(d / "kubectl.conf")
+    admin = load_kubeconfig(d / "admin.conf")
+    assert (kubectl.server, admin.server) == ("127.0.0.9:6444", "127.0.0.9:7443")
+    assert (kubectl.cert_pem, kubectl.ca_pem) == (admin.cert_pem, admin.ca_pem)
     pki = ClusterPki(d)
     join = re.search(r"kubelite join (\S+) --token (\S+) \\\n\s+--discovery-token-ca-cert-hash"
                      r" (\S+) --node-name NAME --data-dir DIR", out)
