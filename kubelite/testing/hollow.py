@@ -1,11 +1,12 @@
 """Hollow nodes, as Kubernetes' kubemark: Node objects kept Ready and pods "run" by status
 updates alone, so controllers and the scheduler can be tested and benchmarked at scale
-without processes."""
+without processes. bench/hollow_nodes.py runs them in a process of their own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -14,6 +15,7 @@ from kubelite.api import meta as m
 from kubelite.api.errors import AlreadyExists, ApiError, NotFound
 from kubelite.client.client import ApiClient
 from kubelite.client.informer import Informer
+from kubelite.client.workqueue import ShutDown, WorkQueue
 from protos.v1 import objects_pb2 as v1
 
 log = structlog.get_logger(__name__)
@@ -39,32 +41,56 @@ def ready_node(name: str, cpu: str = "4", memory: str = "8Gi", pods_: str = "110
 class HollowCluster:
     """Hollow nodes plus a hollow kubelet: every pod bound to one of them becomes Running and
     Ready (``bind_unscheduled`` also binds pods round-robin when no scheduler runs); pods
-    marked for deletion are confirmed deleted at once."""
+    marked for deletion are confirmed deleted at once.
+
+    Pods are handled by key from a work queue (a pod is never handled by two workers at once;
+    its events while it waits collapse into one look at the latest cached copy), ``workers``
+    at a time, as a kubelet's pod workers run side by side. Heartbeats renew the nodes
+    ``workers`` at a time too."""
 
     def __init__(self, client: ApiClient, node_names: list[str], *, cpu: str = "4",
                  memory: str = "8Gi", bind_unscheduled: bool = False,
-                 heartbeat: float = 5.0) -> None:
+                 heartbeat: float = 5.0, workers: int = 1, retry_delay: float = 0.1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers: must be at least 1, not {workers}")
         self.client = client
         self.node_names = node_names
         self.cpu, self.memory = cpu, memory
         self.bind_unscheduled = bind_unscheduled
         self.heartbeat = heartbeat
+        self.workers = workers
+        """Pods handled at once, and nodes renewed at once."""
+        self.retry_delay = retry_delay
+        """Seconds before a pod whose update failed is looked at again."""
         self.informer: Informer[v1.Pod] = Informer(client, v1.Pod)
-        self._queue: asyncio.Queue[v1.Pod] = asyncio.Queue()
+        self._queue = WorkQueue(name="hollow-kubelet")
         self._tasks: list[asyncio.Task[None]] = []
         self._next = 0
         self.paused_nodes: set[str] = set()
         """Nodes whose pods are left alone (as if their kubelet were gone)."""
 
     async def start(self) -> None:
-        for name in self.node_names:
-            await self.add_node(name)
-        self.informer.add_handlers(on_add=self._queue.put_nowait,
-                                   on_update=lambda old, new: self._queue.put_nowait(new))
+        await self._each_node(self.add_node, list(self.node_names))
+        self.informer.add_handlers(on_add=self._enqueue,
+                                   on_update=lambda old, new: self._enqueue(new))
         self.informer.start()
         await self.informer.wait_for_sync()
-        self._tasks = [asyncio.create_task(self._work(), name="hollow-kubelet"),
-                       asyncio.create_task(self._heartbeats(), name="hollow-heartbeats")]
+        self._tasks = [asyncio.create_task(self._work(), name=f"hollow-kubelet-{i}")
+                       for i in range(self.workers)]
+        self._tasks.append(asyncio.create_task(self._heartbeats(), name="hollow-heartbeats"))
+
+    def _enqueue(self, pod: v1.Pod) -> None:
+        self._queue.add(m.key_of(pod))
+
+    async def _each_node(self, fn: Callable[[str], Awaitable[None]], names: list[str]) -> None:
+        """``fn(name)`` for every name, ``workers`` at a time; the first error is raised."""
+        todo = iter(names)
+
+        async def worker() -> None:
+            for name in todo:
+                await fn(name)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.workers, len(names)))))
 
     async def add_node(self, name: str) -> None:
         with contextlib.suppress(AlreadyExists):
@@ -73,22 +99,30 @@ class HollowCluster:
             self.node_names.append(name)
 
     async def stop(self) -> None:
+        await self._queue.shut_down()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         await self.informer.stop()
 
     async def _work(self) -> None:
         while True:
-            pod = await self._queue.get()
             try:
-                await self._handle(pod)
+                key = await self._queue.get()
+            except ShutDown:
+                return
+            try:
+                pod = self.informer.store.get(key)
+                if pod is not None:
+                    await self._handle(pod)
             except NotFound:
                 pass
             except ApiError as e:
-                log.warning("hollow kubelet failed; retrying", pod=pod.metadata.name, error=str(e))
-                await asyncio.sleep(0.1)
-                self._queue.put_nowait(pod)
+                log.warning("hollow kubelet failed; retrying", pod=key, error=str(e))
+                self._queue.add_after(key, self.retry_delay)
+            finally:
+                self._queue.done(key)
 
     async def _handle(self, pod: v1.Pod) -> None:
         node = pod.spec.node_name
@@ -129,13 +163,15 @@ class HollowCluster:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat)
-            for name in list(self.node_names):
-                if name in self.paused_nodes:
-                    continue
-                try:
-                    await self._renew(name)
-                except ApiError as e:
-                    log.warning("hollow heartbeat failed", node=name, error=str(e))
+            await self._each_node(self._beat, list(self.node_names))
+
+    async def _beat(self, name: str) -> None:
+        if name in self.paused_nodes:
+            return
+        try:
+            await self._renew(name)
+        except ApiError as e:
+            log.warning("hollow heartbeat failed", node=name, error=str(e))
 
     async def _post_ready(self, name: str) -> None:
         """As a kubelet: Ready=True with a fresh heartbeat (only when it is not already)."""
@@ -154,7 +190,7 @@ class HollowCluster:
         self.paused_nodes.discard(name)
         for pod in self.informer.store.items():
             if pod.spec.node_name == name:
-                self._queue.put_nowait(pod)
+                self._enqueue(pod)
 
     async def _renew(self, name: str) -> None:
         await self._post_ready(name)
