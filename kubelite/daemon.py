@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from kubelite.client.config import ClientConfig, load_kubeconfig
+from kubelite.client.config import ClientConfig, ConfigError, load_kubeconfig, normalize_server
 
 log = structlog.get_logger(__name__)
 
@@ -71,21 +71,32 @@ DEFAULT_SERVER = "127.0.0.1:6443"
 def add_api_server_flags(parser: argparse.ArgumentParser) -> None:
     """``--kubeconfig`` (where the API server is and who this daemon is, as upstream's
     daemons take it) and ``--server`` (a plaintext address, or the server of the kubeconfig
-    when both are given)."""
+    when both are given). Either may name several API servers (``--server a:1,b:2``; a
+    kubeconfig's server ``https://a:1,https://b:2``): calls go round robin to those up."""
     parser.add_argument(
         "--kubeconfig", default=os.environ.get("KUBELITE_KUBECONFIG") or None,
         help="client config file (kubeconfig): the API server, its CA and this daemon's"
              " credentials (default: $KUBELITE_KUBECONFIG)")
     parser.add_argument(
         "--server", default=None,
-        help="API server host:port; alone, a plaintext connection (insecure clusters);"
-             " with --kubeconfig, overrides its server (default: $KUBELITE_SERVER or"
-             f" {DEFAULT_SERVER})")
+        help="API server host:port, or several comma-separated (HOST:PORT,HOST:PORT: calls"
+             " go round robin to the servers that are up); alone, a plaintext connection"
+             " (insecure clusters); with --kubeconfig, overrides its server (default:"
+             f" $KUBELITE_SERVER or {DEFAULT_SERVER})")
 
 
 def api_server_target(args: argparse.Namespace) -> str | ClientConfig:
-    """What ApiClient connects to, from the flags of :func:`add_api_server_flags`."""
-    if args.kubeconfig:
-        config = load_kubeconfig(args.kubeconfig)
-        return dataclasses.replace(config, server=args.server) if args.server else config
-    return str(args.server or os.environ.get("KUBELITE_SERVER") or DEFAULT_SERVER)
+    """What ApiClient connects to, from the flags of :func:`add_api_server_flags`; a server
+    list that cannot be used is a ConfigError naming --server."""
+    server = args.server
+    try:
+        if args.kubeconfig:
+            config = load_kubeconfig(args.kubeconfig)
+            return dataclasses.replace(config, server=server) if server else config
+        return normalize_server(str(server or os.environ.get("KUBELITE_SERVER")
+                                    or DEFAULT_SERVER))
+    except ConfigError as e:
+        if str(e).startswith("kubeconfig "):
+            raise
+        where = "--server" if server or args.kubeconfig else "$KUBELITE_SERVER"
+        raise ConfigError(f"{where}: {e}") from None

@@ -7,6 +7,12 @@ with the gRPC error chained as their cause.
 A request the server refused with TooManyRequests and a retry-after was not executed: every
 verb sends it again after that many seconds, a bounded number of times (RetrySettings); a
 watch, log or exec stream refused so is opened again the same way.
+
+With several API servers (round robin), a call that never left this client when its server
+went down is sent to another one by gRPC itself (a transparent retry); a read (get, list)
+that was under way there is sent again to another server at once, as client-go does for
+GETs on a connection reset; a write under way is not (it may have been done): its caller
+sees Unavailable.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ class RetrySettings:
 class ClientStats:
     too_many_requests_retries: int = 0
     """Requests sent again after a TooManyRequests answer."""
+    failover_retries: int = 0
+    """Reads sent again to another API server after theirs went away mid-call."""
 
 
 class _Retries:
@@ -152,11 +160,11 @@ class ApiClient:
         self, address: str | ClientConfig, *, timeout: float = 30.0,
         wait_for_ready: bool = True, retry: RetrySettings = RetrySettings(),
     ) -> None:
-        """``address``: host:port of a plaintext server, or a ClientConfig (TLS and
-        credentials when it has a CA). ``wait_for_ready``: while the server is unreachable,
-        calls wait for it (up to ``timeout``) instead of failing at once, so daemons ride out
-        an API server restart. ``timeout`` bounds each attempt; ``retry``, the attempts after
-        TooManyRequests."""
+        """``address``: host:port of a plaintext server (or several, comma-separated, called
+        round robin), or a ClientConfig (TLS and credentials when it has a CA).
+        ``wait_for_ready``: while no server is reachable, calls wait for one (up to
+        ``timeout``) instead of failing at once, so daemons ride out an API server restart.
+        ``timeout`` bounds each attempt; ``retry``, the attempts after TooManyRequests."""
         self.config = address if isinstance(address, ClientConfig) else None
         """The config of a TLS or authenticated client; None for a plaintext address."""
         self.address = address.server if isinstance(address, ClientConfig) else address
@@ -164,10 +172,12 @@ class ApiClient:
         self.wait_for_ready = wait_for_ready
         self.retry = retry
         self.stats = ClientStats()
-        self._channel = (
-            make_channel(self.config, CHANNEL_OPTIONS) if self.config is not None
-            else grpc.aio.insecure_channel(self.address, options=list(CHANNEL_OPTIONS)))
+        # A plaintext address may name several servers too (comma-separated: round robin).
+        self._channel = make_channel(self.config or ClientConfig(self.address), CHANNEL_OPTIONS)
         self._stub = pb_grpc.ApiServerStub(self._channel)  # type: ignore[no-untyped-call]
+        servers = (self.config or ClientConfig(self.address)).servers
+        self._failovers = len(servers) - 1
+        """Times a read is sent again after its server went away mid-call."""
 
     async def close(self) -> None:
         await self._channel.close(None)
@@ -182,14 +192,20 @@ class ApiClient:
     def channel(self) -> grpc.aio.Channel:
         return self._channel
 
-    async def _unary(self, method: Any, request: Message) -> Any:
+    async def _unary(self, method: Any, request: Message, *, read: bool = False) -> Any:
+        """``read``: the call changes nothing, so it may be sent again to another server."""
         retries = _Retries(self.retry, self.stats)
+        failovers = self._failovers if read else 0
         while True:
             try:
                 return await method(
                     request, timeout=self.timeout, wait_for_ready=self.wait_for_ready
                 )
             except grpc.aio.AioRpcError as e:
+                if failovers > 0 and e.code() == grpc.StatusCode.UNAVAILABLE:
+                    failovers -= 1
+                    self.stats.failover_retries += 1
+                    continue  # round robin sends it to a server that is up
                 error = from_rpc_error(e)
                 delay = retries.delay(error)
                 if delay is None:
@@ -239,6 +255,7 @@ class ApiClient:
             pb.GetRequest(
                 resource=rtype.plural, namespace=_namespace(rtype, namespace), name=name
             ),
+            read=True,
         )
         return rtype.decode(response.object)  # type: ignore[return-value]
 
@@ -267,6 +284,7 @@ class ApiClient:
                     limit=page_size,
                     continue_token=token,
                 ),
+                read=True,
             )
             items.extend(rtype.decode(b) for b in response.items)  # type: ignore[misc]
             revision = revision or response.resource_version

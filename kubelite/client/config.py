@@ -6,6 +6,12 @@ mount (:func:`in_cluster_config`) or is built directly. :func:`make_channel` tur
 gRPC channel: plaintext without a CA, else TLS verified against that CA, with the client
 certificate when there is one and the bearer token as a call credential (re-read from its file
 at each call, so rotated ServiceAccount tokens keep working).
+
+Several API servers: a config's server may be a comma-separated list (``a:6443,b:6443``, in a
+kubeconfig ``https://a:6443,https://b:6443``). Its channel spreads calls round robin over the
+servers that are up (gRPC's ``round_robin`` policy over their addresses, resolved when the
+channel is made); a server that goes down is skipped until it is back. Every server must
+present a certificate valid for the first server's host (or ``server_name``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import base64
 import binascii
 import ipaddress
 import os
+import socket
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +53,8 @@ class ClientConfig:
 
     server: str
     """host:port of the API server (a URL such as ``https://host:port`` is normalized; other
-    gRPC targets such as ``unix:///path`` are kept)."""
+    gRPC targets such as ``unix:///path`` are kept), or several, comma-separated
+    (``a:6443,b:6443``): several API servers over one etcd, called round robin."""
     ca_pem: bytes | None = None
     """PEM of the CA(s) that sign the server's certificate; None: a plaintext channel."""
     cert_pem: bytes | None = None
@@ -70,6 +78,11 @@ class ClientConfig:
         if self.ca_pem is None and (self.cert_pem is not None or self.has_token):
             raise ConfigError("credentials are only sent over TLS: a client certificate or a"
                               " token needs the server's CA (ca_pem)")
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """The API servers of ``server``, each host:port (or one other gRPC target)."""
+        return split_servers(self.server)
 
     @property
     def secure(self) -> bool:
@@ -96,10 +109,47 @@ class ClientConfig:
         return token
 
 
+GRPC_TARGET_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
+"""Prefixes of gRPC's own target forms, which are kept as they are (never split at commas)."""
+
+
 def normalize_server(server: str) -> str:
     """host:port from a server URL (``https://host:port``, ``https://host``, ``host:port``);
-    another gRPC target (``unix:///path``, ``dns:///host:port``) is kept as it is."""
+    another gRPC target (``unix:///path``, ``dns:///host:port``) is kept as it is. A
+    comma-separated list of servers is normalized entry by entry (``https://a:1, b:2`` is
+    ``a:1,b:2``); an empty entry or a server named twice is an error."""
     text = server.strip()
+    if _is_grpc_target(text) or "," not in text:
+        return _normalize_one(server, text)
+    entries: list[str] = []
+    for i, entry in enumerate(text.split(",")):
+        if not entry.strip():
+            raise ConfigError(f"server {server!r}: entry {i + 1} is empty (servers are"
+                              " separated by single commas)")
+        normalized = _normalize_one(server, entry.strip())
+        if "://" in normalized or _is_grpc_target(normalized):
+            raise ConfigError(f"server {server!r}: entry {i + 1} ({entry.strip()!r}): a list"
+                              " of servers takes host:port or https://host:port entries")
+        if normalized in entries:
+            raise ConfigError(f"server {server!r}: {normalized} is named twice")
+        entries.append(normalized)
+    return ",".join(entries)
+
+
+def split_servers(server: str) -> tuple[str, ...]:
+    """The servers of a (normalized) server: its comma-separated entries, or the one gRPC
+    target it is."""
+    text = server.strip()
+    if _is_grpc_target(text):
+        return (text,)
+    return tuple(entry.strip() for entry in text.split(","))
+
+
+def _is_grpc_target(text: str) -> bool:
+    return text.startswith(GRPC_TARGET_SCHEMES)
+
+
+def _normalize_one(server: str, text: str) -> str:
     scheme, sep, rest = text.partition("://")
     if sep and scheme not in ("https", "http"):
         return text
@@ -120,8 +170,9 @@ def _has_port(host_port: str) -> bool:
 
 
 def server_url(server: str) -> str:
-    """``https://host:port`` of a host:port (the form kubeconfig files carry)."""
-    return "https://" + normalize_server(server)
+    """``https://host:port`` of a host:port (the form kubeconfig files carry); of several
+    servers, their URLs comma-separated."""
+    return ",".join("https://" + s for s in split_servers(normalize_server(server)))
 
 
 def join_host_port(host: str, port: int | str) -> str:
@@ -225,10 +276,17 @@ class _Kubeconfig:
         server = self.string(cluster, "server", cluster_path)
         if not server:
             raise self.error(f"{cluster_path}.server", "required (https://host:port)")
-        scheme = server.partition("://")[0] if "://" in server else ""
-        if scheme not in ("", "https", "http"):
-            raise self.error(f"{cluster_path}.server", f"scheme {scheme!r} is not supported"
-                                                       " (https or http)")
+        # Several API servers: their URLs comma-separated, all of one scheme.
+        schemes = {entry.partition("://")[0].strip() if "://" in entry else ""
+                   for entry in server.split(",") if entry.strip()}
+        for scheme in sorted(schemes):
+            if scheme not in ("", "https", "http"):
+                raise self.error(f"{cluster_path}.server", f"scheme {scheme!r} is not"
+                                 " supported (https or http)")
+        if len(schemes) > 1:
+            raise self.error(f"{cluster_path}.server", "servers of one cluster take one"
+                             " scheme (every URL https, or every one http)")
+        scheme = schemes.pop()
         if cluster.get("insecure-skip-tls-verify"):
             raise self.error(f"{cluster_path}.insecure-skip-tls-verify",
                              "not supported: give the cluster's certificate-authority")
@@ -263,7 +321,9 @@ class _Kubeconfig:
                              " needs an https server and its certificate-authority")
         try:
             server = normalize_server(server)
-        except ConfigError:
+        except ConfigError as e:
+            if "," in server:  # which entry is wrong, and why
+                raise self.error(f"{cluster_path}.server", str(e)) from None
             raise self.error(f"{cluster_path}.server", "expected https://host:port") from None
         return ClientConfig(server=server, ca_pem=ca_pem, cert_pem=cert_pem,
                             key_pem=key_pem, token=token, token_file=token_file,
@@ -474,10 +534,73 @@ def channel_credentials(config: ClientConfig) -> grpc.ChannelCredentials:
 
 
 def make_channel(config: ClientConfig, options: ChannelOptions = ()) -> grpc.aio.Channel:
-    """An asyncio channel to the config's server: plaintext when it has no CA, else TLS."""
-    opts = list(options)
+    """An asyncio channel to the config's server(s): plaintext when it has no CA, else TLS.
+
+    Several servers: one channel balancing calls round robin over those that are up. TLS
+    checks every server's certificate against ``server_name``, else the first server's
+    host."""
+    servers = config.servers
+    target, balancing = channel_target(servers)
+    opts = [*options, *balancing]
     if config.ca_pem is None:
-        return grpc.aio.insecure_channel(config.server, options=opts)
-    if config.server_name:
-        opts.append(("grpc.ssl_target_name_override", config.server_name))
-    return grpc.aio.secure_channel(config.server, channel_credentials(config), options=opts)
+        return grpc.aio.insecure_channel(target, options=opts)
+    name = config.server_name or (split_host_port(servers[0])[0] if len(servers) > 1 else None)
+    if name:
+        opts.append(("grpc.ssl_target_name_override", name))
+    return grpc.aio.secure_channel(target, channel_credentials(config), options=opts)
+
+
+ROUND_ROBIN = ("grpc.lb_policy_name", "round_robin")
+
+
+def channel_target(servers: Sequence[str]) -> tuple[str, list[tuple[str, Any]]]:
+    """The gRPC target of ``servers`` and the channel options it needs.
+
+    One server: its host:port (gRPC resolves a name, again on each reconnect). Several: an
+    ``ipv4:`` (or ``ipv6:``) list of their addresses, each name resolved now to its first
+    address, and the ``round_robin`` policy, which keeps a connection to each, sends each
+    call to the next one that is up, skips one that is down and reconnects to it in the
+    background. The calls' authority is the first server's host:port."""
+    if not servers:
+        raise ConfigError("server: at least one API server is needed")
+    if len(servers) == 1:
+        return servers[0], []
+    addresses = list(dict.fromkeys(resolve_server(server) for server in servers))
+    if all(isinstance(ip, ipaddress.IPv4Address) for ip, _ in addresses):
+        target = "ipv4:" + ",".join(f"{ip}:{port}" for ip, port in addresses)
+    else:  # IPv6, or a mix: IPv4 as IPv4-mapped IPv6 addresses on dual-stack sockets
+        target = "ipv6:" + ",".join(f"[{_as_ipv6(ip)}]:{port}" for ip, port in addresses)
+    return target, [ROUND_ROBIN, ("grpc.default_authority", servers[0])]
+
+
+def split_host_port(server: str) -> tuple[str, int]:
+    """(host, port) of ``host:port`` or ``[v6]:port``; a missing or bad port is an error."""
+    host, sep, port = server.rpartition(":")
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"server {server!r}: expected host:port (a port from 1 to 65535)"
+                          " in a list of servers")
+    return host, int(port)
+
+
+def resolve_server(server: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """(IP, port) of ``host:port``: the IP given, or the first address of the name."""
+    host, port = split_host_port(server)
+    try:
+        return ipaddress.ip_address(host), port
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ConfigError(f"server {server}: cannot resolve {host}: {e}") from e
+    for family, _, _, _, address in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            return ipaddress.ip_address(str(address[0]).partition("%")[0]), port
+    raise ConfigError(f"server {server}: {host} has no IP address")
+
+
+def _as_ipv6(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return str(ip) if isinstance(ip, ipaddress.IPv6Address) else f"::ffff:{ip}"
