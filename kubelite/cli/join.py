@@ -34,7 +34,13 @@ from kubelite import pki
 from kubelite.api.errors import ApiError, Forbidden, Unauthorized, Unavailable
 from kubelite.api.names import is_dns1123_subdomain
 from kubelite.client.client import ApiClient
-from kubelite.client.config import ClientConfig, ConfigError, normalize_server, write_kubeconfig
+from kubelite.client.config import (
+    ClientConfig,
+    ConfigError,
+    normalize_server,
+    split_servers,
+    write_kubeconfig,
+)
 from kubelite.components import Kubelet, Proxy, installed_script
 from kubelite.health import check_health, join_host_port
 from kubelite.join_discovery import DiscoveryError, discover_ca, normalize_ca_hash
@@ -113,7 +119,8 @@ class JoinSettings:
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.server.rpartition(":")
+        """The (first) API server's host and port, where the CA is discovered."""
+        host, _, port = split_servers(self.server)[0].rpartition(":")
         return host.strip("[]"), int(port)
 
     @property
@@ -326,7 +333,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("join", help=summary, description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(parser=p)
-    p.add_argument("server", metavar="SERVER", help="the API server, host:port")
+    p.add_argument("server", metavar="SERVER", help="the API server, host:port (or several,"
+                                                    " comma-separated: the node's kubelet"
+                                                    " and proxy use them round robin)")
     p.add_argument("--token", required=True, metavar="ID.SECRET",
                    help="the bootstrap token (`kubelite init` prints one)")
     p.add_argument("--discovery-token-ca-cert-hash", required=True, metavar="sha256:HEX",

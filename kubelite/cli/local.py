@@ -8,8 +8,9 @@
     kubelite join SERVER --token ID.SECRET ...  join this machine to a cluster as a node
     kubelite token create [--data-dir D] ...    the join token's Secret, for nodes to join
 
-Components: etcd, the API server, the scheduler, the controller manager, and per node a
-kubelet and a proxy on its own loopback address (127.0.0.2, 127.0.0.3, ...). Every
+Components: etcd, the API server (``--apiservers N``: N of them, every client calling them
+round robin), the scheduler, the controller manager, and per node a kubelet and a proxy on its
+own loopback address (127.0.0.2, 127.0.0.3, ...). Every
 component's log is ``<data-dir>/logs/<component>.log``; etcd keeps its data in
 ``<data-dir>/etcd``, so `up` again on the same data dir keeps the cluster's objects. The data
 dir (~/.kubelite unless given) is how `status` and `down` find the cluster.
@@ -100,10 +101,15 @@ class LocalClusterSettings:
     etcd_peer_port: int = 2480
     """etcd peer port on 127.0.0.1 (not 2380, so a system etcd can run beside it)."""
     api_port: int = ApiServer.PORT
-    """API server port on 127.0.0.1."""
+    """API server port on 127.0.0.1 (the first API server's, with several)."""
     http_api_port: int = ApiServer.HTTP_PORT
     """The API server's Kubernetes-compatible HTTP API port on 127.0.0.1 (kubectl's server in
-    ``<data-dir>/kubectl.conf``)."""
+    ``<data-dir>/kubectl.conf``; the first API server's, with several)."""
+    apiservers: int = 1
+    """API server processes over the one etcd, each with its own watch cache: API server N
+    serves gRPC on api_port + 2(N-1) and its HTTP API on http_api_port + 2(N-1) (6443/6444,
+    6445/6446, ... by default). Every component and klctl gets all of them and spreads its
+    calls round robin over those that are up."""
     kubelet_port: int = Kubelet.PORT
     """Kubelet API port on each node's address."""
     scheduler_health_port: int = Scheduler.HEALTH_PORT
@@ -155,6 +161,8 @@ class LocalClusterSettings:
             raise SettingError("nodes", self.nodes, "must be at least 1")
         if not self.ready_timeout > 0:
             raise SettingError("ready_timeout", self.ready_timeout, "must be more than 0")
+        if self.apiservers < 1:
+            raise SettingError("apiservers", self.apiservers, "must be at least 1")
         seen: dict[int, str] = {}
         for name in PORT_FIELDS:
             port = getattr(self, name)
@@ -164,6 +172,16 @@ class LocalClusterSettings:
                 raise SettingError(name, port, f"{option(seen[port])} uses it; every port must"
                                    " differ")
             seen[port] = name
+        for n, (port, http_port) in enumerate(self.apiserver_ports()[1:], start=2):
+            for what, value in (("gRPC", port), ("HTTP API", http_port)):
+                if not 1 <= value <= 65535:
+                    raise SettingError("apiservers", self.apiservers, f"API server {n}'s"
+                                       f" {what} port {value} is not a port (1-65535)")
+                if value in seen:
+                    raise SettingError("apiservers", self.apiservers, f"API server {n}'s"
+                                       f" {what} port {value} is {option(seen[value])}'s too;"
+                                       " give the API servers other ports")
+                seen[value] = "apiservers"
         self._check_node_addresses()
         self._check_service_range()
         self.node_pod_cidrs()
@@ -255,10 +273,22 @@ class LocalClusterSettings:
         first = int(ipaddress.IPv4Address(self.node_address_base))
         return [str(ipaddress.IPv4Address(first + i)) for i in range(self.nodes)]
 
+    def apiserver_ports(self) -> list[tuple[int, int]]:
+        """(gRPC port, HTTP API port) of each API server, the first one's first."""
+        return [(self.api_port + 2 * i, self.http_api_port + 2 * i)
+                for i in range(self.apiservers)]
+
+    def api_servers(self) -> str:
+        """Every API server's gRPC address, comma-separated (what clients are given)."""
+        return ",".join(f"{CONTROL_PLANE_ADDRESS}:{port}" for port, _ in self.apiserver_ports())
+
     def bound_ports(self) -> list[tuple[str, int, str]]:
         """(address, port, field) of every port the cluster listens on."""
         result = [(CONTROL_PLANE_ADDRESS, getattr(self, name), name)
                   for name in PORT_FIELDS if name not in NODE_PORT_FIELDS]
+        for port, http_port in self.apiserver_ports()[1:]:
+            result += [(CONTROL_PLANE_ADDRESS, port, "apiservers"),
+                       (CONTROL_PLANE_ADDRESS, http_port, "apiservers")]
         if self.local_registry:
             result.append((CONTROL_PLANE_ADDRESS, self.registry_port, "registry_port"))
         for address in self.node_addresses():
@@ -344,20 +374,41 @@ def node_names(s: LocalClusterSettings) -> list[str]:
 
 def init_credentials(s: LocalClusterSettings) -> None:
     """`kubelite init` for this cluster: what is missing of its CAs, certificates, client
-    configs, keys and encryption config is made; what exists is kept."""
-    init_cluster(
+    configs, keys and encryption config is made; what exists is kept. The client configs
+    then name every API server of this run (the one serving certificate is valid for all:
+    they differ in port only)."""
+    result = init_cluster(
         s.data_dir, apiserver_addresses=[CONTROL_PLANE_ADDRESS], apiserver_port=s.api_port,
         nodes=[(name, [address]) for name, address in zip(node_names(s), s.node_addresses(),
                                                            strict=True)],
         service_cidr=s.service_cluster_ip_range, etcd_addresses=[CONTROL_PLANE_ADDRESS],
     )
+    pki = result.pki
+    name_servers([pki.admin_conf, pki.scheduler_conf, pki.controller_manager_conf,
+                  pki.proxy_conf, *(pki.kubelet_conf(name) for name in node_names(s))],
+                 s.api_servers())
+
+
+def name_servers(kubeconfigs: list[Path], servers: str) -> None:
+    """Makes each kubeconfig's clusters name ``servers`` (comma-separated host:port), so an
+    `up` with another count of API servers than the last one rewrites them."""
+    from kubelite.client.config import read_kubeconfig_file, server_url, write_kubeconfig_data
+
+    url = server_url(servers)
+    for path in kubeconfigs:
+        data = read_kubeconfig_file(path)
+        clusters = data.get("clusters") or []
+        if all(entry["cluster"].get("server") == url for entry in clusters):
+            continue
+        for entry in clusters:
+            entry["cluster"]["server"] = url
+        write_kubeconfig_data(path, data)
 
 
 def admin_target(s: LocalClusterSettings) -> str | ClientConfig:
     """How the cluster's administrator connects (a plaintext address when insecure)."""
     pki = cluster_pki(s)
-    server = f"{CONTROL_PLANE_ADDRESS}:{s.api_port}"
-    return server if pki is None else load_kubeconfig(pki.admin_conf)
+    return s.api_servers() if pki is None else load_kubeconfig(pki.admin_conf)
 
 
 def _components(s: LocalClusterSettings) -> list[Component]:
@@ -375,16 +426,19 @@ def _components(s: LocalClusterSettings) -> list[Component]:
                 client_urls=(f"{scheme}://{host}:{s.etcd_port}",),
                 peer_url=f"{scheme}://{host}:{s.etcd_peer_port}",
                 tls=None if pki is None else etcd_tls(pki))
-    api = ApiServer(listen=f"{host}:{s.api_port}", http_listen=f"{host}:{s.http_api_port}",
-                    etcd_servers=f"{host}:{s.etcd_port}",
-                    service_cluster_ip_range=s.service_cluster_ip_range,
-                    security=None if pki is None else apiserver_security(pki))
-    scheduler = Scheduler(server=api.listen,
+    apis = [ApiServer(listen=f"{host}:{port}", http_listen=f"{host}:{http_port}",
+                      etcd_servers=f"{host}:{s.etcd_port}",
+                      service_cluster_ip_range=s.service_cluster_ip_range,
+                      security=None if pki is None else apiserver_security(pki))
+            for port, http_port in s.apiserver_ports()]
+    servers = s.api_servers()
+    """Every client gets every API server (round robin over those up)."""
+    scheduler = Scheduler(server=servers,
                           kubeconfig=None if pki is None else str(pki.scheduler_conf),
                           health_address=f"{host}:{s.scheduler_health_port}")
     containers = s.runtime == "containerd"
     controller_manager = ControllerManager(
-        server=api.listen, health_address=f"{host}:{s.controller_manager_health_port}",
+        server=servers, health_address=f"{host}:{s.controller_manager_health_port}",
         allocate_node_cidrs=containers, cluster_cidr=s.cluster_cidr if containers else None)
     if pki is not None:
         controller_manager = replace(
@@ -393,8 +447,9 @@ def _components(s: LocalClusterSettings) -> list[Component]:
             cluster_signing_key_file=str(pki.ca_key), root_ca_file=str(pki.ca_cert))
     components = [component(etcd.component, etcd.argv(find_etcd()), etcd.health_url)]
     # The API server's health is on its own (TLS) port; the others serve plaintext health.
-    components.append(component(api.component, api.argv(_script(api.script)),
-                                f"{'grpc' if pki is None else 'grpcs'}://{api.health}"))
+    for n, api in enumerate(apis, start=1):
+        components.append(component(apiserver_name(n), api.argv(_script(api.script)),
+                                    f"{'grpc' if pki is None else 'grpcs'}://{api.health}"))
     for daemon in (scheduler, controller_manager):
         components.append(component(daemon.component, daemon.argv(_script(daemon.script)),
                                     f"grpc://{daemon.health}"))
@@ -409,7 +464,7 @@ def _components(s: LocalClusterSettings) -> list[Component]:
     for i, address in enumerate(s.node_addresses(), start=1):
         name = f"node-{i}"
         node_dir = data / "nodes" / name
-        kubelet = Kubelet(node_name=name, address=address, server=api.listen,
+        kubelet = Kubelet(node_name=name, address=address, server=servers,
                           root_dir=str(node_dir), port=s.kubelet_port,
                           health_address=join_host_port(address, s.kubelet_health_port),
                           pod_cidr=pod_cidrs[i - 1] or None, stop_pods_on_exit=True,
@@ -433,7 +488,7 @@ def _components(s: LocalClusterSettings) -> list[Component]:
         components.append(component(f"kubelet-{name}", kubelet.argv(_script(kubelet.script)),
                                     f"grpc://{kubelet.health} node:{name}"))
         if with_proxy:
-            proxy = Proxy(node_name=name, node_ip=address, server=api.listen,
+            proxy = Proxy(node_name=name, node_ip=address, server=servers,
                           kubeconfig=None if pki is None else str(pki.proxy_conf),
                           health_address=join_host_port(address, s.proxy_health_port),
                           cluster_ip_interface=CLUSTER_IP_INTERFACE if containers else None,
@@ -442,6 +497,11 @@ def _components(s: LocalClusterSettings) -> list[Component]:
             components.append(component(f"proxy-{name}", proxy.argv(_script(proxy.script)),
                                         f"grpc://{proxy.health}"))
     return components
+
+
+def apiserver_name(n: int) -> str:
+    """The process (and log) name of API server ``n``: apiserver, apiserver-2, ..."""
+    return ApiServer.component if n == 1 else f"{ApiServer.component}-{n}"
 
 
 def _grpc_healthy(address: str, ca_pem: bytes | None = None) -> bool:
@@ -527,7 +587,8 @@ class LocalCluster:
         if self.pki is not None:
             init_credentials(settings)
         self.components = _components(settings)
-        self.server = f"{CONTROL_PLANE_ADDRESS}:{settings.api_port}"
+        self.server = settings.api_servers()
+        """Every API server's address, comma-separated."""
         self.admin = admin_target(settings)
         """How the cluster's administrator connects (its client config when secured)."""
         self.logs = settings.data_dir / "logs"
@@ -733,7 +794,7 @@ def up(settings: LocalClusterSettings) -> int:
                  else f" --data-dir {settings.data_dir}")
         _say(
             f"\nkubelite is ready in {time.monotonic() - started:.1f}s."
-            f" API server: {cluster.server}\n"
+            f" API server{'s' if settings.apiservers > 1 else ''}: {cluster.server}\n"
             f"klctl is configured through {config}{also}; try:\n"
             f"  klctl get nodes\n"
             f"  klctl apply -f deploy/examples/\n"
@@ -804,6 +865,9 @@ UP_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
     ("api_port", int, "PORT", "API server port on 127.0.0.1 (klctl's server)"),
     ("http_api_port", int, "PORT", "the API server's Kubernetes HTTP API port on 127.0.0.1"
                                    " (kubectl's server, in <data-dir>/kubectl.conf)"),
+    ("apiservers", int, "N", "API server processes over the one etcd; API server N serves on"
+                             " --api-port + 2(N-1) and --http-api-port + 2(N-1), and every"
+                             " component and klctl spreads its calls round robin over them"),
     ("etcd_port", int, "PORT", "etcd client port on 127.0.0.1"),
     ("etcd_peer_port", int, "PORT", "etcd peer port on 127.0.0.1"),
     ("scheduler_health_port", int, "PORT", "scheduler's gRPC health port on 127.0.0.1"),

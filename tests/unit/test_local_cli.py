@@ -19,7 +19,7 @@ UP_OPTIONS = {
     "--etcd-peer-port", "--kubelet-port", "--kubelet-health-port", "--proxy-health-port",
     "--scheduler-health-port", "--controller-manager-health-port",
     "--service-cluster-ip-range", "--ready-timeout", "--pod-network", "--runtime",
-    "--cluster-cidr", "--local-registry", "--registry-port", "--insecure",
+    "--cluster-cidr", "--local-registry", "--registry-port", "--insecure", "--apiservers",
 }
 
 
