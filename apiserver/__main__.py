@@ -20,6 +20,7 @@ from apiserver.kubelet_proxy import KubeletClientSettings
 from apiserver.security import AuthorizationSettings, modes_from_flag
 from apiserver.server import ApiServer, ApiServerSettings, TlsSettings
 from apiserver.token_request import TokenRequestSettings
+from apiserver.txn_batch import TxnBatchSettings
 from apiserver.watch_cache import WatchCacheSettings
 from kubelite import daemon, durations, logs
 from kubelite.auth import tokens
@@ -50,6 +51,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
     p.add_argument("--encryption-provider-config", default=None,
                    help="EncryptionConfiguration file: which resources are encrypted in etcd"
                         " and with which keys")
+    p.add_argument("--etcd-batch-writes", default="true", choices=("true", "false"),
+                   help="send the writes of concurrent requests to etcd as shared transactions"
+                        " (group commit; objects written together share a resourceVersion)")
+    p.add_argument("--etcd-batch-max-in-flight", type=int,
+                   default=TxnBatchSettings.max_in_flight,
+                   help="etcd write transactions in flight before new writes wait to be"
+                        " batched")
     p.add_argument("--compaction-interval", type=float, default=300.0,
                    help="seconds between etcd compactions (0 disables)")
     p.add_argument("--watch-cache-size", type=int, default=10_000,
@@ -147,6 +155,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
     except ValueError as e:
         p.error(str(e))
     try:
+        batching = TxnBatchSettings(enabled=a.etcd_batch_writes == "true",
+                                    max_in_flight=a.etcd_batch_max_in_flight)
+    except ValueError as e:
+        p.error(f"--etcd-batch-max-in-flight: {e}")
+    try:
         security = _security_settings(a)
     except ValueError as e:
         p.error(str(e))
@@ -160,6 +173,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
         http_listen=a.http_listen,
         http=http,
         etcd=etcd,
+        etcd_write_batching=batching,
         api=ApiSettings(
             storage_prefix=a.etcd_prefix,
             max_request_bytes=a.max_request_bytes,

@@ -20,6 +20,8 @@ from kubelite.api.errors import RequestEntityTooLarge, Unavailable
 
 KeyValue = kv_pb2.KeyValue
 Event = kv_pb2.Event
+Compare = rpc_pb2.Compare
+RequestOp = rpc_pb2.RequestOp
 
 
 def prefix_end(prefix: bytes) -> bytes:

@@ -25,6 +25,7 @@ from apiserver.security import AuthorizationSettings, Security
 from apiserver.servicer import ApiServicer
 from apiserver.storage import Storage
 from apiserver.token_request import TokenRequestSettings
+from apiserver.txn_batch import TxnBatcher, TxnBatchSettings
 from kubelite.api.errors import ApiError
 from kubelite.auth.anonymous_transport import ANONYMOUS_CA_PEM
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
@@ -86,6 +87,8 @@ class ApiServerSettings:
     """The advertised address and timers of the ``kubernetes`` Service's upkeep."""
     inflight: InflightSettings = field(default_factory=InflightSettings)
     """How many requests of each class are served at once (request admission)."""
+    etcd_write_batching: TxnBatchSettings = field(default_factory=TxnBatchSettings)
+    """Group commit: how the writes of concurrent requests share etcd transactions."""
     compaction_interval: float = 300.0
     """Seconds between etcd compactions; each keeps one interval of history (0: never)."""
     health_interval: float = 2.0
@@ -127,10 +130,12 @@ class ApiServer:
     def __init__(self, settings: ApiServerSettings) -> None:
         self.settings = settings
         self.etcd = Etcd(settings.etcd)
+        self.batcher = TxnBatcher(self.etcd, settings.etcd_write_batching)
         self.storage = Storage(
             self.etcd, settings.api.storage_prefix,
             encryption.load(settings.encryption_provider_config).transformers()
             if settings.encryption_provider_config else None,
+            batcher=self.batcher,
         )
         # Admission plugins that need a user (ServiceAccount) are on when requests have one.
         api_settings = dataclasses.replace(settings.api, admission=dataclasses.replace(
@@ -241,6 +246,7 @@ class ApiServer:
         await self._server.stop(self.settings.shutdown_grace)
         if self.servicer is not None:
             await self.servicer.kubelets.close()
+        await self.batcher.close()
         await self.etcd.close()
         log.info("API server stopped")
 

@@ -376,7 +376,8 @@ class ApiServicer(pb_grpc.ApiServerServicer):
                         yield pb.WatchEvent(type=BOOKMARK, resource_version=str(item.revision))
                     continue
                 yield pb.WatchEvent(
-                    type=item.type, object=item.data, resource_version=str(item.revision)
+                    type=item.type, object=item.data,
+                    resource_version=str(item.resume_revision),
                 )
         except ApiError as e:
             await _abort(context, e)

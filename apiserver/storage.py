@@ -17,7 +17,7 @@ one. Other resources are stored as they are, at no cost.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -26,9 +26,11 @@ from google.protobuf.message import DecodeError, Message
 from apiserver.encryption import TransformError, ValueTransformer
 from apiserver.etcd import (
     CompactedError,
+    Compare,
     Etcd,
     FutureRevisionError,
     KeyValue,
+    RequestOp,
     absent,
     delete_op,
     get_op,
@@ -37,6 +39,7 @@ from apiserver.etcd import (
     put_op,
     replace_op,
 )
+from apiserver.txn_batch import TxnBatcher, TxnResult
 from kubelite.api.errors import (
     AlreadyExists,
     Conflict,
@@ -122,8 +125,12 @@ class Storage:
     def __init__(
         self, etcd: Etcd, prefix: str = "/registry",
         transformers: Mapping[str, ValueTransformer] | None = None,
+        batcher: TxnBatcher | None = None,
     ) -> None:
         self.etcd = etcd
+        self.batcher = batcher
+        """Batches the writes of concurrent requests into shared etcd transactions (group
+        commit); None: one transaction per write."""
         self.prefix = prefix.rstrip("/")
         self.transformers: dict[str, ValueTransformer] = dict(transformers or {})
         """The encryption of each configured resource, by plural; empty: none encrypted."""
@@ -228,11 +235,21 @@ class Storage:
         # header carries the store's current one.
         return ListResult(items, revision or int(response.header.revision), next_key)
 
+    async def _write(
+        self, compare: Sequence[Compare], success: Sequence[RequestOp],
+        failure: Sequence[RequestOp] = (),
+    ) -> TxnResult:
+        """One guarded write of one key, batched with others when there is a batcher."""
+        if self.batcher is not None:
+            return await self.batcher.txn(compare, success, failure)
+        response = await self.etcd.txn(compare, success, failure)
+        return TxnResult(response.succeeded, int(response.header.revision), response.responses)
+
     async def create(self, rtype: ResourceType, obj: Message, lease: int = 0) -> Message:
         """Stores a new object; with ``lease``, etcd deletes it when the lease expires."""
         meta = obj.metadata  # type: ignore[attr-defined]
         key = self.key(rtype, meta.namespace, meta.name)
-        response = await self.etcd.txn(
+        response = await self._write(
             [absent(key)], [put_op(key, self.stored_value(rtype, key, obj), lease)]
         )
         if not response.succeeded:
@@ -240,14 +257,14 @@ class Storage:
                 f'{rtype.plural}{"." + rtype.group if rtype.group else ""} "{meta.name}"'
                 " already exists"
             )
-        meta.resource_version = str(response.header.revision)
+        meta.resource_version = str(response.revision)
         return obj
 
     async def update(self, rtype: ResourceType, obj: Message, expected_revision: int) -> Message:
         """Writes ``obj`` if the stored object is still at ``expected_revision``."""
         meta = obj.metadata  # type: ignore[attr-defined]
         key = self.key(rtype, meta.namespace, meta.name)
-        response = await self.etcd.txn(
+        response = await self._write(
             [mod_revision_is(key, expected_revision)],
             [replace_op(key, self.stored_value(rtype, key, obj))],
             [get_op(key)],
@@ -256,7 +273,7 @@ class Storage:
             if not response.responses[0].response_range.kvs:
                 raise not_found(rtype, meta.name)
             raise conflict(rtype, meta.name)
-        meta.resource_version = str(response.header.revision)
+        meta.resource_version = str(response.revision)
         return obj
 
     async def rewrite_if_stale(self, rtype: ResourceType, current: Message) -> Message:
@@ -289,14 +306,14 @@ class Storage:
     ) -> int:
         """Deletes the object if it is still at ``expected_revision``; returns the revision."""
         key = self.key(rtype, namespace, name)
-        response = await self.etcd.txn(
+        response = await self._write(
             [mod_revision_is(key, expected_revision)], [delete_op(key)], [get_op(key)]
         )
         if not response.succeeded:
             if not response.responses[0].response_range.kvs:
                 raise not_found(rtype, name)
             raise conflict(rtype, name)
-        return int(response.header.revision)
+        return response.revision
 
     async def guaranteed_update(
         self,

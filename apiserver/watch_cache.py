@@ -128,6 +128,25 @@ class WatchItem:
     revision: int
     data: bytes
     """The serialized object (empty for BOOKMARK)."""
+    partial: bool = False
+    """More events of the same revision follow for this watcher (objects written in one
+    batch share a revision): a client that resumed from this revision would miss them, so
+    the place to resume from is the revision before (``resume_revision``)."""
+
+    @property
+    def resume_revision(self) -> int:
+        """The revision a client that has had this item resumes from without missing any
+        event (and maybe seeing again some of this revision)."""
+        return self.revision - 1 if self.partial else self.revision
+
+
+def _mark_partial(items: list[WatchItem]) -> list[WatchItem]:
+    """``items`` in order, each marked partial when the next one has the same revision."""
+    return [
+        WatchItem(item.type, item.revision, item.data, partial=True)
+        if i + 1 < len(items) and items[i + 1].revision == item.revision else item
+        for i, item in enumerate(items)
+    ]
 
 
 def classify(event: CachedEvent, namespace: str, matches: Predicate | None) -> str | None:
@@ -503,6 +522,9 @@ class ResourceWatchCache:
                 while watcher.pending:
                     item = watcher.take()
                     watcher.sent = item.revision
+                    if watcher.pending and watcher.pending[0].revision == item.revision:
+                        # A revision's events are offered together: the rest are here.
+                        item = WatchItem(item.type, item.revision, item.data, partial=True)
                     yield item
                 if watcher.closed_reason is not None:
                     raise Unavailable(watcher.closed_reason)
@@ -535,6 +557,7 @@ class ResourceWatchCache:
             # Only events say how far the replay has come: a progress notification may run
             # ahead of events still to be sent while etcd replays history.
             async for events in watch:
+                items = []
                 for event in events:
                     if not event.kv.key.startswith(mine):
                         continue  # another namespace, or the fence
@@ -543,8 +566,10 @@ class ResourceWatchCache:
                         continue
                     kind = classify(cached, namespace, matches)
                     if kind is not None:
-                        sent = cached.revision
-                        yield WatchItem(kind, cached.revision, cached.data)
+                        items.append(WatchItem(kind, cached.revision, cached.data))
+                for item in _mark_partial(items):
+                    sent = item.revision
+                    yield item
                 if not events:
                     continue
                 # A batch ends at a revision boundary: every event up to here has been seen.

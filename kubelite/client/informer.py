@@ -297,8 +297,9 @@ class Informer(Generic[T]):
             return
         self.stats.events += 1
         if kind == "DELETED":
-            self.store.remove(m.key_of(obj))
-            self._notify_delete(obj)
+            # A resumed watch may bring again the events of the revision it resumed in.
+            if self.store.remove(m.key_of(obj)) is not None:
+                self._notify_delete(obj)
             return
         old = self.store.put(obj)
         if old is None:
