@@ -15,7 +15,8 @@ Prints one JSON object:
   scheduled, all pods Running (the kubelet's status), Deployment Available; ``stages_s``:
   the gap between consecutive milestones;
 - ``pods_created_per_second`` (ReplicaSet created -> last pod created), and p50/p99 per-pod
-  latencies created -> bound and bound -> Running;
+  latencies created -> bound and bound -> Running; ``per_second``: how many pods were seen
+  created, bound and Running in each second after the create;
 - ``cpu_seconds``: each process's CPU (user + system) over the measurement, its average in
   cores and its busiest second (``cpu_cores_peak_1s``: near 1.0, that process held a whole
   core, and being single-threaded Python it could go no faster);
@@ -384,6 +385,13 @@ async def measure_deployment(client: ApiClient, replicas: int,
     to_bound = [seen.bound[p] - seen.created[p] for p in seen.created]
     to_running = [seen.running[p] - seen.bound[p] for p in seen.created]
     seconds = seen.available_at - start
+
+    def per_second(times: dict[str, float]) -> list[int]:
+        counts = [0] * (int(seconds) + 1)
+        for t in times.values():
+            counts[min(int(t - start), len(counts) - 1)] += 1
+        return counts
+
     return {
         "seconds": round(seconds, 3),
         "ratio_to_goal": round(seconds / GOAL_SECONDS, 3),
@@ -394,6 +402,8 @@ async def measure_deployment(client: ApiClient, replicas: int,
         "created_to_bound_ms_p99": round(percentile(to_bound, 99) * 1000, 1),
         "bound_to_running_ms_p50": round(percentile(to_running, 50) * 1000, 1),
         "bound_to_running_ms_p99": round(percentile(to_running, 99) * 1000, 1),
+        "per_second": {"created": per_second(seen.created), "bound": per_second(seen.bound),
+                       "running": per_second(seen.running)},
         "cpu_seconds": cpu,
         "cpu_cores_average": {k: round(v / seconds, 2) for k, v in cpu.items()},
         "cpu_cores_peak_1s": sampler.peak_cores(),

@@ -27,6 +27,7 @@ from controller_manager.ownership import (
     owners_to_sync_on_update,
     resolve_controller_ref,
 )
+from controller_manager.pod_facts import add_controller_index, controlled_by
 from kubelite.api import meta as m
 from kubelite.api import pods as podutil
 from kubelite.api import podtemplate
@@ -57,6 +58,7 @@ class DeploymentController(Controller):
         self.d_informer = ctx.informers.informer(v1.Deployment)
         self.rs_informer = ctx.informers.informer(v1.ReplicaSet)
         self.pod_informer = ctx.informers.informer(v1.Pod)
+        add_controller_index(self.pod_informer.store)
         self.d_informer.add_handlers(self.enqueue, lambda old, new: self.enqueue(new),
                                      self._on_delete)
         self.rs_informer.add_handlers(self._on_rs_add, self._on_rs_update, self._on_rs_delete)
@@ -204,13 +206,9 @@ class _Sync:
         return [rs for rs in claimed if isinstance(rs, v1.ReplicaSet)]
 
     def _pods_by_rs(self) -> dict[str, list[v1.Pod]]:
-        uids = {rs.metadata.uid for rs in self.rss}
-        result: dict[str, list[v1.Pod]] = {uid: [] for uid in uids}
-        for pod in self.c.pod_store.by_index("namespace", self.d.metadata.namespace):
-            ref = m.controller_of(pod)
-            if ref is not None and ref.uid in uids:
-                result[ref.uid].append(pod)
-        return result
+        """The cached pods of each of the Deployment's ReplicaSets, by ReplicaSet uid."""
+        return {rs.metadata.uid: controlled_by(self.c.pod_store, rs.metadata.uid)
+                for rs in self.rss}
 
     def _active_pods(self) -> int:
         return sum(1 for pods in self._pods_by_rs().values() for p in pods

@@ -6,6 +6,10 @@ whose expectations are not met is not resized again, so a lagging cache never ma
 create or delete twice. Orphans matching the selector are adopted, owned pods that stopped
 matching are released. Creations go in slow-start batches (1, 2, 4, ...) so a failing
 template costs one error, not a thousand; deletions pick the pods that matter least first.
+
+A sync looks only at the pods the ReplicaSet controls and the namespace's orphans (the pod
+informer's index by controller uid), and reads each cached pod's facts once
+(controller_manager.pod_facts): at 1,000 replicas it syncs after nearly every pod event.
 """
 
 from __future__ import annotations
@@ -24,16 +28,25 @@ from controller_manager.ownership import (
     owners_to_sync_on_update,
     resolve_controller_ref,
 )
-from controller_manager.workload import OWNER_INDEX, delete_pod, pod_available
+from controller_manager.pod_facts import (
+    LabelMatcher,
+    PodFacts,
+    PodFactsCache,
+    add_controller_index,
+    controlled_by,
+    orphans,
+    pod_facts,
+)
+from controller_manager.workload import delete_pod
 from kubelite.api import meta as m
 from kubelite.api import pods as podutil
 from kubelite.api.errors import ApiError, Conflict
-from kubelite.api.labels import selector_from_label_selector
+from kubelite.api.labels import Selector, selector_from_label_selector
 from kubelite.client.client import ApiClient
 from kubelite.client.controller import Controller
 from kubelite.client.events import NORMAL, WARNING, EventRecorder
 from kubelite.client.expectations import EXPECTATIONS_TTL, ControllerExpectations
-from kubelite.client.informer import Store, index_by_owner_uid
+from kubelite.client.informer import Store
 from protos.v1 import objects_pb2 as v1
 
 log = structlog.get_logger(__name__)
@@ -92,11 +105,6 @@ def deletion_order(pods: Sequence[v1.Pod]) -> list[v1.Pod]:
     return sorted(pods, key=key)
 
 
-def is_fully_labeled(pod: v1.Pod, template_labels: dict[str, str]) -> bool:
-    labels = pod.metadata.labels
-    return all(labels.get(k) == v for k, v in template_labels.items())
-
-
 # ---------------------------------------------------------------- batches
 
 
@@ -136,7 +144,8 @@ class ReplicaSetController(Controller):
         self.expectations = ControllerExpectations(expectations_ttl)
         self.rs_informer = ctx.informers.informer(v1.ReplicaSet)
         self.pod_informer = ctx.informers.informer(v1.Pod)
-        self.pod_informer.store.add_indexer(OWNER_INDEX, index_by_owner_uid)
+        add_controller_index(self.pod_informer.store)
+        self.pod_facts = PodFactsCache()
         self.rs_informer.add_handlers(self.enqueue, self._on_rs_update, self._on_rs_delete)
         self.pod_informer.add_handlers(self._on_pod_add, self._on_pod_update,
                                        self._on_pod_delete)
@@ -202,6 +211,7 @@ class ReplicaSetController(Controller):
         rs = self.rs_store.get(key)
         if rs is None:
             self.expectations.forget(key)
+            self.pod_facts.forget(key)
             return
         bound = log.bind(replicaset=key)
         try:
@@ -210,11 +220,7 @@ class ReplicaSetController(Controller):
             bound.warning("invalid selector; skipping", error=str(e))
             return
         needs_sync = self.expectations.satisfied(key)
-        candidates = [p for p in self.pod_store.by_index("namespace", rs.metadata.namespace)
-                      if podutil.is_active(p)]
-        claimed = await claim(self.client, rs, selector, candidates,
-                              fresh_owner_check(self.client, rs))
-        pods = [p for p in claimed if isinstance(p, v1.Pod)]
+        pods, facts = await self._claim_pods(key, rs, selector)
         error: ApiError | None = None
         diff = 0
         if needs_sync and not rs.metadata.deletion_timestamp:
@@ -224,14 +230,44 @@ class ReplicaSetController(Controller):
             except ApiError as e:
                 error = e
         now = m.now()
-        status = calculate_status(rs, pods, now, error, diff)
+        status = calculate_status(rs, pods, now, error, diff, facts)
         await self._write_status(rs, status)
         if error is not None:
             raise error
         # A ready pod becomes available minReadySeconds later: look again then.
-        wait = next_available_in(rs, pods, now)
+        wait = next_available_in(rs, facts, now)
         if wait is not None:
             self.queue.add_after(key, wait)
+
+    async def _claim_pods(self, key: str, rs: v1.ReplicaSet, selector: Selector
+                          ) -> tuple[list[v1.Pod], list[PodFacts]]:
+        """The active pods ``rs`` controls after claim() (with their facts): its pods that
+        still match are kept as they are; the others and the namespace's orphans go
+        through claim() to be released or adopted."""
+        owned = controlled_by(self.pod_store, rs.metadata.uid)
+        owned_facts = self.pod_facts.facts(key, owned)
+        pods: list[v1.Pod] = []
+        facts: list[PodFacts] = []
+        recheck: list[v1.Pod] = []
+        matcher = LabelMatcher(selector)
+        for pod, fact in zip(owned, owned_facts, strict=True):
+            if not fact.active:
+                continue
+            if matcher.matches(fact):
+                pods.append(pod)
+                facts.append(fact)
+            else:
+                recheck.append(pod)
+        recheck.extend(p for p in orphans(self.pod_store, rs.metadata.namespace)
+                       if podutil.is_active(p))
+        if recheck:
+            claimed = await claim(self.client, rs, selector, recheck,
+                                  fresh_owner_check(self.client, rs))
+            for obj in claimed:
+                if isinstance(obj, v1.Pod):
+                    pods.append(obj)
+                    facts.append(pod_facts(obj))
+        return pods, facts
 
     async def _manage_replicas(self, key: str, rs: v1.ReplicaSet, pods: list[v1.Pod],
                                diff: int) -> None:
@@ -305,16 +341,19 @@ class ReplicaSetController(Controller):
 
 
 def calculate_status(rs: v1.ReplicaSet, pods: Sequence[v1.Pod], now: dt.datetime,
-                     error: ApiError | None = None, diff: int = 0) -> v1.ReplicaSetStatus:
+                     error: ApiError | None = None, diff: int = 0,
+                     facts: Sequence[PodFacts] | None = None) -> v1.ReplicaSetStatus:
+    """The status of ``rs`` with ``pods`` (``facts``: theirs, in order, when known)."""
+    if facts is None:
+        facts = [pod_facts(p) for p in pods]
     status = v1.ReplicaSetStatus()
     status.CopyFrom(rs.status)
-    template_labels = dict(rs.spec.template.metadata.labels)
+    template_labels = frozenset(rs.spec.template.metadata.labels.items())
+    min_ready = rs.spec.min_ready_seconds
     status.replicas = len(pods)
-    status.fully_labeled_replicas = sum(1 for p in pods if is_fully_labeled(p, template_labels))
-    status.ready_replicas = sum(1 for p in pods if podutil.is_ready(p))
-    status.available_replicas = sum(
-        1 for p in pods if pod_available(p, rs.spec.min_ready_seconds, now)
-    )
+    status.fully_labeled_replicas = sum(1 for f in facts if f.fully_labeled(template_labels))
+    status.ready_replicas = sum(1 for f in facts if f.ready)
+    status.available_replicas = sum(1 for f in facts if f.available(min_ready, now))
     status.observed_generation = rs.metadata.generation
     failure = [c for c in status.conditions if c.type == "ReplicaFailure"]
     if error is not None and not failure:
@@ -328,14 +367,14 @@ def calculate_status(rs: v1.ReplicaSet, pods: Sequence[v1.Pod], now: dt.datetime
     return status
 
 
-def next_available_in(rs: v1.ReplicaSet, pods: Sequence[v1.Pod],
+def next_available_in(rs: v1.ReplicaSet, facts: Sequence[PodFacts],
                       now: dt.datetime) -> float | None:
     """Seconds until the next ready pod passes minReadySeconds, if any is waiting to."""
     if rs.spec.min_ready_seconds <= 0:
         return None
     waits = []
-    for pod in pods:
-        since = ready_since(pod)
+    for fact in facts:
+        since = fact.ready_since if fact.ready else None
         if since is None:
             continue
         due = since + dt.timedelta(seconds=rs.spec.min_ready_seconds)

@@ -307,3 +307,36 @@ async def test_status_counts_and_is_written_only_on_change(
     writes = len(client.status_updates)
     await controller.reconcile("default/web")
     assert len(client.status_updates) == writes
+
+
+async def test_status_follows_a_pod_replaced_in_the_cache(
+        env: tuple[ReplicaSetController, FakeClient]) -> None:
+    controller, client = env
+    client.write_through = True
+    rs = replica_set(replicas=2)
+    add(controller, rs, pod("a", rs), pod("b", rs, ready=False))
+    await controller.reconcile("default/web")
+    status = cast(v1.ReplicaSet, client.status_updates[-1]).status
+    assert (status.replicas, status.ready_replicas) == (2, 1)
+    # The informer replaces b with its newer version (ready), and a leaves.
+    ready_b = pod("b", rs)
+    ready_b.metadata.resource_version = "6"
+    add(controller, ready_b)
+    controller.pod_store.remove("default/a")
+    await controller.reconcile("default/web")
+    status = cast(v1.ReplicaSet, client.status_updates[-1]).status
+    assert (status.replicas, status.ready_replicas, status.available_replicas) == (1, 1, 1)
+    assert len(controller.pod_facts) == 1
+
+
+async def test_sync_ignores_pods_other_controllers_own(
+        env: tuple[ReplicaSetController, FakeClient]) -> None:
+    controller, client = env
+    client.write_through = True
+    rs, other = replica_set(replicas=1), replica_set("other", replicas=1)
+    add(controller, rs, other, pod("mine", rs), pod("theirs", other))
+    await controller.reconcile("default/web")
+    # Neither created, nor claimed (no adoption or release patch), nor read past the cache.
+    assert (creates(client), client.patches, client.gets) == ([], [], [])
+    status = cast(v1.ReplicaSet, client.status_updates[-1]).status
+    assert status.replicas == 1
