@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from apiserver.admission import Admission, AdmissionSettings
 from apiserver.allocator import ServiceAllocator
+from apiserver.consistent_read import CurrentRevision, progress_notify_is_reliable
 from apiserver.event_leases import EventLeases
 from apiserver.kind_hooks import EventHooks, KindHooks, NamespaceHooks, PodHooks, ServiceHooks
 from apiserver.storage import Storage, conflict, not_found
@@ -27,6 +28,7 @@ from apiserver.watch_cache import (
     ADDED,
     BOOKMARK,
     DELETED,
+    NotCached,
     ResourceWatchCache,
     WatchCacheSettings,
     WatchItem,
@@ -197,9 +199,17 @@ class Api:
         }
         """The server's part per kind (by kind); other kinds get ``KindHooks``."""
         self.admission = Admission(settings.admission, storage, self.caches)
+        self.current_revision = CurrentRevision(storage.etcd)
+        """etcd's revision for consistent reads from the caches, one request per burst."""
 
     async def start(self) -> None:
+        version = (await self.storage.etcd.status()).version
+        trust = progress_notify_is_reliable(version)
+        if not trust:
+            log.info("etcd's progress notifications are not relied on for reads from the"
+                     " watch cache (they are from 3.4.31 and 3.5.13)", etcd_version=version)
         for cache in self.caches.values():
+            cache.trust_progress = trust
             await cache.start()
         await self.admission.start()
         await self.ensure_system_namespaces()
@@ -213,6 +223,7 @@ class Api:
         await self.services.close()
         for cache in self.caches.values():
             await cache.stop()
+        await self.current_revision.close()
 
     async def _track_namespaces(self) -> None:
         while True:
@@ -268,11 +279,28 @@ class Api:
 
     async def get(self, rtype: ResourceType, namespace: str, name: str) -> Message:
         self._stored(rtype)
-        return await self.storage.get(rtype, self._namespace_for(rtype, namespace), name)
+        return rtype.decode(await self.get_serialized(rtype, namespace, name))
 
     async def get_serialized(self, rtype: ResourceType, namespace: str, name: str) -> bytes:
+        """The object as stored, with its resourceVersion, as of now: from the watch cache
+        once it has caught up with etcd's current revision, else from etcd."""
         self._stored(rtype)
-        return await self.storage.get_raw(rtype, self._namespace_for(rtype, namespace), name)
+        namespace = self._namespace_for(rtype, namespace)
+        return await self._read(rtype, namespace, name)
+
+    async def _read(self, rtype: ResourceType, namespace: str, name: str) -> bytes:
+        """A consistent read of one object (apiserver/consistent_read.py)."""
+        cache = self.caches[rtype.plural]
+        data = await cache.read(self.storage.key(rtype, namespace, name),
+                                await self.current_revision.get())
+        if data is None:
+            raise not_found(rtype, name)
+        if isinstance(data, NotCached):
+            return await self.storage.get_raw(rtype, namespace, name)
+        return data
+
+    async def _read_object(self, rtype: ResourceType, namespace: str, name: str) -> Message:
+        return rtype.decode(await self._read(rtype, namespace, name))
 
     async def list(
         self,
@@ -429,7 +457,7 @@ class Api:
             raise Invalid.from_field_errors(
                 rtype.qualified_kind, "", [FieldPath("metadata.name").required()]
             )
-        current = await self.storage.get(rtype, namespace, meta.name)
+        current = await self._read_object(rtype, namespace, meta.name)
         current_rv = m.meta(current).resource_version
         if meta.resource_version and meta.resource_version != current_rv:
             raise conflict(rtype, meta.name)
@@ -510,7 +538,7 @@ class Api:
         document = patches.decode(patch, kind)
         namespace = self._namespace_for(rtype, namespace or "default")
         for _ in range(20):
-            current = await self.storage.get(rtype, namespace, name)
+            current = await self._read_object(rtype, namespace, name)
             patched = document.apply(convert.to_dict(rtype, current), rtype.message)
             try:
                 _, obj = convert.from_dict(patched)
@@ -561,7 +589,7 @@ class Api:
         hooks = self._hooks(rtype)
         hooks.admit_delete(name)
         for _ in range(20):
-            current = await self.storage.get(rtype, namespace, name)
+            current = await self._read_object(rtype, namespace, name)
             meta = m.meta(current)
             if precondition_uid and precondition_uid != meta.uid:
                 raise Conflict(

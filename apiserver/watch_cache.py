@@ -122,6 +122,13 @@ class CachedEvent:
         self._obj = self._prev = None
 
 
+class NotCached:
+    """The answer of a cache that cannot serve a read (see ``ResourceWatchCache.read``)."""
+
+
+NOT_CACHED = NotCached()
+
+
 @dataclass(frozen=True, slots=True)
 class WatchItem:
     type: str
@@ -244,6 +251,12 @@ class WatchCacheSettings:
     Kubernetes' watch cache does after 3 s."""
     retry_max: float = 5.0
     """Cap on the backoff between attempts to re-open a broken etcd watch, seconds."""
+    consistent_read_wait: float = 0.5
+    """How long a consistent read waits for the cache to reach etcd's current revision before
+    it reads from etcd instead, seconds (only where etcd's progress notifications can be
+    trusted; elsewhere a cache that has not seen that revision is not waited for)."""
+    load_page: int = 1000
+    """Objects per etcd range while the cache loads a resource's current state."""
 
 
 class ResourceWatchCache:
@@ -280,15 +293,51 @@ class ResourceWatchCache:
         self._fence = 0
         """The revision the fence key was last written at by this cache."""
         self._fence_task: asyncio.Task[None] | None = None
+        self._objects: dict[bytes, bytes | None] = {}
+        """Every object of the resource by key, serialized with its resourceVersion (None:
+        etcd holds a value that does not decode, which only etcd reads report)."""
+        self.complete_revision = 0
+        """Every change up to this revision is in ``_objects``: known from the load and from
+        events, never from progress notifications alone."""
+        self.trust_progress = False
+        """Whether etcd's progress notifications may tell that the cache has caught up (see
+        apiserver/consistent_read.py); set once etcd's version is known."""
+        self.cached_reads = 0
+        """Consistent reads served from the cache."""
+        self.etcd_reads = 0
+        """Consistent reads that went to etcd: the cache could not show it had caught up."""
 
     @property
     def etcd(self) -> Etcd:
         return self.storage.etcd
 
     async def start(self) -> None:
-        current = await self.etcd.current_revision()
-        self.start_revision = self.revision = current
+        self.start_revision = self.revision = await self._load()
         self._task = asyncio.create_task(self._run(), name=f"watch-cache-{self.rtype.plural}")
+
+    async def _load(self) -> int:
+        """Reads the resource's current state into the cache; returns the revision read at."""
+        objects: dict[bytes, bytes | None] = {}
+        start, end = self.prefix, prefix_end(self.prefix)
+        revision = 0
+        while True:
+            response = await self.etcd.range(
+                start, end, revision=revision, limit=self.settings.load_page)
+            revision = revision or int(response.header.revision)
+            for kv in response.kvs:
+                try:
+                    value = self._plaintext(kv.key, kv.value)
+                    self.storage.decode_value(self.rtype, kv.key, value)
+                except InternalError:
+                    objects[kv.key] = None  # etcd's reads say what is wrong with it
+                    continue
+                objects[kv.key] = with_resource_version(value, kv.mod_revision)
+            if not response.more or not response.kvs:
+                break
+            start = response.kvs[-1].key + b"\0"
+        self._objects = objects
+        self.complete_revision = revision
+        return revision
 
     async def stop(self) -> None:
         for watcher in list(self._watchers):
@@ -357,7 +406,7 @@ class ResourceWatchCache:
         self._events.clear()
         self._latest.clear()
         self._bytes = 0
-        self.start_revision = self.revision = await self.etcd.current_revision()
+        self.start_revision = self.revision = await self._load()
         self._fence_if_needed()  # replays under way now meet an empty window
 
     @property
@@ -369,14 +418,22 @@ class ResourceWatchCache:
         for event in events:
             cached = self._cached(event)
             if cached is None:
+                if event.type != Event.DELETE:
+                    self._objects[event.kv.key] = None
+                else:
+                    self._objects.pop(event.kv.key, None)
                 continue
+            if cached.deleted:
+                self._objects.pop(cached.key, None)
+            else:
+                self._objects[cached.key] = cached.data
             self._events.append(cached)
             self._latest[cached.key] = cached
             self._bytes += cached.size
             for watcher in self._watchers:
                 watcher.offer(cached)
             cached.release()
-        self.revision = events[-1].kv.mod_revision
+        self.revision = self.complete_revision = events[-1].kv.mod_revision
         while self._events and (
             len(self._events) > self.settings.capacity or self._bytes > self.settings.max_bytes
         ):
@@ -455,6 +512,37 @@ class ResourceWatchCache:
         obj.metadata.name = name  # type: ignore[attr-defined]
         obj.metadata.namespace = namespace  # type: ignore[attr-defined]
         return obj
+
+    async def read(self, key: bytes, revision: int) -> bytes | NotCached | None:
+        """The object at ``key`` as of ``revision`` or later (serialized, with its
+        resourceVersion), None when there is none, or NOT_CACHED when the cache cannot show it
+        has every change up to ``revision`` (or holds a value there that does not decode):
+        the caller reads from etcd."""
+        if not await self._caught_up(revision):
+            self.etcd_reads += 1
+            return NOT_CACHED
+        if key in self._objects:
+            data = self._objects[key]
+            if data is None:
+                self.etcd_reads += 1
+                return NOT_CACHED
+            self.cached_reads += 1
+            return data
+        self.cached_reads += 1
+        return None
+
+    async def _caught_up(self, revision: int) -> bool:
+        if self.complete_revision >= revision:
+            return True
+        if not self.trust_progress or self._task is None:
+            return False
+        # A change may be on its way, or the resource has none since: etcd's answer to a
+        # progress request tells which.
+        try:
+            await self.wait_for_revision(revision, self.settings.consistent_read_wait)
+        except TooLargeResourceVersion:
+            return False
+        return True
 
     async def wait_for_revision(self, revision: int, timeout: float | None = None) -> None:
         """Returns once every event up to ``revision`` is in the window; raises

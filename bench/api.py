@@ -19,7 +19,12 @@ Prints one JSON object:
   ratios to the insecure API server's, and the same over etcd's mutual TLS (``etcd_tls_*``);
 - a ceiling: the same client against a do-nothing Python gRPC server (bench/echo_server.py),
   in plaintext and with the secured server's TLS and client certificate (``echo_tls_*``), so
-  the cost of TLS alone in Python gRPC shows beside the cost of security;
+  the cost of TLS alone in Python gRPC shows beside the cost of security; creates and
+  gets through the insecure server against it (``ratio_creates_to_python_grpc_echo_cC``,
+  ``ratio_gets_to_python_grpc_echo_cC``; the goal at c64 is 0.7 and 0.8);
+- the CPU one create costs the API server and etcd, beside what one raw put costs etcd
+  (``api_server_cpu_us_per_create_cC``, ``etcd_cpu_us_per_create_cC``,
+  ``etcd_cpu_us_per_raw_put_cC``);
 - creates/s and gets/s of ConfigMaps through the insecure server's Kubernetes HTTP/JSON API
   (``--http-listen``; aiohttp, a keep-alive pool of as many connections as the concurrency)
   at concurrency 1 and 64 (``http_*``), taking turns with its gRPC API, and
@@ -94,7 +99,7 @@ PERMISSION_TIMEOUT = 20.0
 """Seconds the secured server gets to see the RoleBinding (its RBAC copy follows a watch)."""
 API_FIGURES = ("creates_per_s", "gets_per_s", "secret_creates_per_s")
 """What is measured through each API server (gets read what the creates before them made)."""
-ECHO_FIGURES = ("creates_per_s",)
+ECHO_FIGURES = ("creates_per_s", "gets_per_s")
 HTTP_FIGURES = ("creates_per_s", "gets_per_s")
 """What is measured through the insecure server's HTTP API, beside the same through gRPC."""
 HTTP_READY_TIMEOUT = 20.0
@@ -114,20 +119,26 @@ def secret(name: str) -> v1.Secret:
                      data=SECRET_PAYLOAD, type="Opaque")
 
 
-async def raw_etcd(settings: EtcdSettings, ops: int) -> dict[str, float]:
+async def raw_etcd(settings: EtcdSettings, ops: int, etcd_pid: int | None = None
+                   ) -> dict[str, float]:
+    """Puts and ranges per second straight to etcd; given its pid, also etcd's CPU
+    microseconds per put and per range (``cpu_us_per_put_cC``)."""
     etcd = Etcd(settings)
     value = configmap("x").SerializeToString()
     prefix = f"/raw-{uuid.uuid4().hex[:8]}/"
     figures: dict[str, float] = {}
+
+    async def measured(name: str, op: Operation, c: int) -> None:
+        before = cpu_seconds(etcd_pid) if etcd_pid is not None else 0.0
+        figures[f"{name}s_per_s_c{c}"] = await rate(op, c, ops)
+        if etcd_pid is not None:
+            figures[f"cpu_us_per_{name}_c{c}"] = (cpu_seconds(etcd_pid) - before) / ops * 1e6
+
     try:
         for c in CONCURRENCIES:
             run = uuid.uuid4().hex[:6]
-            figures[f"puts_per_s_c{c}"] = await rate(
-                lambda i: etcd.put(f"{prefix}{run}-{i}".encode(), value), c, ops
-            )
-            figures[f"ranges_per_s_c{c}"] = await rate(
-                lambda i: etcd.range(f"{prefix}{run}-{i}".encode()), c, ops
-            )
+            await measured("put", lambda i: etcd.put(f"{prefix}{run}-{i}".encode(), value), c)
+            await measured("range", lambda i: etcd.range(f"{prefix}{run}-{i}".encode()), c)
     finally:
         await etcd.close()
     return figures
@@ -538,7 +549,8 @@ async def main_async(ops: int, rounds: int, watchers: int, events: int, security
         http_flags = ("--http-listen", http_address) if http_address is not None else ()
         with temporary_etcd() as etcd, \
                 apiserver_process(etcd.endpoint, "--insecure", *http_flags) as address:
-            raw = await raw_etcd(EtcdSettings(endpoints=(etcd.endpoint,)), ops)
+            raw = await raw_etcd(EtcdSettings(endpoints=(etcd.endpoint,)), ops,
+                                 process_id(etcd))
             api = await measure_api(etcd, address, http_address, pki, Path(tmp), ops, rounds,
                                     secured_etcd, profile)
             latency = await watch_latency(address, watchers, events)
@@ -591,6 +603,15 @@ async def main_async(ops: int, rounds: int, watchers: int, events: int, security
             rates[f"api_gets_per_s_c{c}"], raw[f"ranges_per_s_c{c}"])
         result[f"ratio_creates_to_python_grpc_echo_c{c}"] = ratio(
             rates[f"api_creates_per_s_c{c}"], rates[f"echo_creates_per_s_c{c}"])
+        result[f"ratio_gets_to_python_grpc_echo_c{c}"] = ratio(
+            rates[f"api_gets_per_s_c{c}"], rates[f"echo_gets_per_s_c{c}"])
+        # What one create costs the API server and etcd, beside what a put costs etcd alone.
+        spent = cpu[f"creates_c{c}"]["api"]
+        result[f"api_server_cpu_us_per_create_c{c}"] = round(spent["server"] * 1000)
+        result[f"etcd_cpu_us_per_create_c{c}"] = round(spent["etcd"] * 1000)
+        result[f"etcd_cpu_us_per_raw_put_c{c}"] = round(raw[f"cpu_us_per_put_c{c}"])
+        result[f"echo_server_cpu_us_per_create_c{c}"] = round(
+            cpu[f"creates_c{c}"]["echo"]["server"] * 1000)
         if http:
             for figure in HTTP_FIGURES:
                 name = figure.removesuffix("_per_s")

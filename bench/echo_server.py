@@ -1,9 +1,10 @@
 """A do-nothing server of the API's gRPC service: the ceiling of a Python gRPC server here.
 
-Create and Get answer at once with the request's object, touching no storage. The API
-benchmark measures it beside the real API server so the report separates what gRPC in Python
-costs from what kubelite's own work costs. With ``--tls-cert-file`` it serves TLS and requires
-client certificates as the secured API server does, which separates what TLS costs.
+Create answers at once with the request's object and Get with a ConfigMap made at start,
+touching no storage. The API benchmark measures it beside the real API server so the report
+separates what gRPC in Python costs from what kubelite's own work costs. With
+``--tls-cert-file`` it serves TLS and requires client certificates as the secured API server
+does, which separates what TLS costs.
 """
 
 from __future__ import annotations
@@ -16,14 +17,24 @@ from apiserver.server import TlsSettings, server_credentials
 from kubelite import daemon
 from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
+from protos.v1 import objects_pb2 as v1
 
 
 class EchoServicer(pb_grpc.ApiServerServicer):
+    def __init__(self) -> None:
+        # A Get answers the object the API benchmark's gets read, made once: the same bytes
+        # on the wire and the same decoding in the client as through the API server.
+        stored = v1.ConfigMap(metadata=v1.ObjectMeta(
+            name="cm", namespace="bench", labels={"app": "bench"}, uid="0" * 36,
+            resource_version="12345", creation_timestamp="2026-01-01T00:00:00Z"),
+            data={"config.yaml": "replicas: 3\nimage: web:1.0\n" * 4})
+        self._object = stored.SerializeToString()
+
     async def Create(self, request: pb.CreateRequest, context: object) -> pb.ObjectResponse:
         return pb.ObjectResponse(object=request.object)
 
     async def Get(self, request: pb.GetRequest, context: object) -> pb.ObjectResponse:
-        return pb.ObjectResponse(object=b"")
+        return pb.ObjectResponse(object=self._object)
 
 
 async def serve(listen: str, tls: TlsSettings) -> None:
