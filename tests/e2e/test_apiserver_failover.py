@@ -2,7 +2,9 @@
 robin): each component holds a connection to each server; one server is killed (SIGKILL) and
 the cluster keeps working through the other: a new Deployment is scheduled and its pods run,
 its Service's endpoints follow and the proxy forwards to them, klctl answers, and node
-heartbeats go on (the nodes stay Ready past the grace period)."""
+heartbeats go on (the nodes stay Ready past the grace period). Also: reads under way on the
+killed server are answered by the other, and `kubelite up --apiservers 2` runs two secured
+API servers that klctl reaches through either."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ import asyncio
 import functools
 import json
 import os
+import signal
+import socket
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kubelite.api.errors import Unavailable
 from kubelite.client.client import ApiClient
@@ -327,6 +333,74 @@ async def test_reads_under_way_move_to_the_other_server(etcd: EtcdProcess,
     finally:
         for process in processes:
             process.stop()
+
+
+def free_run(length: int) -> int:
+    """The first of ``length`` consecutive free ports on 127.0.0.1."""
+    while True:
+        first = free_port()
+        if first + length > 65536:
+            continue
+        held = []
+        try:
+            for port in range(first, first + length):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_kubelite_up_runs_two_secured_api_servers(tmp_path: Path) -> None:
+    """`kubelite up --apiservers 2`, secured: both servers healthy, the admin's kubeconfig
+    names both, klctl works through either (one serving certificate for both ports)."""
+    api = free_run(4)  # server 1: api, api + 1 (HTTP); server 2: api + 2, api + 3
+    others = distinct_ports(20)
+    ports = [p for p in others if not api <= p < api + 4][:7]
+    data = tmp_path / "cluster"
+    env = {**os.environ, "KUBELITE_CONFIG": str(tmp_path / "klctl-config")}
+    argv = [script("kubelite"), "up", "--data-dir", str(data), "--nodes", "1",
+            "--apiservers", "2", "--api-port", str(api), "--http-api-port", str(api + 1),
+            "--node-address-base", "127.0.0.70", "--service-cluster-ip-range",
+            "127.161.0.0/16", "--pod-network", "127.247.0.0/16"]
+    for option, port in zip(("--etcd-port", "--etcd-peer-port", "--scheduler-health-port",
+                             "--controller-manager-health-port", "--kubelet-port",
+                             "--kubelet-health-port", "--proxy-health-port"), ports,
+                            strict=True):
+        argv += [option, str(port)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env)
+    output: list[str] = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 120
+        while not any("kubelite is ready" in line for line in output):
+            line = process.stdout.readline()
+            assert line and time.monotonic() < deadline, "".join(output)
+            output.append(line)
+        servers = f"127.0.0.1:{api},127.0.0.1:{api + 2}"
+        assert any(f"API servers: {servers}" in line for line in output), "".join(output)
+        status = subprocess.run([script("kubelite"), "status", "--data-dir", str(data)],
+                                capture_output=True, text=True, check=False, timeout=60)
+        assert status.returncode == 0, status.stdout
+        assert any(line.startswith("apiserver-2 ") and line.endswith("healthy")
+                   for line in status.stdout.splitlines()), status.stdout
+        admin = yaml.safe_load((data / "admin.conf").read_text())
+        assert admin["clusters"][0]["cluster"]["server"] == (
+            f"https://127.0.0.1:{api},https://127.0.0.1:{api + 2}")
+        for server in ([], ["--server", f"127.0.0.1:{api}"],
+                       ["--server", f"127.0.0.1:{api + 2}"]):
+            nodes = subprocess.run([script("klctl"), *server, "get", "nodes"],
+                                   capture_output=True, text=True, env=env, timeout=30,
+                                   check=False)
+            assert nodes.returncode == 0 and " Ready " in nodes.stdout, (server, nodes.stderr)
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C stops everything
+        process.wait(90)
 
 
 async def serving(address: str) -> bool:
