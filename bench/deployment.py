@@ -25,8 +25,10 @@ Prints one JSON object:
 - ``reference``: the same number of pods created directly by this client, in the same
   slow-start batches the ReplicaSet controller uses (1, 2, 4, ... up to its burst of 500 in
   flight), measured after the Deployment in the same run: the floor of the API path.
-  ``ratio_pods_created_to_reference`` compares the controller's create rate with it. The
-  reference pods name a scheduler that does not run, so nothing schedules or runs them.
+  ``ratio_pods_created_to_reference`` compares the controller's create rate with it;
+  ``too_many_requests_retries`` counts its creates refused over the API server's in-flight
+  limit (sent again after the retry-after). The reference pods name a scheduler that does
+  not run, so nothing schedules or runs them.
 
 Usage: python -m bench.deployment [--replicas 1000] [--nodes 100] [--profile DIR]
 """
@@ -435,7 +437,10 @@ async def measure_reference(client: ApiClient, replicas: int) -> dict[str, objec
             batch = min(2 * batch, sync)
     seconds = time.perf_counter() - start
     return {"pods": replicas, "seconds": round(seconds, 3),
-            "pods_created_per_second": round(replicas / seconds, 1)}
+            "pods_created_per_second": round(replicas / seconds, 1),
+            # Creates the API server refused as over its in-flight limit and the client sent
+            # again after the retry-after: the batches' cost beyond the creates themselves.
+            "too_many_requests_retries": client.stats.too_many_requests_retries}
 
 
 async def _warm_up(address: str, nodes: int) -> None:
@@ -472,6 +477,8 @@ def main() -> None:
     p.add_argument("--profile", type=Path, default=None,
                    help="py-spy records the controller manager, scheduler and API server"
                         " during the measurement into DIR (raw collapsed stacks)")
+    p.add_argument("--log-dir", type=Path, default=None,
+                   help="keep each process's log there (default: a temporary directory)")
     p.add_argument("--load-average", default="on", choices=["on", "off"],
                    help="report the 1-minute load average before and after")
     a = p.parse_args()
@@ -487,7 +494,8 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="kubelite-bench-deployment-") as tmp,
         temporary_etcd() as etcd,
     ):
-        logs = Path(tmp)
+        logs = a.log_dir or Path(tmp)
+        logs.mkdir(parents=True, exist_ok=True)
         api_port = free_port()
         address = f"127.0.0.1:{api_port}"
         sched_health = f"127.0.0.1:{free_port()}"
