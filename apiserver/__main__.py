@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
                    default=TxnBatchSettings.max_in_flight,
                    help="etcd write transactions in flight before new writes wait to be"
                         " batched")
+    p.add_argument("--etcd-batch-linger", type=float, default=TxnBatchSettings.linger,
+                   help="seconds a write may wait for others to join its batch while another"
+                        " etcd transaction is in flight")
     p.add_argument("--compaction-interval", type=float, default=300.0,
                    help="seconds between etcd compactions (0 disables)")
     p.add_argument("--watch-cache-size", type=int, default=10_000,
@@ -156,9 +159,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
         p.error(str(e))
     try:
         batching = TxnBatchSettings(enabled=a.etcd_batch_writes == "true",
-                                    max_in_flight=a.etcd_batch_max_in_flight)
+                                    max_in_flight=a.etcd_batch_max_in_flight,
+                                    linger=a.etcd_batch_linger)
     except ValueError as e:
-        p.error(f"--etcd-batch-max-in-flight: {e}")
+        p.error(f"--etcd-batch-{str(e).split(':')[0].replace('_', '-')}: {e}")
     try:
         security = _security_settings(a)
     except ValueError as e:

@@ -5,8 +5,10 @@ delete) it". A gRPC call to etcd costs this process more than the rest of a crea
 etcd spends most of a small transaction's cost on the request around it. So while the
 transactions in flight are at ``max_in_flight``, new ones wait, and the waiting ones leave
 together as one transaction: the conjunction of their conditions, their operations in order.
-With one request at a time nothing waits; the more requests arrive at once, the bigger the
-batches, which is when the saving is needed.
+While any transaction is in flight, a write also lingers a little (``linger``) for others to
+join it: a server busy with its CPU takes requests up one at a time, and they would seldom meet
+otherwise. With one request at a time nothing waits; the more requests arrive at once, the
+bigger the batches, which is when the saving is needed.
 
 What stays exact:
 - Writes that touch the same key never share a batch (a second update guarded by the same
@@ -54,6 +56,10 @@ class TxnBatchSettings:
     max_bytes: int = 1024 * 1024
     """Bytes of values in one batch, under etcd's --max-request-bytes (1.5 MiB by default);
     a larger write goes alone."""
+    linger: float = 0.002
+    """Seconds a write may wait for others to join its batch while another transaction is in
+    flight (a busy server: a CPU-bound one takes requests up one by one, and without waiting
+    a little, few would ever meet). With nothing in flight a write leaves at once."""
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -62,6 +68,8 @@ class TxnBatchSettings:
             raise ValueError(f"max_writes: must be between 1 and 64, got {self.max_writes}")
         if self.max_bytes < 1:
             raise ValueError(f"max_bytes: must be at least 1, got {self.max_bytes}")
+        if not 0 <= self.linger <= 1:
+            raise ValueError(f"linger: must be between 0 and 1 second, got {self.linger}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +107,7 @@ class _Write:
     failure: Sequence[rpc_pb2.RequestOp]
     keys: frozenset[bytes]
     size: int
+    arrived: float
     result: asyncio.Future[TxnResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -121,6 +130,7 @@ class TxnBatcher:
         self._waiting: deque[_Write] = deque()
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
         self.transactions = 0
         """Transactions sent to etcd for writes (batches, single writes, and retries)."""
         self.writes = 0
@@ -142,14 +152,17 @@ class TxnBatcher:
         keys = frozenset(
             [bytes(c.key) for c in compare] + [_op_key(op) for op in (*success, *failure)])
         size = sum(_op_size(op) for op in success)
-        write = _Write(compare, success, failure, keys, size)
+        write = _Write(compare, success, failure, keys, size, asyncio.get_running_loop().time())
         self._waiting.append(write)
         self._dispatch()
         return await write.result
 
     async def close(self) -> None:
         """Waits for the transactions in flight (their writes' callers get their answers)."""
-        while self._tasks:
+        while self._tasks or self._waiting:
+            if not self._tasks:
+                self._dispatch()
+                continue
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _alone(
@@ -163,7 +176,17 @@ class TxnBatcher:
         return TxnResult(response.succeeded, int(response.header.revision), response.responses)
 
     def _dispatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = asyncio.get_running_loop()
         while self._waiting and self._in_flight < self.settings.max_in_flight:
+            ready_at = self._waiting[0].arrived + self.settings.linger
+            if (self._in_flight and len(self._waiting) < self.settings.max_writes
+                    and loop.time() < ready_at):
+                # Busy: the first waiting write gives others until its linger is over.
+                self._timer = loop.call_at(ready_at, self._dispatch)
+                return
             batch = self._take_batch()
             self._in_flight += 1
             task = asyncio.create_task(self._send(batch), name="etcd-txn-batch")

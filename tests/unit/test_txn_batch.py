@@ -221,7 +221,39 @@ async def test_a_cancelled_caller_does_not_break_the_batch() -> None:
 
 
 @pytest.mark.parametrize("settings", [
-    {"max_in_flight": 0}, {"max_writes": 0}, {"max_writes": 65}, {"max_bytes": 0}])
+    {"max_in_flight": 0}, {"max_writes": 0}, {"max_writes": 65}, {"max_bytes": 0},
+    {"linger": -1}, {"linger": 2}])
 def test_settings_out_of_range_are_refused(settings: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(settings))):
         TxnBatchSettings(**settings)
+
+
+async def test_while_busy_a_write_lingers_for_others_then_leaves_with_them() -> None:
+    fake = FakeEtcd()
+    fake.release.clear()
+    b = batcher(fake, max_in_flight=2, linger=0.05)
+    first = asyncio.create_task(b.txn(*create(b"first")))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert fake.calls == [1]  # nothing in flight: it left at once
+    later = [asyncio.create_task(b.txn(*create(f"k{i}".encode()))) for i in range(3)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert fake.calls == [1], "a free slot, but the waiting writes linger for company"
+    fake.release.set()  # etcd answers the first: nothing in flight, so they leave now
+    await asyncio.gather(first, *later)
+    assert fake.calls == [1, 3]
+
+
+async def test_a_lingering_batch_leaves_when_its_time_is_up() -> None:
+    fake = FakeEtcd()
+    fake.release.clear()
+    b = batcher(fake, max_in_flight=2, linger=0.01)
+    first = asyncio.create_task(b.txn(*create(b"first")))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(b.txn(*create(b"second")))
+    while len(fake.calls) < 2:  # the second goes once its linger is over, first still held
+        await asyncio.sleep(0.005)
+    fake.release.set()
+    await asyncio.gather(first, second)
+    assert fake.calls == [1, 1]
