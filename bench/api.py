@@ -30,11 +30,13 @@ Prints one JSON object:
   at concurrency 1 and 64 (``http_*``), taking turns with its gRPC API, and
   ``ratio_http_to_grpc_*``, the quotient of their rates (and of their CPU per operation);
 - watch event latency p50/p99 (write acknowledged -> event delivered) with 100 watchers on
-  the insecure server.
+  the insecure server;
+- ``scaleout``: creates/s and gets/s at c64 through one API server and through two over one
+  etcd with the client's round robin, and their ratios (bench/scaleout.py).
 
 Usage: python -m bench.api [--ops N] [--rounds N] [--watchers N] [--events N]
                            [--security on|off] [--secured-etcd tls|plain] [--http on|off]
-                           [--profile DIR]
+                           [--scaleout on|off] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -541,8 +543,8 @@ def ratio(numerator: float, denominator: float) -> float:
 
 
 async def main_async(ops: int, rounds: int, watchers: int, events: int, security: bool,
-                     secured_etcd: str, profile: Path | None = None, http: bool = True
-                     ) -> dict[str, object]:
+                     secured_etcd: str, profile: Path | None = None, http: bool = True,
+                     scaleout: bool = True) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="kubelite-bench-api-") as tmp:
         pki = init_cluster(Path(tmp) / "cluster").pki if security else None
         http_address = f"127.0.0.1:{free_port()}" if http else None
@@ -555,6 +557,12 @@ async def main_async(ops: int, rounds: int, watchers: int, events: int, security
                                     secured_etcd, profile)
             latency = await watch_latency(address, watchers, events)
         echo_sides = await echo_ceiling(ops, rounds, pki)
+        scaled: dict[str, float] = {}
+        if scaleout:
+            # bench.scaleout builds on this module's sides: imported here, not at the top.
+            from bench import scaleout as scaleout_bench
+            with temporary_etcd() as etcd:
+                scaled = await scaleout_bench.measure(etcd.endpoint, ops, rounds)
 
     result: dict[str, object] = {"benchmark": "api", "ops_per_measurement": ops,
                                  "rounds": rounds}
@@ -620,6 +628,10 @@ async def main_async(ops: int, rounds: int, watchers: int, events: int, security
                 costs = cpu[f"{name}_c{c}"]
                 result[f"ratio_http_to_grpc_cpu_efficiency_{name}_c{c}"] = ratio(
                     sum(costs["api"].values()), sum(costs["http"].values()))
+    if scaleout:
+        result["scaleout"] = scaled
+    else:
+        result["scaleout"] = "off: one API server only (--scaleout off)"
     result["cpu_ms_per_op"] = cpu
     if profile is not None:
         result["profiles"] = str(profile)
@@ -644,6 +656,9 @@ def main() -> None:
     p.add_argument("--http", choices=("on", "off"), default="on",
                    help="on: measure the insecure server's HTTP API beside its gRPC API"
                         " (default)")
+    p.add_argument("--scaleout", choices=("on", "off"), default="on",
+                   help="on: creates and gets through one API server and through two over one"
+                        " etcd, round robin (bench/scaleout.py; default)")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="record each API server with py-spy (pip install py-spy) during the API"
                         " measurements: DIR/api.txt and DIR/secured.txt, collapsed stacks of"
@@ -663,7 +678,7 @@ def main() -> None:
     async def run() -> None:
         result.update(await main_async(a.ops, a.rounds, a.watchers, a.events,
                                        a.security == "on", a.secured_etcd, a.profile,
-                                       a.http == "on"))
+                                       a.http == "on", a.scaleout == "on"))
 
     daemon.run(run())
     print(json.dumps(result, indent=2))
