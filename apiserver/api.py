@@ -199,7 +199,8 @@ class Api:
         }
         """The server's part per kind (by kind); other kinds get ``KindHooks``."""
         self.admission = Admission(settings.admission, storage, self.caches)
-        self.current_revision = CurrentRevision(storage.etcd)
+        self.current_revision = CurrentRevision(
+            storage.etcd, settings.watch_cache.consistent_read_linger)
         """etcd's revision for consistent reads from the caches, one request per burst."""
 
     async def start(self) -> None:

@@ -5,8 +5,9 @@ The read asks etcd for its current revision, in a request that starts after the 
 then waits until the resource's cache has every change up to that revision (Kubernetes'
 consistent reads from cache, KEP 2340). Reads that arrive together share one such request:
 whoever arrives while one is in flight waits for the next, which starts as soon as that one
-is answered, so the revision each read gets is never older than its arrival. One etcd round
-trip thus serves every read of a burst.
+is answered (or a millisecond after the first of them came, if that is later: a busy server
+takes requests up one at a time), so the revision each read gets is never older than its
+arrival. One etcd round trip thus serves every read of a burst.
 
 How the cache knows it has caught up: from its own watch's events (an event of revision R
 means every change of the resource up to R has arrived; etcd sends them in order), or from a
@@ -44,10 +45,16 @@ class CurrentRevision:
     """etcd's current revision, fetched by one request for every caller of a burst, and
     never from a request that started before the caller asked."""
 
-    def __init__(self, etcd: Etcd) -> None:
+    def __init__(self, etcd: Etcd, linger: float = 0.001) -> None:
         self.etcd = etcd
+        self.linger = linger
+        """Seconds the next request waits for more readers when readers came while one was
+        in flight (a busy server takes requests up one at a time)."""
         self._in_flight: asyncio.Future[int] | None = None
         self._next: asyncio.Future[int] | None = None
+        self._next_since = 0.0
+        self._sent = False
+        """Whether the request of the future in flight has been sent to etcd."""
         self._tasks: set[asyncio.Task[None]] = set()
         self.requests = 0
         """Requests sent to etcd."""
@@ -56,10 +63,13 @@ class CurrentRevision:
         if self._in_flight is None:
             future = self._in_flight = asyncio.get_running_loop().create_future()
             self._fetch(future)
+        elif not self._sent:
+            future = self._in_flight  # its request has not left yet: it is recent enough
         else:
             # The one in flight may have been answered before this call: wait for the next.
             if self._next is None:
                 self._next = asyncio.get_running_loop().create_future()
+                self._next_since = asyncio.get_running_loop().time()
             future = self._next
         return await asyncio.shield(future)
 
@@ -67,14 +77,19 @@ class CurrentRevision:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _fetch(self, future: asyncio.Future[int]) -> None:
-        task = asyncio.create_task(self._run(future), name="etcd-current-revision")
+    def _fetch(self, future: asyncio.Future[int], not_before: float = 0.0) -> None:
+        self._sent = False
+        task = asyncio.create_task(self._run(future, not_before), name="etcd-current-revision")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, future: asyncio.Future[int]) -> None:
-        self.requests += 1
+    async def _run(self, future: asyncio.Future[int], not_before: float = 0.0) -> None:
         try:
+            delay = not_before - asyncio.get_running_loop().time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._sent = True
+            self.requests += 1
             revision = await self.etcd.current_revision()
         except Exception as e:  # noqa: BLE001 - every waiting reader gets the failure
             future.set_exception(e)
@@ -87,4 +102,4 @@ class CurrentRevision:
         finally:
             self._in_flight, self._next = self._next, None
             if self._in_flight is not None:
-                self._fetch(self._in_flight)
+                self._fetch(self._in_flight, self._next_since + self.linger)

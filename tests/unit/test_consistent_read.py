@@ -77,3 +77,24 @@ async def test_a_reader_that_goes_away_does_not_cancel_the_others() -> None:
     fake.release.set()
     assert await stays == 10
     await current.close()
+
+
+async def test_readers_that_come_while_the_next_request_lingers_join_it() -> None:
+    fake = FakeEtcd()
+    current = CurrentRevision(cast(Etcd, fake), linger=0.05)
+    first = asyncio.create_task(current.get())
+    while not fake.asked:
+        await asyncio.sleep(0)
+    waiting = asyncio.create_task(current.get())  # for the next request
+    await asyncio.sleep(0)
+    fake.release.set()
+    assert await first == 10
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert fake.asked == 1, "the next request lingers for more readers"
+    fake.revision = 12
+    joined = [asyncio.create_task(current.get()) for _ in range(3)]
+    assert await waiting == 12
+    assert await asyncio.gather(*joined) == [12] * 3
+    assert fake.asked == 2
+    await current.close()
