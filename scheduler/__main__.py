@@ -25,6 +25,16 @@ def boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean {text!r} (true or false)")
 
 
+def percentage(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value} is not in the valid range [0-100]")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[str | ClientConfig, SchedulerSettings, str]:
     """(API server address or client config, settings, log level)."""
     p = argparse.ArgumentParser(prog="kubelite-scheduler", description=__doc__)
@@ -42,8 +52,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[str | ClientConfig, Sched
     p.add_argument("--pod-max-backoff", type=duration_flag, default=10.0)
     p.add_argument("--pod-max-in-unschedulable", type=duration_flag, default=300.0,
                    help="retry an unschedulable pod after this long even without events")
-    p.add_argument("--percentage-of-nodes-to-score", type=int, default=0,
-                   help="0: adaptive, as kube-scheduler")
+    p.add_argument("--percentage-of-nodes-to-score", type=percentage, default=0,
+                   help="stop filtering once this percentage of the nodes is found feasible"
+                        " (at least 100 nodes); 0: adaptive, as kube-scheduler (50%% minus"
+                        " 1%% per 125 nodes, at least 5%%)")
     p.add_argument("--identity", default="",
                    help="leader election identity (default: host name + random suffix)")
     p.add_argument("--health-address", default="127.0.0.1:10259",

@@ -44,6 +44,8 @@ class SchedulerCache:
         self._clock = clock
         self.nodes: dict[str, NodeInfo] = {}
         self._pods: dict[str, _PodState] = {}
+        self._assumed: set[str] = set()
+        """The uids of assumed pods (the expiry sweep looks at these alone)."""
         self._node_list: list[NodeInfo] | None = None
 
     # ---------------------------------------------------------------- nodes
@@ -64,7 +66,7 @@ class SchedulerCache:
             return
         if info.pods:
             # Its pods still hold their resources until they are deleted themselves.
-            info.node = None
+            info.clear_node()
         else:
             del self.nodes[name]
         self._node_list = None
@@ -99,9 +101,9 @@ class SchedulerCache:
         pod.CopyFrom(info.pod)
         pod.spec.node_name = node_name
         # The requests and ports do not change with the node: keep the computed ones.
-        assumed = PodInfo(pod, info.requests, info.non_zero_milli_cpu, info.non_zero_memory,
-                          info.host_ports)
+        assumed = info.with_pod(pod)
         self._pods[info.uid] = _PodState(assumed, node_name, assumed=True)
+        self._assumed.add(info.uid)
         self._add_to_node(assumed, node_name)
         return assumed
 
@@ -117,37 +119,55 @@ class SchedulerCache:
         state = self._pods.get(uid)
         if state is not None and state.assumed:
             del self._pods[uid]
+            self._assumed.discard(uid)
             self._remove_from_node(uid, state.node_name)
 
     def is_assumed(self, uid: str) -> bool:
-        state = self._pods.get(uid)
-        return state is not None and state.assumed
+        return uid in self._assumed
 
     def add_pod(self, pod: v1.Pod) -> None:
         """An assigned pod as the API server reports it (confirms an assumed one)."""
         uid = pod.metadata.uid
+        node_name = pod.spec.node_name
         state = self._pods.get(uid)
+        if state is not None and state.node_name == node_name and state.info.pod.spec == pod.spec:
+            # Most updates of a placed pod are status changes: what the pod holds on its
+            # node stays the same, so keep the computed facts and only swap the object.
+            info = state.info.with_pod(pod)
+            self._pods[uid] = _PodState(info, node_name)
+            self._assumed.discard(uid)
+            node = self.nodes.get(node_name)
+            if node is not None and uid in node.pods:
+                node.pods[uid] = info
+                return
+            self._add_to_node(info, node_name)
+            return
         if state is not None:
+            self._assumed.discard(uid)
             self._remove_from_node(uid, state.node_name)
         info = self._make_pod_info(pod)
-        self._pods[uid] = _PodState(info, pod.spec.node_name)
-        self._add_to_node(info, pod.spec.node_name)
+        self._pods[uid] = _PodState(info, node_name)
+        self._add_to_node(info, node_name)
 
     update_pod = add_pod
 
     def remove_pod(self, pod: v1.Pod) -> None:
-        state = self._pods.pop(pod.metadata.uid, None)
+        uid = pod.metadata.uid
+        state = self._pods.pop(uid, None)
         if state is not None:
-            self._remove_from_node(pod.metadata.uid, state.node_name)
+            self._assumed.discard(uid)
+            self._remove_from_node(uid, state.node_name)
 
     def cleanup_expired_assumed_pods(self) -> list[str]:
         now = self._clock()
-        expired = [
-            uid for uid, s in self._pods.items()
-            if s.assumed and s.binding_finished and s.deadline is not None and s.deadline < now
-        ]
+        expired = []
+        for uid in self._assumed:
+            s = self._pods[uid]
+            if s.binding_finished and s.deadline is not None and s.deadline < now:
+                expired.append(uid)
         for uid in expired:
             state = self._pods.pop(uid)
+            self._assumed.discard(uid)
             log.warning("assumed pod expired", pod=state.info.key, node=state.node_name)
             self._remove_from_node(uid, state.node_name)
         return expired
@@ -156,4 +176,4 @@ class SchedulerCache:
         return len(self._pods)
 
     def assumed_count(self) -> int:
-        return sum(1 for s in self._pods.values() if s.assumed)
+        return len(self._assumed)

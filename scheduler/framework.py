@@ -8,14 +8,16 @@ scores across nodes. Plugins are built by name from a registry and enabled by a 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 from kubelite.api import meta as m
-from kubelite.api.pods import pod_requests
+from kubelite.api.pods import effective_total
 from kubelite.api.quantity import Quantity, parse_quantity
 from protos.v1 import objects_pb2 as v1
 
@@ -42,6 +44,9 @@ class Code(enum.IntEnum):
     """Does not fit now; may fit after the cluster changes (or after preemption)."""
     UNSCHEDULABLE_AND_UNRESOLVABLE = 3
     """Does not fit, and evicting pods from the node would not help."""
+    SKIP = 5
+    """From PreFilter or PreScore: this plugin has nothing to say about this pod, so its
+    Filter or Score is not run for it (upstream's Skip)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,9 @@ class Status:
     def is_success(self) -> bool:
         return self.code == Code.SUCCESS
 
+    def is_skip(self) -> bool:
+        return self.code == Code.SKIP
+
     def is_rejected(self) -> bool:
         return self.code in (Code.UNSCHEDULABLE, Code.UNSCHEDULABLE_AND_UNRESOLVABLE)
 
@@ -77,6 +85,7 @@ class Status:
 
 
 SUCCESS = Status()
+SKIP = Status(Code.SKIP)
 
 
 # ------------------------------------------------------------------ resources
@@ -143,37 +152,63 @@ class HostPort:
     port: int
 
 
-def _host_ports(spec: v1.PodSpec, container_ports_are_host_ports: bool) -> tuple[HostPort, ...]:
-    containers = [*spec.containers]
+def _sidecar(container: v1.Container) -> bool:
+    return container.HasField("restart_policy") and container.restart_policy == "Always"
+
+
+def _host_ports(
+    spec: v1.PodSpec, container_ports_are_host_ports: bool
+) -> tuple[tuple[HostPort, ...], tuple[HostPort, ...]]:
+    """(every port the pod holds on a node sharing its network, its hostPorts alone)."""
+    held: list[HostPort] = []
+    declared: list[HostPort] = []
     # Sidecars (restartable init containers) run beside the containers and hold their ports.
-    containers += [
-        c for c in spec.init_containers
-        if c.HasField("restart_policy") and c.restart_policy == "Always"
-    ]
-    ports: list[HostPort] = []
-    for container in containers:
-        for p in container.ports:
-            port = p.host_port or (p.container_port if container_ports_are_host_ports else 0)
-            if port > 0:
-                ports.append(
-                    HostPort(p.protocol or "TCP", p.host_ip or DEFAULT_BIND_ALL_HOST_IP, port)
-                )
-    return tuple(ports)
+    for containers, sidecars_only in ((spec.containers, False), (spec.init_containers, True)):
+        for container in containers:
+            if not container.ports or (sidecars_only and not _sidecar(container)):
+                continue
+            for p in container.ports:
+                port = p.host_port or (p.container_port if container_ports_are_host_ports else 0)
+                if port <= 0:
+                    continue
+                host_port = HostPort(p.protocol or "TCP", p.host_ip or DEFAULT_BIND_ALL_HOST_IP,
+                                     port)
+                held.append(host_port)
+                if p.host_port > 0:
+                    declared.append(host_port)
+    return tuple(held), tuple(declared)
 
 
-def _non_zero_requests(spec: v1.PodSpec) -> tuple[int, int]:
-    """(milli-cpu, memory) with upstream's per-container defaults for missing requests."""
-    defaulted = v1.PodSpec()
-    defaulted.CopyFrom(spec)
-    for container in defaulted.containers:
-        for name, default in ((CPU, f"{DEFAULT_MILLI_CPU_REQUEST}m"),
-                              (MEMORY, str(DEFAULT_MEMORY_REQUEST))):
-            if name not in container.resources.requests and name not in container.resources.limits:
-                container.resources.requests[name] = default
-    requests = pod_requests(defaulted)
-    cpu = requests.get(CPU)
-    memory = requests.get(MEMORY)
-    return (cpu.milli_value() if cpu else 0, memory.value() if memory else 0)
+# Pods of one workload carry the same few quantity strings: parse each once.
+_quantity = functools.lru_cache(maxsize=4096)(parse_quantity)
+_DEFAULT_NON_ZERO = {CPU: Quantity.from_milli(DEFAULT_MILLI_CPU_REQUEST),
+                     MEMORY: Quantity.from_int(DEFAULT_MEMORY_REQUEST)}
+
+
+def _container_requests(container: v1.Container) -> dict[str, Quantity]:
+    # As Kubernetes: a limit without a request counts as the request.
+    resources = container.resources
+    amounts = {name: _quantity(value) for name, value in resources.limits.items()}
+    amounts.update((name, _quantity(value)) for name, value in resources.requests.items())
+    return amounts
+
+
+def _requests(spec: v1.PodSpec) -> tuple[Resources, int, int]:
+    """(the effective requests, non-zero milli-cpu, non-zero memory): the latter two with
+    upstream's per-container defaults for a regular container's missing cpu or memory."""
+    requests = effective_total(spec, _container_requests)
+    # Container names are unique across containers and init containers (validation).
+    regular = {c.name for c in spec.containers}
+
+    def non_zero(container: v1.Container) -> dict[str, Quantity]:
+        found = _container_requests(container)
+        return {**_DEFAULT_NON_ZERO, **found} if container.name in regular else found
+
+    defaulted = effective_total(spec, non_zero)
+    cpu, memory = defaulted.get(CPU), defaulted.get(MEMORY)
+    requests.pop(PODS, None)
+    return (Resources.from_quantities(requests), cpu.milli_value() if cpu else 0,
+            memory.value() if memory else 0)
 
 
 @dataclass(frozen=True)
@@ -188,20 +223,27 @@ class PodInfo:
     host_ports: tuple[HostPort, ...]
     """Ports this pod holds on its node: hostPorts, and containerPorts when pods share the
     node's network (kubelite's process runtime)."""
+    declared_host_ports: tuple[HostPort, ...] = ()
+    """The pod's hostPorts alone (sidecars' included): what it holds on a node whose pods
+    have IPs of their own."""
 
     @staticmethod
     def of(pod: v1.Pod, *, container_ports_are_host_ports: bool = True) -> PodInfo:
-        requests = Resources.from_quantities(
-            {k: v for k, v in pod_requests(pod).items() if k != PODS}
-        )
-        cpu, memory = _non_zero_requests(pod.spec)
+        spec = pod.spec
+        requests, cpu, memory = _requests(spec)
+        held, declared = _host_ports(spec, container_ports_are_host_ports)
         return PodInfo(
             pod=pod,
             requests=requests,
             non_zero_milli_cpu=cpu,
             non_zero_memory=memory,
-            host_ports=_host_ports(pod.spec, container_ports_are_host_ports),
+            host_ports=held,
+            declared_host_ports=declared,
         )
+
+    def with_pod(self, pod: v1.Pod) -> PodInfo:
+        """The same computed facts for a newer copy of the pod whose spec is unchanged."""
+        return dataclasses.replace(self, pod=pod)
 
     @property
     def uid(self) -> str:
@@ -244,28 +286,65 @@ class HostPortInfo:
         return sum(len(used) for used in self._by_ip.values())
 
 
+NO_SCHEDULE_EFFECTS = ("NoSchedule", "NoExecute")
+PREFER_NO_SCHEDULE = "PreferNoSchedule"
+
+
 class NodeInfo:
-    """A node and the pods on it (assumed ones included), with their summed requests."""
+    """A node and the pods on it (assumed ones included), with their summed requests.
+
+    What filters ask of every node for every pod is read from the Node object once, when it
+    is set, into plain attributes: the node's name, labels, readiness, taints, and its
+    allocatable resources (parsed again only when they change). The sums over its pods move
+    with each pod added or removed.
+    """
 
     def __init__(self, node: v1.Node | None = None) -> None:
-        self.node: v1.Node | None = None
-        self.allocatable = Resources()
         self.pods: dict[str, PodInfo] = {}
         self.requested = Resources()
         self.non_zero_requested = Resources()
         self.used_ports = HostPortInfo()
+        self.used_declared_ports = HostPortInfo()
+        """hostPorts alone: what is taken on a node whose pods have IPs of their own."""
+        self.clear_node()
         if node is not None:
             self.set_node(node)
 
-    @property
-    def name(self) -> str:
-        return self.node.metadata.name if self.node is not None else ""
+    def clear_node(self) -> None:
+        """Forgets the Node object (deleted); its pods stay until they are removed."""
+        self.node: v1.Node | None = None
+        self.name = ""
+        self.labels: dict[str, str] = {}
+        self.ready = False
+        """The node's Ready condition is True."""
+        self.unschedulable = False
+        """spec.unschedulable (cordoned)."""
+        self.has_pod_cidr = False
+        """The node gives its pods IPs of their own (spec.podCIDR or podCIDRs)."""
+        self.no_schedule_taints: tuple[v1.Taint, ...] = ()
+        """Taints with the NoSchedule or NoExecute effect, which the filter checks."""
+        self.prefer_no_schedule_taints: tuple[v1.Taint, ...] = ()
+        self.allocatable = Resources()
+        self._allocatable_source: dict[str, str] | None = None
 
     def set_node(self, node: v1.Node) -> None:
         self.node = node
-        self.allocatable = Resources.from_quantities(
-            {k: parse_quantity(v) for k, v in node.status.allocatable.items()}
-        )
+        self.name = node.metadata.name
+        self.labels = dict(node.metadata.labels)
+        self.ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+        self.unschedulable = node.spec.unschedulable
+        self.has_pod_cidr = bool(node.spec.pod_cidr or node.spec.pod_cidrs)
+        taints = tuple(node.spec.taints)
+        self.no_schedule_taints = tuple(t for t in taints if t.effect in NO_SCHEDULE_EFFECTS)
+        self.prefer_no_schedule_taints = tuple(
+            t for t in taints if t.effect == PREFER_NO_SCHEDULE)
+        allocatable = dict(node.status.allocatable)
+        if allocatable != self._allocatable_source:
+            # Heartbeats rewrite the node without touching this: keep the parsed amounts.
+            self.allocatable = Resources.from_quantities(
+                {k: _quantity(v) for k, v in allocatable.items()}
+            )
+            self._allocatable_source = allocatable
 
     def add_pod(self, info: PodInfo) -> None:
         if info.uid in self.pods:
@@ -276,6 +355,8 @@ class NodeInfo:
         self.non_zero_requested.memory += info.non_zero_memory
         for port in info.host_ports:
             self.used_ports.add(port)
+        for port in info.declared_host_ports:
+            self.used_declared_ports.add(port)
 
     def remove_pod(self, uid: str) -> PodInfo | None:
         info = self.pods.pop(uid, None)
@@ -286,6 +367,8 @@ class NodeInfo:
         self.non_zero_requested.memory -= info.non_zero_memory
         for port in info.host_ports:
             self.used_ports.remove(port)
+        for port in info.declared_host_ports:
+            self.used_declared_ports.remove(port)
         return info
 
     def __repr__(self) -> str:
@@ -319,9 +402,26 @@ class FilterPlugin(Plugin, Protocol):
 
 
 @runtime_checkable
+class PreFilterPlugin(Protocol):
+    def pre_filter(self, pod: PodInfo) -> Status:
+        """Once per scheduling cycle, before any node is filtered: SKIP when this plugin's
+        filter would pass every node for this pod (it is then not run), a rejection when it
+        would pass none."""
+        ...
+
+
+@runtime_checkable
 class ScorePlugin(Plugin, Protocol):
     def score(self, pod: PodInfo, node_info: NodeInfo) -> int:
         """0..MAX_NODE_SCORE, or any integer when the plugin normalises."""
+        ...
+
+
+@runtime_checkable
+class PreScorePlugin(Protocol):
+    def pre_score(self, pod: PodInfo, nodes: Sequence[NodeInfo]) -> Status:
+        """Once per scheduling cycle, before the feasible ``nodes`` are scored: SKIP when
+        this plugin would score them all alike (its Score is then not run)."""
         ...
 
 
@@ -400,26 +500,79 @@ class Framework:
             self.scores.append((plugin, weight))
         self.plugins = built
 
+        # Which optional extension points each plugin has, looked up once (isinstance on a
+        # protocol is slow): the filter plugin beside its PreFilter, by score plugin.
+        self._pre_filters: list[tuple[FilterPlugin, PreFilterPlugin]] = [
+            (p, p) for p in self.filters if isinstance(p, PreFilterPlugin)
+        ]
+        self._pre_scores: dict[int, PreScorePlugin] = {
+            id(p): p for p, _ in self.scores if isinstance(p, PreScorePlugin)
+        }
+        self._normalizers: dict[int, ScoreNormalizer] = {
+            id(p): p for p, _ in self.scores if isinstance(p, ScoreNormalizer)
+        }
+
     def plugins_for_event(self, event: ClusterEvent) -> frozenset[str]:
         return frozenset(p.name for p in self.plugins.values() if event in p.events)
 
-    def run_filters(self, pod: PodInfo, node_info: NodeInfo) -> Status:
-        for plugin in self.filters:
+    def run_pre_filters(self, pod: PodInfo) -> tuple[list[FilterPlugin], Status]:
+        """The filter plugins to run for this pod (those whose PreFilter said SKIP left
+        out), and SUCCESS, or the first PreFilter rejection or error (the pod then fits no
+        node)."""
+        skipped: set[int] = set()
+        for filter_plugin, pre in self._pre_filters:
+            status = pre.pre_filter(pod)
+            if status is SUCCESS or status.code == Code.SUCCESS:
+                continue
+            if status.code == Code.SKIP:
+                skipped.add(id(filter_plugin))
+                continue
+            return [], status.with_plugin(filter_plugin.name)
+        if not skipped:
+            return self.filters, SUCCESS
+        return [p for p in self.filters if id(p) not in skipped], SUCCESS
+
+    def run_filters(
+        self, pod: PodInfo, node_info: NodeInfo, filters: Sequence[FilterPlugin] | None = None
+    ) -> Status:
+        """The first failing filter's Status for this node, or SUCCESS; ``filters`` are the
+        ones run_pre_filters kept (all of them when None)."""
+        for plugin in self.filters if filters is None else filters:
             status = plugin.filter(pod, node_info)
             if status is not SUCCESS and status.code != Code.SUCCESS:
                 return status.with_plugin(plugin.name)
         return SUCCESS
 
-    def run_scores(self, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
-        """The weighted sum of every score plugin for each node, in ``nodes``' order."""
+    def run_scores(self, pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[int]:
+        """The weighted sum of every score plugin for each node, in ``nodes``' order; a
+        plugin whose PreScore says SKIP adds nothing."""
         totals = [0] * len(nodes)
         for plugin, weight in self.scores:
-            scores = [plugin.score(pod, n) for n in nodes]
-            if isinstance(plugin, ScoreNormalizer):
-                plugin.normalize_scores(pod, scores)
-            for i, score in enumerate(scores):
-                totals[i] += score * weight
+            pre = self._pre_scores.get(id(plugin))
+            if pre is not None:
+                status = pre.pre_score(pod, nodes)
+                if status.code == Code.SKIP:
+                    continue
+                if status.code != Code.SUCCESS:
+                    raise ScoreError(status.with_plugin(plugin.name))
+            score = plugin.score
+            scores = [score(pod, n) for n in nodes]
+            normalizer = self._normalizers.get(id(plugin))
+            if normalizer is not None:
+                normalizer.normalize_scores(pod, scores)
+            if weight == 1:
+                totals = [t + s for t, s in zip(totals, scores, strict=True)]
+            else:
+                totals = [t + s * weight for t, s in zip(totals, scores, strict=True)]
         return totals
+
+
+class ScoreError(Exception):
+    """A PreScore plugin failed: the pod's scheduling attempt fails with its Status."""
+
+    def __init__(self, status: Status) -> None:
+        super().__init__(f'running PreScore plugin "{status.plugin}": {status.message()}')
+        self.status = status
 
 
 # ------------------------------------------------------------------ fit errors

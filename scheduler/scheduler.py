@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -33,8 +34,10 @@ from protos.v1 import objects_pb2 as v1
 from scheduler.cache import SchedulerCache
 from scheduler.framework import (
     NO_NODES_AVAILABLE,
+    SUCCESS,
     ClusterEvent,
     Code,
+    FilterPlugin,
     FitError,
     Framework,
     NodeInfo,
@@ -69,8 +72,10 @@ class SchedulerSettings:
     """Seconds after a bind returns before an assumed pod the informer never confirmed is
     dropped from the cache."""
     percentage_of_nodes_to_score: int = 0
-    """Stop filtering once this percentage of nodes was found feasible (at least 100 nodes);
-    0 picks upstream's adaptive value (50% minus 1% per 125 nodes, at least 5%)."""
+    """Stop filtering once this percentage of nodes was found feasible (at least 100 nodes,
+    or all of them when there are fewer), starting each cycle where the last one stopped;
+    0 picks upstream's adaptive value (50% minus 1% per 125 nodes, at least 5%); 100 filters
+    and scores every node."""
     container_ports_are_host_ports: bool = True
     """Pods share their node's network (the process runtime): containerPorts conflict."""
     leader_election: LeaderElectionSettings | None = None
@@ -83,6 +88,12 @@ class SchedulerSettings:
     """Seconds between sweeps for expired assumed pods."""
     health_address: str = ""
     """host:port of the gRPC health service the process serves (empty: none)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.percentage_of_nodes_to_score <= 100:
+            raise ValueError(
+                f"percentageOfNodesToScore: Invalid value: {self.percentage_of_nodes_to_score}:"
+                " not in valid range [0-100]")
 
 
 @dataclass
@@ -329,7 +340,18 @@ class Scheduler:
         if not nodes:
             self._fail(info, Status.unresolvable(NO_NODES_AVAILABLE), NO_NODES_AVAILABLE)
             return
-        feasible, statuses = self._find_nodes_that_fit(info.pod_info, nodes)
+        filters, pre_status = self.framework.run_pre_filters(info.pod_info)
+        if pre_status.code == Code.ERROR:
+            self._fail(info, pre_status, f'running PreFilter plugin "{pre_status.plugin}": '
+                       f"{pre_status.message()}")
+            return
+        if pre_status.is_rejected():
+            # Rejected before any node was looked at: the same reason for every node.
+            fit = FitError(len(nodes), {n.name: pre_status for n in nodes})
+            info.unschedulable_plugins = fit.unschedulable_plugins()
+            self._fail(info, Status.unschedulable(), fit.message())
+            return
+        feasible, statuses = self._find_nodes_that_fit(info.pod_info, nodes, filters)
         errors = [s for s in statuses.values() if s.code == Code.ERROR]
         if errors:
             self._fail(info, errors[0], f'running "{errors[0].plugin}" filter plugin: '
@@ -357,24 +379,33 @@ class Scheduler:
         return max(num_all * percentage // 100, MIN_FEASIBLE_NODES_TO_FIND)
 
     def _find_nodes_that_fit(
-        self, pod: PodInfo, nodes: list[NodeInfo]
+        self, pod: PodInfo, nodes: list[NodeInfo], filters: Sequence[FilterPlugin]
     ) -> tuple[list[NodeInfo], dict[str, Status]]:
-        wanted = self._num_feasible_nodes_to_find(len(nodes))
-        feasible: list[NodeInfo] = []
+        """Filters nodes from where the last cycle stopped (so that every node gets its
+        turn) until enough are feasible; the Status of each node that is not."""
+        count = len(nodes)
+        wanted = self._num_feasible_nodes_to_find(count)
+        start = self._next_start_node_index % count
         statuses: dict[str, Status] = {}
-        start = self._next_start_node_index % len(nodes)
+        if not filters:
+            feasible = [nodes[(start + i) % count] for i in range(wanted)]
+            self._next_start_node_index = (start + wanted) % count
+            return feasible, statuses
+        feasible = []
         processed = 0
-        # Start where the last cycle stopped so that every node gets its turn.
-        for node in (*nodes[start:], *nodes[:start]):
+        for index in range(start - count, start):
+            node = nodes[index]  # negative first: start..end, then 0..start
             processed += 1
-            status = self.framework.run_filters(pod, node)
-            if status.is_success():
+            for plugin in filters:
+                status = plugin.filter(pod, node)
+                if status is not SUCCESS and status.code != Code.SUCCESS:
+                    statuses[node.name] = status.with_plugin(plugin.name)
+                    break
+            else:
                 feasible.append(node)
                 if len(feasible) >= wanted:
                     break
-            else:
-                statuses[node.name] = status
-        self._next_start_node_index = (start + processed) % len(nodes)
+        self._next_start_node_index = (start + processed) % count
         return feasible, statuses
 
     def _select_host(self, pod: PodInfo, feasible: list[NodeInfo]) -> NodeInfo:

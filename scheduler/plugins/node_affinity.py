@@ -3,10 +3,12 @@ score them by the summed weights of the terms a node matches (upstream's NodeAff
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from kubelite.api.scheduling import required_node_affinity_matches, term_matches
 from scheduler.framework import (
+    SKIP,
     SUCCESS,
     ClusterEvent,
     NodeInfo,
@@ -24,11 +26,27 @@ class NodeAffinity:
         {ClusterEvent.NODE_ADD, ClusterEvent.NODE_UPDATE}
     )
 
+    def pre_filter(self, pod: PodInfo) -> Status:
+        spec = pod.pod.spec
+        if spec.node_selector or (
+            spec.affinity.HasField("node_affinity")
+            and spec.affinity.node_affinity.HasField(
+                "required_during_scheduling_ignored_during_execution")
+        ):
+            return SUCCESS
+        return SKIP
+
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
         node = node_info.node
         if node is None or not required_node_affinity_matches(pod.pod.spec, node):
             return Status.unresolvable(ERR_REASON_POD)
         return SUCCESS
+
+    def pre_score(self, pod: PodInfo, nodes: Sequence[NodeInfo]) -> Status:
+        affinity = pod.pod.spec.affinity.node_affinity
+        if affinity.preferred_during_scheduling_ignored_during_execution:
+            return SUCCESS
+        return SKIP
 
     def score(self, pod: PodInfo, node_info: NodeInfo) -> int:
         node = node_info.node

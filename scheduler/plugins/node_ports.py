@@ -12,11 +12,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from scheduler.framework import (
-    DEFAULT_BIND_ALL_HOST_IP,
+    SKIP,
     SUCCESS,
     ClusterEvent,
-    HostPort,
-    HostPortInfo,
     NodeInfo,
     PodInfo,
     Status,
@@ -25,39 +23,21 @@ from scheduler.framework import (
 ERR_REASON_PORTS = "node(s) didn't have free ports for the requested pod ports"
 
 
-def declared_host_ports(pod: PodInfo) -> list[HostPort]:
-    """The pod's hostPorts alone (not its containerPorts), sidecars' included."""
-    spec = pod.pod.spec
-    containers = [*spec.containers, *(c for c in spec.init_containers
-                                      if c.HasField("restart_policy")
-                                      and c.restart_policy == "Always")]
-    return [HostPort(p.protocol or "TCP", p.host_ip or DEFAULT_BIND_ALL_HOST_IP, p.host_port)
-            for c in containers for p in c.ports if p.host_port > 0]
-
-
-def _has_pod_cidr(node_info: NodeInfo) -> bool:
-    node = node_info.node
-    return node is not None and bool(node.spec.pod_cidr or node.spec.pod_cidrs)
-
-
 class NodePorts:
     name: ClassVar[str] = "NodePorts"
     events: ClassVar[frozenset[ClusterEvent]] = frozenset(
         {ClusterEvent.NODE_ADD, ClusterEvent.ASSIGNED_POD_DELETE}
     )
 
+    def pre_filter(self, pod: PodInfo) -> Status:
+        # Its hostPorts are among these: a pod holding no port fits every node.
+        return SUCCESS if pod.host_ports else SKIP
+
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
-        if _has_pod_cidr(node_info):
-            wanted = declared_host_ports(pod)
-            if not wanted:
-                return SUCCESS
-            used = HostPortInfo()
-            for other in node_info.pods.values():
-                for port in declared_host_ports(other):
-                    used.add(port)
+        if node_info.has_pod_cidr:
+            wanted, used = pod.declared_host_ports, node_info.used_declared_ports
         else:
-            wanted = list(pod.host_ports)
-            used = node_info.used_ports
-        if len(used) and any(used.conflicts(port) for port in wanted):
+            wanted, used = pod.host_ports, node_info.used_ports
+        if wanted and len(used) and any(used.conflicts(port) for port in wanted):
             return Status.unschedulable(ERR_REASON_PORTS)
         return SUCCESS

@@ -14,10 +14,7 @@ ERR_REASON_NOT_READY = "node(s) were not ready"
 
 
 def node_is_ready(node_info: NodeInfo) -> bool:
-    node = node_info.node
-    if node is None:
-        return False
-    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+    return node_info.ready
 
 
 class NodeReady:
@@ -27,6 +24,6 @@ class NodeReady:
     )
 
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
-        if node_is_ready(node_info):
+        if node_info.ready:
             return SUCCESS
         return Status.unschedulable(ERR_REASON_NOT_READY)

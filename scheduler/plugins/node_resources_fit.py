@@ -30,6 +30,16 @@ class NodeResourcesFit:
     )
 
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
+        allocatable, requested, want = node_info.allocatable, node_info.requested, pod.requests
+        if (
+            len(node_info.pods) < allocatable.allowed_pod_number
+            and want.milli_cpu <= allocatable.milli_cpu - requested.milli_cpu
+            and want.memory <= allocatable.memory - requested.memory
+            and want.ephemeral_storage <= allocatable.ephemeral_storage
+            - requested.ephemeral_storage
+            and not want.scalar
+        ):
+            return SUCCESS  # fits (the common case, checked without building reasons)
         reasons = insufficient_resources(pod, node_info)
         return Status.unschedulable(*reasons) if reasons else SUCCESS
 

@@ -22,8 +22,7 @@ class NodeUnschedulable:
     )
 
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
-        node = node_info.node
-        if node is None or not node.spec.unschedulable:
+        if not node_info.unschedulable:
             return SUCCESS
         if tolerated(pod.pod.spec.tolerations, _UNSCHEDULABLE_TAINT):
             return SUCCESS

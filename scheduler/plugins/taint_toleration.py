@@ -30,28 +30,24 @@ class TaintToleration:
     )
 
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
-        node = node_info.node
-        if node is None:
+        taints = node_info.no_schedule_taints
+        if not taints:
             return SUCCESS
-        taint = find_untolerated_taint(node.spec.taints, pod.pod.spec.tolerations,
-                                       FILTERED_EFFECTS)
+        taint = find_untolerated_taint(taints, pod.pod.spec.tolerations, FILTERED_EFFECTS)
         if taint is not None:
             return Status.unresolvable(untolerated_taint_reason(taint))
         return SUCCESS
 
     def score(self, pod: PodInfo, node_info: NodeInfo) -> int:
         """The number of PreferNoSchedule taints the pod does not tolerate (lower is better)."""
-        node = node_info.node
-        if node is None:
+        taints = node_info.prefer_no_schedule_taints
+        if not taints:
             return 0
         # Only tolerations that could apply to PreferNoSchedule taints count here.
         tolerations = [
             t for t in pod.pod.spec.tolerations if t.effect in ("", "PreferNoSchedule")
         ]
-        return sum(
-            1 for taint in node.spec.taints
-            if taint.effect == "PreferNoSchedule" and not tolerated(tolerations, taint)
-        )
+        return sum(1 for taint in taints if not tolerated(tolerations, taint))
 
     def normalize_scores(self, pod: PodInfo, scores: list[int]) -> None:
         default_normalize_score(scores, reverse=True)
