@@ -42,6 +42,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from bench.harness import apiserver_process, percentile, temporary_etcd
 from bench.proxy import cpu_seconds
@@ -58,6 +59,8 @@ CONFIGURATIONS = ((1000, 100), (5000, 500))
 """(pods, nodes) run by default, each on a fresh control plane."""
 LABEL = {"bench": "scheduler"}
 SELECTOR = "bench=scheduler"
+BOUND = "spec.nodeName!="
+"""The hollow kubelets watch only bound pods, as kubelets watch their own."""
 NAMESPACE = "default"
 WARM_UP = "warm-up"
 HEARTBEAT_SECONDS = 10.0
@@ -71,8 +74,20 @@ READY = "ready"
 # --------------------------------------------------------------------------- processes
 
 
+@dataclass
+class SchedulerProcess:
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+    """What it wrote to stderr (warnings and errors only)."""
+
+    def log_lines(self) -> list[str]:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace").splitlines()
+
+
 @contextlib.contextmanager
-def scheduler_process(address: str) -> Iterator[subprocess.Popen[bytes]]:
+def scheduler_process(address: str) -> Iterator[SchedulerProcess]:
     """``python -m scheduler`` in its own process (as deployed), without leader election."""
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
@@ -82,7 +97,7 @@ def scheduler_process(address: str) -> Iterator[subprocess.Popen[bytes]]:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:
-            yield proc
+            yield SchedulerProcess(proc, log)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -304,6 +319,7 @@ class PodWatch:
 
     async def run(self, resource_version: str) -> None:
         async for event in self.client.watch(v1.Pod, NAMESPACE, label_selector=SELECTOR,
+                                             field_selector=BOUND,
                                              resource_version=resource_version):
             pod = event.object
             if pod is None or not pod.spec.node_name:
@@ -446,12 +462,17 @@ def run_configuration(pods: int, nodes: int, options: Options) -> dict[str, obje
     ):
         if etcd.process is None:
             raise RuntimeError("etcd is not running")
-        procs = Processes(scheduler.pid, child_listening(address), etcd.process.pid)
+        procs = Processes(scheduler.process.pid, child_listening(address), etcd.process.pid)
 
         async def go() -> None:
             result.update(await measure(address, pods, nodes, procs, options))
 
         daemon.run(go())
+        # The scheduler logs warnings and errors only: each is worth a look.
+        logged = scheduler.log_lines()
+        result["scheduler_log_lines"] = len(logged)
+        for line in logged[:5]:
+            print(f"scheduler: {line[:300]}", file=sys.stderr)
     return result
 
 
