@@ -432,7 +432,6 @@ async def measure(address: str, pods: int, nodes: int, procs: Processes,
     window = bound - go
     latencies = [watch.bound_at[n] - created_at[n] for n in expected]
     per_node = collections.Counter(watch.bound_to.values())
-    cpu["bench"] = cpu.pop("bench_nodes") + cpu.pop("bench_creator")
     return {
         "pods": pods,
         "nodes": nodes,
