@@ -19,10 +19,16 @@ By default two configurations run, each on its own etcd, API server and schedule
 on 100 nodes and 5,000 pods on 500 nodes, and ``growth`` says how the scheduler's cost per
 pod grows with the node count. ``--pods``/``--nodes`` run one configuration instead.
 
-Prints one JSON object; ``ratio_to_100_pods_per_s`` is against the 100 pods/s that
-clusterloader2's scheduler throughput test expects of kube-scheduler.
+The reference, measured in the same run on a control plane of its own: a *null binder* in
+the scheduler's place, which binds each pod to the next node in turn the moment it sees it (no
+cache, filter or score). Its pods/s is what this API server and machine allow any scheduler
+just then; ``ratio_to_null_binder`` is the scheduler's share of it, and the difference in
+``cpu_ms_per_pod.scheduler`` is what the scheduling decisions cost. ``ratio_to_100_pods_per_s``
+is against the 100 pods/s that clusterloader2's scheduler throughput test expects of
+kube-scheduler.
 
 Usage: python -m bench.scheduler [--pods N --nodes N] [--concurrency N] [--profile DIR]
+                                 [--no-reference]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -86,13 +93,21 @@ class SchedulerProcess:
         return self.log.read().decode(errors="replace").splitlines()
 
 
+SCHEDULER, NULL_BINDER = "scheduler", "null-binder"
+
+
 @contextlib.contextmanager
-def scheduler_process(address: str) -> Iterator[SchedulerProcess]:
-    """``python -m scheduler`` in its own process (as deployed), without leader election."""
+def scheduler_process(address: str, binder: str = SCHEDULER) -> Iterator[SchedulerProcess]:
+    """``python -m scheduler`` in its own process (as deployed), without leader election;
+    or, for NULL_BINDER, this module's round-robin binder in its place."""
+    if binder == SCHEDULER:
+        command = ["-m", "scheduler", "--server", address, "--leader-elect=false",
+                   "--health-address", "", "--log-level", "warning"]
+    else:
+        command = ["-m", "bench.scheduler", "--bind-round-robin", "--server", address]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scheduler", "--server", address, "--leader-elect=false",
-             "--health-address", "", "--log-level", "warning"],
+            [sys.executable, *command],
             stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -264,6 +279,39 @@ async def pod_creator(
             await proc.wait()
 
 
+# --------------------------------------------------------------------------- the null binder
+
+
+async def bind_round_robin(address: str) -> None:
+    """The reference: binds every unscheduled pod to the next node in turn as soon as it is
+    seen, with no cache, filter or score. What it reaches is what this API server allows a
+    scheduler on this machine at the time (the same run's ceiling)."""
+    async with ApiClient(address) as client:
+        nodes: list[str] = []
+        binds: set[asyncio.Task[None]] = set()
+        turn = 0
+
+        async def bind(pod: v1.Pod, node: str) -> None:
+            try:
+                await client.bind(pod.metadata.namespace, pod.metadata.name, node,
+                                  pod.metadata.uid)
+            except ApiError as e:
+                print(f"null binder: {pod.metadata.name}: {e}", file=sys.stderr, flush=True)
+
+        async for event in client.watch(v1.Pod, NAMESPACE, label_selector=SELECTOR,
+                                        field_selector="spec.nodeName="):
+            pod = event.object
+            if event.type != "ADDED" or pod is None:
+                continue
+            if not nodes:
+                # Every node exists before the first pod is created.
+                nodes = [n.metadata.name for n in (await client.list(v1.Node)).items]
+            task = asyncio.create_task(bind(pod, nodes[turn % len(nodes)]))
+            turn += 1
+            binds.add(task)
+            task.add_done_callback(binds.discard)
+
+
 # --------------------------------------------------------------------------- hollow nodes
 
 
@@ -366,6 +414,8 @@ class Options:
     """Seconds between two status updates of one hollow node."""
     profile: Path | None
     """Directory for the scheduler's py-spy profiles; None: not profiled."""
+    reference: bool = True
+    """Also measure the null binder in the same run."""
 
 
 @dataclass(frozen=True)
@@ -450,29 +500,54 @@ async def measure(address: str, pods: int, nodes: int, procs: Processes,
     }
 
 
-def run_configuration(pods: int, nodes: int, options: Options) -> dict[str, object]:
-    """One configuration on its own etcd, API server and scheduler."""
-    print(f"scheduling {pods} pods on {nodes} hollow nodes ...", file=sys.stderr, flush=True)
+def run_configuration(
+    pods: int, nodes: int, options: Options, binder: str = SCHEDULER
+) -> dict[str, object]:
+    """One configuration on its own etcd, API server and scheduler (or null binder)."""
+    print(f"{binder}: {pods} pods on {nodes} hollow nodes ...", file=sys.stderr, flush=True)
     result: dict[str, object] = {}
     with (
         temporary_etcd() as etcd,
         apiserver_process(etcd.endpoint, "--insecure") as address,
-        scheduler_process(address) as scheduler,
+        scheduler_process(address, binder) as scheduler,
     ):
         if etcd.process is None:
             raise RuntimeError("etcd is not running")
         procs = Processes(scheduler.process.pid, child_listening(address), etcd.process.pid)
 
         async def go() -> None:
-            result.update(await measure(address, pods, nodes, procs, options))
+            result.update(await measure(address, pods, nodes, procs,
+                                        options if binder == SCHEDULER else
+                                        dataclasses.replace(options, profile=None)))
 
         daemon.run(go())
         # The scheduler logs warnings and errors only: each is worth a look.
         logged = scheduler.log_lines()
         result["scheduler_log_lines"] = len(logged)
         for line in logged[:5]:
-            print(f"scheduler: {line[:300]}", file=sys.stderr)
+            print(f"{binder}: {line[:300]}", file=sys.stderr)
     return result
+
+
+def with_reference(pods: int, nodes: int, options: Options) -> dict[str, object]:
+    """The scheduler's figures, and beside them the null binder's on a control plane of its
+    own in the same run (unless --no-reference)."""
+    result = run_configuration(pods, nodes, options)
+    if not options.reference:
+        return result
+    null = run_configuration(pods, nodes, options, NULL_BINDER)
+    result["null_binder"] = {key: null[key] for key in (
+        "pods_per_second", "create_pods_per_second", "create_to_bound_ms_p50",
+        "cpu_ms_per_pod", "busy")}
+    ratio = number(result, "pods_per_second") / number(null, "pods_per_second")
+    result["ratio_to_null_binder"] = round(ratio, 3)
+    return result
+
+
+def number(result: dict[str, object], key: str) -> float:
+    value = result[key]
+    assert isinstance(value, int | float)
+    return float(value)
 
 
 def growth(small: dict[str, object], large: dict[str, object]) -> dict[str, float]:
@@ -481,11 +556,6 @@ def growth(small: dict[str, object], large: dict[str, object]) -> dict[str, floa
         per_pod = result["cpu_ms_per_pod"]
         assert isinstance(per_pod, dict)
         return float(per_pod["scheduler"])
-
-    def number(result: dict[str, object], key: str) -> float:
-        value = result[key]
-        assert isinstance(value, int | float)
-        return float(value)
 
     return {
         "nodes_ratio": round(number(large, "nodes") / number(small, "nodes"), 2),
@@ -508,12 +578,19 @@ def main() -> None:
                    help="record the scheduler with py-spy (pip install py-spy) while it"
                         " schedules, into DIR/scheduler-PODS-pods-NODES-nodes.txt (collapsed"
                         " stacks) and ...-top.txt (the top frames)")
-    # The pod creator child: not for direct use.
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the null binder (the same run's ceiling) beside each"
+                        " configuration")
+    # The pod creator and null binder children: not for direct use.
     p.add_argument("--create-pods", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--bind-round-robin", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--server", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.create_pods is not None:
         daemon.run(create_pods(a.server, a.create_pods, a.concurrency))
+        return
+    if a.bind_round_robin:
+        daemon.run(bind_round_robin(a.server))
         return
     for flag in ("pods", "nodes", "concurrency"):
         value = getattr(a, flag)
@@ -526,13 +603,13 @@ def main() -> None:
             py_spy()
         except FileNotFoundError as e:
             p.error(f"--profile: {e}")
-    options = Options(a.concurrency, a.heartbeat, a.profile)
+    options = Options(a.concurrency, a.heartbeat, a.profile, reference=not a.no_reference)
     if a.pods is None and a.nodes is None:
         configurations = list(CONFIGURATIONS)
     else:
         configurations = [(a.pods or CONFIGURATIONS[0][0], a.nodes or CONFIGURATIONS[0][1])]
     load_before = os.getloadavg()
-    results = [run_configuration(pods, nodes, options) for pods, nodes in configurations]
+    results = [with_reference(pods, nodes, options) for pods, nodes in configurations]
     output: dict[str, object] = {
         "benchmark": "scheduler",
         "configurations": results,
