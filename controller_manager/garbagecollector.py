@@ -33,6 +33,10 @@ from protos.v1 import objects_pb2 as v1
 
 log = structlog.get_logger(__name__)
 
+IGNORED_RESOURCES = frozenset({"events"})
+"""Kinds the collector does not watch (upstream's DefaultIgnoredResources): Events are
+written by the thousand (one per pod created, scheduled, pulled...) and own nothing, so
+watching them would only copy every one into this process."""
 FOREGROUND_FINALIZER = "foregroundDeletion"
 ORPHAN_FINALIZER = "orphan"
 UPDATE_ATTEMPTS = 5
@@ -196,7 +200,7 @@ class GarbageCollector(Controller):
         self.graph = Graph()
         self.absent = AbsentOwners()
         self.informers: dict[str, Informer[Message]] = {}
-        for rtype in (r for r in RESOURCES if r.stored):
+        for rtype in (r for r in RESOURCES if r.stored and r.plural not in IGNORED_RESOURCES):
             informer: Informer[Message] = ctx.informers.informer(rtype.message)
             self.informers[rtype.plural] = informer
             informer.add_handlers(

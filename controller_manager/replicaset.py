@@ -105,6 +105,11 @@ def deletion_order(pods: Sequence[v1.Pod]) -> list[v1.Pod]:
     return sorted(pods, key=key)
 
 
+def _controller_uid(pod: v1.Pod) -> str | None:
+    ref = m.controller_of(pod)
+    return str(ref.uid) if ref is not None else None
+
+
 # ---------------------------------------------------------------- batches
 
 
@@ -186,13 +191,18 @@ class ReplicaSetController(Controller):
     def _on_pod_update(self, old: v1.Pod, new: v1.Pod) -> None:
         if old.metadata.resource_version == new.metadata.resource_version:
             return
-        labels_changed = old.metadata.labels != new.metadata.labels
+        old_facts, new_facts = pod_facts(old), pod_facts(new)
+        labels_changed = old_facts.labels != new_facts.labels
         if new.metadata.deletion_timestamp:
             # A graceful deletion: the pod no longer counts, so this is when the deletion
             # we asked for is observed; the pod's old owner (labels changed) hears too.
             self._on_pod_delete(new)
             if labels_changed:
                 self._on_pod_delete(old)
+            return
+        if old_facts == new_facts and _controller_uid(old) == _controller_uid(new):
+            # Nothing a sync reads changed (a binding, container statuses, addresses): at
+            # 1,000 replicas that is a sync of every pod saved per such update.
             return
         for rs in owners_to_sync_on_update(self.rs_store, "ReplicaSet", old, new):
             self.enqueue(rs)

@@ -200,3 +200,11 @@ async def test_a_replaced_dependent_is_not_deleted() -> None:
     client.put(cm("dep", "new"))  # someone recreated the name meanwhile
     await gc.reconcile("d")
     assert ("configmaps", "default", "dep") in client.objects  # uid precondition held
+
+
+def test_events_are_not_watched() -> None:
+    # As upstream's DefaultIgnoredResources: every other stored kind is.
+    _, ctx, gc = setup()
+    watched = {informer.rtype.plural for informer in ctx.informers.informers()}
+    assert "events" not in watched and "events" not in gc.informers
+    assert {"pods", "replicasets", "configmaps", "leases"} <= watched

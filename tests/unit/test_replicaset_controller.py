@@ -340,3 +340,39 @@ async def test_sync_ignores_pods_other_controllers_own(
     assert (creates(client), client.patches, client.gets) == ([], [], [])
     status = cast(v1.ReplicaSet, client.status_updates[-1]).status
     assert status.replicas == 1
+
+
+async def test_pod_updates_queue_the_replica_set_only_when_a_sync_would_see_them(
+        env: tuple[ReplicaSetController, FakeClient]) -> None:
+    controller, _ = env
+    rs = replica_set()
+    add(controller, rs)
+    old = pod("a", rs, node="", phase="Pending", ready=False)
+
+    def updated(change: str) -> v1.Pod:
+        new = v1.Pod()
+        new.CopyFrom(old)
+        new.metadata.resource_version = "6"
+        if change == "bound":
+            new.spec.node_name = "node-1"
+            new.status.conditions.add(type="PodScheduled", status="True")
+        elif change == "ready":
+            new.status.phase = "Running"
+            new.status.conditions[0].status = "True"
+        elif change == "labels":
+            new.metadata.labels["extra"] = "1"
+        elif change == "failed":
+            new.status.phase = "Failed"
+        elif change == "released":
+            del new.metadata.owner_references[:]
+        return new
+
+    def queued_after(change: str) -> bool:
+        controller.queue._queue.clear()
+        controller.queue._dirty.clear()
+        controller._on_pod_update(old, updated(change))
+        return "default/web" in controller.queue._dirty
+
+    # A binding changes nothing a sync counts; each of the others does.
+    assert not queued_after("bound")
+    assert all(queued_after(c) for c in ("ready", "labels", "failed", "released"))
