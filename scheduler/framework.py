@@ -144,6 +144,10 @@ class Resources:
     def is_empty(self) -> bool:
         return not (self.milli_cpu or self.memory or self.ephemeral_storage or self.scalar)
 
+    def copy(self) -> Resources:
+        return Resources(self.milli_cpu, self.memory, self.ephemeral_storage,
+                         self.allowed_pod_number, dict(self.scalar))
+
 
 @dataclass(frozen=True)
 class HostPort:
@@ -193,7 +197,34 @@ def _container_requests(container: v1.Container) -> dict[str, Quantity]:
     return amounts
 
 
+_ResourceStrings = tuple[tuple[str, str], ...]
+_RequestsKey = tuple[
+    tuple[tuple[_ResourceStrings, _ResourceStrings], ...],
+    tuple[tuple[bool, _ResourceStrings, _ResourceStrings], ...],
+]
+_requests_memo: dict[_RequestsKey, tuple[Resources, int, int]] = {}
+_REQUESTS_MEMO_SIZE = 1024
+
+
 def _requests(spec: v1.PodSpec) -> tuple[Resources, int, int]:
+    """(the effective requests, non-zero milli-cpu, non-zero memory), remembered by what they
+    depend on: the pods of one workload share them."""
+    key: _RequestsKey = (
+        tuple((tuple(c.resources.requests.items()), tuple(c.resources.limits.items()))
+              for c in spec.containers),
+        tuple((_sidecar(c), tuple(c.resources.requests.items()),
+               tuple(c.resources.limits.items())) for c in spec.init_containers),
+    )
+    found = _requests_memo.get(key)
+    if found is None:
+        if len(_requests_memo) >= _REQUESTS_MEMO_SIZE:
+            _requests_memo.clear()
+        found = _requests_memo[key] = _compute_requests(spec)
+    requests, cpu, memory = found
+    return requests.copy(), cpu, memory
+
+
+def _compute_requests(spec: v1.PodSpec) -> tuple[Resources, int, int]:
     """(the effective requests, non-zero milli-cpu, non-zero memory): the latter two with
     upstream's per-container defaults for a regular container's missing cpu or memory."""
     requests = effective_total(spec, _container_requests)

@@ -386,3 +386,29 @@ def test_expired_assumed_pods_are_found_among_assumed_pods_only() -> None:
     now[0] = 6
     assert cache.cleanup_expired_assumed_pods() == ["uid-a"]
     assert cache.assumed_count() == 0 and cache.pod_count() == 3
+
+
+def test_requests_remembered_per_workload_still_tell_pods_apart() -> None:
+    def with_init(name: str, sidecar: bool) -> v1.Pod:
+        pod = make_pod(name, cpu="1")
+        init = pod.spec.init_containers.add(name="init", image="busybox")
+        init.resources.requests["cpu"] = "2"
+        if sidecar:
+            init.restart_policy = "Always"
+        return pod
+
+    first = PodInfo.of(with_init("a", sidecar=False))
+    again = PodInfo.of(with_init("b", sidecar=False))
+    sidecar = PodInfo.of(with_init("c", sidecar=True))
+    # A regular init container runs alone: the larger of 1 and 2; a sidecar runs beside: 3.
+    assert first.requests.milli_cpu == again.requests.milli_cpu == 2000
+    assert sidecar.requests.milli_cpu == 3000
+    # No container asks for memory: scoring counts the 200Mi default for the regular one.
+    assert first.non_zero_memory == 200 * 1024 * 1024 and first.requests.memory == 0
+    limited = make_pod("d", cpu="1")
+    limited.spec.containers[0].resources.limits["memory"] = "1Gi"
+    assert PodInfo.of(limited).requests.memory == 1024**3  # a limit counts as the request
+    # Each pod gets amounts of its own to keep.
+    assert first.requests is not again.requests
+    first.requests.milli_cpu = 0
+    assert PodInfo.of(with_init("e", sidecar=False)).requests.milli_cpu == 2000
