@@ -17,7 +17,8 @@ Prints one JSON object:
 - ``pods_created_per_second`` (ReplicaSet created -> last pod created), and p50/p99 per-pod
   latencies created -> bound and bound -> Running; ``per_second``: how many pods were seen
   created, bound and Running in each second after the create;
-- ``cpu_seconds``: each process's CPU (user + system) over the measurement, its average in
+- ``cpu_seconds``: each process's CPU (user + system) over the measurement, per pod
+  (``cpu_ms_per_pod``, the figure that load on the machine changes least), its average in
   cores and its busiest second (``cpu_cores_peak_1s``: near 1.0, that process held a whole
   core, and being single-threaded Python it could go no faster);
 - ``writes_until_available``: ReplicaSet and Deployment updates seen by the watches, and
@@ -407,6 +408,7 @@ async def measure_deployment(client: ApiClient, replicas: int,
         "per_second": {"created": per_second(seen.created), "bound": per_second(seen.bound),
                        "running": per_second(seen.running)},
         "cpu_seconds": cpu,
+        "cpu_ms_per_pod": {k: round(v * 1000 / replicas, 2) for k, v in cpu.items()},
         "cpu_cores_average": {k: round(v / seconds, 2) for k, v in cpu.items()},
         "cpu_cores_peak_1s": sampler.peak_cores(),
         "writes_until_available": {
