@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import json
 import posixpath
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 import structlog
@@ -28,8 +29,10 @@ from apiserver.watch_cache import (
     ADDED,
     BOOKMARK,
     DELETED,
+    WATCH_BATCH,
     NotCached,
     ResourceWatchCache,
+    WatchBatch,
     WatchCacheSettings,
     WatchItem,
 )
@@ -338,6 +341,22 @@ class Api:
         field_selector: str = "",
         resource_version: str = "",
     ) -> AsyncIterator[WatchItem]:
+        batches = self.watch_batches(rtype, namespace, label_selector, field_selector,
+                                     resource_version)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for item in batch:
+                    yield item
+
+    async def watch_batches(
+        self,
+        rtype: ResourceType,
+        namespace: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+        resource_version: str = "",
+    ) -> AsyncGenerator[WatchBatch, None]:
+        """The watch's items in lists of those ready at once (see ResourceWatchCache)."""
         self._stored(rtype)
         selectors = parse_selectors(rtype, label_selector, field_selector)
         matches = None if selectors.empty else selectors.matches
@@ -346,14 +365,17 @@ class Api:
         if resource_version in ("", "0"):
             # Kubernetes' "start at most recent": the current objects as ADDED, then changes.
             result = await self.storage.list(rtype, namespace)
-            for obj in result.items:
-                if matches is None or matches(obj):
-                    yield WatchItem(ADDED, result.revision, obj.SerializeToString())
+            added = [WatchItem(ADDED, result.revision, obj.SerializeToString())
+                     for obj in result.items if matches is None or matches(obj)]
+            for start in range(0, len(added), WATCH_BATCH):
+                yield added[start:start + WATCH_BATCH]
             after = result.revision
         else:
             after = _parse_revision(resource_version)
-        async for item in cache.watch(after, namespace, matches):
-            yield item
+        batches = cache.watch_batches(after, namespace, matches)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                yield batch
 
     # ------------------------------------------------------------ writes
 

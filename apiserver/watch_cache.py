@@ -122,6 +122,10 @@ class CachedEvent:
         self._obj = self._prev = None
 
 
+WATCH_BATCH = 100
+"""Most events a watcher is given in one batch (one message of a gRPC watch)."""
+
+
 class NotCached:
     """The answer of a cache that cannot serve a read (see ``ResourceWatchCache.read``)."""
 
@@ -145,6 +149,10 @@ class WatchItem:
         """The revision a client that has had this item resumes from without missing any
         event (and maybe seeing again some of this revision)."""
         return self.revision - 1 if self.partial else self.revision
+
+
+WatchBatch = list[WatchItem]
+"""Watch items ready at once, in order."""
 
 
 def _mark_partial(items: list[WatchItem]) -> list[WatchItem]:
@@ -573,7 +581,18 @@ class ResourceWatchCache:
     async def watch(
         self, after: int, namespace: str, matches: Predicate | None
     ) -> AsyncIterator[WatchItem]:
-        """Events after revision ``after``, in order, then live ones until cancelled.
+        """``watch_batches``, one item at a time."""
+        async with contextlib.aclosing(self.watch_batches(after, namespace, matches)) as batches:
+            async for batch in batches:
+                for item in batch:
+                    yield item
+
+    async def watch_batches(
+        self, after: int, namespace: str, matches: Predicate | None,
+        max_items: int = WATCH_BATCH,
+    ) -> AsyncGenerator[WatchBatch, None]:
+        """Events after revision ``after``, in order, then live ones until cancelled, in lists
+        of those ready at once (at most ``max_items``): a busy watcher gets many per message.
 
         Yields BOOKMARK items (revision only) whenever the stream is idle and has progressed,
         so clients can resume from a recent version. From before the window, the history comes
@@ -591,7 +610,7 @@ class ResourceWatchCache:
             # are given back at once.
             async with contextlib.aclosing(self._replay(replay, namespace, matches)) as items:
                 async for item in items:
-                    yield item
+                    yield [item]
             # Caught up: the window has every event after this revision. Nothing suspends
             # from the replay's last check until the watcher is registered (closing a
             # finished generator does not), so no event slips in between.
@@ -612,17 +631,20 @@ class ResourceWatchCache:
                     watcher.wakeup.clear()
                     await watcher.wakeup.wait()
                 while watcher.pending:
-                    item = watcher.take()
-                    watcher.sent = item.revision
-                    if watcher.pending and watcher.pending[0].revision == item.revision:
-                        # A revision's events are offered together: the rest are here.
-                        item = WatchItem(item.type, item.revision, item.data, partial=True)
-                    yield item
+                    batch: WatchBatch = []
+                    while watcher.pending and len(batch) < max_items:
+                        item = watcher.take()
+                        watcher.sent = item.revision
+                        if watcher.pending and watcher.pending[0].revision == item.revision:
+                            # A revision's events are offered together: the rest are here.
+                            item = WatchItem(item.type, item.revision, item.data, partial=True)
+                        batch.append(item)
+                    yield batch
                 if watcher.closed_reason is not None:
                     raise Unavailable(watcher.closed_reason)
                 if self.revision > watcher.sent:
                     watcher.sent = self.revision
-                    yield WatchItem(BOOKMARK, watcher.sent, b"")
+                    yield [WatchItem(BOOKMARK, watcher.sent, b"")]
         finally:
             self._watchers.discard(watcher)
 

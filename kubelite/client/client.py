@@ -471,10 +471,11 @@ class ApiClient:
             resource_version=resource_version,
             allow_watch_bookmarks=allow_bookmarks,
         )
-        async for event in self._stream(
+        async for batch in self._stream(
             lambda: self._stub.Watch(request, wait_for_ready=self.wait_for_ready)
         ):
-            obj = rtype.decode(event.object) if event.type != "BOOKMARK" else None
-            yield WatchEvent(event.type, obj, event.resource_version)  # type: ignore[arg-type]
+            for event in batch.events:
+                obj = rtype.decode(event.object) if event.type != "BOOKMARK" else None
+                yield WatchEvent(event.type, obj, event.resource_version)  # type: ignore[arg-type]
         # The server ended the stream without an error: the caller resumes.
         raise Unavailable("watch stream closed by the server")

@@ -142,6 +142,12 @@ class WatchEvent(_message.Message):
     resource_version: str
     def __init__(self, type: _Optional[str] = ..., object: _Optional[bytes] = ..., resource_version: _Optional[str] = ...) -> None: ...
 
+class WatchEvents(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[WatchEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ...) -> None: ...
+
 class BindRequest(_message.Message):
     __slots__ = ("namespace", "name", "node_name", "pod_uid")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]

@@ -72,7 +72,7 @@ class ApiServerStub:
         self.Watch = channel.unary_stream(
                 '/kubelite.v1.ApiServer/Watch',
                 request_serializer=protos_dot_v1_dot_apiserver__pb2.WatchRequest.SerializeToString,
-                response_deserializer=protos_dot_v1_dot_apiserver__pb2.WatchEvent.FromString,
+                response_deserializer=protos_dot_v1_dot_apiserver__pb2.WatchEvents.FromString,
                 _registered_method=True)
         self.Bind = channel.unary_unary(
                 '/kubelite.v1.ApiServer/Bind',
@@ -140,7 +140,8 @@ class ApiServerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Each message carries the events ready at once (one or more), in order.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -206,7 +207,7 @@ def add_ApiServerServicer_to_server(servicer, server):
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
                     request_deserializer=protos_dot_v1_dot_apiserver__pb2.WatchRequest.FromString,
-                    response_serializer=protos_dot_v1_dot_apiserver__pb2.WatchEvent.SerializeToString,
+                    response_serializer=protos_dot_v1_dot_apiserver__pb2.WatchEvents.SerializeToString,
             ),
             'Bind': grpc.unary_unary_rpc_method_handler(
                     servicer.Bind,
@@ -439,7 +440,7 @@ class ApiServer:
             target,
             '/kubelite.v1.ApiServer/Watch',
             protos_dot_v1_dot_apiserver__pb2.WatchRequest.SerializeToString,
-            protos_dot_v1_dot_apiserver__pb2.WatchEvent.FromString,
+            protos_dot_v1_dot_apiserver__pb2.WatchEvents.FromString,
             options,
             channel_credentials,
             insecure,

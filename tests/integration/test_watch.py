@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import grpc
 import pytest
 
 from apiserver.etcd import CompactedError
@@ -15,6 +16,8 @@ from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
 from kubelite.testing.ports import free_port
 from kubelite.testing.wait import eventually
+from protos.v1 import apiserver_pb2 as pb
+from protos.v1 import apiserver_pb2_grpc as pb_grpc
 from protos.v1 import objects_pb2 as v1
 from tests.integration.helpers import Collector, configmap
 
@@ -254,3 +257,32 @@ async def test_informer_relists_when_its_version_was_compacted(etcd: EtcdProcess
         await informer.stop()
         await client.close()
         await server.stop()
+
+
+async def test_events_ready_together_come_in_one_message(api_server: ApiServer) -> None:
+    """A watch that starts behind (or falls behind) gets what is ready in few messages, each
+    event still with its own version, in order."""
+    async with ApiClient(api_server.address) as client:
+        start = await client.list(v1.ConfigMap, "default")
+        for i in range(30):
+            await client.create(configmap(f"batched-{i}"))
+        channel = grpc.aio.insecure_channel(api_server.address)
+        try:
+            stub = pb_grpc.ApiServerStub(channel)  # type: ignore[no-untyped-call]
+            call = stub.Watch(pb.WatchRequest(
+                resource="configmaps", namespace="default",
+                resource_version=start.resource_version))
+            messages: list[pb.WatchEvents] = []
+            async for message in call:
+                messages.append(message)
+                if sum(len(m.events) for m in messages) >= 30:
+                    break
+            call.cancel()
+        finally:
+            await channel.close(None)
+    events = [e for m in messages for e in m.events]
+    assert len(messages) < 30 and len(messages[0].events) > 1
+    assert [v1.ConfigMap.FromString(e.object).metadata.name for e in events] == [
+        f"batched-{i}" for i in range(30)]
+    versions = [int(e.resource_version) for e in events]
+    assert versions == sorted(set(versions))
