@@ -150,6 +150,8 @@ def _is_grpc_target(text: str) -> bool:
 
 
 def _normalize_one(server: str, text: str) -> str:
+    if _is_grpc_target(text):
+        return text  # unix:path as well as unix:///path
     scheme, sep, rest = text.partition("://")
     if sep and scheme not in ("https", "http"):
         return text

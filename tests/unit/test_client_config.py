@@ -237,6 +237,7 @@ def test_normalize_server(given: str, expected: str) -> None:
 
 def test_other_grpc_targets_are_kept() -> None:
     assert normalize_server("unix:///run/api.sock") == "unix:///run/api.sock"
+    assert normalize_server("unix:/run/api.sock") == "unix:/run/api.sock"  # gRPC's short form
     assert ClientConfig("dns:///api:6443").server == "dns:///api:6443"
     with pytest.raises(ConfigError, match="expected https://host:port"):
         normalize_server("https://")
