@@ -17,6 +17,7 @@ os.environ.pop("KUBELITE_KUBECONFIG", None)
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from apiserver.server import ApiServer
 from kubelite.client.client import ApiClient
 from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
+from tests.e2e.conftest import REPORT_KEY, fault_table, merge_report_data, report_of
 
 TIERS = ("integration", "e2e")
 """Directories under tests/ whose tests carry a marker of the same name."""
@@ -77,3 +79,26 @@ async def api_server(etcd: EtcdProcess) -> AsyncIterator[ApiServer]:
 async def client(api_server: ApiServer) -> AsyncIterator[ApiClient]:
     async with ApiClient(api_server.address, timeout=10) as c:
         yield c
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist: a worker's e2e report joins the controller's, which prints them all."""
+    data = getattr(node, "workeroutput", {}).get("e2e_report")
+    if data:
+        merge_report_data(report_of(node.config), data)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
+    report = config.stash.get(REPORT_KEY, None)
+    if report is None or not (report.lines or report.faults):
+        return
+    if report.lines:
+        terminalreporter.write_sep("-", "e2e timings")
+        for line in report.lines:
+            terminalreporter.write_line(line)
+    if report.faults:
+        terminalreporter.write_sep("-", "fault runs")
+        for line in fault_table(report.faults):
+            terminalreporter.write_line(line)

@@ -1,9 +1,12 @@
-"""e2e reports: tests add lines (timings) and fault-run records; the terminal summary prints
-them, so they show in a plain ``pytest -q`` run."""
+"""e2e reports: tests add lines (timings) and fault-run records; the terminal summary
+(tests/conftest.py, which also gathers them from pytest-xdist's workers) prints them, so they
+show in a plain ``pytest -q`` run."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -72,16 +75,23 @@ def fault_table(faults: list[FaultRecord]) -> list[str]:
     return lines
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
-                            config: pytest.Config) -> None:
-    report = config.stash.get(REPORT_KEY, None)
-    if report is None or not (report.lines or report.faults):
-        return
-    if report.lines:
-        terminalreporter.write_sep("-", "e2e timings")
-        for line in report.lines:
-            terminalreporter.write_line(line)
-    if report.faults:
-        terminalreporter.write_sep("-", "fault runs")
-        for line in fault_table(report.faults):
-            terminalreporter.write_line(line)
+def report_as_data(report: E2EReport) -> dict[str, Any]:
+    """The report as plain data (what a pytest-xdist worker can hand to the controller)."""
+    return dataclasses.asdict(report)
+
+
+def merge_report_data(report: E2EReport, data: dict[str, Any]) -> None:
+    report.lines.extend(data.get("lines", []))
+    report.faults.extend(FaultRecord(**fault) for fault in data.get("faults", []))
+
+
+def report_of(config: pytest.Config) -> E2EReport:
+    return _report(config)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: the report goes to the controller, which prints it."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    report = session.config.stash.get(REPORT_KEY, None)
+    if workeroutput is not None and report is not None:
+        workeroutput["e2e_report"] = report_as_data(report)
