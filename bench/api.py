@@ -45,7 +45,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -65,6 +64,7 @@ from apiserver.encryption import ENCRYPTED_PREFIX
 from apiserver.etcd import Etcd, EtcdSettings
 from bench.harness import (
     apiserver_process,
+    child_serving,
     module_process,
     percentile,
     rate,
@@ -266,22 +266,6 @@ async def side_by_side(sides: Sequence[Side], figures: Sequence[str], ops: int,
             for r, count in enumerate(chunks):
                 for side in measured if r % 2 == 0 else list(reversed(measured)):
                     await side.run(key, side.operations(figure, c, r), c, count)
-
-
-def child_serving(address: str) -> int:
-    """The pid of this process's child started with ``--listen address``."""
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone meanwhile
-        if parent == me and address.encode() in argv:
-            return int(entry.name)
-    raise RuntimeError(f"no child process of this one serves {address}")
 
 
 def process_id(etcd: EtcdProcess) -> int:

@@ -27,8 +27,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.api import NAMESPACE, Side, child_serving, grpc_operations, ratio
-from bench.harness import apiserver_process, temporary_etcd
+from bench.api import NAMESPACE, Side, grpc_operations, ratio
+from bench.harness import apiserver_process, child_serving, temporary_etcd
 from bench.proxy import cpu_seconds
 from kubelite import daemon
 from kubelite.client.client import ApiClient

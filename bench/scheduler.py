@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from bench.harness import apiserver_process, percentile, temporary_etcd
+from bench.harness import apiserver_process, child_serving, percentile, temporary_etcd
 from bench.proxy import cpu_seconds
 from kubelite import daemon
 from kubelite.api import meta as m
@@ -123,22 +123,6 @@ def scheduler_process(address: str, binder: str = SCHEDULER) -> Iterator[Schedul
             if proc.returncode not in (0, -signal.SIGTERM):
                 log.seek(0)
                 sys.stderr.write(log.read().decode(errors="replace")[-4000:])
-
-
-def child_listening(address: str) -> int:
-    """The pid of this process's child started with ``--listen address``."""
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone meanwhile
-        if parent == me and address.encode() in argv:
-            return int(entry.name)
-    raise RuntimeError(f"no child process of this one serves {address}")
 
 
 def py_spy() -> str:
@@ -513,7 +497,7 @@ def run_configuration(
     ):
         if etcd.process is None:
             raise RuntimeError("etcd is not running")
-        procs = Processes(scheduler.process.pid, child_listening(address), etcd.process.pid)
+        procs = Processes(scheduler.process.pid, child_serving(address), etcd.process.pid)
 
         async def go() -> None:
             result.update(await measure(address, pods, nodes, procs,
