@@ -174,7 +174,10 @@ class Etcd:
         return await self._call(self._maintenance.Status, rpc_pb2.StatusRequest())
 
     async def current_revision(self) -> int:
-        response = await self.range(b"\0", b"\0", count_only=True, limit=1)
+        """etcd's revision now (a linearizable read). It looks up one key that is never
+        written: a range to the end of the keyspace would count every key, at a cost that
+        grows with the store, on every consistent read."""
+        response = await self.range(b"\0")
         return int(response.header.revision)
 
     def watch(self, key: bytes, range_end: bytes, start_revision: int) -> EtcdWatch:
