@@ -45,10 +45,8 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -67,6 +65,7 @@ from bench.harness import (
     child_serving,
     module_process,
     percentile,
+    py_spy,
     rate,
     temporary_etcd,
 )
@@ -367,14 +366,6 @@ class ApiFigures:
     sides: list[Side]
     etcd_tls: dict[str, float] | None = None
     """Raw etcd over mutual TLS (the secured server's own etcd), when it has one."""
-
-
-def py_spy() -> str:
-    """The py-spy executable (on PATH or beside this interpreter); not a dependency."""
-    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
-    if found is None:
-        raise FileNotFoundError("--profile needs py-spy: pip install py-spy")
-    return found
 
 
 @contextmanager

@@ -42,7 +42,6 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -52,7 +51,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness import percentile, temporary_etcd, wait_for_port
+from bench.harness import percentile, py_spy, stop, temporary_etcd, wait_for_port
 from bench.hollow_nodes import READY_LINE
 from bench.proxy import cpu_seconds
 from controller_manager.replicaset import BURST_REPLICAS, SLOW_START_INITIAL_BATCH
@@ -98,13 +97,7 @@ def component(name: str, argv: list[str], log_dir: Path,
     try:
         yield Component(name, proc, log_path)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         if proc.stdout is not None:
             proc.stdout.close()
         if proc.returncode not in (0, -signal.SIGTERM):
@@ -152,23 +145,17 @@ def profiled(comp: Component, out: Path | None) -> Iterator[None]:
     if out is None:
         yield
         return
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{comp.name}.txt"
     proc = subprocess.Popen(
-        [py_spy, "record", "--pid", str(comp.process.pid), "--gil", "--nonblocking",
+        [py_spy(), "record", "--pid", str(comp.process.pid), "--gil", "--nonblocking",
          "--format", "raw", "--rate", "200", "-o", str(target)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
         yield
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, signal.SIGINT, 30)  # py-spy writes its file and exits
         if proc.stderr is not None:
             proc.stderr.close()
 

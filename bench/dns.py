@@ -45,7 +45,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from bench.harness import apiserver_process, percentile, temporary_etcd
+from bench.harness import apiserver_process, percentile, stop, temporary_etcd
 from bench.proxy import cpu_seconds
 from kubelite import daemon
 from kubelite.client.client import ApiClient
@@ -81,13 +81,7 @@ def server_process(argv: Sequence[str], log: Path) -> Iterator[subprocess.Popen[
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
 
 
 def wait_answering(port: int, names: dict[str, str], proc: subprocess.Popen[bytes], log: Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,12 +52,7 @@ def module_process(module: str, *args: str) -> Iterator[str]:
         wait_for_port("127.0.0.1", port, proc)
         yield address
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
@@ -112,3 +108,25 @@ def child_serving(address: str) -> int:
         if parent == me and address.encode() in argv:
             return int(entry.name)
     raise RuntimeError(f"no child process of this one serves {address}")
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0
+         ) -> None:
+    """Asks ``proc`` to end with ``sig``, and kills it if it has not after ``timeout``
+    seconds (nothing if it has ended already)."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def py_spy() -> str:
+    """The py-spy executable (on PATH or beside this interpreter); not a dependency."""
+    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise FileNotFoundError("--profile needs py-spy: pip install py-spy")
+    return found

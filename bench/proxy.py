@@ -47,7 +47,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
-from bench.harness import apiserver_process, temporary_etcd, wait_for_port
+from bench.harness import apiserver_process, stop, temporary_etcd, wait_for_port
 from kubelite import daemon
 from kubelite.client.client import ApiClient
 from kubelite.testing.ports import free_port
@@ -167,13 +167,7 @@ def process(
             wait_for_port(host, port, proc)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
 
 
 # --------------------------------------------------------------------------- load

@@ -40,7 +40,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -51,7 +50,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from bench.harness import apiserver_process, child_serving, percentile, temporary_etcd
+from bench.harness import (
+    apiserver_process,
+    child_serving,
+    percentile,
+    py_spy,
+    stop,
+    temporary_etcd,
+)
 from bench.proxy import cpu_seconds
 from kubelite import daemon
 from kubelite.api import meta as m
@@ -114,23 +120,10 @@ def scheduler_process(address: str, binder: str = SCHEDULER) -> Iterator[Schedul
         try:
             yield SchedulerProcess(proc, log)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
             if proc.returncode not in (0, -signal.SIGTERM):
                 log.seek(0)
                 sys.stderr.write(log.read().decode(errors="replace")[-4000:])
-
-
-def py_spy() -> str:
-    """The py-spy executable (on PATH or beside this interpreter); not a dependency."""
-    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
-    if found is None:
-        raise FileNotFoundError("--profile needs py-spy: pip install py-spy")
-    return found
 
 
 @contextlib.asynccontextmanager
