@@ -59,8 +59,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
                    help="etcd write transactions in flight before new writes wait to be"
                         " batched")
     p.add_argument("--etcd-batch-linger", type=float, default=TxnBatchSettings.linger,
-                   help="seconds a write may wait for others to join its batch while another"
-                        " etcd transaction is in flight")
+                   help="seconds a batch of writes may wait to be as large as the last one"
+                        " that left for etcd (0: never wait)")
     p.add_argument("--compaction-interval", type=float, default=300.0,
                    help="seconds between etcd compactions (0 disables)")
     p.add_argument("--watch-cache-size", type=int, default=10_000,

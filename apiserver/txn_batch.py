@@ -2,13 +2,17 @@
 
 Each write the API server makes is a transaction "if the key is as I read it, put (or
 delete) it". A gRPC call to etcd costs this process more than the rest of a create does, and
-etcd spends most of a small transaction's cost on the request around it. So while the
-transactions in flight are at ``max_in_flight``, new ones wait, and the waiting ones leave
-together as one transaction: the conjunction of their conditions, their operations in order.
-While any transaction is in flight, a write also lingers a little (``linger``) for others to
-join it: a server busy with its CPU takes requests up one at a time, and they would seldom meet
-otherwise. With one request at a time nothing waits; the more requests arrive at once, the
-bigger the batches, which is when the saving is needed.
+etcd spends most of a small transaction's cost on the request around it. So writes that meet
+leave together as one transaction: the conjunction of their conditions, their operations in
+order.
+
+When writes meet: at most ``max_in_flight`` transactions are in flight, and later writes wait
+for one to be answered. And a server busy with its CPU takes requests up one at a time, so
+its writes seldom arrive together on their own: a batch waits until it has as many writes as
+the last one that left, at most ``linger``. One write at a time makes batches of one, which
+leave at once; many requests at once make batches that grow while writes queue behind etcd,
+and the next ones wait to be as large, which is when the saving is needed. When the load
+falls, one batch waits its linger and leaves smaller, and the next expect no more.
 
 What stays exact:
 - Writes that touch the same key never share a batch (a second update guarded by the same
@@ -56,10 +60,10 @@ class TxnBatchSettings:
     max_bytes: int = 1024 * 1024
     """Bytes of values in one batch, under etcd's --max-request-bytes (1.5 MiB by default);
     a larger write goes alone."""
-    linger: float = 0.002
-    """Seconds a write may wait for others to join its batch while another transaction is in
-    flight (a busy server: a CPU-bound one takes requests up one by one, and without waiting
-    a little, few would ever meet). With nothing in flight a write leaves at once."""
+    linger: float = 0.005
+    """Seconds a batch may wait to become as large as the last one that left (a busy
+    server: a CPU-bound one takes requests up one by one, and without waiting a little, few
+    would ever meet). After a batch of one, a write leaves at once; 0: never wait."""
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -131,6 +135,8 @@ class TxnBatcher:
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._expected = 1
+        """Writes of the last batch sent: how many the next is expected to gather."""
         self.transactions = 0
         """Transactions sent to etcd for writes (batches, single writes, and retries)."""
         self.writes = 0
@@ -182,12 +188,13 @@ class TxnBatcher:
         loop = asyncio.get_running_loop()
         while self._waiting and self._in_flight < self.settings.max_in_flight:
             ready_at = self._waiting[0].arrived + self.settings.linger
-            if (self._in_flight and len(self._waiting) < self.settings.max_writes
+            if (len(self._waiting) < min(self._expected, self.settings.max_writes)
                     and loop.time() < ready_at):
                 # Busy: the first waiting write gives others until its linger is over.
                 self._timer = loop.call_at(ready_at, self._dispatch)
                 return
             batch = self._take_batch()
+            self._expected = len(batch)
             self._in_flight += 1
             task = asyncio.create_task(self._send(batch), name="etcd-txn-batch")
             self._tasks.add(task)

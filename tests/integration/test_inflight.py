@@ -296,7 +296,7 @@ async def test_watches_replaying_from_etcd_are_bounded_until_they_reach_the_cach
 async def test_a_burst_of_two_thousand_creates_all_succeed(etcd: EtcdProcess) -> None:
     """More calls at once than gRPC's own backlog (1,000) and than the mutating limit."""
     outcomes: dict[str, int] = {}
-    async with limited_server(etcd, max_mutating_requests_inflight=20) as limited:
+    async with limited_server(etcd, max_mutating_requests_inflight=5) as limited:
         client = limited.client
 
         async def create(i: int) -> None:

@@ -228,32 +228,51 @@ def test_settings_out_of_range_are_refused(settings: dict[str, Any]) -> None:
         TxnBatchSettings(**settings)
 
 
-async def test_while_busy_a_write_lingers_for_others_then_leaves_with_them() -> None:
-    fake = FakeEtcd()
+async def a_batch_of_three(fake: FakeEtcd, b: TxnBatcher) -> None:
+    """Three writes queue behind a transaction in flight and leave together."""
     fake.release.clear()
-    b = batcher(fake, max_in_flight=2, linger=0.05)
     first = asyncio.create_task(b.txn(*create(b"first")))
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert fake.calls == [1]  # nothing in flight: it left at once
-    later = [asyncio.create_task(b.txn(*create(f"k{i}".encode()))) for i in range(3)]
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert fake.calls == [1], "a free slot, but the waiting writes linger for company"
-    fake.release.set()  # etcd answers the first: nothing in flight, so they leave now
-    await asyncio.gather(first, *later)
+    await asyncio.sleep(0)
+    queued = [asyncio.create_task(b.txn(*create(f"q{i}".encode()))) for i in range(3)]
+    await asyncio.sleep(0)
+    fake.release.set()
+    await asyncio.gather(first, *queued)
     assert fake.calls == [1, 3]
 
 
-async def test_a_lingering_batch_leaves_when_its_time_is_up() -> None:
+async def test_after_a_batch_writes_wait_to_make_one_as_large_then_leave_at_once() -> None:
     fake = FakeEtcd()
-    fake.release.clear()
-    b = batcher(fake, max_in_flight=2, linger=0.01)
-    first = asyncio.create_task(b.txn(*create(b"first")))
-    await asyncio.sleep(0)
-    second = asyncio.create_task(b.txn(*create(b"second")))
-    while len(fake.calls) < 2:  # the second goes once its linger is over, first still held
-        await asyncio.sleep(0.005)
-    fake.release.set()
-    await asyncio.gather(first, second)
-    assert fake.calls == [1, 1]
+    b = batcher(fake, max_in_flight=1, linger=0.5)
+    await a_batch_of_three(fake, b)
+    later = [asyncio.create_task(b.txn(*create(f"k{i}".encode()))) for i in range(2)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert fake.calls == [1, 3], "etcd is free, but two writes wait for a third"
+    third = asyncio.create_task(b.txn(*create(b"k2")))
+    await asyncio.gather(*later, third)  # the third completes the batch: no linger
+    assert fake.calls == [1, 3, 3]
+
+
+async def test_a_waiting_batch_leaves_when_its_linger_is_up_and_the_next_expects_less() -> None:
+    fake = FakeEtcd()
+    b = batcher(fake, max_in_flight=1, linger=0.05)
+    await a_batch_of_three(fake, b)
+    alone = asyncio.create_task(b.txn(*create(b"alone")))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert fake.calls == [1, 3], "it waits for company"
+    await alone  # none comes: it leaves when its linger is up
+    assert fake.calls == [1, 3, 1]
+    following = asyncio.create_task(b.txn(*create(b"next")))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert fake.calls == [1, 3, 1, 1], "the last batch was of one: no waiting"
+    await following
+
+
+async def test_linger_zero_never_waits() -> None:
+    fake = FakeEtcd()
+    b = batcher(fake, max_in_flight=1, linger=0)
+    await a_batch_of_three(fake, b)
+    await b.txn(*create(b"alone"))
+    assert fake.calls == [1, 3, 1]
