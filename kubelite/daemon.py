@@ -23,6 +23,25 @@ class Startable(Protocol):
     async def stop(self) -> None: ...
 
 
+async def _until_stopping(work: Awaitable[None], stopping: asyncio.Event) -> bool:
+    """Runs ``work`` unless ``stopping`` is set first, in which case it is cancelled (a start
+    that waits for a dependency, e.g. etcd or the API server, must not outlive SIGTERM).
+    True when ``work`` finished; its failure is raised."""
+    task = asyncio.ensure_future(work)
+    signalled = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait((task, signalled), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        signalled.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return False
+    task.result()  # its failure, if it failed
+    return True
+
+
 async def serve_until_signalled(
     start: Callable[[], Awaitable[None]],
     stop: Callable[[], Awaitable[None]],
@@ -41,7 +60,9 @@ async def serve_until_signalled(
     try:
         if health is not None:
             await health.start()
-        await start()
+        if not await _until_stopping(start(), stopping):
+            log.info("signal received while starting; shutting down")
+            return
         if ready is not None:
             ready()
         await stopping.wait()
