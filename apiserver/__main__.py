@@ -61,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
     p.add_argument("--etcd-batch-linger", type=float, default=TxnBatchSettings.linger,
                    help="seconds a batch of writes may wait to be as large as the last one"
                         " that left for etcd (0: never wait)")
+    p.add_argument("--consistent-read-linger", type=float,
+                   default=WatchCacheSettings.consistent_read_linger,
+                   help="seconds the request for etcd's revision behind consistent reads may"
+                        " wait to serve as many reads as the last one did (0: never wait)")
     p.add_argument("--compaction-interval", type=float, default=300.0,
                    help="seconds between etcd compactions (0 disables)")
     p.add_argument("--watch-cache-size", type=int, default=10_000,
@@ -127,6 +131,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
         )
     except ValueError as e:
         p.error(str(e))
+    if a.watch_cache_size < 1:
+        p.error(f"--watch-cache-size: must be at least 1, got {a.watch_cache_size}")
+    if not 0 <= a.consistent_read_linger <= 1:
+        p.error("--consistent-read-linger: must be between 0 and 1 second,"
+                f" got {a.consistent_read_linger}")
+    if a.compaction_interval < 0:
+        p.error(f"--compaction-interval: must not be negative (0 disables),"
+                f" got {a.compaction_interval}")
     if a.watch_cache_max_bytes < 0:
         p.error(f"--watch-cache-max-bytes: must not be negative, got {a.watch_cache_max_bytes}")
     if a.max_request_bytes <= 0:
@@ -162,7 +174,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
                                     max_in_flight=a.etcd_batch_max_in_flight,
                                     linger=a.etcd_batch_linger)
     except ValueError as e:
-        p.error(f"--etcd-batch-{str(e).split(':')[0].replace('_', '-')}: {e}")
+        field, _, rule = str(e).partition(": ")
+        p.error(f"--etcd-batch-{field.replace('_', '-')}: {rule}")
     try:
         security = _security_settings(a)
     except ValueError as e:
@@ -186,6 +199,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
             watch_cache=WatchCacheSettings(
                 capacity=a.watch_cache_size, max_bytes=a.watch_cache_max_bytes,
                 progress_interval=a.watch_progress_interval,
+                consistent_read_linger=a.consistent_read_linger,
             ),
             default_toleration_seconds=a.default_toleration_seconds,
             event_ttl=a.event_ttl,

@@ -263,10 +263,10 @@ class WatchCacheSettings:
     """How long a consistent read waits for the cache to reach etcd's current revision before
     it reads from etcd instead, seconds (only where etcd's progress notifications can be
     trusted; elsewhere a cache that has not seen that revision is not waited for)."""
-    consistent_read_linger: float = 0.001
-    """How long the request for etcd's revision behind consistent reads waits for more readers
-    when readers came while the previous one was in flight, seconds (one request then serves
-    them all)."""
+    consistent_read_linger: float = 0.005
+    """How long the request for etcd's revision behind consistent reads may wait to serve as
+    many readers as the last one did, seconds (one request then serves them all; after a
+    request for one reader, none waits)."""
     load_page: int = 1000
     """Objects per etcd range while the cache loads a resource's current state."""
 

@@ -79,22 +79,50 @@ async def test_a_reader_that_goes_away_does_not_cancel_the_others() -> None:
     await current.close()
 
 
-async def test_readers_that_come_while_the_next_request_lingers_join_it() -> None:
-    fake = FakeEtcd()
-    current = CurrentRevision(cast(Etcd, fake), linger=0.05)
+async def three_readers(fake: FakeEtcd, current: CurrentRevision) -> None:
+    """A request for one reader, then one for three that came while it was in flight."""
+    fake.release.clear()
     first = asyncio.create_task(current.get())
     while not fake.asked:
         await asyncio.sleep(0)
-    waiting = asyncio.create_task(current.get())  # for the next request
-    await asyncio.sleep(0)
+    readers = [asyncio.create_task(current.get()) for _ in range(3)]
     fake.release.set()
-    assert await first == 10
+    assert await asyncio.gather(first, *readers) == [fake.revision] * 4
+    assert fake.asked == 2
+    fake.release.clear()
+
+
+async def test_the_next_request_waits_for_as_many_readers_as_the_last_then_leaves() -> None:
+    fake = FakeEtcd()
+    current = CurrentRevision(cast(Etcd, fake), linger=0.5)
+    await three_readers(fake, current)
+    fake.revision = 12
+    early = [asyncio.create_task(current.get()) for _ in range(2)]
     for _ in range(5):
         await asyncio.sleep(0)
-    assert fake.asked == 1, "the next request lingers for more readers"
-    fake.revision = 12
-    joined = [asyncio.create_task(current.get()) for _ in range(3)]
-    assert await waiting == 12
-    assert await asyncio.gather(*joined) == [12] * 3
-    assert fake.asked == 2
+    assert fake.asked == 2, "etcd is free, but two readers wait for a third"
+    third = asyncio.create_task(current.get())
+    while fake.asked < 3:  # the third completes the request's readers: no more waiting
+        await asyncio.sleep(0)
+    fake.release.set()
+    assert await asyncio.gather(*early, third) == [12] * 3
+    await current.close()
+
+
+async def test_a_waiting_request_leaves_after_its_linger_and_the_next_expects_less() -> None:
+    fake = FakeEtcd()
+    current = CurrentRevision(cast(Etcd, fake), linger=0.05)
+    await three_readers(fake, current)
+    fake.release.set()
+    alone = asyncio.create_task(current.get())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert fake.asked == 2, "it waits for company"
+    assert await alone == 10  # none comes: it leaves when its linger is up
+    assert fake.asked == 3
+    following = asyncio.create_task(current.get())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert fake.asked == 4, "the last request had one reader: no waiting"
+    await following
     await current.close()

@@ -52,6 +52,10 @@ def test_flags_set_the_limits() -> None:
         ("--max-uncached-watches", "-5", "must be a non-negative integer (0: no limit)"),
         ("--retry-after-seconds", "0", "must be a positive integer"),
         ("--max-pending-calls", "0", "must be a positive integer"),
+        ("--watch-cache-size", "-5", "must be at least 1"),
+        ("--consistent-read-linger", "-0.5", "must be between 0 and 1 second"),
+        ("--compaction-interval", "-3.0", "must not be negative (0 disables)"),
+        ("--etcd-batch-linger", "2.0", "must be between 0 and 1 second"),
     ],
 )
 def test_bad_limits_are_refused_naming_the_flag(
