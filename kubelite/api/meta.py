@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 import uuid
 from typing import Any, TypeVar
 
@@ -36,8 +37,16 @@ def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+_second_text: tuple[int, str] = (-1, "")
+"""The last second ``now_rfc3339`` formatted, and its text (many objects share a second)."""
+
+
 def now_rfc3339() -> str:
-    return format_time(now())
+    global _second_text
+    second = int(time.time())
+    if _second_text[0] != second:
+        _second_text = (second, format_time(dt.datetime.fromtimestamp(second, dt.UTC)))
+    return _second_text[1]
 
 
 def new_uid() -> str:
