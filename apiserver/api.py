@@ -205,6 +205,9 @@ class Api:
         self.current_revision = CurrentRevision(
             storage.etcd, settings.watch_cache.consistent_read_linger)
         """etcd's revision for consistent reads from the caches, one request per burst."""
+        self.stale_update_retries = 0
+        """Updates whose attempt on the watch cache's copy was made again on the current
+        object (a stale copy, or an answer without a write)."""
 
     async def start(self) -> None:
         version = (await self.storage.etcd.status()).version
@@ -305,6 +308,12 @@ class Api:
 
     async def _read_object(self, rtype: ResourceType, namespace: str, name: str) -> Message:
         return rtype.decode(await self._read(rtype, namespace, name))
+
+    def _cached_object(self, rtype: ResourceType, namespace: str, name: str) -> Message | None:
+        """The watch cache's newest copy of the object, perhaps stale (None: it has none):
+        where to start a write whose condition on the resourceVersion finds out."""
+        data = self.caches[rtype.plural].latest(self.storage.key(rtype, namespace, name))
+        return None if isinstance(data, NotCached) else rtype.decode(data)
 
     async def list(
         self,
@@ -480,7 +489,27 @@ class Api:
             raise Invalid.from_field_errors(
                 rtype.qualified_kind, "", [FieldPath("metadata.name").required()]
             )
+        # As Kubernetes' GuaranteedUpdate: first from the watch cache's copy, which the
+        # write's condition verifies; an attempt on it that fails before writing, conflicts,
+        # or would answer without a write, is made again on the current object.
+        cached = self._cached_object(rtype, namespace, meta.name)
+        if cached is not None:
+            attempt = _Attempt(fresh=False)
+            try:
+                return await self._replace_on(rtype, cached, obj, status_only, dry_run, attempt)
+            except (ApiError, _NeedsCurrent) as e:
+                if attempt.writing and not isinstance(e, Conflict):
+                    raise
+                self.stale_update_retries += 1
         current = await self._read_object(rtype, namespace, meta.name)
+        return await self._replace_on(rtype, current, obj, status_only, dry_run,
+                                      _Attempt(fresh=True))
+
+    async def _replace_on(
+        self, rtype: ResourceType, current: Message, obj: Message, status_only: bool,
+        dry_run: bool, attempt: _Attempt,
+    ) -> Message:
+        meta = m.meta(obj)
         current_rv = m.meta(current).resource_version
         if meta.resource_version and meta.resource_version != current_rv:
             raise conflict(rtype, meta.name)
@@ -488,11 +517,14 @@ class Api:
         if updated is not None:
             subresource = "status" if status_only else ""
             await self.admission.update(rtype, current, updated, subresource, dry_run)
+        if (updated is None or dry_run) and not attempt.fresh:
+            raise _NeedsCurrent  # nothing written would verify the cached copy
         if updated is None and not dry_run:
             # No change, but a value under an old encryption key is written again.
             return await self.storage.rewrite_if_stale(rtype, current)
         if updated is None or dry_run:
             return current if updated is None else updated
+        attempt.writing = True
         return await self._write_update(rtype, current, updated)
 
     def _merge_update(
@@ -692,7 +724,24 @@ class Api:
             pods.set_condition(pod, "PodScheduled", "True")
             return pod
 
-        return await self.storage.guaranteed_update(PODS, namespace or "default", name, assign)
+        namespace = namespace or "default"
+        return await self.storage.guaranteed_update(
+            PODS, namespace, name, assign, cached=self._cached_object(PODS, namespace, name))
+
+
+class _NeedsCurrent(Exception):
+    """An update attempt on the watch cache's copy would answer without a write that
+    verifies the copy: it is made again on the current object."""
+
+
+@dataclass
+class _Attempt:
+    """One attempt at an update: on the current object (``fresh``) or on the watch cache's
+    copy; ``writing`` once its write has been sent (what fails after that is not a sign of
+    a stale copy, except the write's own Conflict)."""
+
+    fresh: bool
+    writing: bool = False
 
 
 _NO_HOOKS = KindHooks()

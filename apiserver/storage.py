@@ -42,6 +42,7 @@ from apiserver.etcd import (
 from apiserver.txn_batch import TxnBatcher, TxnResult
 from kubelite.api.errors import (
     AlreadyExists,
+    ApiError,
     Conflict,
     Expired,
     InternalError,
@@ -322,22 +323,40 @@ class Storage:
         name: str,
         mutate: Callable[[Message], Awaitable[Message | None]],
         attempts: int = 20,
+        cached: Message | None = None,
     ) -> Message:
         """Read, mutate, write; re-read and retry when another writer got there first.
 
         ``mutate`` gets a fresh copy of the current object and returns the object to store,
-        or None to leave it unchanged.
+        or None to leave it unchanged. Given ``cached`` (the watch cache's newest copy, which
+        may be stale), the first attempt starts from it instead of reading etcd: the write's
+        condition on its revision finds out a stale one; an attempt on it that fails or
+        would leave the object unchanged is made again on the object read from etcd (as
+        Kubernetes' GuaranteedUpdate with a cached object).
         """
+        current = cached
         for _ in range(attempts):
-            current = await self.get(rtype, namespace, name)
+            fresh = current is None
+            if current is None:
+                current = await self.get(rtype, namespace, name)
             revision = int(current.metadata.resource_version)  # type: ignore[attr-defined]
             candidate = type(current)()
             candidate.CopyFrom(current)
-            updated = await mutate(candidate)
+            try:
+                updated = await mutate(candidate)
+            except ApiError:
+                if fresh:
+                    raise
+                current = None  # judged on a copy that may be stale: again on etcd's
+                continue
             if updated is None:
-                return current
+                if fresh:
+                    return current
+                current = None
+                continue
             try:
                 return await self.update(rtype, updated, revision)
             except Conflict:
+                current = None
                 continue
         raise conflict(rtype, name)

@@ -525,6 +525,14 @@ class ResourceWatchCache:
         obj.metadata.namespace = namespace  # type: ignore[attr-defined]
         return obj
 
+    def latest(self, key: bytes) -> bytes | NotCached:
+        """The newest state of the object at ``key`` this cache has seen (serialized, with its
+        resourceVersion), without asking whether etcd has a newer one; NOT_CACHED when it
+        holds none. For writes, whose condition on the resourceVersion finds out a stale
+        one (Kubernetes' GuaranteedUpdate starts from the cached object the same way)."""
+        data = self._objects.get(key)
+        return NOT_CACHED if data is None else data
+
     async def read(self, key: bytes, revision: int) -> bytes | NotCached | None:
         """The object at ``key`` as of ``revision`` or later (serialized, with its
         resourceVersion), None when there is none, or NOT_CACHED when the cache cannot show it

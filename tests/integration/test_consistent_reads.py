@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from apiserver.server import ApiServer
+from apiserver.watch_cache import NOT_CACHED
 from kubelite.api import errors
 from kubelite.client.client import ApiClient
 from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
+from kubelite.testing.wait import eventually
 from protos.v1 import objects_pb2 as v1
 from tests.integration.helpers import configmap
 
@@ -102,3 +104,61 @@ async def test_a_restarted_server_loads_every_object_into_its_cache(
                                 cache.complete_revision) is None
     finally:
         await second.stop()
+
+
+def simple_pod(name: str) -> v1.Pod:
+    return v1.Pod(metadata=v1.ObjectMeta(name=name),
+                  spec=v1.PodSpec(containers=[v1.Container(name="c", image="busybox")]))
+
+
+def changed(cm: v1.ConfigMap, v: str) -> v1.ConfigMap:
+    copy = v1.ConfigMap()
+    copy.CopyFrom(cm)
+    copy.data["v"] = v
+    return copy
+
+
+async def freeze_cache(server: ApiServer, plural: str, name: str) -> None:
+    """Stops ``server``'s watch cache of ``plural`` once it holds ``name``: its copies then
+    stay behind every later write, as behind a lagging watch."""
+    cache = server.api.caches[plural]
+    key = server.storage.key(cache.rtype, "default", name)
+    await eventually(lambda: cache.latest(key) is not NOT_CACHED,
+                     message=f"the {plural} cache to hold {name}")
+    await cache.stop()
+
+
+async def test_updates_start_from_the_cache_and_a_stale_copy_is_found_out(
+    two_servers: tuple[ApiServer, ApiServer],
+) -> None:
+    """Updates and binds start from the watch cache's copy (as Kubernetes' GuaranteedUpdate),
+    which the write's condition checks. Server a's caches are stopped here, so its copies stay
+    behind the writes made through b: every answer is still what it would be from etcd."""
+    a, b = two_servers
+    async with ApiClient(a.address) as via_a, ApiClient(b.address) as via_b:
+        first = await via_a.create(configmap("shared", v="0"))
+        await via_a.create(simple_pod("bound-later"))
+        await freeze_cache(a, "configmaps", "shared")
+        await freeze_cache(a, "pods", "bound-later")
+
+        second = await via_b.update(changed(first, "1"))
+        retries = a.api.stale_update_retries
+        # a's copy is still "first": the update naming b's version is made again on etcd's.
+        third = await via_a.update(changed(second, "2"))
+        assert third.data == {"v": "2"}
+        assert a.api.stale_update_retries == retries + 1
+        # Naming an old version still conflicts, as against etcd.
+        with pytest.raises(errors.Conflict):
+            await via_a.update(changed(second, "3"))
+        # An update that changes nothing answers the current object, not a's old copy.
+        same = await via_a.update(third)
+        assert same.metadata.resource_version == third.metadata.resource_version
+
+        labelled = await via_b.get(v1.Pod, "bound-later")
+        labelled.metadata.labels["app"] = "web"
+        await via_b.update(labelled)
+        bound = await via_a.bind("default", "bound-later", "node-1")
+        assert bound.spec.node_name == "node-1"
+        assert bound.metadata.labels["app"] == "web", "b's label survives a's old copy"
+        with pytest.raises(errors.Conflict, match="already assigned"):
+            await via_a.bind("default", "bound-later", "node-2")
