@@ -592,29 +592,52 @@ class Api:
             raise BadRequest(f'subresource "{subresource}" is not supported by patch')
         document = patches.decode(patch, kind)
         namespace = self._namespace_for(rtype, namespace or "default")
+        # The first round patches the watch cache's copy (see _replace); a round on it that
+        # fails before its write or would write nothing is made again on etcd's object.
+        current = self._cached_object(rtype, namespace, name)
         for _ in range(20):
-            current = await self._read_object(rtype, namespace, name)
-            patched = document.apply(convert.to_dict(rtype, current), rtype.message)
+            fresh = current is None
+            if current is None:
+                current = await self._read_object(rtype, namespace, name)
             try:
-                _, obj = convert.from_dict(patched)
-            except convert.ConversionError as e:
-                raise Invalid.from_field_errors(rtype.qualified_kind, name, e.errors) from e
-            requested_rv = m.meta(obj).resource_version
-            if requested_rv != m.meta(current).resource_version:
-                raise conflict(rtype, name)
-            if m.meta(obj).name != name:
-                raise BadRequest("the name of the object does not match the name on the request")
-            updated = self._merge_update(rtype, current, obj, status_only=subresource == "status")
+                updated = await self._patched(rtype, current, document, name, subresource)
+                if updated is None and not fresh:
+                    raise _NeedsCurrent
+            except (ApiError, _NeedsCurrent):
+                if fresh:
+                    raise
+                self.stale_update_retries += 1
+                current = None
+                continue
             if updated is None:
                 return await self.storage.rewrite_if_stale(rtype, current)
-            await self.admission.update(rtype, current, updated, subresource, False)
             try:
                 return await self._write_update(rtype, current, updated)
             except Conflict:
                 # Another write landed: the next round patches the new object. A patch that
                 # names a resourceVersion (or tests a value) then fails on its own terms.
+                current = None
                 continue
         raise conflict(rtype, name)
+
+    async def _patched(self, rtype: ResourceType, current: Message,
+                       document: patches.Patch, name: str, subresource: str) -> Message | None:
+        """``current`` with the patch applied, defaulted, validated and admitted; None when
+        that changes nothing."""
+        patched = document.apply(convert.to_dict(rtype, current), rtype.message)
+        try:
+            _, obj = convert.from_dict(patched)
+        except convert.ConversionError as e:
+            raise Invalid.from_field_errors(rtype.qualified_kind, name, e.errors) from e
+        requested_rv = m.meta(obj).resource_version
+        if requested_rv != m.meta(current).resource_version:
+            raise conflict(rtype, name)
+        if m.meta(obj).name != name:
+            raise BadRequest("the name of the object does not match the name on the request")
+        updated = self._merge_update(rtype, current, obj, status_only=subresource == "status")
+        if updated is not None:
+            await self.admission.update(rtype, current, updated, subresource, False)
+        return updated
 
     async def delete(
         self,
@@ -643,27 +666,44 @@ class Api:
         namespace = self._namespace_for(rtype, namespace or "default")
         hooks = self._hooks(rtype)
         hooks.admit_delete(name)
+        # The first round starts from the watch cache's copy (see _replace); a round on it
+        # that fails before its write or would write nothing is made again on etcd's object.
+        current = self._cached_object(rtype, namespace, name)
         for _ in range(20):
-            current = await self._read_object(rtype, namespace, name)
+            fresh = current is None
+            if current is None:
+                current = await self._read_object(rtype, namespace, name)
             meta = m.meta(current)
-            if precondition_uid and precondition_uid != meta.uid:
-                raise Conflict(
-                    f"Precondition failed: UID in precondition: {precondition_uid}, UID in"
-                    f" object meta: {meta.uid}"
-                )
-            if precondition_resource_version and (
-                precondition_resource_version != meta.resource_version
-            ):
-                raise conflict(rtype, name)
-            await self.admission.delete(rtype, current)
-            updated = self._mark_deleted(rtype, current, grace_period_seconds, propagation_policy)
+            try:
+                if precondition_uid and precondition_uid != meta.uid:
+                    raise Conflict(
+                        f"Precondition failed: UID in precondition: {precondition_uid}, UID in"
+                        f" object meta: {meta.uid}"
+                    )
+                if precondition_resource_version and (
+                    precondition_resource_version != meta.resource_version
+                ):
+                    raise conflict(rtype, name)
+                await self.admission.delete(rtype, current)
+                updated = self._mark_deleted(rtype, current, grace_period_seconds,
+                                             propagation_policy)
+                unchanged = (updated is not None
+                             and updated.SerializeToString() == current.SerializeToString())
+                if unchanged and not fresh:
+                    raise _NeedsCurrent
+            except (ApiError, _NeedsCurrent):
+                if fresh:
+                    raise
+                self.stale_update_retries += 1
+                current = None
+                continue
             revision = int(meta.resource_version)
             try:
                 if updated is None:
                     await self.storage.delete(rtype, namespace, name, revision)
                     await hooks.removed(current)
                     return current
-                if updated.SerializeToString() == current.SerializeToString():
+                if unchanged:
                     return current
                 stored = await self.storage.update(rtype, updated, revision)
                 hooks.marked_deleted(stored)
@@ -671,6 +711,7 @@ class Api:
             except Conflict:
                 if precondition_resource_version:
                     raise
+                current = None
         raise conflict(rtype, name)
 
     def _mark_deleted(

@@ -153,6 +153,16 @@ async def test_updates_start_from_the_cache_and_a_stale_copy_is_found_out(
         # An update that changes nothing answers the current object, not a's old copy.
         same = await via_a.update(third)
         assert same.metadata.resource_version == third.metadata.resource_version
+        # A patch of a's old copy is made again on etcd's object: b's change stays.
+        fourth = await via_b.update(changed(third, "4"))
+        patched = await via_a.patch(v1.ConfigMap, "shared", {"data": {"w": "x"}})
+        assert patched.data == {"v": "4", "w": "x"}
+        # A delete whose precondition names the current version, which a's copy is not at.
+        assert fourth.metadata.resource_version != patched.metadata.resource_version
+        await via_a.delete(v1.ConfigMap, "shared",
+                           resource_version=patched.metadata.resource_version)
+        with pytest.raises(errors.NotFound):
+            await via_b.get(v1.ConfigMap, "shared")
 
         labelled = await via_b.get(v1.Pod, "bound-later")
         labelled.metadata.labels["app"] = "web"
