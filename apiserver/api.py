@@ -492,40 +492,47 @@ class Api:
         # As Kubernetes' GuaranteedUpdate: first from the watch cache's copy, which the
         # write's condition verifies; an attempt on it that fails before writing, conflicts,
         # or would answer without a write, is made again on the current object.
-        cached = self._cached_object(rtype, namespace, meta.name)
-        if cached is not None:
-            attempt = _Attempt(fresh=False)
+        current = self._cached_object(rtype, namespace, meta.name)
+        while True:
+            fresh = current is None
+            if current is None:
+                current = await self._read_object(rtype, namespace, meta.name)
             try:
-                return await self._replace_on(rtype, cached, obj, status_only, dry_run, attempt)
-            except (ApiError, _NeedsCurrent) as e:
-                if attempt.writing and not isinstance(e, Conflict):
+                updated = await self._updated(rtype, current, obj, status_only, dry_run)
+                if (updated is None or dry_run) and not fresh:
+                    raise _NeedsCurrent  # nothing written would verify the cached copy
+            except (ApiError, _NeedsCurrent):
+                if fresh:
                     raise
                 self.stale_update_retries += 1
-        current = await self._read_object(rtype, namespace, meta.name)
-        return await self._replace_on(rtype, current, obj, status_only, dry_run,
-                                      _Attempt(fresh=True))
+                current = None
+                continue
+            if updated is None and not dry_run:
+                # No change, but a value under an old encryption key is written again.
+                return await self.storage.rewrite_if_stale(rtype, current)
+            if updated is None or dry_run:
+                return current if updated is None else updated
+            try:
+                return await self._write_update(rtype, current, updated)
+            except Conflict:
+                if fresh:
+                    raise
+                self.stale_update_retries += 1
+                current = None
 
-    async def _replace_on(
+    async def _updated(
         self, rtype: ResourceType, current: Message, obj: Message, status_only: bool,
-        dry_run: bool, attempt: _Attempt,
-    ) -> Message:
+        dry_run: bool,
+    ) -> Message | None:
+        """``current`` updated to ``obj``, checked and admitted; None when nothing changes."""
         meta = m.meta(obj)
-        current_rv = m.meta(current).resource_version
-        if meta.resource_version and meta.resource_version != current_rv:
+        if meta.resource_version and meta.resource_version != m.meta(current).resource_version:
             raise conflict(rtype, meta.name)
         updated = self._merge_update(rtype, current, obj, status_only)
         if updated is not None:
             subresource = "status" if status_only else ""
             await self.admission.update(rtype, current, updated, subresource, dry_run)
-        if (updated is None or dry_run) and not attempt.fresh:
-            raise _NeedsCurrent  # nothing written would verify the cached copy
-        if updated is None and not dry_run:
-            # No change, but a value under an old encryption key is written again.
-            return await self.storage.rewrite_if_stale(rtype, current)
-        if updated is None or dry_run:
-            return current if updated is None else updated
-        attempt.writing = True
-        return await self._write_update(rtype, current, updated)
+        return updated
 
     def _merge_update(
         self, rtype: ResourceType, current: Message, obj: Message, status_only: bool
@@ -773,16 +780,6 @@ class Api:
 class _NeedsCurrent(Exception):
     """An update attempt on the watch cache's copy would answer without a write that
     verifies the copy: it is made again on the current object."""
-
-
-@dataclass
-class _Attempt:
-    """One attempt at an update: on the current object (``fresh``) or on the watch cache's
-    copy; ``writing`` once its write has been sent (what fails after that is not a sign of
-    a stale copy, except the write's own Conflict)."""
-
-    fresh: bool
-    writing: bool = False
 
 
 _NO_HOOKS = KindHooks()
