@@ -166,7 +166,6 @@ class ApiServer:
             cache.take_private_watch_slot = self.admission.take_uncached_watch
         pending = settings.inflight.max_pending_calls
         self._server = grpc.aio.server(
-            interceptors=[self.admission],
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 256 * 1024 * 1024),
@@ -205,7 +204,7 @@ class ApiServer:
         await self.security.start()
         self.servicer = ApiServicer(self.api, self.security, self.settings.kubelet_client)
         pb_grpc.add_ApiServerServicer_to_server(  # type: ignore[no-untyped-call]
-            self.servicer, self._server
+            self.admission.admitting(self.servicer), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         if self._credentials is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -13,6 +14,7 @@ import pytest
 from apiserver.__main__ import parse_args
 from apiserver.inflight import (
     LONG_RUNNING,
+    METHOD_CLASSES,
     MUTATING,
     READONLY,
     UNCACHED_WATCH,
@@ -127,17 +129,10 @@ class FakeContext:
         raise grpc.aio.AbortError()
 
 
-class Details:
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self.invocation_metadata = ()
-
-
-async def handler_for(admission: RequestAdmission, method: str, handler: Any) -> Any:
-    async def continuation(details: Any) -> Any:
-        return handler
-
-    return await admission.intercept_service(continuation, Details(method))  # type: ignore[arg-type]
+def admitted(admission: RequestAdmission, method: str, behavior: Any) -> Any:
+    """``behavior`` as gRPC serves it for ``method`` of the API service."""
+    servicer = SimpleNamespace(**{m.rpartition("/")[2]: behavior for m in METHOD_CLASSES})
+    return getattr(admission.admitting(servicer), method.rpartition("/")[2])
 
 
 async def test_slots_are_taken_released_and_refused_per_class() -> None:
@@ -153,19 +148,15 @@ async def test_slots_are_taken_released_and_refused_per_class() -> None:
     async def create(request: Any, context: Any) -> str:
         raise RuntimeError("failed")
 
-    get_handler = await handler_for(
-        admission, "/kubelite.v1.ApiServer/Get", grpc.unary_unary_rpc_method_handler(get)
-    )
-    create_handler = await handler_for(
-        admission, "/kubelite.v1.ApiServer/Create", grpc.unary_unary_rpc_method_handler(create)
-    )
-    first = asyncio.create_task(get_handler.unary_unary(None, FakeContext()))
+    get_admitted = admitted(admission, "/kubelite.v1.ApiServer/Get", get)
+    create_admitted = admitted(admission, "/kubelite.v1.ApiServer/Create", create)
+    first = asyncio.create_task(get_admitted(None, FakeContext()))
     await asyncio.sleep(0)
     assert admission.in_flight[READONLY] == 1
 
     refused = FakeContext()
     with pytest.raises(grpc.aio.AbortError):
-        await get_handler.unary_unary(None, refused)
+        await get_admitted(None, refused)
     assert refused.aborted is not None
     assert refused.aborted[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "--max-requests-inflight" in refused.aborted[1]
@@ -177,7 +168,7 @@ async def test_slots_are_taken_released_and_refused_per_class() -> None:
 
     # Writes have their own limit; a write that fails gives its slot back.
     with pytest.raises(RuntimeError):
-        await create_handler.unary_unary(None, FakeContext())
+        await create_admitted(None, FakeContext())
     assert admission.in_flight[MUTATING] == 0
     release.set()
     assert await first == "got"
@@ -196,10 +187,8 @@ async def test_uncached_watch_slots_are_bounded_and_given_back_once() -> None:
         yield "event"
         await stop.wait()
 
-    handler = await handler_for(
-        admission, "/kubelite.v1.ApiServer/Watch", grpc.unary_stream_rpc_method_handler(watch)
-    )
-    old = handler.unary_stream(pb.WatchRequest(resource_version="1"), FakeContext())
+    old = admitted(admission, "/kubelite.v1.ApiServer/Watch", watch)(
+        pb.WatchRequest(resource_version="1"), FakeContext())
     assert await anext(old) == "event"
     give_back = admission.take_uncached_watch()
     assert admission.in_flight == {READONLY: 0, MUTATING: 0, LONG_RUNNING: 1, UNCACHED_WATCH: 1}
@@ -215,5 +204,9 @@ async def test_uncached_watch_slots_are_bounded_and_given_back_once() -> None:
     await old.aclose()
     assert admission.in_flight == dict.fromkeys(admission.in_flight, 0)
 
-    health = grpc.unary_unary_rpc_method_handler(watch)
-    assert await handler_for(admission, "/grpc.health.v1.Health/Check", health) is health
+
+def test_every_method_of_the_api_service_has_a_class() -> None:
+    """gRPC serves the servicer ``admitting`` gives, which has only the methods named
+    here: a method left out would fail registration, not go unlimited."""
+    service = pb.DESCRIPTOR.services_by_name["ApiServer"]
+    assert {f"/{service.full_name}/{m.name}" for m in service.methods} == set(METHOD_CLASSES)
