@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
     p.add_argument("--etcd-batch-linger", type=float, default=TxnBatchSettings.linger,
                    help="seconds a batch of writes may wait to be as large as the last one"
                         " that left for etcd (0: never wait)")
+    p.add_argument("--etcd-batch-idle", type=float, default=TxnBatchSettings.idle,
+                   help="seconds after which a waiting batch of writes leaves when no write"
+                        " has joined it")
     p.add_argument("--consistent-read-linger", type=float,
                    default=WatchCacheSettings.consistent_read_linger,
                    help="seconds the request for etcd's revision behind consistent reads may"
@@ -172,7 +175,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ApiServerSettings, str]:
     try:
         batching = TxnBatchSettings(enabled=a.etcd_batch_writes == "true",
                                     max_in_flight=a.etcd_batch_max_in_flight,
-                                    linger=a.etcd_batch_linger)
+                                    linger=a.etcd_batch_linger,
+                                    idle=a.etcd_batch_idle)
     except ValueError as e:
         field, _, rule = str(e).partition(": ")
         p.error(f"--etcd-batch-{field.replace('_', '-')}: {rule}")

@@ -9,10 +9,11 @@ order.
 When writes meet: at most ``max_in_flight`` transactions are in flight, and later writes wait
 for one to be answered. And a server busy with its CPU takes requests up one at a time, so
 its writes seldom arrive together on their own: a batch waits until it has as many writes as
-the last one that left, at most ``linger``. One write at a time makes batches of one, which
-leave at once; many requests at once make batches that grow while writes queue behind etcd,
-and the next ones wait to be as large, which is when the saving is needed. When the load
-falls, one batch waits its linger and leaves smaller, and the next expect no more.
+the last one that left, at most ``linger``, and no longer than ``idle`` after the last write
+joined it. One write at a time makes batches of one, which leave at once; many requests at
+once make batches that grow while writes queue behind etcd, and the next ones wait to be as
+large, which is when the saving is needed. When the load falls, one batch leaves smaller once
+writes stop joining it, and the next expect no more.
 
 What stays exact:
 - Writes that touch the same key never share a batch (a second update guarded by the same
@@ -61,10 +62,16 @@ class TxnBatchSettings:
     max_bytes: int = 1024 * 1024
     """Bytes of values in one batch, under etcd's --max-request-bytes (1.5 MiB by default);
     a larger write goes alone."""
-    linger: float = 0.005
+    linger: float = 0.02
     """Seconds a batch may wait to become as large as the last one that left (a busy
     server: a CPU-bound one takes requests up one by one, and without waiting a little, few
-    would ever meet). After a batch of one, a write leaves at once; 0: never wait."""
+    would ever meet). After a batch of one, a write leaves at once; 0: never wait. Creates at
+    64 at once, interleaved runs: 2,634/s against 2,280/s with 5 ms, etcd CPU per create 57
+    against 97 microseconds."""
+    idle: float = 0.005
+    """Seconds after which a waiting batch leaves when no write has joined it: the writes
+    have stopped coming (the end of a burst), and waiting out the linger would only delay
+    those that came."""
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -73,8 +80,9 @@ class TxnBatchSettings:
             raise ValueError(f"max_writes: must be between 1 and 64, got {self.max_writes}")
         if self.max_bytes < 1:
             raise ValueError(f"max_bytes: must be at least 1, got {self.max_bytes}")
-        if not 0 <= self.linger <= 1:
-            raise ValueError(f"linger: must be between 0 and 1 second, got {self.linger}")
+        for name, value in (("linger", self.linger), ("idle", self.idle)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name}: must be between 0 and 1 second, got {value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,10 +196,12 @@ class TxnBatcher:
             self._timer = None
         loop = asyncio.get_running_loop()
         while self._waiting and self._in_flight < self.settings.max_in_flight:
-            ready_at = self._waiting[0].arrived + self.settings.linger
+            ready_at = min(self._waiting[0].arrived + self.settings.linger,
+                           self._waiting[-1].arrived + self.settings.idle)
             if (len(self._waiting) < min(self._expected, self.settings.max_writes)
                     and loop.time() < ready_at):
-                # Busy: the first waiting write gives others until its linger is over.
+                # Busy: the first waiting write gives others until its linger is over, as
+                # long as they keep coming.
                 self._timer = loop.call_at(ready_at, self._dispatch)
                 return
             batch = self._take_batch()

@@ -58,6 +58,7 @@ def test_flags_set_the_limits() -> None:
         ("--consistent-read-linger", "-0.5", "must be between 0 and 1 second"),
         ("--compaction-interval", "-3.0", "must not be negative (0 disables)"),
         ("--etcd-batch-linger", "2.0", "must be between 0 and 1 second"),
+        ("--etcd-batch-idle", "-1", "must be between 0 and 1 second"),
     ],
 )
 def test_bad_limits_are_refused_naming_the_flag(

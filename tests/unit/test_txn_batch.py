@@ -222,7 +222,7 @@ async def test_a_cancelled_caller_does_not_break_the_batch() -> None:
 
 @pytest.mark.parametrize("settings", [
     {"max_in_flight": 0}, {"max_writes": 0}, {"max_writes": 65}, {"max_bytes": 0},
-    {"linger": -1}, {"linger": 2}])
+    {"linger": -1}, {"linger": 2}, {"idle": -1}, {"idle": 2}])
 def test_settings_out_of_range_are_refused(settings: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(settings))):
         TxnBatchSettings(**settings)
@@ -242,7 +242,7 @@ async def a_batch_of_three(fake: FakeEtcd, b: TxnBatcher) -> None:
 
 async def test_after_a_batch_writes_wait_to_make_one_as_large_then_leave_at_once() -> None:
     fake = FakeEtcd()
-    b = batcher(fake, max_in_flight=1, linger=0.5)
+    b = batcher(fake, max_in_flight=1, linger=0.5, idle=0.5)
     await a_batch_of_three(fake, b)
     later = [asyncio.create_task(b.txn(*create(f"k{i}".encode()))) for i in range(2)]
     for _ in range(5):
@@ -255,7 +255,7 @@ async def test_after_a_batch_writes_wait_to_make_one_as_large_then_leave_at_once
 
 async def test_a_waiting_batch_leaves_when_its_linger_is_up_and_the_next_expects_less() -> None:
     fake = FakeEtcd()
-    b = batcher(fake, max_in_flight=1, linger=0.05)
+    b = batcher(fake, max_in_flight=1, linger=0.05, idle=1)
     await a_batch_of_three(fake, b)
     alone = asyncio.create_task(b.txn(*create(b"alone")))
     for _ in range(5):
@@ -268,6 +268,20 @@ async def test_a_waiting_batch_leaves_when_its_linger_is_up_and_the_next_expects
         await asyncio.sleep(0)
     assert fake.calls == [1, 3, 1, 1], "the last batch was of one: no waiting"
     await following
+
+
+async def test_a_waiting_batch_leaves_once_writes_stop_joining_it() -> None:
+    """The end of a burst: no write comes for ``idle``, so the batch leaves long before its
+    linger would be up."""
+    fake = FakeEtcd()
+    b = batcher(fake, max_in_flight=1, linger=1, idle=0.01)
+    await a_batch_of_three(fake, b)
+    alone = asyncio.create_task(b.txn(*create(b"alone")))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert fake.calls == [1, 3], "it waits for company"
+    await asyncio.wait_for(alone, timeout=0.5)
+    assert fake.calls == [1, 3, 1]
 
 
 async def test_linger_zero_never_waits() -> None:
