@@ -3,7 +3,9 @@ the cost of security: the same API server secured, beside the insecure one.
 
 Prints one JSON object:
 - creates/s and gets/s of ConfigMaps and creates/s of Secrets through the insecure API
-  server (its own process, ``--insecure``) at concurrency 1 and 64 (``api_*``);
+  server (its own process, ``--insecure``) at concurrency 1 and 64 (``api_*``), ``--ops``
+  operations per measurement at 1 and ``--ops-c64`` at 64 (chunks of 2,000 by default, so
+  the 64 clients' start and end are a small part of each);
 - the same through a secured API server (``secured_*``), as ``kubelite up`` runs it:
   ``kubelite init``'s certificates, TLS, the client authenticated by an x509 certificate of
   a user who is not an admin and is authorized by RBAC (a RoleBinding to ``edit`` in the
@@ -21,7 +23,9 @@ Prints one JSON object:
   in plaintext and with the secured server's TLS and client certificate (``echo_tls_*``), so
   the cost of TLS alone in Python gRPC shows beside the cost of security; creates and
   gets through the insecure server against it (``ratio_creates_to_python_grpc_echo_cC``,
-  ``ratio_gets_to_python_grpc_echo_cC``; the goal at c64 is 0.7 and 0.8);
+  ``ratio_gets_to_python_grpc_echo_cC``; the goal at c64 is 0.7 and 0.8); the echo servers
+  take turns with the API servers, chunk by chunk, so the ratio does not move with the
+  machine's load between two phases of the run;
 - the CPU one create costs the API server and etcd, beside what one raw put costs etcd
   (``api_server_cpu_us_per_create_cC``, ``etcd_cpu_us_per_create_cC``,
   ``etcd_cpu_us_per_raw_put_cC``);
@@ -34,7 +38,7 @@ Prints one JSON object:
 - ``scaleout``: creates/s and gets/s at c64 through one API server and through two over one
   etcd with the client's round robin, and their ratios (bench/scaleout.py).
 
-Usage: python -m bench.api [--ops N] [--rounds N] [--watchers N] [--events N]
+Usage: python -m bench.api [--ops N] [--ops-c64 N] [--rounds N] [--watchers N] [--events N]
                            [--security on|off] [--secured-etcd tls|plain] [--http on|off]
                            [--scaleout on|off] [--profile DIR]
 """
@@ -106,6 +110,8 @@ HTTP_FIGURES = ("creates_per_s", "gets_per_s")
 HTTP_READY_TIMEOUT = 20.0
 """Seconds the insecure server's HTTP API gets to answer /readyz once its gRPC API serves."""
 
+Ops = dict[int, int]
+"""Operations per measurement, by concurrency."""
 Operation = Callable[[int], Awaitable[object]]
 Operations = Callable[[str, int, int], Operation]
 """``(figure, concurrency, chunk)`` -> the ``i``-th call of that chunk of a measurement."""
@@ -120,7 +126,7 @@ def secret(name: str) -> v1.Secret:
                      data=SECRET_PAYLOAD, type="Opaque")
 
 
-async def raw_etcd(settings: EtcdSettings, ops: int, etcd_pid: int | None = None
+async def raw_etcd(settings: EtcdSettings, ops: Ops, etcd_pid: int | None = None
                    ) -> dict[str, float]:
     """Puts and ranges per second straight to etcd; given its pid, also etcd's CPU
     microseconds per put and per range (``cpu_us_per_put_cC``)."""
@@ -131,9 +137,10 @@ async def raw_etcd(settings: EtcdSettings, ops: int, etcd_pid: int | None = None
 
     async def measured(name: str, op: Operation, c: int) -> None:
         before = cpu_seconds(etcd_pid) if etcd_pid is not None else 0.0
-        figures[f"{name}s_per_s_c{c}"] = await rate(op, c, ops)
+        figures[f"{name}s_per_s_c{c}"] = await rate(op, c, ops[c])
         if etcd_pid is not None:
-            figures[f"cpu_us_per_{name}_c{c}"] = (cpu_seconds(etcd_pid) - before) / ops * 1e6
+            figures[f"cpu_us_per_{name}_c{c}"] = (
+                (cpu_seconds(etcd_pid) - before) / ops[c] * 1e6)
 
     try:
         for c in CONCURRENCIES:
@@ -223,6 +230,8 @@ class Side:
     """None: the server has no etcd (the echo server)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall seconds per measurement (``figure_cC``)."""
+    done: dict[str, int] = field(default_factory=dict)
+    """Operations per measurement."""
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
     """CPU seconds per measurement: of this client's process, the server and etcd."""
 
@@ -231,6 +240,7 @@ class Side:
         start = time.perf_counter()
         await rate(op, c, count)
         self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
+        self.done[key] = self.done.get(key, 0) + count
         spent = self.cpu.setdefault(key, {})
         for process, value in self.cpu_now().items():
             spent[process] = spent.get(process, 0.0) + value - before[process]
@@ -241,28 +251,33 @@ class Side:
             now["etcd"] = cpu_seconds(self.etcd_pid)
         return now
 
-    def rates(self, ops: int) -> dict[str, float]:
+    def rates(self) -> dict[str, float]:
         """``{name}_{figure}_cC``: operations per second."""
-        return {f"{self.name}_{key}": ops / seconds for key, seconds in self.seconds.items()}
+        return {f"{self.name}_{key}": self.done[key] / seconds
+                for key, seconds in self.seconds.items()}
 
-    def cpu_ms_per_op(self, ops: int) -> dict[str, dict[str, float]]:
+    def cpu_ms_per_op(self) -> dict[str, dict[str, float]]:
         """Per measurement (``figure_cC`` without ``_per_s``): CPU ms per operation."""
-        return {key.replace("_per_s", ""): {process: round(seconds / ops * 1000, 3)
+        return {key.replace("_per_s", ""): {process: round(seconds / self.done[key] * 1000, 3)
                                             for process, seconds in spent.items()}
                 for key, spent in self.cpu.items()}
 
 
-async def side_by_side(sides: Sequence[Side], figures: Sequence[str], ops: int,
+def chunks(ops: int, rounds: int) -> list[int]:
+    """``ops`` cut into ``rounds`` chunks as equal as can be."""
+    return [ops // rounds + (1 if r < ops % rounds else 0) for r in range(rounds)]
+
+
+async def side_by_side(sides: Sequence[Side], figures: Sequence[str], ops: Ops,
                        rounds: int) -> None:
     """Every measurement at every concurrency on each side, in ``rounds`` chunks that take
     turns (A B, B A, A B, ...), so that load from elsewhere on the machine falls on every side
     alike. A side measures only the figures among its own."""
-    chunks = [ops // rounds + (1 if r < ops % rounds else 0) for r in range(rounds)]
     for c in CONCURRENCIES:
         for figure in figures:
             key = f"{figure}_c{c}"
             measured = [side for side in sides if figure in side.figures]
-            for r, count in enumerate(chunks):
+            for r, count in enumerate(chunks(ops[c], rounds)):
                 for side in measured if r % 2 == 0 else list(reversed(measured)):
                     await side.run(key, side.operations(figure, c, r), c, count)
 
@@ -406,11 +421,12 @@ async def http_side(address: str, http_address: str | None, etcd: EtcdProcess
 
 
 async def measure_api(etcd: EtcdProcess, address: str, http_address: str | None,
-                      pki: ClusterPki | None, tmp: Path, ops: int, rounds: int,
-                      secured_etcd: str, profile: Path | None) -> ApiFigures:
+                      pki: ClusterPki | None, tmp: Path, ops: Ops, rounds: int,
+                      secured_etcd: str, profile: Path | None,
+                      echo: Sequence[Side]) -> ApiFigures:
     """The API measurements on the insecure server at ``address`` (and through its HTTP API
     at ``http_address`` when given) and, given a PKI, on a secured one beside it (each server
-    profiled into ``profile`` when given)."""
+    profiled into ``profile`` when given), taking turns with the ``echo`` servers."""
     async with ApiClient(address) as insecure, \
             http_side(address, http_address, etcd) as http:
         await insecure.create(v1.Namespace(metadata=v1.ObjectMeta(name=NAMESPACE)))
@@ -418,7 +434,7 @@ async def measure_api(etcd: EtcdProcess, address: str, http_address: str | None,
                      process_id(etcd))]
         if pki is None:
             with profiled(grpc, profile):
-                await side_by_side([*grpc, *http], API_FIGURES, ops, rounds)
+                await side_by_side([*grpc, *http, *echo], API_FIGURES, ops, rounds)
             return ApiFigures([*grpc, *http])
         with secured_apiserver(pki, etcd, tmp, secured_etcd) as server:
             async with ApiClient(user_config(pki, server.address)) as user:
@@ -426,7 +442,7 @@ async def measure_api(etcd: EtcdProcess, address: str, http_address: str | None,
                 grpc.append(Side("secured", grpc_operations(user), API_FIGURES,
                                  child_serving(server.address), server.etcd_pid))
                 with profiled(grpc, profile):
-                    await side_by_side([*grpc, *http], API_FIGURES, ops, rounds)
+                    await side_by_side([*grpc, *http, *echo], API_FIGURES, ops, rounds)
             prefixes = await stored_secret_prefixes(server)
             etcd_tls = await raw_etcd(server.etcd, ops) if secured_etcd == "tls" else None
         if prefixes != {ENCRYPTED_PREFIX}:
@@ -435,24 +451,25 @@ async def measure_api(etcd: EtcdProcess, address: str, http_address: str | None,
         return ApiFigures([*grpc, *http], etcd_tls)
 
 
-async def echo_ceiling(ops: int, rounds: int, pki: ClusterPki | None) -> list[Side]:
-    """The same client against a do-nothing Python gRPC server (bench/echo_server.py) in
-    plaintext and, given a PKI, with the secured server's TLS and client certificate."""
+@asynccontextmanager
+async def echo_servers(pki: ClusterPki | None) -> AsyncIterator[list[Side]]:
+    """The ceiling: the same client against a do-nothing Python gRPC server
+    (bench/echo_server.py) in plaintext and, given a PKI, with the secured server's TLS and
+    client certificate; their sides take turns with the API servers'."""
     with module_process("bench.echo_server") as plain:
         async with ApiClient(plain) as client:
             sides = [Side("echo", grpc_operations(client), ECHO_FIGURES,
                           child_serving(plain))]
             if pki is None:
-                await side_by_side(sides, ECHO_FIGURES, ops, rounds)
-                return sides
+                yield sides
+                return
             with module_process("bench.echo_server", "--tls-cert-file", str(pki.apiserver_cert),
                                 "--tls-private-key-file", str(pki.apiserver_key),
                                 "--client-ca-file", str(pki.ca_cert)) as secure:
                 async with ApiClient(user_config(pki, secure)) as tls_client:
                     sides.append(Side("echo_tls", grpc_operations(tls_client), ECHO_FIGURES,
                                       child_serving(secure)))
-                    await side_by_side(sides, ECHO_FIGURES, ops, rounds)
-            return sides
+                    yield sides
 
 
 async def watch_latency(address: str, watchers: int, events: int) -> dict[str, float]:
@@ -517,7 +534,7 @@ def ratio(numerator: float, denominator: float) -> float:
     return round(numerator / denominator, 3)
 
 
-async def main_async(ops: int, rounds: int, watchers: int, events: int, security: bool,
+async def main_async(ops: Ops, rounds: int, watchers: int, events: int, security: bool,
                      secured_etcd: str, profile: Path | None = None, http: bool = True,
                      scaleout: bool = True) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="kubelite-bench-api-") as tmp:
@@ -528,18 +545,19 @@ async def main_async(ops: int, rounds: int, watchers: int, events: int, security
                 apiserver_process(etcd.endpoint, "--insecure", *http_flags) as address:
             raw = await raw_etcd(EtcdSettings(endpoints=(etcd.endpoint,)), ops,
                                  process_id(etcd))
-            api = await measure_api(etcd, address, http_address, pki, Path(tmp), ops, rounds,
-                                    secured_etcd, profile)
+            async with echo_servers(pki) as echo_sides:
+                api = await measure_api(etcd, address, http_address, pki, Path(tmp), ops,
+                                        rounds, secured_etcd, profile, echo_sides)
             latency = await watch_latency(address, watchers, events)
-        echo_sides = await echo_ceiling(ops, rounds, pki)
         scaled: dict[str, float] = {}
         if scaleout:
             # bench.scaleout builds on this module's sides: imported here, not at the top.
             from bench import scaleout as scaleout_bench
             with temporary_etcd() as etcd:
-                scaled = await scaleout_bench.measure(etcd.endpoint, ops, rounds)
+                scaled = await scaleout_bench.measure(etcd.endpoint, ops[64], rounds)
 
-    result: dict[str, object] = {"benchmark": "api", "ops_per_measurement": ops,
+    result: dict[str, object] = {"benchmark": "api",
+                                 "ops_per_measurement": {f"c{c}": n for c, n in ops.items()},
                                  "rounds": rounds}
     if security:
         result["security"] = {
@@ -556,8 +574,8 @@ async def main_async(ops: int, rounds: int, watchers: int, events: int, security
     rates: dict[str, float] = {}
     cpu: dict[str, dict[str, dict[str, float]]] = {}
     for side in [*api.sides, *echo_sides]:
-        rates.update(side.rates(ops))
-        for key, spent in side.cpu_ms_per_op(ops).items():
+        rates.update(side.rates())
+        for key, spent in side.cpu_ms_per_op().items():
             cpu.setdefault(key, {})[side.name] = spent
     result.update({k: round(v, 1) for k, v in rates.items()})
     result.update({f"etcd_{k}": round(v, 1) for k, v in raw.items()})
@@ -617,7 +635,12 @@ async def main_async(ops: int, rounds: int, watchers: int, events: int, security
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--ops", type=int, default=2000, help="operations per measurement")
+    p.add_argument("--ops", type=int, default=2000,
+                   help="operations per measurement at concurrency 1")
+    p.add_argument("--ops-c64", type=int, default=8000,
+                   help="operations per measurement at concurrency 64: each of the --rounds"
+                        " chunks long enough that the 64 clients' start and end are a small"
+                        " part of it (and the scale-out measurement)")
     p.add_argument("--rounds", type=int, default=4,
                    help="chunks each measurement is cut into, the servers taking turns")
     p.add_argument("--watchers", type=int, default=100)
@@ -644,14 +667,16 @@ def main() -> None:
             py_spy()
         except FileNotFoundError as e:
             p.error(f"--profile: {e}")
-    if a.ops <= 0:
-        p.error(f"--ops: must be greater than 0, got {a.ops}")
-    if not 0 < a.rounds <= a.ops:
-        p.error(f"--rounds: must be between 1 and --ops ({a.ops}), got {a.rounds}")
+    for flag, value in (("--ops", a.ops), ("--ops-c64", a.ops_c64)):
+        if value <= 0:
+            p.error(f"{flag}: must be greater than 0, got {value}")
+    if not 0 < a.rounds <= min(a.ops, a.ops_c64):
+        p.error(f"--rounds: must be between 1 and --ops and --ops-c64"
+                f" ({min(a.ops, a.ops_c64)}), got {a.rounds}")
     result: dict[str, object] = {}
 
     async def run() -> None:
-        result.update(await main_async(a.ops, a.rounds, a.watchers, a.events,
+        result.update(await main_async({1: a.ops, 64: a.ops_c64}, a.rounds, a.watchers, a.events,
                                        a.security == "on", a.secured_etcd, a.profile,
                                        a.http == "on", a.scaleout == "on"))
 

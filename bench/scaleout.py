@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.api import NAMESPACE, Side, grpc_operations, ratio
+from bench.api import NAMESPACE, Side, chunks, grpc_operations, ratio
 from bench.harness import apiserver_process, child_serving, temporary_etcd
 from bench.proxy import cpu_seconds
 from kubelite import daemon
@@ -70,10 +70,9 @@ def etcd_pid(endpoint: str) -> int | None:
 async def take_turns(sides: Sequence[Side], ops: int, rounds: int) -> None:
     """Every figure at CONCURRENCY on each side, in ``rounds`` chunks that take turns (A B,
     B A, A B, ...)."""
-    chunks = [ops // rounds + (1 if r < ops % rounds else 0) for r in range(rounds)]
     for figure in FIGURES:
         key = f"{figure}_c{CONCURRENCY}"
-        for r, count in enumerate(chunks):
+        for r, count in enumerate(chunks(ops, rounds)):
             for side in sides if r % 2 == 0 else list(reversed(sides)):
                 await side.run(key, side.operations(figure, CONCURRENCY, r), CONCURRENCY,
                                count)
@@ -110,8 +109,8 @@ async def measure(etcd_endpoint: str, ops: int, rounds: int) -> dict[str, float]
     result: dict[str, float] = {}
     cpu: dict[str, dict[str, float]] = {}
     for side in sides:
-        result.update({k: round(v, 1) for k, v in side.rates(ops).items()})
-        for key, spent in side.cpu_ms_per_op(ops).items():
+        result.update({k: round(v, 1) for k, v in side.rates().items()})
+        for key, spent in side.cpu_ms_per_op().items():
             cpu[f"{side.name}_{key}"] = spent
             for process, ms in spent.items():
                 result[f"cpu_ms_per_op_{side.name}_{key}_{process}"] = ms
@@ -129,7 +128,7 @@ async def measure(etcd_endpoint: str, ops: int, rounds: int) -> dict[str, float]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ops", type=int, default=2000, help="operations per measurement")
+    p.add_argument("--ops", type=int, default=8000, help="operations per measurement")
     p.add_argument("--rounds", type=int, default=4,
                    help="chunks each measurement is cut into, the sides taking turns")
     a = p.parse_args()
