@@ -168,11 +168,18 @@ def validate_object_meta(
             )
     elif meta.namespace:
         errs.append(path.child("namespace").forbidden("not allowed on this type"))
-    errs.extend(nonnegative(meta.generation, path.child("generation")))
-    errs.extend(validate_labels(dict(meta.labels), path.child("labels")))
-    errs.extend(validate_annotations(dict(meta.annotations), path.child("annotations")))
-    errs.extend(_validate_owner_references(meta.owner_references, path.child("ownerReferences")))
-    errs.extend(_validate_finalizers(list(meta.finalizers), path.child("finalizers")))
+    # Every create and update comes here: what is empty has nothing to check.
+    if meta.generation < 0:
+        errs.extend(nonnegative(meta.generation, path.child("generation")))
+    if meta.labels:
+        errs.extend(validate_labels(dict(meta.labels), path.child("labels")))
+    if meta.annotations:
+        errs.extend(validate_annotations(dict(meta.annotations), path.child("annotations")))
+    if meta.owner_references:
+        errs.extend(
+            _validate_owner_references(meta.owner_references, path.child("ownerReferences")))
+    if meta.finalizers:
+        errs.extend(_validate_finalizers(list(meta.finalizers), path.child("finalizers")))
     return errs
 
 
