@@ -253,14 +253,20 @@ async def test_after_a_batch_writes_wait_to_make_one_as_large_then_leave_at_once
     assert fake.calls == [1, 3, 3]
 
 
-async def test_a_waiting_batch_leaves_when_its_linger_is_up_and_the_next_expects_less() -> None:
-    fake = FakeEtcd()
-    b = batcher(fake, max_in_flight=1, linger=0.05, idle=1)
+async def a_write_waiting_for_company(fake: FakeEtcd, b: TxnBatcher) -> asyncio.Task[Any]:
+    """After a batch of three, a write alone, which waits for two more."""
     await a_batch_of_three(fake, b)
     alone = asyncio.create_task(b.txn(*create(b"alone")))
     for _ in range(5):
         await asyncio.sleep(0)
     assert fake.calls == [1, 3], "it waits for company"
+    return alone
+
+
+async def test_a_waiting_batch_leaves_when_its_linger_is_up_and_the_next_expects_less() -> None:
+    fake = FakeEtcd()
+    b = batcher(fake, max_in_flight=1, linger=0.05, idle=1)
+    alone = await a_write_waiting_for_company(fake, b)
     await alone  # none comes: it leaves when its linger is up
     assert fake.calls == [1, 3, 1]
     following = asyncio.create_task(b.txn(*create(b"next")))
@@ -275,12 +281,7 @@ async def test_a_waiting_batch_leaves_once_writes_stop_joining_it() -> None:
     linger would be up."""
     fake = FakeEtcd()
     b = batcher(fake, max_in_flight=1, linger=1, idle=0.01)
-    await a_batch_of_three(fake, b)
-    alone = asyncio.create_task(b.txn(*create(b"alone")))
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert fake.calls == [1, 3], "it waits for company"
-    await asyncio.wait_for(alone, timeout=0.5)
+    await asyncio.wait_for(await a_write_waiting_for_company(fake, b), timeout=0.5)
     assert fake.calls == [1, 3, 1]
 
 
