@@ -57,6 +57,12 @@ class Collector:
             await self._task
 
 
+def name_of(event: WatchEvent[v1.ConfigMap]) -> str:
+    """The name of the object a change carries (every event but a BOOKMARK has one)."""
+    assert event.object is not None, f"{event.type} without an object"
+    return event.object.metadata.name
+
+
 # ---------------------------------------------------------------- pods
 
 

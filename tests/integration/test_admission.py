@@ -253,8 +253,10 @@ async def test_new_namespaces_get_a_default_service_account_and_the_root_ca(
     client: ApiClient, root_ca: str,
 ) -> None:
     await client.create(v1.Namespace(metadata=v1.ObjectMeta(name="fresh")))
-    sa = await eventually(lambda: client.get(v1.ServiceAccount, "default", "fresh"))
-    cm = await eventually(lambda: client.get(v1.ConfigMap, "kube-root-ca.crt", "fresh"))
+    sa: v1.ServiceAccount = await eventually(
+        lambda: client.get(v1.ServiceAccount, "default", "fresh"))
+    cm: v1.ConfigMap = await eventually(
+        lambda: client.get(v1.ConfigMap, "kube-root-ca.crt", "fresh"))
     assert dict(cm.data) == {"ca.crt": root_ca}
     # Both come back when deleted, the ConfigMap's content too when changed.
     await client.delete(v1.ServiceAccount, "default", "fresh")

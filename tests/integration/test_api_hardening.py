@@ -22,7 +22,7 @@ from kubelite.testing.wait import eventually
 from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
 from protos.v1 import objects_pb2 as v1
-from tests.integration.helpers import Collector, configmap
+from tests.integration.helpers import Collector, configmap, name_of
 
 
 @contextlib.asynccontextmanager
@@ -115,7 +115,7 @@ async def test_corrupt_values_in_etcd_are_skipped_named_and_stop_nothing(
         web = configmap("web")
         web.metadata.labels["app"] = "web"
         await client.create(web)
-        await eventually(lambda: [e.object.metadata.name for e in plain.changes] == ["web"],
+        await eventually(lambda: [name_of(e) for e in plain.changes] == ["web"],
                          message="the plain watch past the bad values")
         await eventually(lambda: namespaces.store.get("later") and labelled.store.get(
             "default/web"), message="informers past the bad values")
@@ -143,7 +143,7 @@ async def test_corrupt_values_in_etcd_are_skipped_named_and_stop_nothing(
                                         resource_version=start.resource_version))
         await eventually(lambda: replay.changes, message="the replay")
         await replay.close()
-        assert [e.object.metadata.name for e in replay.changes] == ["web"]
+        assert [name_of(e) for e in replay.changes] == ["web"]
         assert replay.error is None
     finally:
         await plain.close()
@@ -161,7 +161,8 @@ async def list_page(
     request = pb.ListRequest(resource=resource, namespace=namespace, limit=limit,
                              continue_token=token)
     try:
-        return await stub.List(request, timeout=10)
+        response: pb.ListResponse = await stub.List(request, timeout=10)
+        return response
     except grpc.aio.AioRpcError as e:
         raise errors.from_rpc_error(e) from e
 
@@ -306,10 +307,10 @@ async def test_unknown_protobuf_fields_are_refused_with_their_place(client: ApiC
         await client.get(v1.ConfigMap, "smuggler")
     # Updates are held to the same rule.
     cm = await client.create(configmap("plain", v="1"))
-    request = pb.UpdateRequest(resource="configmaps", namespace="default",
-                               object=cm.SerializeToString() + b"\xa0\x06\x01")
+    update = pb.UpdateRequest(resource="configmaps", namespace="default",
+                              object=cm.SerializeToString() + b"\xa0\x06\x01")
     with pytest.raises(grpc.aio.AioRpcError) as raw:
-        await stub.Update(request, timeout=10)
+        await stub.Update(update, timeout=10)
     assert isinstance(errors.from_rpc_error(raw.value), errors.BadRequest)
 
 
@@ -360,7 +361,7 @@ async def test_watch_from_a_future_resource_version_is_too_large_after_a_bounded
         await eventually(lambda: soon.changes, message="the change after the version")
         await soon.close()
         assert soon.error is None
-        assert [e.object.metadata.name for e in soon.changes] == ["second"]
+        assert [name_of(e) for e in soon.changes] == ["second"]
 
         # So is a continue token from a revision etcd has not reached.
         token = crafted({"v": "meta.k8s.io/v1", "rv": future, "start": "a",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -41,7 +41,7 @@ def deployment(*containers: dict[str, Any]) -> v1.Deployment:
                      "spec": {"containers": list(containers) or [WEB]}},
     }
     return v1.Deployment(metadata=v1.ObjectMeta(name="web"),
-                         spec=message_from_dict(v1.DeploymentSpec, spec))
+                         spec=cast(v1.DeploymentSpec, message_from_dict(v1.DeploymentSpec, spec)))
 
 
 def container(d: v1.Deployment, index: int = 0) -> dict[str, Any]:
@@ -149,7 +149,10 @@ async def test_patch_that_makes_an_invalid_object_is_invalid(client: ApiClient) 
 
 
 def reason(error: grpc.aio.AioRpcError) -> str:
-    for key, value in error.trailing_metadata() or ():
+    # The stubs give RpcError's trailing metadata as _Metadatum objects; an AioRpcError's is
+    # a grpc.aio.Metadata of (key, value) pairs.
+    trailing = cast(grpc.aio.Metadata, error.trailing_metadata())
+    for key, value in trailing or ():
         if key == errors.STATUS_METADATA_KEY:
             return str(json.loads(value)["reason"])
     return ""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
+from functools import partial
 
 import pytest
 
@@ -141,7 +142,7 @@ async def test_node_selector(client: ApiClient, scheduler: Scheduler) -> None:
     for i in range(4):
         await create_pod(client, f"db-{i}", node_selector={"disk": "ssd"})
     for i in range(4):
-        assert await eventually(lambda i=i: bound_node(client, f"db-{i}")) == "ssd-1"
+        assert await eventually(partial(bound_node, client, f"db-{i}")) == "ssd-1"
     await create_pod(client, "nowhere", node_selector={"disk": "nvme"})
     assert await eventually(lambda: unschedulable_message(client, "nowhere")) == (
         "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
@@ -157,7 +158,7 @@ async def test_tainted_node_is_avoided_unless_tolerated(
     for i in range(5):
         await create_pod(client, f"web-{i}")
     for i in range(5):
-        assert await eventually(lambda i=i: bound_node(client, f"web-{i}")) == "plain"
+        assert await eventually(partial(bound_node, client, f"web-{i}")) == "plain"
 
     await create_pod(client, "pinned", node_selector={"kubernetes.io/hostname": "gpu"})
     assert await eventually(lambda: unschedulable_message(client, "pinned")) == (
@@ -228,7 +229,7 @@ async def test_leader_election_one_active_scheduler_and_failover(api_server: Api
             for i in range(5):
                 await create_pod(a, f"early-{i}")
             for i in range(5):
-                await eventually(lambda i=i: bound_node(a, f"early-{i}"))
+                await eventually(partial(bound_node, a, f"early-{i}"))
             assert first.stats.scheduled == 5
             assert not second.is_leading and second.stats.scheduled == 0
 

@@ -19,7 +19,7 @@ from kubelite.testing.wait import eventually
 from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
 from protos.v1 import objects_pb2 as v1
-from tests.integration.helpers import Collector, configmap
+from tests.integration.helpers import Collector, configmap, name_of
 
 
 async def test_watch_delivers_every_change_in_order_and_resumes_without_gap(
@@ -53,7 +53,7 @@ async def test_watch_delivers_every_change_in_order_and_resumes_without_gap(
     versions = [int(e.resource_version) for e in delivered]
     assert versions == sorted(set(versions)), "out of order or duplicated"
     assert [int(v) for v in written] == versions[:15]
-    assert [e.object.metadata.name for e in second.changes[5:]] == ["w5", "w6", "w7"]
+    assert [name_of(e) for e in second.changes[5:]] == ["w5", "w6", "w7"]
 
 
 async def test_watch_without_version_starts_with_current_state(client: ApiClient) -> None:
@@ -63,7 +63,7 @@ async def test_watch_without_version_starts_with_current_state(client: ApiClient
     await client.create(configmap("new"))
     await eventually(lambda: len(watch.changes) == 2, message="the new object")
     await watch.close()
-    assert [(e.type, e.object.metadata.name) for e in watch.changes] == [
+    assert [(e.type, name_of(e)) for e in watch.changes] == [
         ("ADDED", "existing"), ("ADDED", "new")
     ]
 
@@ -109,7 +109,7 @@ async def test_selectors_filter_server_side_in_lists_and_watches(client: ApiClie
     await client.update(other)
     await eventually(lambda: len(watch.changes) == 3, message="3 filtered events")
     await watch.close()
-    assert [(e.type, e.object.metadata.name) for e in watch.changes] == [
+    assert [(e.type, name_of(e)) for e in watch.changes] == [
         ("ADDED", "web"), ("DELETED", "web"), ("ADDED", "other")
     ]
 

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["kubelite", "apiserver", "scheduler", "controller_manager", "kubelet", "proxy",
-            "clusterdns", "bench"]
+            "clusterdns", "bench", "tests"]
 
 
 def _tool(name: str) -> str:

@@ -10,7 +10,7 @@ from kubelite.api import errors
 
 def through_grpc(error: errors.ApiError) -> errors.ApiError:
     rpc = AioRpcError(error.code, Metadata(), Metadata(*errors.status_metadata(error)),
-                      error.message)
+                      error.message, None)
     return errors.from_rpc_error(rpc)
 
 
@@ -33,7 +33,9 @@ def test_request_entity_too_large_is_its_own_class_on_a_code_nobody_retries() ->
 def test_grpcs_own_message_size_limit_is_request_entity_too_large() -> None:
     for details in ("Received message larger than max (70000000 vs. 67108864)",
                     "Sent message larger than max (70000000 vs. 67108864)"):
-        rpc = AioRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, Metadata(), Metadata(), details)
+        rpc = AioRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, Metadata(), Metadata(), details,
+                          None)
         assert type(errors.from_rpc_error(rpc)) is errors.RequestEntityTooLarge
-    rpc = AioRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, Metadata(), Metadata(), "slow down")
+    rpc = AioRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, Metadata(), Metadata(), "slow down",
+                      None)
     assert type(errors.from_rpc_error(rpc)) is errors.TooManyRequests

@@ -4,6 +4,8 @@ settable and documented in --help; bad values are errors naming the option and t
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -210,9 +212,9 @@ def test_bad_containerd_options_name_the_option(argv: list[str], message: str,
 def test_containerd_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     from kubelite.cli import local_containerd
 
-    monkeypatch.setattr(local_containerd.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(local_containerd.shutil, "which", lambda name: None)
-    monkeypatch.setattr(local_containerd.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
     missing = local_containerd.missing_for_containerd(local_registry=True)
     text = "\n".join(missing)
     assert missing[0].startswith("root")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import pytest
 
 from kubelite.cli import local
 from kubelite.cli.local import LocalClusterSettings, parse_args
+from kubelite.processes import ManagedProcess
 
 
 @pytest.fixture(autouse=True)
@@ -21,8 +23,9 @@ def pod_cidr_of(argv: Sequence[str]) -> str | None:
 
 
 def kubelets(settings: LocalClusterSettings) -> dict[str, str | None]:
-    return {c.name: pod_cidr_of(c.process.argv) for c in local._components(settings)
-            if c.name.startswith("kubelet-")}
+    # _components runs every component as a ManagedProcess, which has the argv.
+    return {c.name: pod_cidr_of(cast(ManagedProcess, c.process).argv)
+            for c in local._components(settings) if c.name.startswith("kubelet-")}
 
 
 def test_each_node_gets_its_own_pod_block_by_default() -> None:

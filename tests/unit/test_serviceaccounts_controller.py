@@ -4,6 +4,7 @@ and a fake client (no server)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -93,7 +94,7 @@ async def test_the_root_ca_is_published_in_every_namespace_and_kept(tmp_path: Pa
     client.put(changed)
     controller.config_maps.store.put(changed)
     await controller.reconcile("team")
-    [update] = client.updates
+    [update] = cast(list[v1.ConfigMap], client.updates)
     assert dict(update.data) == {"ca.crt": CA}
     assert update.metadata.annotations["mine"] == "kept"
 
