@@ -9,6 +9,7 @@ hot path to one RPC per request.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,9 +95,58 @@ def _host_port(endpoint: str) -> str:
     return endpoint
 
 
+class OwnRevisions:
+    """The revisions this client's own writes made in etcd, each with the keys it changed.
+
+    A revision belongs to one transaction, so one recorded here holds exactly those keys: a
+    watch cache whose resource has none of them knows it missed nothing there, without
+    waiting for an event or a progress notification (etcd before 3.4.31 sends those too
+    early to be trusted). Revisions of anyone else's writes are never recorded, so they
+    prove nothing.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        """Revisions remembered, the newest ones."""
+        self._keys: OrderedDict[int, tuple[bytes, ...]] = OrderedDict()
+
+    def record(self, revision: int, keys: tuple[bytes, ...]) -> None:
+        self._keys[revision] = keys
+        if len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+
+    def elsewhere(self, revision: int, prefix: bytes) -> bool:
+        """Whether ``revision`` is one of these writes and changed no key under ``prefix``."""
+        keys = self._keys.get(revision)
+        return keys is not None and not any(key.startswith(prefix) for key in keys)
+
+
+def _written_keys(ops: Sequence[rpc_pb2.RequestOp],
+                  responses: Sequence[rpc_pb2.ResponseOp]) -> tuple[bytes, ...] | None:
+    """The keys a transaction branch changed; None when it changed none (etcd then makes no
+    revision: the header names whatever revision was last) or may have changed a range."""
+    if len(ops) != len(responses):
+        return None  # etcd answers every operation; anything else proves nothing
+    keys: list[bytes] = []
+    for op, response in zip(ops, responses, strict=True):
+        which = op.WhichOneof("request")
+        if which == "request_put":
+            keys.append(op.request_put.key)
+        elif which == "request_delete_range":
+            if op.request_delete_range.range_end:
+                return None
+            if response.response_delete_range.deleted:
+                keys.append(op.request_delete_range.key)
+        elif which != "request_range":
+            return None  # a nested transaction: not worth following
+    return tuple(keys) or None
+
+
 class Etcd:
     def __init__(self, settings: EtcdSettings) -> None:
         self.settings = settings
+        self.own_revisions = OwnRevisions()
+        """What this client's writes changed, revision by revision."""
         endpoints = [_host_port(e) for e in settings.endpoints]
         target = endpoints[0] if len(endpoints) == 1 else "ipv4:" + ",".join(endpoints)
         options = [
@@ -157,10 +207,17 @@ class Etcd:
         failure: Sequence[rpc_pb2.RequestOp] = (),
     ) -> rpc_pb2.TxnResponse:
         request = rpc_pb2.TxnRequest(compare=compare, success=success, failure=failure)
-        return await self._call(self._kv.Txn, request)
+        response: rpc_pb2.TxnResponse = await self._call(self._kv.Txn, request)
+        keys = _written_keys(success if response.succeeded else failure, response.responses)
+        if keys is not None:
+            self.own_revisions.record(int(response.header.revision), keys)
+        return response
 
     async def put(self, key: bytes, value: bytes) -> rpc_pb2.PutResponse:
-        return await self._call(self._kv.Put, rpc_pb2.PutRequest(key=key, value=value))
+        response: rpc_pb2.PutResponse = await self._call(
+            self._kv.Put, rpc_pb2.PutRequest(key=key, value=value))
+        self.own_revisions.record(int(response.header.revision), (key,))
+        return response
 
     async def grant_lease(self, ttl: int) -> int:
         """A new etcd lease of ``ttl`` seconds; keys put with it vanish when it expires."""

@@ -309,8 +309,9 @@ class ResourceWatchCache:
         """Every object of the resource by key, serialized with its resourceVersion (None:
         etcd holds a value that does not decode, which only etcd reads report)."""
         self.complete_revision = 0
-        """Every change up to this revision is in ``_objects``: known from the load and from
-        events, never from progress notifications alone."""
+        """Every change up to this revision is in ``_objects``: known from the load, from
+        events, and from revisions this server wrote elsewhere (``Etcd.own_revisions``),
+        never from progress notifications alone."""
         self.trust_progress = False
         """Whether etcd's progress notifications may tell that the cache has caught up (see
         apiserver/consistent_read.py); set once etcd's version is known."""
@@ -552,6 +553,13 @@ class ResourceWatchCache:
         return None
 
     async def _caught_up(self, revision: int) -> bool:
+        if self.complete_revision >= revision:
+            return True
+        # Revisions of this server's own writes to other keys hold no change of ours.
+        own = self.etcd.own_revisions
+        while (self.complete_revision < revision
+               and own.elsewhere(self.complete_revision + 1, self.prefix)):
+            self.complete_revision += 1
         if self.complete_revision >= revision:
             return True
         if not self.trust_progress or self._task is None:

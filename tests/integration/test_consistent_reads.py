@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from apiserver.etcd import Etcd
 from apiserver.server import ApiServer
 from apiserver.watch_cache import NOT_CACHED
 from kubelite.api import errors
@@ -66,11 +67,16 @@ async def test_reads_are_served_from_the_cache_once_it_has_caught_up(
 async def test_without_proof_of_catching_up_the_read_goes_to_etcd(
     api_server: ApiServer, client: ApiClient,
 ) -> None:
-    """Another resource written last: the configmaps' cache has no event at etcd's current
-    revision. Where progress notifications cannot be trusted, it is not waited for."""
+    """Someone else wrote last (another API server; here a plain etcd client): the
+    configmaps' cache has no event at etcd's current revision. Where progress notifications
+    cannot be trusted, it is not waited for."""
     cache = api_server.api.caches["configmaps"]
     await client.create(configmap("quiet"))
-    await client.create(v1.Secret(metadata=v1.ObjectMeta(name="later", namespace="default")))
+    other = Etcd(api_server.settings.etcd)
+    try:
+        await other.put(b"/elsewhere/written-by-another-client", b"x")
+    finally:
+        await other.close()
     cache.trust_progress = False
     before = cache.etcd_reads
     assert (await client.get(v1.ConfigMap, "quiet")).metadata.name == "quiet"
@@ -79,6 +85,24 @@ async def test_without_proof_of_catching_up_the_read_goes_to_etcd(
     before = cache.cached_reads
     assert (await client.get(v1.ConfigMap, "quiet")).metadata.name == "quiet"
     assert cache.cached_reads == before + 1
+
+
+async def test_the_servers_own_write_elsewhere_shows_the_cache_has_caught_up(
+    api_server: ApiServer, client: ApiClient,
+) -> None:
+    """This server wrote another resource last: it knows that revision changed no ConfigMap,
+    so the read is served from the cache with no progress notification to trust."""
+    cache = api_server.api.caches["configmaps"]
+    await client.create(configmap("quiet"))
+    await client.create(v1.Secret(metadata=v1.ObjectMeta(name="later", namespace="default")))
+    cache.trust_progress = False
+    etcd_reads, cached_reads = cache.etcd_reads, cache.cached_reads
+    assert (await client.get(v1.ConfigMap, "quiet")).metadata.name == "quiet"
+    assert (cache.etcd_reads, cache.cached_reads) == (etcd_reads, cached_reads + 1)
+    # Its own write of a ConfigMap proves nothing beyond itself: the read waits for its event.
+    written = await client.create(configmap("fresh"))
+    read = await client.get(v1.ConfigMap, "fresh")
+    assert read.metadata.resource_version == written.metadata.resource_version
 
 
 async def test_a_restarted_server_loads_every_object_into_its_cache(
