@@ -35,6 +35,23 @@ log = structlog.get_logger(__name__)
 SERVICE_NAME = "kubelite.v1.ApiServer"
 
 
+def grpc_server_options(max_pending_calls: int) -> list[tuple[str, int]]:
+    """The API server's gRPC server options (the benchmark's do-nothing server takes them
+    too, so that it measures the same transport)."""
+    return [
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 256 * 1024 * 1024),
+        ("grpc.so_reuseport", 0),
+        # The client library pings every 10 s, also between calls (kubelite/client/client.py).
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        # Calls wait here until the server's loop takes them up; past this backlog gRPC
+        # cancels them (CANCELLED) before admission could answer TooManyRequests.
+        ("grpc.server.max_pending_requests", max_pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", max_pending_calls),
+    ]
+
+
 @dataclass(frozen=True)
 class TlsSettings:
     cert_file: str = ""
@@ -164,20 +181,8 @@ class ApiServer:
             # Watches from before a cache's window hold an uncached-watch slot while they
             # replay from etcd, and give it back once the cache serves them.
             cache.take_private_watch_slot = self.admission.take_uncached_watch
-        pending = settings.inflight.max_pending_calls
         self._server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 256 * 1024 * 1024),
-                ("grpc.so_reuseport", 0),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-                # Calls wait here until the server's loop takes them up; past this backlog
-                # gRPC cancels them (CANCELLED) before admission could answer TooManyRequests.
-                ("grpc.server.max_pending_requests", pending),
-                ("grpc.server.max_pending_requests_hard_limit", pending),
-            ],
-        )
+            options=grpc_server_options(settings.inflight.max_pending_calls))
         self._tasks: list[asyncio.Task[None]] = []
         self.servicer: ApiServicer | None = None
         self.http: HttpApi | None = None

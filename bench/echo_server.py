@@ -13,7 +13,8 @@ import argparse
 
 import grpc
 
-from apiserver.server import TlsSettings, server_credentials
+from apiserver.inflight import InflightSettings
+from apiserver.server import TlsSettings, grpc_server_options, server_credentials
 from kubelite import daemon
 from protos.v1 import apiserver_pb2 as pb
 from protos.v1 import apiserver_pb2_grpc as pb_grpc
@@ -38,7 +39,10 @@ class EchoServicer(pb_grpc.ApiServerServicer):
 
 
 async def serve(listen: str, tls: TlsSettings) -> None:
-    server = grpc.aio.server()
+    # The API server's options: the same transport, and the client's keepalive pings
+    # between calls are welcome (gRPC's defaults end such a connection with "too many
+    # pings" while the benchmark measures other servers).
+    server = grpc.aio.server(options=grpc_server_options(InflightSettings.max_pending_calls))
     pb_grpc.add_ApiServerServicer_to_server(EchoServicer(), server)  # type: ignore[no-untyped-call]
     if tls.enabled:
         server.add_secure_port(listen, server_credentials(tls)[0])
