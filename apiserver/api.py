@@ -507,11 +507,11 @@ class Api:
                 self.stale_update_retries += 1
                 current = None
                 continue
-            if updated is None and not dry_run:
+            if dry_run:
+                return current if updated is None else updated
+            if updated is None:
                 # No change, but a value under an old encryption key is written again.
                 return await self.storage.rewrite_if_stale(rtype, current)
-            if updated is None or dry_run:
-                return current if updated is None else updated
             try:
                 return await self._write_update(rtype, current, updated)
             except Conflict:
