@@ -75,6 +75,9 @@ def test_the_nginx_tour_with_exact_round_robin_from_a_pod(cluster: LocalCluster)
         "nginx by its Service name", timeout=30)
 
 
+# GRACE: `sleep` and busybox's httpd run as their container's PID 1, which ignores SIGTERM;
+# with Kubernetes' default grace period (30 s) `kubelite down` at the module's end would wait
+# that long for each of these pods before it kills them.
 SHARED = """
 apiVersion: v1
 kind: Pod
@@ -82,6 +85,7 @@ metadata:
   name: shared
 spec:
   hostname: web-0
+  terminationGracePeriodSeconds: 1  # see GRACE
   containers:
   - name: server
     image: busybox
@@ -98,6 +102,7 @@ kind: Pod
 metadata:
   name: on-host
 spec:
+  terminationGracePeriodSeconds: 1  # see GRACE
   hostNetwork: true
   containers:
   - name: main
@@ -137,6 +142,7 @@ kind: Pod
 metadata:
   name: locked
 spec:
+  terminationGracePeriodSeconds: 1  # see GRACE
   securityContext:
     runAsUser: 1000
     runAsGroup: 3000
@@ -156,6 +162,7 @@ kind: Pod
 metadata:
   name: privileged
 spec:
+  terminationGracePeriodSeconds: 1  # see GRACE
   containers:
   - name: main
     image: busybox
