@@ -29,6 +29,12 @@ Prints one JSON object:
 - the CPU one create costs the API server and etcd, beside what one raw put costs etcd
   (``api_server_cpu_us_per_create_cC``, ``etcd_cpu_us_per_create_cC``,
   ``etcd_cpu_us_per_raw_put_cC``);
+- dry-run creates through the insecure server (``api_dry_run_creates_per_s_cC``), taking
+  turns with the echo server's creates: everything a create does but storage (decoding,
+  defaults, admission, validation, the answer), so that its rate and CPU
+  (``ratio_dry_run_creates_to_python_grpc_echo_cC``,
+  ``api_server_cpu_us_per_dry_run_create_cC``) split a create's cost into the work before
+  storage and storage itself (etcd's transaction and the watch event);
 - creates/s and gets/s of ConfigMaps through the insecure server's Kubernetes HTTP/JSON API
   (``--http-listen``; aiohttp, a keep-alive pool of as many connections as the concurrency)
   at concurrency 1 and 64 (``http_*``), taking turns with its gRPC API, and
@@ -104,6 +110,9 @@ PERMISSION_TIMEOUT = 20.0
 """Seconds the secured server gets to see the RoleBinding (its RBAC copy follows a watch)."""
 API_FIGURES = ("creates_per_s", "gets_per_s", "secret_creates_per_s")
 """What is measured through each API server (gets read what the creates before them made)."""
+DRY_RUN_FIGURE = "dry_run_creates_per_s"
+"""Measured through the insecure server and the plaintext echo server (which answers a
+dry-run create as any create)."""
 ECHO_FIGURES = ("creates_per_s", "gets_per_s")
 HTTP_FIGURES = ("creates_per_s", "gets_per_s")
 """What is measured through the insecure server's HTTP API, beside the same through gRPC."""
@@ -163,6 +172,9 @@ def grpc_operations(client: ApiClient) -> Operations:
             return lambda i: client.create(configmap(f"cm-c{c}-{chunk}-{i}"), NAMESPACE)
         if figure == "gets_per_s":
             return lambda i: client.get(v1.ConfigMap, f"cm-c{c}-{chunk}-{i}", NAMESPACE)
+        if figure == DRY_RUN_FIGURE:
+            return lambda i: client.create(configmap(f"dry-c{c}-{chunk}-{i}"), NAMESPACE,
+                                           dry_run=True)
         if figure == "secret_creates_per_s":
             return lambda i: client.create(secret(f"s-c{c}-{chunk}-{i}"), NAMESPACE)
         raise ValueError(f"figure: unknown {figure!r}")
@@ -430,11 +442,12 @@ async def measure_api(etcd: EtcdProcess, address: str, http_address: str | None,
     async with ApiClient(address) as insecure, \
             http_side(address, http_address, etcd) as http:
         await insecure.create(v1.Namespace(metadata=v1.ObjectMeta(name=NAMESPACE)))
-        grpc = [Side("api", grpc_operations(insecure), API_FIGURES, child_serving(address),
-                     process_id(etcd))]
+        grpc = [Side("api", grpc_operations(insecure), (*API_FIGURES, DRY_RUN_FIGURE),
+                     child_serving(address), process_id(etcd))]
+        figures = (*API_FIGURES, DRY_RUN_FIGURE)
         if pki is None:
             with profiled(grpc, profile):
-                await side_by_side([*grpc, *http, *echo], API_FIGURES, ops, rounds)
+                await side_by_side([*grpc, *http, *echo], figures, ops, rounds)
             return ApiFigures([*grpc, *http])
         with secured_apiserver(pki, etcd, tmp, secured_etcd) as server:
             async with ApiClient(user_config(pki, server.address)) as user:
@@ -442,7 +455,7 @@ async def measure_api(etcd: EtcdProcess, address: str, http_address: str | None,
                 grpc.append(Side("secured", grpc_operations(user), API_FIGURES,
                                  child_serving(server.address), server.etcd_pid))
                 with profiled(grpc, profile):
-                    await side_by_side([*grpc, *http, *echo], API_FIGURES, ops, rounds)
+                    await side_by_side([*grpc, *http, *echo], figures, ops, rounds)
             prefixes = await stored_secret_prefixes(server)
             etcd_tls = await raw_etcd(server.etcd, ops) if secured_etcd == "tls" else None
         if prefixes != {ENCRYPTED_PREFIX}:
@@ -458,7 +471,7 @@ async def echo_servers(pki: ClusterPki | None) -> AsyncIterator[list[Side]]:
     client certificate; their sides take turns with the API servers'."""
     with module_process("bench.echo_server") as plain:
         async with ApiClient(plain) as client:
-            sides = [Side("echo", grpc_operations(client), ECHO_FIGURES,
+            sides = [Side("echo", grpc_operations(client), (*ECHO_FIGURES, DRY_RUN_FIGURE),
                           child_serving(plain))]
             if pki is None:
                 yield sides
@@ -613,6 +626,11 @@ async def main_async(ops: Ops, rounds: int, watchers: int, events: int, security
         result[f"etcd_cpu_us_per_raw_put_c{c}"] = round(raw[f"cpu_us_per_put_c{c}"])
         result[f"echo_server_cpu_us_per_create_c{c}"] = round(
             cpu[f"creates_c{c}"]["echo"]["server"] * 1000)
+        # The same without storage: the API's own work before etcd.
+        result[f"ratio_dry_run_creates_to_python_grpc_echo_c{c}"] = ratio(
+            rates[f"api_{DRY_RUN_FIGURE}_c{c}"], rates[f"echo_{DRY_RUN_FIGURE}_c{c}"])
+        result[f"api_server_cpu_us_per_dry_run_create_c{c}"] = round(
+            cpu[f"dry_run_creates_c{c}"]["api"]["server"] * 1000)
         if http:
             for figure in HTTP_FIGURES:
                 name = figure.removesuffix("_per_s")
