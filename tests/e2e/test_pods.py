@@ -4,8 +4,8 @@ with manifests written as Kubernetes users write them."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
