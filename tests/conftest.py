@@ -50,6 +50,17 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
     process.stop()
 
 
+@pytest.fixture(scope="session")
+def shared_images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the containerd tiers' test images are built, once for the whole run: the xdist
+    workers share it (builds are locked and keyed by their content, kubelite/oci_images.py),
+    so the first module that needs an image builds it and the others find it. A test that
+    builds other contents under the same names takes a directory of its own."""
+    base = tmp_path_factory.getbasetemp()
+    run = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return run / "shared-images"
+
+
 @pytest.fixture(autouse=True)
 async def no_leaked_tasks() -> AsyncIterator[None]:
     """Fails a test that leaves asyncio tasks running behind it."""

@@ -46,11 +46,11 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory,
+def cluster(tmp_path_factory: pytest.TempPathFactory, shared_images_dir: Path,
             e2e_report: E2EReport) -> Iterator[MultiHostCluster]:
     settings = MultiHostSettings(
         workers=WORKERS, runtime="containerd", cluster_cidr=CLUSTER_CIDR,
-        images_dir=tmp_path_factory.getbasetemp() / "containerd-images")
+        images_dir=shared_images_dir)
     c = MultiHostCluster(Path(tmp_path_factory.mktemp("containerd")), settings=settings)
     started = time.monotonic()
     c.start()

@@ -43,8 +43,8 @@ pytestmark = pytest.mark.skipif(bool(missing_image_tools()),
 
 
 @pytest.fixture(scope="module")
-def images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return Path(tmp_path_factory.mktemp("images"))
+def images_dir(shared_images_dir: Path) -> Path:
+    return shared_images_dir
 
 
 @pytest.fixture(scope="module")
