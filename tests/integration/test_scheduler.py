@@ -230,14 +230,16 @@ async def test_leader_election_one_active_scheduler_and_failover(api_server: Api
                 await create_pod(a, f"early-{i}")
             for i in range(5):
                 await eventually(partial(bound_node, a, f"early-{i}"))
-            assert first.stats.scheduled == 5
+            # A bind is visible before the scheduler that made it has counted it.
+            await eventually(lambda: first.stats.scheduled == 5, message="sched-a counted 5")
             assert not second.is_leading and second.stats.scheduled == 0
 
             await first.stop()  # releases the Lease: the standby takes over at once
             await eventually(lambda: second.is_leading, timeout=5, message="sched-b leads")
             await create_pod(a, "late")
             assert await eventually(lambda: bound_node(a, "late")) == "node-1"
-            assert second.stats.scheduled == 1 and first.stats.scheduled == 5
+            await eventually(lambda: second.stats.scheduled == 1, message="sched-b counted 1")
+            assert first.stats.scheduled == 5
             lease = await a.get(v1.Lease, "kube-scheduler", "kube-system")
             assert lease.spec.holder_identity == "sched-b"
         finally:
