@@ -553,8 +553,6 @@ class ResourceWatchCache:
         return None
 
     async def _caught_up(self, revision: int) -> bool:
-        if self.complete_revision >= revision:
-            return True
         # Revisions of this server's own writes to other keys hold no change of ours.
         own = self.etcd.own_revisions
         while (self.complete_revision < revision

@@ -442,9 +442,9 @@ async def measure_api(etcd: EtcdProcess, address: str, http_address: str | None,
     async with ApiClient(address) as insecure, \
             http_side(address, http_address, etcd) as http:
         await insecure.create(v1.Namespace(metadata=v1.ObjectMeta(name=NAMESPACE)))
-        grpc = [Side("api", grpc_operations(insecure), (*API_FIGURES, DRY_RUN_FIGURE),
-                     child_serving(address), process_id(etcd))]
         figures = (*API_FIGURES, DRY_RUN_FIGURE)
+        grpc = [Side("api", grpc_operations(insecure), figures, child_serving(address),
+                     process_id(etcd))]
         if pki is None:
             with profiled(grpc, profile):
                 await side_by_side([*grpc, *http, *echo], figures, ops, rounds)
