@@ -137,7 +137,8 @@ async def test_requests_beyond_the_limits_get_too_many_requests_and_the_client_r
                 message="two reads and two writes in flight",
             )
 
-            started = time.monotonic()
+            # Refused at once, not queued: a queued call would wait for the held ones and end
+            # in DEADLINE_EXCEEDED, not RESOURCE_EXHAUSTED.
             with pytest.raises(grpc.aio.AioRpcError) as refused_read:
                 await stub.Get(get, timeout=5)
             assert_too_many_requests(refused_read.value)
@@ -148,7 +149,6 @@ async def test_requests_beyond_the_limits_get_too_many_requests_and_the_client_r
             with pytest.raises(grpc.aio.AioRpcError) as refused_write:
                 await stub.Create(create, timeout=5)
             assert_too_many_requests(refused_write.value)
-            assert time.monotonic() - started < 2, "a refusal is immediate, not queued"
             assert "--max-mutating-requests-inflight" in (refused_write.value.details() or "")
             # Without retries the client raises TooManyRequests carrying the retry-after.
             async with ApiClient(server.address, retry=RetrySettings(max_retries=0)) as once:
@@ -222,12 +222,12 @@ async def test_watches_beyond_the_limit_are_refused_and_reads_go_on(etcd: EtcdPr
                          message="two watches open")
 
         assert_too_many_requests(await refused_watch(limited.stub, version))
-        # Every watch slot is taken; reads and writes are still served at once.
-        await client.create(configmap("during"))
-        for _ in range(20):
-            started = time.monotonic()
-            await client.get(v1.ConfigMap, "during")
-            assert time.monotonic() - started < 1
+        # Every watch slot is taken; reads and writes are still served, none refused (this
+        # client raises TooManyRequests instead of waiting it out).
+        async with ApiClient(server.address, retry=RetrySettings(max_retries=0)) as once:
+            await once.create(configmap("during"))
+            for _ in range(20):
+                await once.get(v1.ConfigMap, "during")
         await eventually(lambda: all("during" in w.names for w in admitted),
                          message="admitted watches deliver")
 
