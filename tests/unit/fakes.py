@@ -1,7 +1,7 @@
 """Fakes shared by the unit tests: an API server in memory that records every call
 (FakeClient), an event recorder that keeps what it is given (FakeRecorder), a controller
-context around them and a clock that moves only when told. Objects to fill them with:
-tests/unit/objects.py."""
+context around them, a clock that moves only when told, and the serviceaccounts/token
+subresource (FakeRequester). Objects to fill them with: tests/unit/objects.py."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from kubelite.api.registry import by_message
 from kubelite.client.client import ApiClient, ObjectList, WatchEvent
 from kubelite.client.events import EventRecorder
 from kubelite.client.informer import InformerFactory, Store
+from protos.v1 import objects_pb2 as v1
 from tests.unit.objects import NOW
 
 T = TypeVar("T", bound=Message)
@@ -350,3 +351,29 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class FakeRequester:
+    """The serviceaccounts/token subresource: a new token per request, valid for what was
+    asked (or ``grant`` seconds when set), from the clock's now."""
+
+    def __init__(self, clock: ManualClock, grant: int | None = None) -> None:
+        self.clock = clock
+        self.grant = grant
+        self.requests: list[tuple[str, str, v1.TokenRequest]] = []
+        self.fail: Exception | None = None
+
+    async def request_token(
+        self, namespace: str, service_account: str, request: v1.TokenRequest
+    ) -> v1.TokenRequest:
+        if self.fail is not None:
+            raise self.fail
+        self.requests.append((namespace, service_account, request))
+        lifetime = self.grant or request.spec.expiration_seconds
+        expires = dt.datetime.fromtimestamp(self.clock() + lifetime, dt.UTC)
+        answer = v1.TokenRequest()
+        answer.CopyFrom(request)
+        answer.spec.expiration_seconds = lifetime
+        answer.status.token = f"token-{len(self.requests)}"
+        answer.status.expiration_timestamp = m.format_time(expires)
+        return answer

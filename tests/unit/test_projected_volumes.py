@@ -16,8 +16,7 @@ from kubelet.volumes import PreparedVolumes, VolumeManager, container_mounts, re
 from kubelite.api.errors import Forbidden
 from kubelite.client.client import ApiClient
 from protos.v1 import objects_pb2 as v1
-from tests.unit.fakes import FakeClient, FakeRecorder, ManualClock
-from tests.unit.test_token_manager import FakeRequester
+from tests.unit.fakes import FakeClient, FakeRecorder, FakeRequester, ManualClock
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 

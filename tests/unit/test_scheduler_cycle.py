@@ -29,7 +29,7 @@ from scheduler.plugins import IN_TREE, NodeAffinity, NodePorts
 from scheduler.queue import BACKOFF, QueueSettings
 from scheduler.scheduler import Scheduler, SchedulerSettings
 from tests.unit.fakes import FakeRecorder
-from tests.unit.test_scheduler_plugins import make_node, make_pod, port, taint
+from tests.unit.objects import make_node, make_pod, port, taint
 
 
 class FakeBinder:

@@ -27,51 +27,9 @@ from scheduler.plugins import (
     NodeUnschedulable,
     TaintToleration,
 )
+from tests.unit.objects import make_node, make_pod, port, taint
 
 GI = 1024**3
-
-
-def make_node(
-    name: str = "node-1",
-    *,
-    cpu: str = "4",
-    memory: str = "8Gi",
-    pods: str = "110",
-    labels: dict[str, str] | None = None,
-    taints: list[v1.Taint] | None = None,
-    ready: str = "True",
-    unschedulable: bool = False,
-    extra: dict[str, str] | None = None,
-) -> v1.Node:
-    node = v1.Node(metadata=v1.ObjectMeta(name=name, labels=labels or {}))
-    node.spec.unschedulable = unschedulable
-    node.spec.taints.extend(taints or [])
-    node.status.allocatable.update({"cpu": cpu, "memory": memory, "pods": pods, **(extra or {})})
-    if ready:
-        node.status.conditions.add(type="Ready", status=ready)
-    return node
-
-
-def make_pod(
-    name: str = "web",
-    *,
-    cpu: str = "",
-    memory: str = "",
-    extra: dict[str, str] | None = None,
-    ports: list[v1.ContainerPort] | None = None,
-    tolerations: list[v1.Toleration] | None = None,
-    node_selector: dict[str, str] | None = None,
-    uid: str = "",
-) -> v1.Pod:
-    pod = v1.Pod(metadata=v1.ObjectMeta(name=name, namespace="default", uid=uid or f"uid-{name}"))
-    container = pod.spec.containers.add(name="c", image="busybox")
-    for key, value in (("cpu", cpu), ("memory", memory), *(extra or {}).items()):
-        if value:
-            container.resources.requests[key] = value
-    container.ports.extend(ports or [])
-    pod.spec.tolerations.extend(tolerations or [])
-    pod.spec.node_selector.update(node_selector or {})
-    return pod
 
 
 def node_info(node: v1.Node, *pods: v1.Pod) -> NodeInfo:
@@ -230,10 +188,6 @@ def test_node_name() -> None:
 # ------------------------------------------------------------------ taints
 
 
-def taint(key: str, value: str = "", effect: str = "NoSchedule") -> v1.Taint:
-    return v1.Taint(key=key, value=value, effect=effect)
-
-
 def test_taints_filter_with_reason() -> None:
     plugin = TaintToleration()
     node = node_info(make_node(taints=[taint("node-role.kubernetes.io/control-plane")]))
@@ -371,10 +325,6 @@ def test_node_affinity_preferred_score() -> None:
 
 
 # ------------------------------------------------------------------ ports
-
-
-def port(container: int, host: int = 0, protocol: str = "TCP", ip: str = "") -> v1.ContainerPort:
-    return v1.ContainerPort(container_port=container, host_port=host, protocol=protocol, host_ip=ip)
 
 
 def test_host_port_conflicts() -> None:

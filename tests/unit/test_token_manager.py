@@ -2,41 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
 from kubelet.token_manager import TokenManager, TokenManagerSettings
-from kubelite.api import meta as m
 from kubelite.api.errors import Unavailable
 from protos.v1 import objects_pb2 as v1
-from tests.unit.fakes import ManualClock
-
-
-class FakeRequester:
-    """The serviceaccounts/token subresource: a new token per request, valid for what was
-    asked (or ``grant`` seconds when set), from the clock's now."""
-
-    def __init__(self, clock: ManualClock, grant: int | None = None) -> None:
-        self.clock = clock
-        self.grant = grant
-        self.requests: list[tuple[str, str, v1.TokenRequest]] = []
-        self.fail: Exception | None = None
-
-    async def request_token(
-        self, namespace: str, service_account: str, request: v1.TokenRequest
-    ) -> v1.TokenRequest:
-        if self.fail is not None:
-            raise self.fail
-        self.requests.append((namespace, service_account, request))
-        lifetime = self.grant or request.spec.expiration_seconds
-        expires = dt.datetime.fromtimestamp(self.clock() + lifetime, dt.UTC)
-        answer = v1.TokenRequest()
-        answer.CopyFrom(request)
-        answer.spec.expiration_seconds = lifetime
-        answer.status.token = f"token-{len(self.requests)}"
-        answer.status.expiration_timestamp = m.format_time(expires)
-        return answer
+from tests.unit.fakes import FakeRequester, ManualClock
 
 
 def pod(name: str = "web", uid: str = "uid-web", account: str = "builder") -> v1.Pod:
