@@ -1,6 +1,6 @@
 """Pods' /etc/resolv.conf and /etc/hosts on containerd: the kubelet's DNS configuration goes to
 the sandbox (containerd writes its resolv.conf) and the kubelet's /etc/hosts is mounted into
-each container. The namespace, registries and containerd are test_cri_runtime's."""
+each container. The namespace, registries and containerd are this directory's (node.py)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cri_runtime import (  # noqa: F401 - fixtures used by name
-    MISSING,
-    Node,
-    busybox_pod,
-    containerd,
-    images,
-    images_dir,
-    network,
-    node,
-    registries,
-)
+from tests.integration.cri.node import MISSING, Node, busybox_pod
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)}")
 
@@ -35,7 +25,7 @@ async def cat(on: Node, pod: str, path: str) -> str:
 
 
 async def test_pods_resolve_by_dns_policy_and_know_their_names(
-    node: Node, tmp_path: Path,  # noqa: F811 - the imported fixture
+    node: Node, tmp_path: Path,
 ) -> None:
     resolv_conf = tmp_path / "node-resolv.conf"
     resolv_conf.write_text(NODE_RESOLV_CONF)
