@@ -2,17 +2,20 @@
 usages a request may ask for, its conditions and the PKCS#10 request it carries.
 
 Shared by the controller manager's approver and signer, the kubelet's TLS bootstrap and
-klctl's ``certificate approve|deny``.
+klctl's ``certificate approve|deny``. The functions that read a request import cryptography
+(a large import) when they run, so that klctl's other commands do not pay for it.
 """
 
 from __future__ import annotations
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from kubelite.api import meta as m
 from kubelite.auth.user import NODE_USER_PREFIX, NODES
 from protos.v1 import objects_pb2 as v1
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 KUBE_APISERVER_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
 """Client certificates the API server honours; signed only once someone approved them."""
@@ -95,6 +98,8 @@ def state(csr: v1.CertificateSigningRequest) -> str:
 def parse_request(pem: bytes) -> x509.CertificateSigningRequest:
     """The PKCS#10 request of ``spec.request``; ValueError naming the field and what is wrong
     (not PEM, or its signature does not verify)."""
+    from cryptography import x509
+
     try:
         request = x509.load_pem_x509_csr(pem)
     except ValueError as e:
@@ -106,6 +111,8 @@ def parse_request(pem: bytes) -> x509.CertificateSigningRequest:
 
 def subject_names(request: x509.CertificateSigningRequest) -> tuple[list[str], list[str], int]:
     """(common names, organizations, count of all subject attributes) of a request."""
+    from cryptography.x509.oid import NameOID
+
     subject = request.subject
     cns = [str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     orgs = [str(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
@@ -116,6 +123,8 @@ def subject_alt_names(request: x509.CertificateSigningRequest
                       ) -> tuple[list[str], list[str], int]:
     """(DNS names, IP addresses as text, count of other names: emails, URIs, ...) of the
     request's subjectAltName extension (empty without one)."""
+    from cryptography import x509
+
     try:
         ext = request.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:

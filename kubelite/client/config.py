@@ -29,8 +29,6 @@ from typing import Any
 
 import grpc
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from kubelite.api.errors import KubeliteError
 from kubelite.auth.anonymous_transport import ANONYMOUS_CLIENT_CERT_PEM, ANONYMOUS_CLIENT_KEY_PEM
@@ -385,13 +383,19 @@ class _Kubeconfig:
                                  f"cannot read {file}: {e.strerror or e}") from e
         return None
 
+    # cryptography is imported when a kubeconfig carries certificates: it is a large import,
+    # which every klctl command would pay for otherwise.
     def check_certificates(self, pem: bytes, field_path: str) -> None:
+        from cryptography import x509
+
         try:
             x509.load_pem_x509_certificates(pem)
         except ValueError:
             raise self.error(field_path, "not a PEM certificate") from None
 
     def check_key(self, pem: bytes, field_path: str) -> None:
+        from cryptography.hazmat.primitives import serialization
+
         try:
             serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError):

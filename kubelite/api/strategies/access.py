@@ -5,27 +5,16 @@ kubelite.api.validation.access."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from google.protobuf.message import Message
 
 from kubelite.api.strategies.base import Strategy
-from kubelite.api.validation.access import (
-    RBAC_GROUP,
-    name_is_path_segment,
-    validate_binding,
-    validate_binding_update,
-    validate_cluster_role,
-    validate_csr,
-    validate_csr_update,
-    validate_limit_range,
-    validate_resource_quota,
-    validate_resource_quota_update,
-    validate_role,
-)
-from kubelite.api.validation.meta import Errors
 from kubelite.auth.user import UserInfo
 from protos.v1 import objects_pb2 as v1
+
+if TYPE_CHECKING:
+    from kubelite.api.validation.meta import Errors
 
 __all__ = [
     "CertificateSigningRequestStrategy",
@@ -34,7 +23,6 @@ __all__ = [
     "ResourceQuotaStrategy",
     "ReviewStrategy",
     "ServiceAccountStrategy",
-    "name_is_path_segment",
     "set_requester",
 ]
 
@@ -44,6 +32,7 @@ Binding = v1.RoleBinding | v1.ClusterRoleBinding
 def default_binding(binding: Binding) -> None:
     """SetDefaults_RoleBinding and SetDefaults_Subject: roleRef and User and Group subjects are
     RBAC's API group unless they say otherwise (a ServiceAccount is in the core group)."""
+    from kubelite.api.validation.access import RBAC_GROUP
     if not binding.role_ref.api_group:
         binding.role_ref.api_group = RBAC_GROUP
     for subject in binding.subjects:
@@ -57,6 +46,7 @@ class RbacStrategy(Strategy[Message]):
     created."""
 
     def name_errors(self, name: str, prefix: bool) -> list[str]:
+        from kubelite.api.validation.access import name_is_path_segment
         return name_is_path_segment(name, prefix)
 
     def default(self, obj: Message) -> None:
@@ -64,6 +54,11 @@ class RbacStrategy(Strategy[Message]):
             default_binding(obj)
 
     def validate(self, obj: Message) -> Errors:
+        from kubelite.api.validation.access import (
+            validate_binding,
+            validate_cluster_role,
+            validate_role,
+        )
         if isinstance(obj, v1.Role):
             return validate_role(obj)
         if isinstance(obj, v1.ClusterRole):
@@ -73,6 +68,7 @@ class RbacStrategy(Strategy[Message]):
         raise TypeError(f"{type(obj).__name__} is no RBAC kind")
 
     def validate_update(self, new: Message, old: Message) -> Errors:
+        from kubelite.api.validation.access import validate_binding_update
         if isinstance(new, v1.RoleBinding) and isinstance(old, v1.RoleBinding):
             return validate_binding_update(new, old)
         if isinstance(new, v1.ClusterRoleBinding) and isinstance(old, v1.ClusterRoleBinding):
@@ -100,9 +96,11 @@ class ResourceQuotaStrategy(Strategy[v1.ResourceQuota]):
     }
 
     def validate(self, obj: v1.ResourceQuota) -> Errors:
+        from kubelite.api.validation.access import validate_resource_quota
         return validate_resource_quota(obj)
 
     def validate_update(self, new: v1.ResourceQuota, old: v1.ResourceQuota) -> Errors:
+        from kubelite.api.validation.access import validate_resource_quota_update
         return validate_resource_quota_update(new, old)
 
 
@@ -113,6 +111,7 @@ class LimitRangeStrategy(Strategy[v1.LimitRange]):
     })
 
     def validate(self, obj: v1.LimitRange) -> Errors:
+        from kubelite.api.validation.access import validate_limit_range
         return validate_limit_range(obj)
 
 
@@ -144,14 +143,17 @@ class CertificateSigningRequestStrategy(Strategy[v1.CertificateSigningRequest]):
         new.spec.CopyFrom(old.spec)
 
     def validate(self, obj: v1.CertificateSigningRequest) -> Errors:
+        from kubelite.api.validation.access import validate_csr
         return validate_csr(obj)
 
     def validate_update(self, new: v1.CertificateSigningRequest,
                         old: v1.CertificateSigningRequest) -> Errors:
+        from kubelite.api.validation.access import validate_csr_update
         return validate_csr_update(new, old)
 
     def name_errors(self, name: str, prefix: bool) -> list[str]:
         # Any name that is a path segment: the name is part of the object's storage key.
+        from kubelite.api.validation.access import name_is_path_segment
         return name_is_path_segment(name, prefix)
 
 

@@ -3,20 +3,15 @@ pods from a template under a selector that stays as created."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from kubelite.api import defaults
 from kubelite.api.field_errors import FieldPath
 from kubelite.api.strategies.base import Strategy
-from kubelite.api.validation.apps import (
-    validate_daemon_set,
-    validate_deployment,
-    validate_replica_set,
-    validate_stateful_set,
-    validate_stateful_set_update,
-)
-from kubelite.api.validation.meta import Errors, immutable
 from protos.v1 import objects_pb2 as v1
+
+if TYPE_CHECKING:
+    from kubelite.api.validation.meta import Errors
 
 W = TypeVar("W", v1.ReplicaSet, v1.Deployment, v1.DaemonSet, v1.StatefulSet)
 
@@ -29,6 +24,7 @@ class WorkloadStrategy(Strategy[W]):
 
     @staticmethod
     def selector_immutable(new: W, old: W) -> Errors:
+        from kubelite.api.validation.meta import immutable
         return immutable(new.spec.selector, old.spec.selector, FieldPath("spec").child("selector"))
 
     def pod_spec(self, obj: W) -> tuple[v1.PodSpec, FieldPath]:
@@ -40,6 +36,7 @@ class ReplicaSetStrategy(WorkloadStrategy[v1.ReplicaSet]):
         defaults.default_replica_set(obj)
 
     def validate(self, obj: v1.ReplicaSet) -> Errors:
+        from kubelite.api.validation.apps import validate_replica_set
         return validate_replica_set(obj)
 
     def fields(self, obj: v1.ReplicaSet) -> dict[str, str]:
@@ -51,6 +48,7 @@ class DeploymentStrategy(WorkloadStrategy[v1.Deployment]):
         defaults.default_deployment(obj)
 
     def validate(self, obj: v1.Deployment) -> Errors:
+        from kubelite.api.validation.apps import validate_deployment
         return validate_deployment(obj)
 
 
@@ -59,6 +57,7 @@ class DaemonSetStrategy(WorkloadStrategy[v1.DaemonSet]):
         defaults.default_daemon_set(obj)
 
     def validate(self, obj: v1.DaemonSet) -> Errors:
+        from kubelite.api.validation.apps import validate_daemon_set
         return validate_daemon_set(obj)
 
 
@@ -67,8 +66,10 @@ class StatefulSetStrategy(WorkloadStrategy[v1.StatefulSet]):
         defaults.default_stateful_set(obj)
 
     def validate(self, obj: v1.StatefulSet) -> Errors:
+        from kubelite.api.validation.apps import validate_stateful_set
         return validate_stateful_set(obj)
 
     def validate_update(self, new: v1.StatefulSet, old: v1.StatefulSet) -> Errors:
+        from kubelite.api.validation.apps import validate_stateful_set_update
         return (self.validate(new) + validate_stateful_set_update(new, old)
                 + self.selector_immutable(new, old))

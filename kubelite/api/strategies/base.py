@@ -14,15 +14,17 @@ stays in the API server.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from google.protobuf.message import Message
 
 from kubelite.api import meta as m
 from kubelite.api.field_errors import FieldPath
 from kubelite.api.names import name_is_dns_subdomain
-from kubelite.api.validation.meta import Errors
 from protos.v1 import objects_pb2 as v1
+
+if TYPE_CHECKING:
+    from kubelite.api.validation.meta import Errors
 
 M = TypeVar("M", bound=Message)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kubelite.api import defaults
 from kubelite.api.field_errors import FieldPath
 from kubelite.api.strategies.base import Strategy
-from kubelite.api.validation.batch import validate_cron_job, validate_job, validate_job_update
-from kubelite.api.validation.meta import Errors
 from protos.v1 import objects_pb2 as v1
+
+if TYPE_CHECKING:
+    from kubelite.api.validation.meta import Errors
 
 
 class JobStrategy(Strategy[v1.Job]):
@@ -19,9 +22,11 @@ class JobStrategy(Strategy[v1.Job]):
         defaults.generate_job_selector(obj)
 
     def validate(self, obj: v1.Job) -> Errors:
+        from kubelite.api.validation.batch import validate_job
         return validate_job(obj)
 
     def validate_update(self, new: v1.Job, old: v1.Job) -> Errors:
+        from kubelite.api.validation.batch import validate_job_update
         return self.validate(new) + validate_job_update(new, old)
 
     def pod_spec(self, obj: v1.Job) -> tuple[v1.PodSpec, FieldPath]:
@@ -36,9 +41,11 @@ class CronJobStrategy(Strategy[v1.CronJob]):
         defaults.default_cron_job(obj)
 
     def validate(self, obj: v1.CronJob) -> Errors:
+        from kubelite.api.validation.batch import validate_cron_job
         return validate_cron_job(obj)
 
     def validate_update(self, new: v1.CronJob, old: v1.CronJob) -> Errors:
+        from kubelite.api.validation.batch import validate_cron_job
         return validate_cron_job(new, old)
 
     def pod_spec(self, obj: v1.CronJob) -> tuple[v1.PodSpec, FieldPath]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kubelite.api.strategies.base import Strategy
-from kubelite.api.validation.core import validate_event
-from kubelite.api.validation.meta import Errors
 from protos.v1 import objects_pb2 as v1
+
+if TYPE_CHECKING:
+    from kubelite.api.validation.meta import Errors
 
 
 class EventStrategy(Strategy[v1.Event]):
     def validate(self, obj: v1.Event) -> Errors:
+        from kubelite.api.validation.core import validate_event
         return validate_event(obj)
 
     def fields(self, obj: v1.Event) -> dict[str, str]:

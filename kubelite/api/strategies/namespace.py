@@ -4,12 +4,15 @@ finalizer."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kubelite.api import defaults
 from kubelite.api.names import name_is_dns_label
 from kubelite.api.strategies.base import Strategy
-from kubelite.api.validation.core import validate_namespace
-from kubelite.api.validation.meta import Errors
 from protos.v1 import objects_pb2 as v1
+
+if TYPE_CHECKING:
+    from kubelite.api.validation.meta import Errors
 
 NAMESPACE_FINALIZER = "kubernetes"
 
@@ -28,6 +31,7 @@ class NamespaceStrategy(Strategy[v1.Namespace]):
             obj.spec.finalizers.append(NAMESPACE_FINALIZER)
 
     def validate(self, obj: v1.Namespace) -> Errors:
+        from kubelite.api.validation.core import validate_namespace
         return validate_namespace(obj)
 
     def prepare_for_delete(self, obj: v1.Namespace) -> None:

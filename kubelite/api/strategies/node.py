@@ -4,11 +4,14 @@ kubelet at registration or by the node IPAM controller, and never changed after.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kubelite.api import defaults
 from kubelite.api.strategies.base import Strategy, selector_bool
-from kubelite.api.validation.core import validate_node, validate_node_update
-from kubelite.api.validation.meta import Errors
 from protos.v1 import objects_pb2 as v1
+
+if TYPE_CHECKING:
+    from kubelite.api.validation.meta import Errors
 
 
 def default_pod_cidrs(spec: v1.NodeSpec) -> None:
@@ -29,9 +32,11 @@ class NodeStrategy(Strategy[v1.Node]):
         pass  # the kubelet registers its node with the status it observes
 
     def validate(self, obj: v1.Node) -> Errors:
+        from kubelite.api.validation.core import validate_node
         return validate_node(obj)
 
     def validate_update(self, new: v1.Node, old: v1.Node) -> Errors:
+        from kubelite.api.validation.core import validate_node_update
         return self.validate(new) + validate_node_update(new, old)
 
     def fields(self, obj: v1.Node) -> dict[str, str]:

@@ -6,14 +6,15 @@ ValidatePersistentVolume and ValidatePersistentVolumeUpdate."""
 from __future__ import annotations
 
 import posixpath
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from kubelite.api.field_errors import FieldPath
 from kubelite.api.quantity import parse_quantity
 from kubelite.api.strategies.base import Strategy
-from kubelite.api.validation.core_volumes import validate_host_path
-from kubelite.api.validation.meta import Errors, dns_subdomain, immutable, plain
 from protos.v1 import objects_pb2 as v1
+
+if TYPE_CHECKING:
+    from kubelite.api.validation.meta import Errors
 
 ACCESS_MODES = ("ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod")
 RECLAIM_POLICIES = ("Delete", "Recycle", "Retain")
@@ -58,6 +59,8 @@ class PersistentVolumeStrategy(Strategy[v1.PersistentVolume]):
         obj.status.phase = "Pending"
 
     def validate(self, obj: v1.PersistentVolume) -> Errors:
+        from kubelite.api.validation.core_volumes import validate_host_path
+        from kubelite.api.validation.meta import dns_subdomain
         spec = obj.spec
         path = FieldPath("spec")
         errs: Errors = []
@@ -94,6 +97,7 @@ class PersistentVolumeStrategy(Strategy[v1.PersistentVolume]):
 
     @staticmethod
     def _validate_capacity(spec: v1.PersistentVolumeSpec, path: FieldPath) -> Errors:
+        from kubelite.api.validation.meta import plain
         capacity = dict(spec.capacity)
         errs: Errors = []
         if not capacity:
@@ -114,6 +118,7 @@ class PersistentVolumeStrategy(Strategy[v1.PersistentVolume]):
         return errs
 
     def validate_update(self, new: v1.PersistentVolume, old: v1.PersistentVolume) -> Errors:
+        from kubelite.api.validation.meta import immutable, plain
         errs = self.validate(new)
         before = old.spec.host_path if old.spec.HasField("host_path") else None
         after = new.spec.host_path if new.spec.HasField("host_path") else None

@@ -3,12 +3,15 @@ only through binding, graceful deletion confirmed by the kubelet."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kubelite.api import defaults, pods
 from kubelite.api.field_errors import FieldPath
 from kubelite.api.strategies.base import MAX_GRACE_PERIOD_SECONDS, Strategy, selector_bool
-from kubelite.api.validation.core_pod import validate_pod, validate_pod_update
-from kubelite.api.validation.meta import Errors
 from protos.v1 import objects_pb2 as v1
+
+if TYPE_CHECKING:
+    from kubelite.api.validation.meta import Errors
 
 
 class PodStrategy(Strategy[v1.Pod]):
@@ -29,9 +32,11 @@ class PodStrategy(Strategy[v1.Pod]):
             new.spec.node_name = old.spec.node_name
 
     def validate(self, obj: v1.Pod) -> Errors:
+        from kubelite.api.validation.core_pod import validate_pod
         return validate_pod(obj)
 
     def validate_update(self, new: v1.Pod, old: v1.Pod) -> Errors:
+        from kubelite.api.validation.core_pod import validate_pod_update
         return self.validate(new) + validate_pod_update(new, old)
 
     def pod_spec(self, obj: v1.Pod) -> tuple[v1.PodSpec, FieldPath]:

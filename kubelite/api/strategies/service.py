@@ -3,12 +3,15 @@ ClusterIPs and nodePorts)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kubelite.api import defaults
 from kubelite.api.names import name_is_dns1035_label
 from kubelite.api.strategies.base import Strategy
-from kubelite.api.validation.core import validate_service, validate_service_update
-from kubelite.api.validation.meta import Errors
 from protos.v1 import objects_pb2 as v1
+
+if TYPE_CHECKING:
+    from kubelite.api.validation.meta import Errors
 
 
 class ServiceStrategy(Strategy[v1.Service]):
@@ -19,9 +22,11 @@ class ServiceStrategy(Strategy[v1.Service]):
         defaults.default_service(obj)
 
     def validate(self, obj: v1.Service) -> Errors:
+        from kubelite.api.validation.core import validate_service
         return validate_service(obj)
 
     def validate_update(self, new: v1.Service, old: v1.Service) -> Errors:
+        from kubelite.api.validation.core import validate_service_update
         return self.validate(new) + validate_service_update(new, old)
 
     def fields(self, obj: v1.Service) -> dict[str, str]:

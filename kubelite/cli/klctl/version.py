@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from importlib.metadata import PackageNotFoundError, version
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,6 +17,9 @@ from kubelite.client.client import ApiClient
 
 
 def client_version() -> str:
+    # importlib.metadata is imported here: no other command needs it.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return "v" + version("kubelite")
     except PackageNotFoundError:  # running from a source tree
