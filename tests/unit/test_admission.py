@@ -4,6 +4,7 @@ and storage it reads (apiserver.admission)."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -83,8 +84,13 @@ class FakeStore:
         self.rtype = next(r for r in (by_kind(k) for k in (
             "ServiceAccount", "LimitRange", "ResourceQuota", "Namespace")) if r.plural == plural)
         self.written: list[Message] = []
+        self.lookups = 0
+        self.on_lookup: Callable[[int], object] = lambda n: None
+        """Called before each lookup with its number (from 1)."""
 
     async def get(self, namespace: str, name: str) -> Message | None:
+        self.lookups += 1
+        self.on_lookup(self.lookups)
         try:
             return await self.storage.get(self.rtype, namespace, name)
         except NotFound:
@@ -203,6 +209,32 @@ async def test_a_pod_whose_service_account_does_not_exist_is_forbidden(
         await ServiceAccountAdmission(src(sources)).admit(create(pod))
     assert str(e.value) == ('pods "web" is forbidden: error looking up service account'
                             ' team/robot: serviceaccount "robot" not found')
+    assert sources.store("serviceaccounts").lookups == 1  # only default is waited for
+
+
+async def test_a_pod_waits_for_its_namespaces_default_service_account(
+    sources: FakeSources,
+) -> None:
+    # The controller manager makes it once the namespace exists: here, on the third lookup.
+    store = sources.store("serviceaccounts")
+    store.on_lookup = lambda n: n == 3 and sources.storage.put(
+        v1.ServiceAccount(metadata=v1.ObjectMeta(name="default", namespace=NS)))
+    pod = new_pod()
+    plugin = ServiceAccountAdmission(src(sources), retry_interval=(0.001, 0.002))
+    await plugin.admit(create(pod))
+    assert pod.spec.service_account_name == "default" and pod.spec.volumes
+    assert store.lookups == 3
+
+
+async def test_a_default_service_account_that_never_comes_refuses_the_pod(
+    sources: FakeSources,
+) -> None:
+    plugin = ServiceAccountAdmission(src(sources), default_lookups=4,
+                                     retry_interval=(0.001, 0.002))
+    with pytest.raises(Forbidden) as e:
+        await plugin.admit(create(new_pod()))
+    assert 'serviceaccount "default" not found' in str(e.value)
+    assert sources.store("serviceaccounts").lookups == 4
 
 
 # ---------------------------------------------------------------- LimitRanger
