@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
+from structlog.testing import capture_logs
 
 from kubelite.api.errors import NotFound
 from kubelite.client.client import ApiClient
@@ -241,6 +242,25 @@ async def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
         recorder.record(pod(), NORMAL, f"Reason{i}", "m")
     assert recorder.queue_dropped == 2
     assert recorder._queue.qsize() == 3
+
+
+async def test_drops_are_logged_once_per_interval_with_their_count() -> None:
+    clock = ManualClock()
+    recorder = EventRecorder(cast(ApiClient, FakeClient()), "test-controller",
+                             settings=EventCorrelationSettings(max_pending=1,
+                                                               drop_log_interval=10),
+                             clock=clock)
+    with capture_logs() as logs:
+        for i in range(6):  # the first is queued, five are dropped
+            recorder.record(pod(), NORMAL, f"Reason{i}", "m")
+        clock.now += 10
+        recorder.record(pod(), NORMAL, "Later", "m")
+        recorder.record(pod(), NORMAL, "Last", "m")
+        await recorder.stop()
+    drops = [(e["dropped"], e["queue_dropped"]) for e in logs
+             if e["event"] == "event queue full; dropping events"]
+    # The first drop at once; the next four with the one after the interval; the last at stop.
+    assert drops == [(1, 1), (5, 6), (1, 7)]
 
 
 @pytest.mark.parametrize(("field", "value", "rule"), [
