@@ -23,8 +23,10 @@ import pytest
 
 from apiserver.server import ApiServer
 from kubelite.client.client import ApiClient
+from kubelite.oci_images import OciImage
 from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
+from kubelite.testing.images import build_test_images
 from tests.e2e.conftest import REPORT_KEY, fault_table, merge_report_data, report_of
 
 TIERS = ("integration", "e2e")
@@ -59,6 +61,19 @@ def shared_images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.getbasetemp()
     run = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     return run / "shared-images"
+
+
+@pytest.fixture(scope="module")
+def images_dir(shared_images_dir: Path) -> Path:
+    """Where a module's test images are built: the run's shared directory, unless the module
+    overrides this fixture with one of its own."""
+    return shared_images_dir
+
+
+@pytest.fixture(scope="module")
+def images(images_dir: Path) -> dict[str, OciImage]:
+    """The project's test images (kubelite.testing.images), built in ``images_dir``."""
+    return build_test_images(images_dir)
 
 
 @pytest.fixture(autouse=True)

@@ -36,11 +36,6 @@ pytestmark = pytest.mark.skipif(bool(missing_containerd_tools()),
 
 
 @pytest.fixture(scope="module")
-def images_dir(shared_images_dir: Path) -> Path:
-    return shared_images_dir
-
-
-@pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory,
              images_dir: Path) -> Iterator[LocalRegistry]:
     with image_registry(Path(tmp_path_factory.mktemp("registry")), images_dir) as registry:

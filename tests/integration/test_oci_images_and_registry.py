@@ -33,23 +33,12 @@ from kubelite.oci_images import (
 from kubelite.registry import LocalRegistry, LocalRegistrySettings, RegistryCredentials
 from kubelite.testing.images import (
     REGISTRY_IMAGES,
-    build_test_images,
     image_registry,
     missing_image_tools,
 )
 
 pytestmark = pytest.mark.skipif(bool(missing_image_tools()),
                                 reason=f"needs {', '.join(missing_image_tools())}")
-
-
-@pytest.fixture(scope="module")
-def images_dir(shared_images_dir: Path) -> Path:
-    return shared_images_dir
-
-
-@pytest.fixture(scope="module")
-def images(images_dir: Path) -> dict[str, OciImage]:
-    return build_test_images(images_dir)
 
 
 @pytest.fixture(scope="module")

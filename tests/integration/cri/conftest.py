@@ -2,8 +2,6 @@
 
 from tests.integration.cri.node import (  # noqa: F401 - fixtures, found by name
     containerd,
-    images,
-    images_dir,
     network,
     node,
     registries,

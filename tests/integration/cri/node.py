@@ -36,7 +36,6 @@ from kubelite.containerd_process import ContainerdProcess
 from kubelite.oci_images import BUSYBOX, OciImage
 from kubelite.registry import LocalRegistry, LocalRegistrySettings, RegistryCredentials
 from kubelite.testing.images import (
-    build_test_images,
     missing_containerd_tools,
     node_containerd,
     push_test_images,
@@ -152,16 +151,6 @@ class Registries:
     """docker.io's library/busybox and library/nginx, no auth."""
     private: LocalRegistry
     """library/busybox behind :data:`CREDENTIALS`."""
-
-
-@pytest.fixture(scope="module")
-def images_dir(shared_images_dir: Path) -> Path:
-    return shared_images_dir
-
-
-@pytest.fixture(scope="module")
-def images(images_dir: Path) -> dict[str, OciImage]:
-    return build_test_images(images_dir)
 
 
 @pytest.fixture(scope="module")
