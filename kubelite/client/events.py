@@ -256,8 +256,8 @@ class EventRecorder:
         self.settings = settings or EventCorrelationSettings()
         self.correlator = EventCorrelator(self.settings, clock)
         self._clock = clock
-        self._drops_unlogged = 0
-        """Queue drops since the last warning about them."""
+        self._drops_logged = 0
+        """``queue_dropped`` as of the last warning about drops."""
         self._drop_logged_at: float | None = None
         self.dropped = 0
         self.queue_dropped = 0
@@ -271,7 +271,7 @@ class EventRecorder:
             self._task = asyncio.create_task(self._run(), name=f"events-{self.component}")
 
     async def stop(self, flush_timeout: float = 2.0) -> None:
-        if self._drops_unlogged:
+        if self.queue_dropped > self._drops_logged:
             self._log_drops()  # those of the last interval
         if self._task is None:
             return
@@ -321,7 +321,6 @@ class EventRecorder:
             self._queue.put_nowait(key)
         except asyncio.QueueFull:
             self.queue_dropped += 1
-            self._drops_unlogged += 1
             at = self._clock()
             if (self._drop_logged_at is None
                     or at - self._drop_logged_at >= self.settings.drop_log_interval):
@@ -331,9 +330,10 @@ class EventRecorder:
         self._pending[key] = _Write(correlated.event, correlated.update)
 
     def _log_drops(self, reason: str = "") -> None:
-        log.warning("event queue full; dropping events", dropped=self._drops_unlogged,
+        log.warning("event queue full; dropping events",
+                    dropped=self.queue_dropped - self._drops_logged,
                     queue_dropped=self.queue_dropped, **({"reason": reason} if reason else {}))
-        self._drops_unlogged = 0
+        self._drops_logged = self.queue_dropped
 
     async def _run(self) -> None:
         while True:
