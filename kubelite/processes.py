@@ -94,6 +94,13 @@ class Watched(Protocol):
     def running(self) -> bool: ...
 
 
+def interrupt_on_sigterm() -> None:
+    """Until ``supervise_until_signalled`` takes over: SIGTERM interrupts like Ctrl-C
+    (KeyboardInterrupt), so a supervisor stopped while it is still starting its processes
+    runs its cleanup and stops those it started, instead of dying and leaving them behind."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def supervise_until_signalled(processes: Sequence[Watched], say: Callable[[str], None],
                               poll_interval: float = 0.2) -> int:
     """Blocks until SIGINT or SIGTERM (0) or until one of ``processes`` dies (1, said)."""

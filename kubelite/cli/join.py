@@ -44,7 +44,7 @@ from kubelite.client.config import (
 from kubelite.components import Kubelet, Proxy, installed_script
 from kubelite.health import check_health, join_host_port
 from kubelite.join_discovery import DiscoveryError, discover_ca, normalize_ca_hash
-from kubelite.processes import ManagedProcess, supervise_until_signalled
+from kubelite.processes import ManagedProcess, interrupt_on_sigterm, supervise_until_signalled
 from protos.v1 import objects_pb2 as v1
 
 BOOTSTRAP_KUBECONFIG = "bootstrap-kubelet.conf"
@@ -309,6 +309,7 @@ def join(settings: JoinSettings) -> int:
     _say(f"Joining node {settings.node_name} ({address}) to {settings.server}; data in"
          f" {settings.data_dir}")
     node = JoinedNode(settings, address)
+    interrupt_on_sigterm()
     try:
         node.start()
         _say(f"\nThis node has joined the cluster: its kubelet has a certificate for"

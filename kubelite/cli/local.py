@@ -63,7 +63,7 @@ from kubelite.components import (
 from kubelite.etcd_process import find_etcd
 from kubelite.health import join_host_port
 from kubelite.pki import ClusterPki, init_cluster
-from kubelite.processes import ManagedProcess, supervise_until_signalled
+from kubelite.processes import ManagedProcess, interrupt_on_sigterm, supervise_until_signalled
 
 STATE_FILE = "cluster.json"
 CONTROL_PLANE_ADDRESS = "127.0.0.1"
@@ -780,6 +780,7 @@ def up(settings: LocalClusterSettings) -> int:
     _say(f"Starting kubelite ({settings.nodes} nodes on {settings.node_addresses()[0]}..."
          f"{settings.node_addresses()[-1]}) in {settings.data_dir}")
     started = time.monotonic()
+    interrupt_on_sigterm()
     try:
         cluster.start()
         if cluster.pki is not None:
