@@ -137,6 +137,33 @@ def test_up_apply_status_down_and_restart(tmp_path: Path, env: dict[str, str]) -
     assert _leftovers(data) == []
 
 
+def test_sigterm_while_starting_stops_what_was_started(tmp_path: Path,
+                                                       env: dict[str, str]) -> None:
+    """SIGTERM (as from `kubelite down`, systemd or a test's teardown) before the cluster is
+    up: the supervisor stops the components it had started instead of dying without them."""
+    data = tmp_path / "cluster"
+    process = up(data, env, Options(nodes=1))
+    output: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if "etcd ready" in line:  # the API server is starting now
+                break
+        else:
+            raise AssertionError("kubelite up exited before etcd was ready:\n" + "".join(output))
+        process.send_signal(signal.SIGTERM)
+        output.append(process.communicate(timeout=60)[0])
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+    text = "".join(output)
+    assert "kubelite is ready" not in text, text
+    assert "stopping etcd" in text, text
+    assert _leftovers(data) == [], "components left running after SIGTERM:\n" + text
+
+
 def _ready_pods(env: dict[str, str]) -> int:
     result = klctl(env, "get", "pods", "-o", "json")
     if result.returncode != 0:
