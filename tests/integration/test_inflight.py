@@ -114,6 +114,15 @@ class Paused:
             self.paused = False
 
 
+def in_flight_is(server: ApiServer, readonly: int = 0, mutating: int = 0) -> bool:
+    """Asserts the server's requests in flight by class, so a wait that times out says what
+    was in flight instead."""
+    expected = {"readonly": readonly, "mutating": mutating, "long-running": 0,
+                "uncached-watch": 0}
+    assert server.admission.in_flight == expected
+    return True
+
+
 async def test_requests_beyond_the_limits_get_too_many_requests_and_the_client_retries(
     own_etcd: EtcdProcess,
 ) -> None:
@@ -130,12 +139,14 @@ async def test_requests_beyond_the_limits_get_too_many_requests_and_the_client_r
             held = [asyncio.ensure_future(stub.Get(get, timeout=30)) for _ in range(2)]
             held += [asyncio.ensure_future(client.create(configmap(f"held-{i}")))
                      for i in range(2)]
-            await eventually(
-                lambda: server.admission.in_flight == {
-                    "readonly": 2, "mutating": 2, "long-running": 0, "uncached-watch": 0,
-                },
-                message="two reads and two writes in flight",
-            )
+
+            def every_slot_taken() -> bool:
+                ended = [f"{i}: {task.exception() or task.result()!r}"
+                         for i, task in enumerate(held) if task.done()]
+                assert not ended, f"held calls ended with etcd paused: {ended}"
+                return in_flight_is(server, readonly=2, mutating=2)
+
+            await eventually(every_slot_taken, message="two reads and two writes in flight")
 
             # Refused at once, not queued: a queued call would wait for the held ones and end
             # in DEADLINE_EXCEEDED, not RESOURCE_EXHAUSTED.
