@@ -240,6 +240,10 @@ class Proxier:
             return informers
         return all_ready(informers, self.addresses.readiness())
 
+    def tcp_stats(self) -> dict[str, int]:
+        """Counts of the TCP relays' dials since start (``TcpContext.stats``)."""
+        return dict(self._tcp.stats) if self._tcp is not None else {}
+
     async def wait_for_sync(self, timeout: float | None = None) -> None:
         """Waits until both caches were listed and the listeners match them (with a
         cluster_ip_interface: after one address pass, so ClusterIP listeners are open too)."""

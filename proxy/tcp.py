@@ -119,7 +119,9 @@ class TcpContext:
         self.splice = settings.splice and _HAVE_SPLICE
         self.pipes = _PipePool(settings.pipe_size, settings.pipe_pool)
         self.connections: set[_Dial | Relay] = set()
-        self.stats = {"dial_failures": 0, "no_endpoint": 0}
+        self.stats = {"dial_failures": 0, "dial_timeouts": 0, "no_endpoint": 0}
+        """Dials that failed (refused, unreachable or timed out), those of them that timed
+        out, and connections closed for want of an endpoint."""
 
     def close(self) -> None:
         """Closes every connection (listeners are closed by their owners)."""
@@ -287,6 +289,7 @@ class _Dial:
         self._unwatch(sock)
         sock.close()
         self.ctx.stats["dial_failures"] += 1
+        self.ctx.stats["dial_timeouts"] += 1
         self.reset_affinity = True
         self.next()
 

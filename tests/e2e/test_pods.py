@@ -274,7 +274,7 @@ kind: Pod
 metadata:
   name: graceful
 spec:
-  terminationGracePeriodSeconds: 10
+  terminationGracePeriodSeconds: 300
   volumes:
     - name: marks
       hostPath:
@@ -291,11 +291,11 @@ spec:
             command: ["sh", "-c", "echo prestop > /marks/prestop"]
 """)
     cluster.wait_for(lambda: phase_is(cluster, "graceful", "Running"), "graceful Running")
-    started = time.monotonic()
+    # The delete waits for the pod to go, up to its 30 s: well inside the 300 s grace, so
+    # the kubelet ended it on the container's exit at SIGTERM, not by waiting out the grace.
     cluster.klctl("delete", "pod", "graceful", "--timeout", "30s")
     assert (marks / "prestop").read_text() == "prestop\n"
     assert (marks / "sigterm").read_text() == "term\n"
-    assert time.monotonic() - started < 10, "the container exited on SIGTERM, no SIGKILL wait"
     missing = cluster.klctl("get", "pod", "graceful", check=False)
     assert missing.returncode == 1 and "NotFound" in missing.stderr
 

@@ -350,7 +350,6 @@ def test_killed_kubelet_node_goes_unknown_and_pods_move(cluster: TestCluster) ->
     cluster.wait_for(lambda: running_ready(cluster, "app=mover") == 3, "3 ready", timeout=60)
     victim = pods(cluster, "app=mover")[0]["spec"]["nodeName"]
     cluster.processes[f"kubelet-{victim}"].kill()
-    started = time.monotonic()
 
     def node_unknown() -> bool:
         node = get(cluster, "node", victim)
@@ -358,13 +357,13 @@ def test_killed_kubelet_node_goes_unknown_and_pods_move(cluster: TestCluster) ->
                    for c in node["status"]["conditions"])
 
     cluster.wait_for(node_unknown, f"{victim} Unknown", timeout=30)
+    # Evicted after the pods' own toleration (2 s), not the default 300 s: the wait ends
+    # long before that.
     cluster.wait_for(
         lambda: running_ready(cluster, "app=mover") == 3 and all(
             p["spec"].get("nodeName") != victim for p in pods(cluster, "app=mover")
             if not p["metadata"].get("deletionTimestamp")),
         "3 ready pods elsewhere", timeout=60)
-    # grace (4 s) + toleration (2 s) + scheduling and start: well inside the bound.
-    assert time.monotonic() - started < 40
     cluster.start_kubelet(next(n for n in cluster.nodes if n.name == victim))
 
 
