@@ -810,9 +810,10 @@ class MultiHostCluster:
         if errors:
             raise errors[0]
 
-    def pod_cidr(self, node: str) -> str:
-        """The podCIDR node IPAM gave the Node ("" before)."""
-        return str(self.get_json("node", node).get("spec", {}).get("podCIDR", ""))
+    def pod_cidrs(self) -> dict[str, str]:
+        """Each Node's podCIDR from node IPAM ("" before it has one), in one request."""
+        return {n["metadata"]["name"]: str(n.get("spec", {}).get("podCIDR", ""))
+                for n in self.get_json("nodes")["items"]}
 
     @property
     def has_controller_manager(self) -> bool:

@@ -138,12 +138,16 @@ def container_status(pod: dict[str, Any]) -> dict[str, Any]:
     return statuses[0] if statuses else {}
 
 
-def in_pod_cidr(cluster: MultiHostCluster, pod: dict[str, Any]) -> None:
-    ip = ipaddress.ip_address(pod["status"]["podIP"])
-    node = pod["spec"]["nodeName"]
-    assert ip in ipaddress.ip_network(CLUSTER_CIDR), (pod["metadata"]["name"], ip)
-    cidr = cluster.pod_cidr(node)
-    assert cidr and ip in ipaddress.ip_network(cidr), (pod["metadata"]["name"], ip, node, cidr)
+def in_pod_cidrs(cluster: MultiHostCluster, pods: list[dict[str, Any]]) -> None:
+    """Each pod's IP is in the cluster's CIDR and in its node's podCIDR."""
+    cidrs = cluster.pod_cidrs()
+    for pod in pods:
+        ip = ipaddress.ip_address(pod["status"]["podIP"])
+        node = pod["spec"]["nodeName"]
+        assert ip in ipaddress.ip_network(CLUSTER_CIDR), (pod["metadata"]["name"], ip)
+        cidr = cidrs.get(node, "")
+        assert cidr and ip in ipaddress.ip_network(cidr), (pod["metadata"]["name"], ip, node,
+                                                           cidr)
 
 
 def spread_deployment(name: str, image: str, *, replicas: int = WORKERS,
@@ -310,14 +314,14 @@ def test_upstream_nginx_manifests_run_with_pod_ips_from_their_nodes_cidr(
             everything += wait_ready(cluster, selector, count)
         e2e_report.add(f"containerd: {len(everything)} nginx pods (Pod, ReplicaSet, Deployment, "
                        f"DaemonSet) ready {time.monotonic() - applied:.1f}s after apply")
-        for pod in everything:
-            in_pod_cidr(cluster, pod)
+        in_pod_cidrs(cluster, everything)
         ips = [p["status"]["podIP"] for p in everything]
         assert len(set(ips)) == len(ips), ips
         daemons = pods(cluster, "name=nginx-ds")
         assert sorted(p["spec"]["nodeName"] for p in daemons) == sorted(
             h.name for h in cluster.workers)
-        cidrs = [cluster.pod_cidr(h.name) for h in cluster.workers]
+        by_node = cluster.pod_cidrs()
+        cidrs = [by_node[h.name] for h in cluster.workers]
         assert len(set(cidrs)) == WORKERS, cidrs
     finally:
         delete(cluster, "pod/nginx", "replicaset/frontend", "deployment/nginx-deployment",
@@ -356,8 +360,8 @@ spec:
         assert {p["spec"]["nodeName"] for p in pair} == {node}
         ips = {p["status"]["podIP"]: p["metadata"]["name"] for p in pair}
         assert len(ips) == 2, ips
+        in_pod_cidrs(cluster, pair)
         for ip, name in ips.items():
-            in_pod_cidr(cluster, next(p for p in pair if p["status"]["podIP"] == ip))
             page = cluster.run(node, ["wget", "-qO-", "-T", "5", f"http://{ip}/"], check=True)
             assert "Welcome to nginx!" in page.stdout
             answer = cluster.run(node, ["wget", "-qO-", "-T", "5",
@@ -383,8 +387,7 @@ def test_rolling_update_across_three_nodes_completes(cluster: MultiHostCluster) 
             p["metadata"]["name"] for p in before)
         assert {p["spec"]["containers"][0]["image"] for p in after} == {"nginx"}
         assert len({p["spec"]["nodeName"] for p in after}) == WORKERS
-        for pod in after:
-            in_pod_cidr(cluster, pod)
+        in_pod_cidrs(cluster, after)
     finally:
         delete(cluster, "deployment/rolling")
         wait_no_pods(cluster, "app=rolling")
