@@ -21,6 +21,7 @@ from apiserver.inflight import InflightSettings
 from apiserver.server import ApiServer
 from kubelite.api import errors
 from kubelite.client.client import ApiClient, RetrySettings
+from kubelite.processes import suspend
 from kubelite.testing.apiserver import server_settings, start_api_server
 from kubelite.testing.etcd import EtcdProcess
 from kubelite.testing.wait import eventually
@@ -105,14 +106,8 @@ class Paused:
     def __init__(self, etcd: EtcdProcess) -> None:
         assert etcd.process is not None
         self.pid = etcd.process.pid
-        os.kill(self.pid, signal.SIGSTOP)
+        suspend(self.pid)
         self.paused = True
-        # kill() returns before every thread has stopped: a thread running on another CPU
-        # may still answer a request sent at once (seen about once in a few hundred).
-        deadline = time.monotonic() + 10
-        while not all(state in "Tt" for state in thread_states(self.pid)):
-            assert time.monotonic() < deadline, "etcd's threads did not all stop"
-            time.sleep(0.001)
 
     def resume(self) -> None:
         if self.paused:
@@ -127,18 +122,6 @@ def in_flight_is(server: ApiServer, readonly: int = 0, mutating: int = 0) -> boo
                 "uncached-watch": 0}
     assert server.admission.in_flight == expected
     return True
-
-
-def thread_states(pid: int) -> list[str]:
-    """The state letter (/proc/PID/task/TID/stat) of each of a process's threads."""
-    states = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except FileNotFoundError:
-            continue  # the thread ended
-        states.append(stat.rsplit(")", 1)[1].split()[0])
-    return states
 
 
 async def test_requests_beyond_the_limits_get_too_many_requests_and_the_client_retries(
