@@ -14,7 +14,7 @@ from kubelet.pod_ips import PodIPAllocator
 from kubelet.pod_network import PodNetwork
 from kubelet.pod_worker import NodeContext, PodWorker
 from kubelet.routes import RouteAgent
-from kubelet.runtime.interface import Runtime
+from kubelet.runtime.interface import ContainerState, Runtime
 from kubelet.server import ApiAccessReviewer, CallerAuthorizer, KubeletServer
 from kubelet.service_env import ServiceEnv
 from kubelet.settings import KubeletSettings
@@ -169,8 +169,14 @@ class Kubelet:
         await self.pods.stop()
         await self.services.stop()
         kill = self.settings.stop_pods_on_exit
+        owned = set(self.workers)
         await asyncio.gather(*(w.stop(kill=kill) for w in self.workers.values()))
         self.workers.clear()
+        if kill:
+            try:
+                await self._stop_containers_without_worker(owned)
+            except Exception:
+                log.exception("stopping the containers of pods this kubelet did not run failed")
         await self.node.stop()
         if self.pod_network is not None:
             await self.pod_network.stop()
@@ -207,6 +213,17 @@ class Kubelet:
             del self.workers[worker.uid]
             if self._ctx is not None:
                 self._ctx.volumes.forget_pod(worker.uid)
+
+    async def _stop_containers_without_worker(self, owned: set[str]) -> None:
+        """Stops running containers of pods other than ``owned``: pods deleted while this
+        kubelet was away, when a stop during start came before ``_remove_orphans``. (A
+        finished pod's worker is gone too, but its containers have all exited and stay for
+        its logs.) The next start removes them."""
+        for status in await self.runtime.list_containers():
+            if status.pod_uid not in owned and status.state == ContainerState.RUNNING:
+                log.info("stopping a container of a pod this kubelet did not run",
+                         uid=status.pod_uid, container=status.id)
+                await self.runtime.stop_container(status.id, 0)
 
     async def _remove_orphans(self) -> None:
         """Containers of pods deleted while this kubelet was away: stop and remove them."""
