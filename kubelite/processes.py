@@ -6,11 +6,34 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside are handled on the way out. A KeyboardInterrupt
+    raised inside Popen, after the fork, would leave a child running that nobody knows
+    of. (Blocking them with the signal mask instead would leave them blocked in the child.)
+    Off the main thread, where handlers cannot be set, nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {signum: signal.signal(signum, lambda n, _: arrived.append(n))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for number in arrived:
+            signal.raise_signal(number)
 
 
 def suspend(pid: int, timeout: float = 10.0) -> None:
@@ -51,7 +74,7 @@ class ManagedProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "ab") as log, interrupts_held():
             self.process = subprocess.Popen(
                 list(self.argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env=dict(self.env) if self.env is not None else None,

@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -179,8 +178,7 @@ def _leftovers(data: Path) -> list[str]:
                             check=False)
     own = str(os.getpid())
     return [line for line in result.stdout.splitlines()
-            if line and not line.startswith(own) and "pgrep" not in line
-            and sys.executable not in line.split()[1:2]]
+            if line and not line.startswith(own) and "pgrep" not in line]
 
 
 APP_PORT = 19480
