@@ -148,6 +148,15 @@ def interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+def ignore_interrupts() -> None:
+    """From now on SIGINT and SIGTERM are ignored: for a supervisor stopping its processes,
+    so that a second Ctrl-C does not cut the cleanup short and leave the rest running (each
+    process's stop ends in SIGKILL after its timeout, so the cleanup cannot hang). Children
+    started after this would inherit it; none are."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def supervise_until_signalled(processes: Sequence[Watched], say: Callable[[str], None],
                               poll_interval: float = 0.2) -> int:
     """Blocks until SIGINT or SIGTERM (0) or until one of ``processes`` dies (1, said)."""

@@ -44,7 +44,12 @@ from kubelite.client.config import (
 from kubelite.components import Kubelet, Proxy, installed_script
 from kubelite.health import check_health, join_host_port
 from kubelite.join_discovery import DiscoveryError, discover_ca, normalize_ca_hash
-from kubelite.processes import ManagedProcess, interrupt_on_sigterm, supervise_until_signalled
+from kubelite.processes import (
+    ManagedProcess,
+    ignore_interrupts,
+    interrupt_on_sigterm,
+    supervise_until_signalled,
+)
 from protos.v1 import objects_pb2 as v1
 
 BOOTSTRAP_KUBECONFIG = "bootstrap-kubelet.conf"
@@ -321,6 +326,7 @@ def join(settings: JoinSettings) -> int:
         print(f"error: {e}", file=sys.stderr)
         code = 1
     finally:
+        ignore_interrupts()
         node.stop()
     return code
 

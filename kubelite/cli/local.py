@@ -63,7 +63,12 @@ from kubelite.components import (
 from kubelite.etcd_process import find_etcd
 from kubelite.health import join_host_port
 from kubelite.pki import ClusterPki, init_cluster
-from kubelite.processes import ManagedProcess, interrupt_on_sigterm, supervise_until_signalled
+from kubelite.processes import (
+    ManagedProcess,
+    ignore_interrupts,
+    interrupt_on_sigterm,
+    supervise_until_signalled,
+)
 
 STATE_FILE = "cluster.json"
 CONTROL_PLANE_ADDRESS = "127.0.0.1"
@@ -813,6 +818,7 @@ def up(settings: LocalClusterSettings) -> int:
         print(f"error: {e}", file=sys.stderr)
         code = 1
     finally:
+        ignore_interrupts()
         _say("Stopping kubelite")
         cluster.stop()
     return code

@@ -139,19 +139,25 @@ def test_up_apply_status_down_and_restart(tmp_path: Path, env: dict[str, str]) -
 def test_sigterm_while_starting_stops_what_was_started(tmp_path: Path,
                                                        env: dict[str, str]) -> None:
     """SIGTERM (as from `kubelite down`, systemd or a test's teardown) before the cluster is
-    up: the supervisor stops the components it had started instead of dying without them."""
+    up: the supervisor stops the components it had started instead of dying without them,
+    and a second signal during that cleanup does not cut it short."""
     data = tmp_path / "cluster"
     process = up(data, env, Options(nodes=1))
     output: list[str] = []
-    try:
+
+    def read_until(text: str) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             output.append(line)
-            if "etcd ready" in line:  # the API server is starting now
-                break
-        else:
-            raise AssertionError("kubelite up exited before etcd was ready:\n" + "".join(output))
+            if text in line:
+                return
+        raise AssertionError(f"kubelite up exited before {text!r}:\n" + "".join(output))
+
+    try:
+        read_until("etcd ready")  # the API server is starting now
         process.send_signal(signal.SIGTERM)
+        read_until("Stopping kubelite")
+        process.send_signal(signal.SIGTERM)  # impatient: again, while it stops
         output.append(process.communicate(timeout=60)[0])
     finally:
         if process.poll() is None:
