@@ -33,7 +33,8 @@ def sleeper(name: str) -> v1.Pod:
                                                  command=["sleep", "3600"])]))
 
 
-async def running_containers(kubelet: Kubelet) -> list[str]:
+async def running_pod_uids(kubelet: Kubelet) -> list[str]:
+    """The pod of each container running in ``kubelet``'s runtime."""
     return [c.pod_uid for c in await kubelet.runtime.list_containers()
             if c.state == ContainerState.RUNNING]
 
@@ -45,11 +46,11 @@ async def test_a_stop_during_start_also_stops_pods_deleted_while_the_kubelet_was
     await first.start()
     try:
         pod = await client.create(sleeper("left-behind"))
-        await eventually(lambda: running_containers(first), timeout=30,
+        await eventually(lambda: running_pod_uids(first), timeout=30,
                          message="the pod's container running")
     finally:
         await first.stop()  # as a kubelet that stops without its pods
-    assert await running_containers(first) == [pod.metadata.uid]
+    assert await running_pod_uids(first) == [pod.metadata.uid]
     await client.delete(v1.Pod, "left-behind", "default", grace_period_seconds=0)
 
     # The next kubelet is told to stop before its start got to the pods (a SIGTERM then ends
@@ -57,7 +58,7 @@ async def test_a_stop_during_start_also_stops_pods_deleted_while_the_kubelet_was
     second = Kubelet(settings(api_server, tmp_path / "kubelet", stop_pods_on_exit=True))
     try:
         await second.stop()
-        assert await running_containers(second) == []
+        assert await running_pod_uids(second) == []
         # Its exited container stays for the next start to remove, as for any orphan.
         assert [c.pod_uid for c in await second.runtime.list_containers()] == [pod.metadata.uid]
     finally:  # nothing left running if it failed
