@@ -141,6 +141,11 @@ class Watched(Protocol):
     def running(self) -> bool: ...
 
 
+INTERRUPTED_EXIT_CODE = 130
+"""What a command stopped by Ctrl-C or SIGTERM before it finished exits with: 128 + SIGINT, as
+shells report an interrupted command."""
+
+
 def interrupt_on_sigterm() -> None:
     """Until ``supervise_until_signalled`` takes over: SIGTERM interrupts like Ctrl-C
     (KeyboardInterrupt), so a supervisor stopped while it is still starting its processes

@@ -45,6 +45,7 @@ from kubelite.components import Kubelet, Proxy, installed_script
 from kubelite.health import check_health, join_host_port
 from kubelite.join_discovery import DiscoveryError, discover_ca, normalize_ca_hash
 from kubelite.processes import (
+    INTERRUPTED_EXIT_CODE,
     ManagedProcess,
     ignore_interrupts,
     interrupt_on_sigterm,
@@ -322,6 +323,9 @@ def join(settings: JoinSettings) -> int:
              f"Run 'klctl get nodes' on the control plane to see it. Logs:"
              f" {settings.data_dir / 'logs'}/. Stop with Ctrl-C.\n")
         code = node.supervise()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before it was up: not an error to trace
+        print("interrupted while starting", file=sys.stderr)
+        code = INTERRUPTED_EXIT_CODE
     except JoinError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 1

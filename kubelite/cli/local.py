@@ -64,6 +64,7 @@ from kubelite.etcd_process import find_etcd
 from kubelite.health import join_host_port
 from kubelite.pki import ClusterPki, init_cluster
 from kubelite.processes import (
+    INTERRUPTED_EXIT_CODE,
     ManagedProcess,
     ignore_interrupts,
     interrupt_on_sigterm,
@@ -814,6 +815,9 @@ def up(settings: LocalClusterSettings) -> int:
             + _security_summary(cluster)
         )
         code = cluster.supervise()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before it was up: not an error to trace
+        print("interrupted while starting", file=sys.stderr)
+        code = INTERRUPTED_EXIT_CODE
     except (RuntimeError, TimeoutError, FileNotFoundError, ApiError) as e:
         print(f"error: {e}", file=sys.stderr)
         code = 1

@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from kubelite.processes import INTERRUPTED_EXIT_CODE
 from kubelite.testing.cluster import TestCluster, script
 from kubelite.testing.ports import free_port
 
@@ -158,13 +160,23 @@ def test_sigterm_while_starting_stops_what_was_started(tmp_path: Path,
         process.send_signal(signal.SIGTERM)
         read_until("Stopping kubelite")
         process.send_signal(signal.SIGTERM)  # impatient: again, while it stops
-        output.append(process.communicate(timeout=60)[0])
+        # The rest through the same file: communicate() would read the pipe itself and
+        # miss the lines this file has already buffered. A hang is killed, and fails below.
+        hung = threading.Timer(60, process.kill)
+        hung.start()
+        try:
+            output.extend(process.stdout or ())
+        finally:
+            hung.cancel()
+        process.wait(30)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(30)
     text = "".join(output)
+    assert process.returncode == INTERRUPTED_EXIT_CODE, text
     assert "kubelite is ready" not in text, text
+    assert "interrupted while starting" in text and "Traceback" not in text, text
     assert "stopping etcd" in text, text
     assert _leftovers(data) == [], "components left running after SIGTERM:\n" + text
 

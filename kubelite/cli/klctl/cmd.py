@@ -36,6 +36,7 @@ from kubelite.cli.klctl.errors import CliError, ObjectFailed, UsageError, api_er
 from kubelite.cli.klctl.flags import Commands, Parser, add_globals, parse_duration
 from kubelite.cli.klctl.output import err
 from kubelite.client.client import ApiClient
+from kubelite.processes import INTERRUPTED_EXIT_CODE
 
 REGISTER: tuple[Callable[[Commands], None], ...] = (
     apply.register, get.register, logs.register, describe.register, delete.register,
@@ -114,7 +115,7 @@ def run(argv: Sequence[str]) -> int:
                       config if config.secure else None)
         return asyncio.run(_run(args, ctx))
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED_EXIT_CODE
     except BrokenPipeError:  # `klctl get ... | head`: the reader has gone, nothing to say
         return 141
     except (CliError, ConfigError, UnknownResource) as e:
