@@ -844,13 +844,12 @@ async def test_unreachable_server_fails_fast(capsys: pytest.CaptureFixture[str])
     from kubelite.testing.ports import free_port
 
     address = f"127.0.0.1:{free_port()}"
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    code = await asyncio.to_thread(main, ["-s", address, "--request-timeout", "5s", "get", "po"])
+    code = await asyncio.to_thread(main, ["-s", address, "--request-timeout", "30s", "get", "po"])
     assert code == 1
-    assert loop.time() - started < 5
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot reach the API server at {address}: ")
+    # The refusal itself, not the request timeout that waiting for the server would reach.
+    assert "Connection refused" in err and "Deadline" not in err, err
     assert "Traceback" not in err
 
 

@@ -246,8 +246,8 @@ async def test_stop_kills_a_container_that_ignores_sigterm(runtime: ProcessRunti
     await runtime.stop_container(cid, timeout=0.3)
     took = time.monotonic() - began
     status = await runtime.container_status(cid)
-    assert status.state == ContainerState.EXITED and status.exit_code == 137
-    assert 0.3 <= took < 5
+    assert status.state == ContainerState.EXITED and status.exit_code == 137  # SIGKILL
+    assert took >= 0.3  # the grace period was given first
 
 
 async def test_a_new_runtime_adopts_running_containers(tmp_path: Path,
@@ -279,9 +279,10 @@ async def test_exec_sync_runs_in_the_container_view(runtime: ProcessRuntime) -> 
         timeout=10)
     assert result == type(result)(4, b"private\nin the volume\n/\nbar\n", b"oops\n", False)
 
-    began = time.monotonic()
-    slow = await runtime.exec_sync(cid, ["sleep", "30"], timeout=0.3)
-    assert slow.timed_out and time.monotonic() - began < 5
+    # A command past its timeout is ended, not waited for: the deadline here only turns a
+    # hang into a failure.
+    slow = await asyncio.wait_for(runtime.exec_sync(cid, ["sleep", "1000"], timeout=0.3), 60)
+    assert slow.timed_out
 
     items = [item async for item in runtime.exec_stream(cid, ["sh", "-c", "echo out"], None)]
     assert items == [(1, b"out\n"), (-1, b"0")]
