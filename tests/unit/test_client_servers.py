@@ -1,5 +1,6 @@
 """Several API servers in one client config: how a server list is written and checked (flags,
-kubeconfig files, ClientConfig) and the gRPC target and options its channel is made with."""
+kubeconfig files, ClientConfig), the gRPC target and options its channel is made with, and
+which calls are sent again when a server goes away under them."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
+from google.protobuf.message import Message
+from grpc.aio import AioRpcError, Metadata
 
 from kubelite import daemon, pki
+from kubelite.api.errors import Unavailable
 from kubelite.client.client import ApiClient
 from kubelite.client.config import (
     ROUND_ROBIN,
@@ -24,6 +29,8 @@ from kubelite.client.config import (
     split_servers,
     write_kubeconfig,
 )
+from protos.v1 import apiserver_pb2 as pb
+from protos.v1 import objects_pb2 as v1
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +109,58 @@ async def test_clients_of_several_servers(ca: bytes) -> None:
         assert plain.address == "127.0.0.1:1,127.0.0.1:2"
     async with ApiClient(ClientConfig("127.0.0.1:1,127.0.0.1:2", ca_pem=ca)) as secure:
         assert secure.config is not None and len(secure.config.servers) == 2
+
+
+class GoneServers:
+    """The stub's side of calls whose server went away mid-call ``gone`` times, then answers."""
+
+    def __init__(self, gone: int) -> None:
+        self.gone = gone
+        self.calls = 0
+
+    async def __call__(self, request: Message, **_: object) -> Message:
+        self.calls += 1
+        if self.calls <= self.gone:
+            raise AioRpcError(grpc.StatusCode.UNAVAILABLE, Metadata(), Metadata(),
+                              "Stream removed (sendmsg: Broken pipe (32))", None)
+        return pb.ObjectResponse(object=v1.ConfigMap(
+            metadata=v1.ObjectMeta(name="cm", namespace="default")).SerializeToString())
+
+
+@pytest.mark.parametrize(("servers", "gone", "calls"), [
+    (2, 3, 4),  # the gone server picked again twice before the balancer saw the drop
+    (3, 6, 7),
+])
+async def test_a_read_under_way_is_sent_again_a_few_times_per_other_server(
+        servers: int, gone: int, calls: int) -> None:
+    addresses = ",".join(f"127.0.0.1:{port}" for port in range(1, servers + 1))
+    async with ApiClient(addresses) as client:
+        client._stub.Get = stub = GoneServers(gone)
+        got = await client.get(v1.ConfigMap, "cm", "default")
+        assert (got.metadata.name, stub.calls) == ("cm", calls)
+        assert client.stats.failover_retries == gone
+
+
+async def test_a_read_is_not_sent_again_without_end_or_to_a_lone_server() -> None:
+    async with ApiClient("127.0.0.1:1,127.0.0.1:2") as client:
+        client._stub.Get = stub = GoneServers(4)
+        with pytest.raises(Unavailable, match="Broken pipe"):
+            await client.get(v1.ConfigMap, "cm", "default")
+        assert stub.calls == 4  # the first send and 3 more
+    async with ApiClient("127.0.0.1:1") as client:
+        client._stub.Get = stub = GoneServers(1)
+        with pytest.raises(Unavailable):
+            await client.get(v1.ConfigMap, "cm", "default")
+        assert stub.calls == 1
+
+
+async def test_a_write_under_way_is_not_sent_again() -> None:
+    """It may have been done: the caller decides."""
+    async with ApiClient("127.0.0.1:1,127.0.0.1:2") as client:
+        client._stub.Create = stub = GoneServers(1)
+        with pytest.raises(Unavailable):
+            await client.create(v1.ConfigMap(metadata=v1.ObjectMeta(name="cm")), "default")
+        assert stub.calls == 1
 
 
 def kubeconfig(ca: bytes, server: str) -> dict[str, Any]:
